@@ -1,0 +1,66 @@
+"""Atomic file writes: write to a temporary file, fsync, rename; never leave half-written output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, BinaryIO
+
+import torch
+
+from igkd.errors import IgkdError
+
+
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces ``path`` only if the block finishes without error."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise IgkdError(f"cannot write to '{path.parent}': {exc.strerror}; choose a writable output directory") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise IgkdError(f"cannot write '{path}': {exc.strerror}; free disk space or choose another output directory") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_torch_save(path: str | Path, obj: Any) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], None]) -> None:
+    """Call ``writer(handle)`` on a temporary file that replaces ``path`` on success."""
+    with atomic_open(path) as handle:
+        writer(handle)

@@ -1,0 +1,42 @@
+"""Content hashes that key caches to the exact weights, data and parameters they were made from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+
+def hash_tensor(tensor: torch.Tensor, digest: "hashlib._Hash | None" = None) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    h = digest or hashlib.sha256()
+    t = tensor.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def hash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's keys and tensors, in key order."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        hash_tensor(state_dict[key], h)
+    return h.hexdigest()
+
+
+def hash_jsonable(obj: Any) -> str:
+    """SHA-256 of a JSON-serialisable object (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            h.update(block)
+    return h.hexdigest()
