@@ -1,0 +1,147 @@
+"""The ``igkd`` command line: run the whole pipeline or one stage of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from igkd.errors import IgkdError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.")
+console = Console()
+
+ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
+
+
+def _pipeline(config: str, overrides: list[str] | None):
+    from igkd.config import load_config
+    from igkd.pipeline import Pipeline
+
+    return Pipeline(load_config(config, overrides or []), console)
+
+
+@app.command()
+def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt) -> None:
+    """Run teacher -> attributions -> student -> evaluation -> report, reusing finished stages."""
+    pipeline = _pipeline(config, overrides)
+    results = pipeline.run_all()
+    table = Table(title=f"teacher vs student ({results['student']['method']}) on {results['student']['data']}")
+    for column in ("metric", "teacher", "student", "student vs teacher"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for row in results["rows"]:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report: {pipeline.cfg.run_dir / 'report.md'}")
+
+
+@app.command()
+def teacher(
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    import_path: Optional[Path] = typer.Option(None, "--import", help="Import this checkpoint or plain state dict instead of training."),
+    arch: Optional[str] = typer.Option(None, help="Architecture of an imported plain state dict (e.g. mobilenetv2_cifar)."),
+    normalize: Optional[str] = typer.Option(None, help="Input normalisation of an imported state dict: dataset, cifar10 or none."),
+) -> None:
+    """Train the teacher (or import one) and evaluate it on the test split."""
+    extra = list(overrides or [])
+    extra += [f"teacher.checkpoint={import_path}"] if import_path else []
+    extra += [f"teacher.arch={arch}"] if arch else []
+    extra += [f"teacher.normalize={normalize}"] if normalize else []
+    pipeline = _pipeline(config, extra)
+    summary = pipeline.teacher_summary()
+    console.print(f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, {summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}")
+
+
+@app.command()
+def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt) -> None:
+    """Compute (or verify the cache of) the teacher's IG maps for every training image, in dataset order."""
+    pipeline = _pipeline(config, overrides)
+    maps = pipeline.maps
+    console.print(f"IG maps: {tuple(maps.shape)} in {pipeline.cfg.cache_path}")
+
+
+@app.command()
+def distill(
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="Student, KD, IG, AT, KD_IG, KD_AT, IG_AT or KD_IG_AT."),
+) -> None:
+    """Distil the student with the configured method; writes metrics, best checkpoint and final.json."""
+    pipeline = _pipeline(config, list(overrides or []) + ([f"student.method={method}"] if method else []))
+    summary = pipeline.run_student()
+    console.print(f"student {summary['method']} {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}% "
+                  f"(best val {100 * summary.get('best_val_accuracy', float('nan')):.2f}%) -> {pipeline.student_dir}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="An igkd checkpoint (or a plain state dict with --arch and --normalize)."),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    split: str = typer.Option("test", help="Which split of the configured data: test or train."),
+    teacher_path: Optional[Path] = typer.Option(None, "--teacher", help="A teacher checkpoint: also report agreement with it."),
+    arch: Optional[str] = typer.Option(None, help="Architecture, for a plain state dict."),
+    normalize: Optional[str] = typer.Option(None, help="Normalisation for a plain state dict: cifar10, none or m1,m2,m3/s1,s2,s3."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
+) -> None:
+    """Evaluate a checkpoint on any dataset whose classes map onto the checkpoint's classes."""
+    from igkd.atomic import atomic_write_json
+    from igkd.config import load_config
+    from igkd.data.sources import load_split
+    from igkd.evaluate import evaluate_model
+    from igkd.models.loading import load_any_model
+    from igkd.modelstats import count_macs, count_params, file_size
+    from igkd.runtime import resolve_device
+
+    if split not in ("train", "test"):
+        raise IgkdError(f"--split must be 'train' or 'test', got '{split}'")
+    cfg = load_config(config, overrides or [])
+    device = resolve_device(cfg.device)
+    loaded = load_any_model(model, arch, normalize)
+    data = load_split(cfg.data, split, cfg.cache_path).remap_to(loaded.classes)
+    reference = load_any_model(teacher_path, None, None).model if teacher_path else None
+    metrics = evaluate_model(loaded.model, data, device, reference=reference)
+    metrics.update(model=str(model), arch=str(loaded.arch), params=count_params(loaded.model),
+                   macs=count_macs(loaded.model, data.image_size), checkpoint_bytes=file_size(model))
+    present = sum(v is not None for v in metrics["per_class_accuracy"].values())
+    console.print(f"{model}: accuracy {100 * metrics['accuracy']:.2f}%, balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% "
+                  f"on {metrics['n']} images ({present} of {len(loaded.classes)} classes present)")
+    if output:
+        atomic_write_json(output, metrics)
+    else:
+        console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}))
+
+
+@app.command()
+def methods() -> None:
+    """List the eight distillation methods and what each one uses."""
+    from igkd.methods import METHODS
+
+    table = Table("method", "KD", "IG overlay", "AT")
+    for name, flags in METHODS.items():
+        table.add_row(name, *("yes" if f else "-" for f in flags))
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: user-facing problems become one error line and exit code 2."""
+    try:
+        app()
+    except IgkdError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: re-run the same command to resume from the last finished epoch")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The run configuration: validated YAML plus ``key.path=value`` overrides."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from igkd.attribution.ig import IGParams
+from igkd.data.sources import DataConfig
+from igkd.errors import IgkdError
+from igkd.methods import canonical_method
+from igkd.models.mobilenetv2 import parse_arch
+from igkd.overlay import Blend, MapSource
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+DEFAULT_CONFIG = "digits"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(_Strict):
+    """Optimiser, schedule and speed settings of one training run."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(4e-5, ge=0)
+    schedule: Literal["none", "cosine"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    eval_batch_size: int = Field(1024, ge=1)
+
+
+class NormSpec(_Strict):
+    """Explicit per-channel input normalisation."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @model_validator(mode="after")
+    def _positive_std(self) -> "NormSpec":
+        if min(self.std) <= 0:
+            raise ValueError("std must be positive")
+        return self
+
+
+class TeacherConfig(_Strict):
+    """The teacher: trained here, or imported from a checkpoint."""
+
+    arch: str = "mobilenetv2_cifar"
+    checkpoint: Path | None = None
+    normalize: Literal["dataset", "cifar10", "none"] | NormSpec = "dataset"
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check_arch(self) -> "TeacherConfig":
+        parse_arch(self.arch)
+        return self
+
+
+class KDConfig(_Strict):
+    """Hinton knowledge distillation from teacher logits."""
+
+    alpha: float = Field(0.01, ge=0, le=1)
+    temperature: float = Field(2.5, gt=0)
+    teacher_logits: Literal["online", "cached"] = "online"
+
+
+class ATConfig(_Strict):
+    """Attention transfer between (teacher block, student block) pairs; empty = the student's middle block."""
+
+    gamma: float = Field(0.8, ge=0)
+    pairs: list[tuple[int, int]] = []
+
+
+class OverlayConfig(_Strict):
+    """IG overlay: probability, blend rule, random power range and which maps (controls)."""
+
+    prob: float = Field(0.1, ge=0, le=1)
+    blend: Blend = "paper"
+    power_min: float = Field(1.0, gt=0)
+    power_max: float = Field(2.0, gt=0)
+    maps: MapSource = "aligned"
+
+    @model_validator(mode="after")
+    def _power_order(self) -> "OverlayConfig":
+        if self.power_max < self.power_min:
+            raise ValueError("power_max must be >= power_min")
+        return self
+
+
+class StudentConfig(_Strict):
+    """The student architecture, distillation method and its training."""
+
+    arch: str = "mobilenetv2_cifar:k=5"
+    method: str = "KD_IG"
+    kd: KDConfig = KDConfig()
+    at: ATConfig = ATConfig()
+    ig: OverlayConfig = OverlayConfig()
+    train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="none", batch_size=64, epochs=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudentConfig":
+        parse_arch(self.arch)
+        self.method = canonical_method(self.method)
+        return self
+
+
+class AttributionConfig(IGParams):
+    """IG parameters plus how the maps are stored."""
+
+    dtype: Literal["float16", "uint8"] = "float16"
+
+
+class ReportConfig(_Strict):
+    """What the report shows."""
+
+    examples: int = Field(6, ge=0, le=32)
+    latency_repeats: int = Field(30, ge=3)
+
+
+class RunConfig(_Strict):
+    """Everything one run of the pipeline needs."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    out_dir: Path = Path("runs")
+    cache_dir: Path | None = None
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    deterministic: bool = False
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    attribution: AttributionConfig = AttributionConfig()
+    student: StudentConfig = StudentConfig()
+    report: ReportConfig = ReportConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out_dir / self.name
+
+    @property
+    def cache_path(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.run_dir / "cache"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise IgkdError(f"override '{dotted}': '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b=value`` and parse the value as YAML (numbers, booleans, lists)."""
+    if "=" not in text or text.startswith("="):
+        raise IgkdError(f"override '{text}' is not of the form key.path=value (e.g. student.train.epochs=5)")
+    key, raw = text.split("=", 1)
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def builtin_config_path(name: str) -> Path:
+    """The path of a config shipped with igkd (``digits``, ``cifar10``, ``cifar10_jpeg``)."""
+    path = Path(str(resources.files("igkd") / "configs" / f"{name}.yaml"))
+    if not path.is_file():
+        shipped = sorted(p.stem for p in Path(path).parent.glob("*.yaml"))
+        raise IgkdError(f"no built-in config '{name}'; choose one of {shipped} or pass a YAML file path")
+    return path
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (file path or built-in name), apply overrides and validate it."""
+    text_source = str(source) if source is not None else DEFAULT_CONFIG
+    path = Path(text_source)
+    if not path.suffix:
+        path = builtin_config_path(text_source)
+    if not path.is_file():
+        raise IgkdError(f"config file '{path}' not found; pass an existing YAML file or a built-in name (digits, cifar10, cifar10_jpeg)")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise IgkdError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
+    if not isinstance(tree, dict):
+        raise IgkdError(f"config file '{path}' must hold a mapping of sections (data, teacher, student, ...)")
+    for item in overrides or []:
+        _set_dotted(tree, *parse_override(item))
+    return validate_config(tree, str(path))
+
+
+def validate_config(tree: dict[str, Any], origin: str = "config") -> RunConfig:
+    """Validate a config mapping; the first problem becomes a one-line :class:`IgkdError`."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        raise IgkdError(f"invalid config value '{where}' in {origin}{given}: {err['msg']}; fix it in the file or with --set {where}=...") from None

@@ -1,0 +1,53 @@
+"""A labelled image set held in memory as uint8 NCHW tensors (index = dataset order)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from igkd.errors import IgkdError
+
+
+@dataclass
+class ImageSet:
+    """Images (uint8, N x C x H x W), labels (int64, N) and the class names labels index into."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise IgkdError(f"dataset '{self.name}' must hold uint8 RGB images N x 3 x H x W, got {tuple(self.images.shape)} {self.images.dtype}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise IgkdError(f"dataset '{self.name}' has {self.images.shape[0]} images but {self.labels.numel()} labels")
+        if len(self.images) == 0:
+            raise IgkdError(f"dataset '{self.name}' is empty; check the data path and class folders")
+        if self.labels.numel() and int(self.labels.max()) >= len(self.classes):
+            raise IgkdError(f"dataset '{self.name}' has label {int(self.labels.max())} but only {len(self.classes)} classes")
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def subset(self, indices: torch.Tensor, name: str | None = None) -> "ImageSet":
+        """The images at ``indices``, in that order."""
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, name or self.name)
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the images in [0, 1]."""
+        x = self.images.float().div_(255)
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+
+    def remap_to(self, classes: list[str]) -> "ImageSet":
+        """Re-index labels to another class list (every class here must appear in it)."""
+        unknown = [c for c in self.classes if c not in classes]
+        if unknown:
+            raise IgkdError(f"dataset '{self.name}' has classes {unknown} the model does not know; the model's classes are {classes}")
+        table = torch.tensor([classes.index(c) for c in self.classes], dtype=torch.int64)
+        return ImageSet(self.images, table[self.labels], list(classes), self.name)

@@ -1,0 +1,148 @@
+"""Load a dataset split (digits, torchvision CIFAR-10, or any ImageFolder tree) as an :class:`ImageSet`."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from igkd.atomic import atomic_torch_save
+from igkd.data.imageset import ImageSet
+from igkd.errors import IgkdError
+from igkd.fingerprint import hash_jsonable
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 1234  # fixed: the digits test set never changes with the run's seed
+
+
+class DataConfig(BaseModel):
+    """Where the data comes from and how it is split and augmented."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["digits", "cifar10", "imagefolder"] = "digits"
+    root: Path | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    classes: list[str] | None = None
+    image_size: int = Field(32, ge=8, le=512)
+    resize: bool = False
+    download: bool = True
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+
+
+def expand_path(path: Path | str) -> Path:
+    """Expand ``~`` and ``$VARS`` (e.g. ``$IGKD_DATA_DIR``) in a configured path."""
+    expanded = os.path.expandvars(os.path.expanduser(str(path)))
+    if "$" in expanded:
+        raise IgkdError(f"path '{path}' uses an unset environment variable; set it (e.g. export IGKD_DATA_DIR=...) or give a full path")
+    return Path(expanded)
+
+
+def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path | None = None) -> ImageSet:
+    """Load the training pool or the test set described by ``cfg``."""
+    if cfg.source == "digits":
+        return _load_digits(split, cfg.image_size)
+    if cfg.source == "cifar10":
+        return _load_cifar10(cfg, split)
+    folder_name = cfg.train_split if split == "train" else cfg.test_split
+    if cfg.root is None:
+        raise IgkdError("data.root is not set; point it at the folder that holds the class folders' parent (e.g. data.root=/data/cifar10-jpeg)")
+    return load_image_folder(expand_path(cfg.root) / folder_name, cfg.classes, cfg.image_size, cfg.resize, cache_dir)
+
+
+def _load_digits(split: str, image_size: int) -> ImageSet:
+    """scikit-learn's 8x8 digits, upsampled to ``image_size`` and repeated to RGB (ships with sklearn)."""
+    from sklearn.datasets import load_digits
+
+    from igkd.data.splits import stratified_split
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)
+    x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = x.clamp(0, 1).mul(255).round().to(torch.uint8).repeat(1, 3, 1, 1)
+    labels = torch.from_numpy(digits.target).long()
+    train_idx, test_idx = stratified_split(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    idx = train_idx if split == "train" else test_idx
+    return ImageSet(images[idx].contiguous(), labels[idx].contiguous(), [str(d) for d in range(10)], f"digits-{split}")
+
+
+def _load_cifar10(cfg: DataConfig, split: str) -> ImageSet:
+    from torchvision.datasets import CIFAR10
+
+    root = expand_path(cfg.root or "data/cifar10")
+    try:
+        dataset = CIFAR10(str(root), train=(split == "train"), download=cfg.download)
+    except RuntimeError as exc:
+        raise IgkdError(f"CIFAR-10 not found under '{root}' ({exc}); set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py") from None
+    except OSError as exc:
+        raise IgkdError(f"could not download CIFAR-10 to '{root}' ({exc.__class__.__name__}); check the network, or use source=imagefolder with a local copy") from None
+    images = torch.from_numpy(np.asarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes), f"cifar10-{split}")
+
+
+def _list_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[Path, int]]]:
+    if not root.is_dir():
+        raise IgkdError(f"data folder '{root}' not found; check data.root and data.train_split/test_split")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise IgkdError(f"data folder '{root}' has no class folders; expected {root}/<class>/<image files>")
+    class_list = list(classes) if classes else [p.name for p in folders]
+    samples: list[tuple[Path, int]] = []
+    for folder in folders:
+        if folder.name not in class_list:
+            raise IgkdError(f"folder '{folder}' is not in the class list {class_list}; add it to data.classes or remove it")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise IgkdError(f"class folder '{folder}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder")
+        samples.extend((f, class_list.index(folder.name)) for f in files)
+    samples.sort(key=lambda s: (s[1], s[0].name))
+    return class_list, samples
+
+
+def decode_image(path: Path, image_size: int, resize: bool) -> np.ndarray:
+    """Decode one image to H x W x 3 uint8; grayscale and RGBA are converted to RGB."""
+    try:
+        with Image.open(io.BytesIO(path.read_bytes())) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise IgkdError(f"cannot decode image '{path}' ({exc.__class__.__name__}); replace or delete the file") from None
+    if rgb.size != (image_size, image_size):
+        if not resize:
+            raise IgkdError(f"image '{path}' is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}; set data.resize=true or data.image_size={rgb.size[0]}")
+        rgb = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_image_folder(
+    root: Path, classes: list[str] | None, image_size: int, resize: bool, cache_dir: Path | None = None
+) -> ImageSet:
+    """Decode an ImageFolder tree (``root/<class>/*.jpg``); classes map to indices by name via ``classes``."""
+    class_list, samples = _list_image_folder(root, classes)
+    listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns, y) for p, y in samples]
+    key = hash_jsonable({"root": str(root.resolve()), "files": listing, "classes": class_list, "size": image_size, "resize": resize})
+    cache_file = cache_dir / f"imagefolder-{key[:16]}.pt" if cache_dir else None
+    if cache_file is not None and cache_file.is_file():
+        cached = torch.load(cache_file, map_location="cpu", weights_only=True)
+        if cached.get("key") == key and cached["images"].shape[0] == len(samples):
+            return ImageSet(cached["images"], cached["labels"], class_list, root.name)
+    from rich.progress import track
+
+    arrays = [decode_image(p, image_size, resize) for p, _ in track(samples, description=f"decoding {root.name}", transient=True, disable=len(samples) < 2000)]
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor([y for _, y in samples], dtype=torch.int64)
+    if cache_file is not None:
+        atomic_torch_save(cache_file, {"key": key, "images": images, "labels": labels})
+    return ImageSet(images, labels, class_list, root.name)

@@ -1,0 +1,44 @@
+"""Classification metrics of a model on a labelled image set."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from igkd.data.imageset import ImageSet
+from igkd.training.loop import predict_logits
+
+
+def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """Accuracy, balanced accuracy (over classes present), per-class accuracy and confusion matrix."""
+    k = len(classes)
+    confusion = torch.bincount(labels * k + predictions, minlength=k * k).view(k, k)
+    support = confusion.sum(1)
+    per_class = {
+        name: (float(confusion[i, i] / support[i]) if support[i] > 0 else None) for i, name in enumerate(classes)
+    }
+    present = [v for v in per_class.values() if v is not None]
+    return {
+        "n": int(labels.numel()),
+        "accuracy": float((predictions == labels).float().mean()),
+        "balanced_accuracy": sum(present) / len(present),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "classes": list(classes),
+    }
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: ImageSet,
+    device: torch.device,
+    batch_size: int = 1024,
+    reference: nn.Module | None = None,
+) -> dict:
+    """Metrics of ``model`` on ``dataset``; with ``reference`` (the teacher) also their agreement."""
+    predictions = predict_logits(model, dataset.images, batch_size, device).argmax(1)
+    metrics = classification_metrics(predictions, dataset.labels, dataset.classes)
+    if reference is not None:
+        reference_predictions = predict_logits(reference, dataset.images, batch_size, device).argmax(1)
+        metrics["teacher_agreement"] = float((predictions == reference_predictions).float().mean())
+    return metrics

@@ -1,0 +1,67 @@
+"""All training losses: cross-entropy, Hinton KD, attention transfer, and their weighted sum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton KD: KL(softmax(teacher/T) || softmax(student/T)) * T^2, averaged over the batch."""
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature**2
+
+
+def attention_map(features: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko & Komodakis attention: channel mean of squared activations, flattened and L2-normalised."""
+    return F.normalize(features.float().pow(2).mean(dim=1).flatten(1), dim=1)
+
+
+def at_loss(student_features: list[torch.Tensor], teacher_features: list[torch.Tensor]) -> torch.Tensor:
+    """Mean squared difference of attention maps over layer pairs (student maps resized to the teacher's)."""
+    losses = []
+    for s, t in zip(student_features, teacher_features, strict=True):
+        if s.shape[-2:] != t.shape[-2:]:
+            s = F.interpolate(s.float().pow(2).mean(1, keepdim=True), size=t.shape[-2:], mode="bilinear", align_corners=False)
+        losses.append((attention_map(s) - attention_map(t)).pow(2).mean())
+    return torch.stack(losses).mean()
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Which terms are on and their weights: (1-alpha)*CE + alpha*KD + gamma*AT (CE alone without KD)."""
+
+    use_kd: bool = False
+    alpha: float = 0.01
+    temperature: float = 2.5
+    use_at: bool = False
+    gamma: float = 0.8
+    label_smoothing: float = 0.0
+
+
+def distillation_loss(
+    weights: LossWeights,
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    student_features: list[torch.Tensor] | None = None,
+    teacher_features: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The total loss and its detached parts (``ce``, ``kd``, ``at``) for logging."""
+    ce = F.cross_entropy(student_logits.float(), labels, label_smoothing=weights.label_smoothing)
+    parts = {"ce": ce.detach()}
+    total = ce
+    if weights.use_kd:
+        assert teacher_logits is not None, "KD needs teacher logits"
+        kd = kd_loss(student_logits, teacher_logits, weights.temperature)
+        total = (1.0 - weights.alpha) * ce + weights.alpha * kd
+        parts["kd"] = kd.detach()
+    if weights.use_at:
+        assert student_features is not None and teacher_features is not None, "AT needs features"
+        at = at_loss(student_features, teacher_features)
+        total = total + weights.gamma * at
+        parts["at"] = at.detach()
+    return total, parts

@@ -1,0 +1,185 @@
+"""The stages of a run (teacher -> attributions -> student -> evaluation -> report), each skipped when done."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from rich.console import Console
+
+from igkd.atomic import atomic_write_json
+from igkd.attribution import AttributionCache, attribution_key
+from igkd.config import RunConfig
+from igkd.data.prepare import PreparedData, prepare_data
+from igkd.evaluate import evaluate_model
+from igkd.fingerprint import hash_jsonable
+from igkd.methods import method_flags
+from igkd.modelstats import count_macs, count_params, file_size, measure_latency
+from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from igkd.provenance import provenance
+from igkd.report import comparison_rows, save_overlay_figure, write_report
+from igkd.runtime import resolve_device, seed_everything
+from igkd.training.distill import distill_student
+from igkd.training.loop import FitResult
+from igkd.training.teacher import import_teacher, train_teacher
+
+
+def _epoch_printer(console: Console, label: str) -> Callable[[int, int, dict[str, float]], None]:
+    def show(epoch: int, total: int, row: dict[str, float]) -> None:
+        console.print(f"  {label} epoch {epoch}/{total}: loss {row['train_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%  ({row['seconds']:.1f}s)")
+
+    return show
+
+
+def student_tag(cfg: RunConfig) -> str:
+    """Folder name of a student run: method, architecture, map control and seed."""
+    arch = cfg.student.arch.replace(":", "_").replace("=", "")
+    control = "" if cfg.student.ig.maps == "aligned" or not method_flags(cfg.student.method)[1] else f"-{cfg.student.ig.maps}"
+    return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}"
+
+
+class Pipeline:
+    """One configured run; each stage reuses its finished output when the relevant config is unchanged."""
+
+    def __init__(self, cfg: RunConfig, console: Console | None = None) -> None:
+        self.cfg = cfg
+        self.console = console or Console()
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed, cfg.deterministic)
+
+    @cached_property
+    def data(self) -> PreparedData:
+        data = prepare_data(self.cfg)
+        self.console.print(f"data: {len(data.train_idx)} train / {len(data.val_idx)} val / {len(data.test)} test images, "
+                           f"{len(data.classes)} classes, {data.pool.image_size[0]}x{data.pool.image_size[1]}")
+        return data
+
+    @property
+    def teacher_dir(self) -> Path:
+        return self.cfg.run_dir / "teacher"
+
+    @property
+    def student_dir(self) -> Path:
+        return self.cfg.run_dir / "students" / student_tag(self.cfg)
+
+    def _teacher_hash(self) -> str:
+        return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher", "seed"}))
+
+    def _student_hash(self) -> str:
+        return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher", "student", "attribution", "seed"}))
+
+    @staticmethod
+    def _finished(summary: Path, config_hash: str) -> bool:
+        if not summary.is_file():
+            return False
+        try:
+            return json.loads(summary.read_text()).get("config_hash") == config_hash
+        except json.JSONDecodeError:
+            return False
+
+    def _summary(self, loaded: LoadedModel, checkpoint: Path, role: str, config_hash: str, fit: FitResult | None) -> dict[str, Any]:
+        model = loaded.model.to(self.device)
+        reference = self.teacher.model if role == "student" else None
+        summary: dict[str, Any] = {
+            "role": role, "config_hash": config_hash, "arch": str(loaded.arch), "classes": loaded.classes,
+            "data": self.data_label(), "test": evaluate_model(model, self.data.test, self.device, reference=reference),
+            "params": count_params(model), "macs": count_macs(model, self.data.pool.image_size),
+            "checkpoint_bytes": file_size(checkpoint), "checkpoint": str(checkpoint),
+            **provenance(self.device, self.cfg.seed), "config": self.cfg.model_dump(mode="json"),
+        }
+        if fit is not None:
+            summary.update(best_epoch=fit.best_epoch, best_val_accuracy=fit.best_val_accuracy,
+                           train_seconds=fit.seconds, train_images_per_second=fit.images_per_second)
+        return summary
+
+    def data_label(self) -> str:
+        data = self.cfg.data
+        if data.source == "imagefolder":
+            return f"{Path(str(data.root)).name}/{data.train_split} (ImageFolder)"
+        return {"digits": "scikit-learn digits", "cifar10": "CIFAR-10 (torchvision)"}[data.source]
+
+    @cached_property
+    def teacher(self) -> LoadedModel:
+        """Train or import the teacher, unless a finished one with the same config exists."""
+        checkpoint, summary_file = self.teacher_dir / "model.pt", self.teacher_dir / "final.json"
+        config_hash = self._teacher_hash()
+        if self._finished(summary_file, config_hash):
+            self.console.print(f"teacher: reusing {checkpoint}")
+            return load_checkpoint(checkpoint)
+        fit = None
+        if self.cfg.teacher.checkpoint is not None:
+            loaded = import_teacher(self.cfg, self.data, self.cfg.teacher.checkpoint)
+            save_checkpoint(checkpoint, loaded.model, loaded.arch, loaded.classes, {"role": "teacher", **loaded.metadata})
+            self.console.print(f"teacher: imported {self.cfg.teacher.checkpoint}")
+        else:
+            self.console.print(f"teacher: training {self.cfg.teacher.arch} for {self.cfg.teacher.train.epochs} epochs on {self.device}")
+            loaded, fit = train_teacher(self.cfg, self.data, self.device, self.teacher_dir, _epoch_printer(self.console, "teacher"))
+        self.__dict__["teacher"] = loaded
+        atomic_write_json(summary_file, self._summary(loaded, checkpoint, "teacher", config_hash, fit))
+        return loaded
+
+    @cached_property
+    def maps(self) -> torch.Tensor:
+        """IG maps of the teacher for every training-pool image, in dataset order (cached on disk)."""
+        cache = AttributionCache(self.cfg.cache_path, dtype=self.cfg.attribution.dtype)
+        params = self.cfg.attribution
+        key = attribution_key(self.teacher.model.state_dict(), self.data.pool.images, self.data.pool.labels, params)
+        expected = (len(self.data.pool), *self.data.pool.image_size)
+        if cache.lookup(key) is None:
+            self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) for {expected[0]} images on {self.device}")
+            stats = cache.build(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params, self.device)
+            self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
+        else:
+            self.console.print(f"attributions: reusing cache {cache.lookup(key)}")
+        return cache.load(key, expected)
+
+    def run_student(self) -> dict[str, Any]:
+        """Distil the configured student, unless finished; return its summary."""
+        summary_file = self.student_dir / "final.json"
+        config_hash = self._student_hash()
+        if self._finished(summary_file, config_hash):
+            self.console.print(f"student: reusing {self.student_dir}")
+            return json.loads(summary_file.read_text())
+        uses_ig = method_flags(self.cfg.student.method)[1]
+        maps = self.maps if uses_ig else None
+        teacher = self.teacher
+        self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
+        loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, _epoch_printer(self.console, "student"))
+        summary = self._summary(loaded, self.student_dir / "best.pt", "student", config_hash, fit)
+        summary["method"] = self.cfg.student.method
+        atomic_write_json(summary_file, summary)
+        return summary
+
+    def teacher_summary(self) -> dict[str, Any]:
+        _ = self.teacher
+        return json.loads((self.teacher_dir / "final.json").read_text())
+
+    def run_all(self) -> dict[str, Any]:
+        """Teacher -> attributions -> student -> evaluation -> report; returns the report's numbers."""
+        student = self.run_student()
+        teacher = self.teacher_summary()
+        image = (1, 3, *self.data.pool.image_size)
+        cpu = torch.device("cpu")
+        for summary, model in ((teacher, self.teacher.model), (student, load_checkpoint(student["checkpoint"]).model)):
+            summary["latency"] = measure_latency(model, image, cpu, repeats=self.cfg.report.latency_repeats)
+        student["latency_note"] = (f"PyTorch eager on CPU, {torch.get_num_threads()} threads, batch 1, 5 warm-up calls, "
+                                   f"median of {self.cfg.report.latency_repeats}")
+        notes: dict[str, Any] = {"data": self.data_label(), "provenance": provenance(self.device, self.cfg.seed)}
+        figure = None
+        if self.cfg.report.examples:
+            maps = self.maps
+            picks = torch.linspace(0, len(self.data.train_idx) - 1, self.cfg.report.examples).long()
+            figure_path = self.cfg.run_dir / "figures" / "ig_overlays.png"
+            save_overlay_figure(figure_path, self.data.pool, maps, self.data.train_idx[picks].tolist())
+            figure = str(figure_path.relative_to(self.cfg.run_dir))
+            params = self.cfg.attribution
+            manifest = AttributionCache(self.cfg.cache_path, dtype=params.dtype).manifest(attribution_key(
+                self.teacher.model.state_dict(), self.data.pool.images, self.data.pool.labels, params))
+            notes["ig"] = {**params.model_dump(), "mean_rel_delta": manifest.get("mean_rel_delta", float("nan"))}
+        write_report(self.cfg.run_dir / "report.md", f"igkd run '{self.cfg.name}'", teacher, student, figure, notes)
+        results = {"teacher": teacher, "student": student, "rows": comparison_rows(teacher, student)}
+        atomic_write_json(self.cfg.run_dir / "results.json", {k: v for k, v in results.items() if k != "rows"})
+        return results

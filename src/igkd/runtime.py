@@ -1,0 +1,83 @@
+"""Device choice, seeding, determinism and mixed-precision settings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import ContextManager
+
+import numpy as np
+import torch
+
+from igkd.errors import IgkdError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; an unavailable device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise IgkdError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise IgkdError(f"device '{name}' requested but CUDA is not available; use --set device=cpu")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; in deterministic mode also force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device, amp: str) -> ContextManager:
+    """bf16 autocast when ``amp`` is 'bf16', or 'auto' on CUDA; otherwise a no-op context."""
+    if amp == "bf16" or (amp == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def use_channels_last(device: torch.device, setting: str) -> bool:
+    """Channels-last memory format: on CUDA by default, off on CPU."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def environment_info(device: torch.device) -> dict[str, str]:
+    """Library versions and device name, for result files."""
+    import platform
+
+    import torchvision
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "cpu_threads": str(torch.get_num_threads()),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory's repository, or 'unknown'."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,1 @@
+"""Training: the shared loop, the teacher recipe and distillation."""

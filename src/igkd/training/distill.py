@@ -1,0 +1,105 @@
+"""Distil a teacher into a student with any mix of CE, KD, attention transfer and IG overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from igkd.config import RunConfig
+from igkd.data.prepare import PreparedData
+from igkd.errors import IgkdError
+from igkd.losses import LossWeights, distillation_loss
+from igkd.methods import method_flags
+from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
+from igkd.overlay import map_source
+from igkd.training.inputs import batch_maker
+from igkd.training.loop import FitResult, LossFn, Progress, fit, predict_logits
+
+
+def loss_weights(cfg: RunConfig) -> LossWeights:
+    """The loss terms of the configured method."""
+    use_kd, _, use_at = method_flags(cfg.student.method)
+    kd, at = cfg.student.kd, cfg.student.at
+    return LossWeights(use_kd, kd.alpha, kd.temperature, use_at, at.gamma, cfg.student.train.label_smoothing)
+
+
+def attention_pairs(cfg: RunConfig, teacher: ImageClassifier, student: ImageClassifier) -> list[tuple[int, int]]:
+    """Configured (teacher block, student block) pairs, or the student's middle block with the same teacher block."""
+    pairs = cfg.student.at.pairs or [((len(student.features) - 1) // 2,) * 2]
+    for t, s in pairs:
+        if not (0 <= t < len(teacher.features) and 0 <= s < len(student.features)):
+            raise IgkdError(f"attention pair ({t}, {s}) is out of range: the teacher has {len(teacher.features)} blocks, the student {len(student.features)}; fix student.at.pairs")
+    return [tuple(p) for p in pairs]
+
+
+def make_distill_loss(
+    weights: LossWeights, teacher: ImageClassifier, pairs: list[tuple[int, int]], cached_logits: torch.Tensor | None
+) -> LossFn:
+    """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index."""
+
+    def loss_fn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor):
+        student_feats = teacher_feats = teacher_logits = None
+        if weights.use_at:
+            feats = student.forward_features(x)
+            logits = student.head(feats[-1])
+            student_feats = [feats[s] for _, s in pairs]
+        else:
+            logits = student(x)
+        with torch.no_grad():
+            if weights.use_at:
+                t_all = teacher.forward_features(x)
+                teacher_feats = [t_all[t] for t, _ in pairs]
+                teacher_logits = teacher.head(t_all[-1]) if weights.use_kd and cached_logits is None else None
+            elif weights.use_kd and cached_logits is None:
+                teacher_logits = teacher(x)
+            if weights.use_kd and cached_logits is not None:
+                teacher_logits = cached_logits[indices]
+        return distillation_loss(weights, logits, y, teacher_logits, student_feats, teacher_feats)
+
+    return loss_fn
+
+
+def distill_student(
+    cfg: RunConfig,
+    data: PreparedData,
+    teacher: LoadedModel,
+    maps: torch.Tensor | None,
+    device: torch.device,
+    out_dir: Path,
+    progress: Progress | None = None,
+) -> tuple[LoadedModel, FitResult]:
+    """Train the configured student; ``maps`` (pool order, N x H x W in [0,1]) are needed for IG methods."""
+    _, use_ig, _ = method_flags(cfg.student.method)
+    if use_ig and maps is None:
+        raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
+    if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
+        raise IgkdError(f"IG maps have shape {tuple(maps.shape)} but the training pool is {(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'")
+    arch = parse_arch(cfg.student.arch)
+    torch.manual_seed(cfg.seed)
+    student = build_model(arch, len(data.classes), teacher.mean, teacher.std).to(device)
+    teacher_model = teacher.model.to(device).eval()
+    for p in teacher_model.parameters():
+        p.requires_grad_(False)
+    weights = loss_weights(cfg)
+    cached = None
+    if weights.use_kd and cfg.student.kd.teacher_logits == "cached":
+        cached = predict_logits(teacher_model, data.pool.images, cfg.student.train.eval_batch_size, device).to(device)
+    pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
+    images, labels = data.pool.images.to(device), data.pool.labels.to(device)
+    overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None
+    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, overlay_maps_, cfg.student.ig if use_ig else None)
+
+    def save_best(net: nn.Module, row: dict[str, float]) -> None:
+        save_checkpoint(out_dir / "best.pt", net, arch, data.classes, {
+            "role": "student", "method": cfg.student.method, "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
+        })
+
+    result = fit(
+        student, data.train_idx.to(device), make_inputs, make_distill_loss(weights, teacher_model, pairs, cached),
+        data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
+        out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "student", "attribution", "seed"}),
+    )
+    return load_checkpoint(out_dir / "best.pt"), result

@@ -1,0 +1,61 @@
+"""Train a teacher on the training split, or import one from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from igkd.config import CIFAR10_MEAN, CIFAR10_STD, NormSpec, RunConfig
+from igkd.data.prepare import PreparedData
+from igkd.errors import IgkdError
+from igkd.losses import LossWeights, distillation_loss
+from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
+from igkd.models.mobilenetv2 import build_model, parse_arch
+from igkd.training.inputs import batch_maker
+from igkd.training.loop import FitResult, Progress, fit
+
+
+def resolve_normalization(setting: str | NormSpec, data: PreparedData) -> tuple[list[float], list[float]]:
+    """Mean/std for 'dataset' (training split statistics), 'cifar10', 'none' or explicit values."""
+    if isinstance(setting, NormSpec):
+        return list(setting.mean), list(setting.std)
+    if setting == "cifar10":
+        return list(CIFAR10_MEAN), list(CIFAR10_STD)
+    if setting == "none":
+        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    mean, std = data.pool.subset(data.train_idx).channel_stats()
+    return mean, [max(s, 1e-3) for s in std]
+
+
+def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> LoadedModel:
+    """Load an igkd checkpoint, or a foreign state dict with the configured arch and normalisation."""
+    mean, std = resolve_normalization(cfg.teacher.normalize, data)
+    loaded = import_state_dict(checkpoint, cfg.teacher.arch, data.classes, mean, std)
+    if loaded.classes != data.classes:
+        raise IgkdError(f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the data has {data.classes}; use a teacher trained on these classes")
+    return loaded
+
+
+def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_dir: Path, progress: Progress | None = None) -> tuple[LoadedModel, FitResult]:
+    """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint."""
+    arch = parse_arch(cfg.teacher.arch)
+    mean, std = resolve_normalization(cfg.teacher.normalize, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(arch, len(data.classes), mean, std)
+    images, labels = data.pool.images.to(device), data.pool.labels.to(device)
+    weights = LossWeights(label_smoothing=cfg.teacher.train.label_smoothing)
+
+    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, _: torch.Tensor):
+        return distillation_loss(weights, net(x), y)
+
+    def save_best(net: nn.Module, row: dict[str, float]) -> None:
+        save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"]})
+
+    result = fit(
+        model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,
+        data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.seed,
+        out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "teacher", "seed"}),
+    )
+    return load_checkpoint(out_dir / "model.pt"), result

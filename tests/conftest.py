@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny configs and tiny image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+TINY_TEACHER = "mobilenetv2_cifar:width=0.25:k=10"
+TINY_STUDENT = "mobilenetv2_cifar:width=0.25:k=14"
+
+
+def tiny_config_tree(tmp_path: Path, **student: Any) -> dict[str, Any]:
+    """A config on digits at 8x8 with tiny models: one epoch each, seconds on a CPU."""
+    return {
+        "name": "tiny",
+        "out_dir": str(tmp_path / "runs"),
+        "seed": 0,
+        "device": "cpu",
+        "data": {"source": "digits", "image_size": 8, "crop_padding": 1, "flip": False, "val_fraction": 0.2},
+        "teacher": {"arch": TINY_TEACHER, "train": {"epochs": 1, "batch_size": 64, "lr": 0.05}},
+        "attribution": {"steps": 4, "batch_size": 256},
+        "student": {"arch": TINY_STUDENT, "method": "KD_IG", "ig": {"prob": 0.5},
+                    "train": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 2e-3}, **student},
+        "report": {"examples": 3, "latency_repeats": 3},
+    }
+
+
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """The tiny config as CLI ``--set`` overrides of the built-in digits config."""
+    return [
+        f"out_dir={tmp_path / 'runs'}", "name=tiny", "device=cpu", "data.image_size=8", "data.crop_padding=1",
+        f"teacher.arch={TINY_TEACHER}", "teacher.train.epochs=1", f"student.arch={TINY_STUDENT}",
+        "student.train.epochs=1", "attribution.steps=4", "report.examples=3", "report.latency_repeats=3",
+    ]
+
+
+def write_image_folder(root: Path, counts: dict[str, int], size: int = 8, seed: int = 0, mode: str = "RGB") -> Path:
+    """Write ``root/<class>/<i>.png`` images of random pixels; returns ``root``."""
+    rng = np.random.default_rng(seed)
+    for name, count in counts.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).convert(mode).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    torch.set_num_threads(2)

@@ -1,0 +1,58 @@
+"""Config loading, overrides and one-line validation errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from igkd.config import load_config, parse_override
+from igkd.errors import IgkdError
+
+
+def test_builtin_configs_load_and_paper_settings_are_in_the_cifar_config():
+    digits = load_config("digits")
+    assert digits.data.source == "digits"
+    cifar = load_config("cifar10")
+    assert cifar.student.arch == "mobilenetv2_cifar:k=5" and cifar.student.kd.alpha == 0.01
+    assert cifar.student.kd.temperature == 2.5 and cifar.student.at.gamma == 0.8 and cifar.student.ig.prob == 0.1
+    assert cifar.attribution.steps == 50 and cifar.student.train.optimizer == "adam" and cifar.student.train.batch_size == 64
+    jpeg = load_config("cifar10_jpeg")
+    assert jpeg.data.source == "imagefolder" and jpeg.data.classes[0] == "airplane"
+
+
+def test_overrides_are_typed_and_method_names_canonical():
+    cfg = load_config("digits", ["student.train.epochs=3", "student.method=kd_ig_at", "student.at.pairs=[[3, 3]]", "seed=7"])
+    assert cfg.student.train.epochs == 3 and cfg.seed == 7
+    assert cfg.student.method == "KD_IG_AT" and cfg.student.at.pairs == [(3, 3)]
+    assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert load_config("digits", ["student.train.lr=1e-3"]).student.train.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("student.kd.alpha=2", "student.kd.alpha"),
+        ("student.method=distill", "unknown method 'distill'"),
+        ("student.arch=resnet50", "unknown architecture"),
+        ("student.train.optimizer=lbfgs", "student.train.optimizer"),
+        ("teacher.train.epochs=0", "teacher.train.epochs"),
+        ("student.nonsense=1", "student.nonsense"),
+        ("attribution.baseline=white", "attribution.baseline"),
+        ("student.ig.prob=-0.1", "student.ig.prob"),
+        ("no_equals_sign", "not of the form"),
+    ],
+)
+def test_invalid_values_give_one_line_errors(override, message):
+    with pytest.raises(IgkdError, match=message) as info:
+        load_config("digits", [override])
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(IgkdError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(IgkdError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(IgkdError, match="no built-in config 'nope'"):
+        load_config("nope")

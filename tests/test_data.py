@@ -1,0 +1,94 @@
+"""Dataset loading (digits, ImageFolder with class lists), splits and the clear errors on bad data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_image_folder
+from igkd.data import DataConfig, load_split, stratified_split, stratified_subset
+from igkd.data.sources import CIFAR10_CLASSES, load_image_folder
+from igkd.errors import IgkdError
+
+
+def test_digits_ship_with_the_package_as_uint8_rgb():
+    train = load_split(DataConfig(source="digits", image_size=16), "train")
+    test = load_split(DataConfig(source="digits", image_size=16), "test")
+    assert train.images.shape[1:] == (3, 16, 16) and train.images.dtype == torch.uint8
+    assert len(train) + len(test) == 1797 and len(test) == 359
+    assert train.classes == [str(d) for d in range(10)]
+
+
+def test_stratified_split_is_seeded_disjoint_and_balanced():
+    labels = torch.arange(1000) % 10
+    train, val = stratified_split(labels, 0.1, seed=3)
+    assert len(val) == 100 and set(train.tolist()).isdisjoint(val.tolist())
+    assert torch.bincount(labels[val]).tolist() == [10] * 10
+    again, _ = stratified_split(labels, 0.1, seed=3)
+    other, _ = stratified_split(labels, 0.1, seed=4)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+    sub = stratified_subset(train, labels, 0.8, seed=0)
+    assert len(sub) == 720 and torch.bincount(labels[sub]).tolist() == [72] * 10
+    assert set(sub.tolist()) <= set(train.tolist())
+
+
+def test_image_folder_maps_folders_to_a_class_list_by_name(tmp_path):
+    root = write_image_folder(tmp_path / "val", {"ship": 3, "cat": 2, "automobile": 1})
+    subset = load_image_folder(root, CIFAR10_CLASSES, 8, resize=False)
+    assert subset.classes == CIFAR10_CLASSES
+    assert sorted(subset.labels.tolist()) == [1, 3, 3, 8, 8, 8]
+    own = load_image_folder(root, None, 8, resize=False)
+    assert own.classes == ["automobile", "cat", "ship"]
+
+
+def test_image_folder_converts_grayscale_and_rgba_and_resizes_on_request(tmp_path):
+    write_image_folder(tmp_path / "d", {"a": 1}, mode="L")
+    write_image_folder(tmp_path / "d", {"b": 1}, mode="RGBA", seed=1)
+    data = load_image_folder(tmp_path / "d", None, 8, resize=False)
+    assert data.images.shape == (2, 3, 8, 8)
+    big = write_image_folder(tmp_path / "big", {"a": 2}, size=16)
+    assert load_image_folder(big, None, 8, resize=True).images.shape == (2, 3, 8, 8)
+    with pytest.raises(IgkdError, match="is 16x16, expected 8x8; set data.resize=true"):
+        load_image_folder(big, None, 8, resize=False)
+
+
+def test_image_folder_cache_is_reused_and_keyed_to_the_files(tmp_path):
+    root = write_image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    first = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
+    again = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    assert torch.equal(first.images, again.images)
+    write_image_folder(root, {"a": 3}, seed=5)
+    changed = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    assert len(changed) == 5 and len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda r: None, "not found"),
+        (lambda r: r.mkdir(), "has no class folders"),
+        (lambda r: (r / "a").mkdir(parents=True), "holds no images"),
+        (lambda r: (write_image_folder(r, {"a": 1}), (r / "a" / "bad.jpg").write_bytes(b"\xff\xd8junk")), "cannot decode image"),
+        (lambda r: write_image_folder(r, {"zebra": 1}), "not in the class list"),
+    ],
+)
+def test_bad_image_folders_get_one_clear_error(tmp_path, setup, message):
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(IgkdError, match=message) as info:
+        load_image_folder(root, ["a", "b"], 8, resize=False)
+    assert "\n" not in str(info.value)
+
+
+def test_imagefolder_source_needs_a_root():
+    with pytest.raises(IgkdError, match="data.root is not set"):
+        load_split(DataConfig(source="imagefolder"), "train")
+
+
+def test_imageset_remap_refuses_unknown_classes(tmp_path):
+    data = load_image_folder(write_image_folder(tmp_path / "d", {"cat": 1, "unicorn": 1}), None, 8, False)
+    with pytest.raises(IgkdError, match="unicorn"):
+        data.remap_to(CIFAR10_CLASSES)
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
