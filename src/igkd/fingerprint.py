@@ -15,7 +15,7 @@ def hash_tensor(tensor: torch.Tensor, digest: "hashlib._Hash | None" = None) -> 
     h = digest or hashlib.sha256()
     t = tensor.detach().cpu().contiguous()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -98,6 +98,37 @@ def _write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
 
 
+TrainStep = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
+
+
+def make_train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    make_inputs: MakeInputs,
+    loss_fn: LossFn,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> TrainStep:
+    """One optimisation step on the batch at ``indices``; returns the detached loss parts."""
+    channels_last = use_channels_last(device, cfg.channels_last)
+    train_model = torch.compile(model) if cfg.compile else model
+
+    def step(indices: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        inputs, labels = make_inputs(indices, generator)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.amp):
+            loss, parts = loss_fn(train_model, inputs, labels, indices)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        return {"loss": loss.detach(), **parts}
+
+    return step
+
+
 def fit(
     model: nn.Module,
     train_indices: torch.Tensor,
@@ -131,7 +162,7 @@ def fit(
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(seed)
-    train_model = torch.compile(model) if cfg.compile else model
+    train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device)
     history: list[dict[str, float]] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
     start_epoch = 0
@@ -155,16 +186,7 @@ def fit(
         correct = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
             idx = train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
-            inputs, labels = make_inputs(idx, generator)
-            if use_channels_last(device, cfg.channels_last):
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with autocast(device, cfg.amp):
-                loss, parts = loss_fn(train_model, inputs, labels, idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            for key, value in {"loss": loss.detach(), **parts}.items():
+            for key, value in train_step(idx, generator).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value.float()
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in sums.items()}
         if not math.isfinite(train_stats["train_loss"]):

@@ -1,0 +1,39 @@
+"""Integrated Gradients attribution maps and their on-disk cache."""
+
+from igkd.attribution.cache import (
+    AttributionCache,
+    attribution_key,
+    data_hash,
+    load_maps_file,
+    read_manifest,
+    teacher_hash,
+)
+from igkd.attribution.ig import (
+    IGParams,
+    IGRunStats,
+    alphas_and_weights,
+    attribution_maps,
+    compute_ig_maps,
+    eval_mode,
+    integrated_gradients,
+    make_baselines,
+    select_targets,
+)
+
+__all__ = [
+    "AttributionCache",
+    "IGParams",
+    "IGRunStats",
+    "alphas_and_weights",
+    "attribution_key",
+    "attribution_maps",
+    "compute_ig_maps",
+    "data_hash",
+    "eval_mode",
+    "integrated_gradients",
+    "load_maps_file",
+    "make_baselines",
+    "read_manifest",
+    "select_targets",
+    "teacher_hash",
+]

@@ -1,0 +1,182 @@
+"""On-disk, memory-mapped cache of IG maps, keyed to the exact teacher, data and IG parameters.
+
+Each entry is ``ig-<key[:16]>.npy`` ([N, H, W], float16 or uint8 = round(map * 255)) plus a JSON manifest
+``ig-<key[:16]>.json`` holding the full key and the .npy's SHA-256. Builds write ``ig-<key16>.partial.npy``
+and record progress in ``ig-<key16>.partial.json`` after every batch, so an interrupted build resumes; the
+final names appear only once the data is complete and flushed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+import igkd
+from igkd.atomic import atomic_write_json
+from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
+from igkd.errors import IgkdError
+from igkd.fingerprint import hash_file, hash_jsonable, hash_state_dict, hash_tensor
+
+FORMAT_VERSION = 1
+CacheDtype = Literal["float16", "uint8"]
+_REBUILD = "re-run 'igkd attribute' (it rebuilds the cache)"
+# Throughput knobs: they do not change the maps, so they do not invalidate a cache.
+_NON_KEY_PARAMS = {"batch_size", "internal_batch_size"}
+
+
+def teacher_hash(teacher: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """Hash of a teacher's state dict; for a module also its non-persistent buffers (its normalisation)."""
+    if isinstance(teacher, nn.Module):
+        teacher = {**teacher.state_dict(), **dict(teacher.named_buffers())}
+    return hash_state_dict(teacher)
+
+
+def data_hash(images_uint8: torch.Tensor, labels: torch.Tensor) -> str:
+    """Hash of the images and their (int64) labels, in dataset order."""
+    return hash_jsonable([hash_tensor(images_uint8), hash_tensor(labels.to(torch.long))])
+
+
+def attribution_key(
+    teacher: nn.Module | Mapping[str, torch.Tensor], images_uint8: torch.Tensor, labels: torch.Tensor, params: IGParams
+) -> str:
+    """Cache key: teacher weights (+ normalisation), data, map-relevant IG params and the format version."""
+    return _key(teacher_hash(teacher), data_hash(images_uint8, labels), params)
+
+
+def _key(teacher_digest: str, data_digest: str, params: IGParams) -> str:
+    return hash_jsonable({"format": FORMAT_VERSION, "teacher": teacher_digest, "data": data_digest,
+                          "params": params.model_dump(exclude=_NON_KEY_PARAMS)})
+
+
+def _fail(path: Path, problem: str) -> IgkdError:
+    return IgkdError(f"IG attribution cache '{path}' {problem}; {_REBUILD}")
+
+
+def read_manifest(npy_path: str | Path) -> dict[str, Any]:
+    """The complete manifest next to ``npy_path`` (``.json`` suffix); IgkdError if missing or garbled."""
+    npy_path = Path(npy_path)
+    try:
+        manifest = json.loads(npy_path.with_suffix(".json").read_text())
+    except FileNotFoundError:
+        raise _fail(npy_path, "has no manifest (.json)") from None
+    except (OSError, ValueError):
+        raise _fail(npy_path, "has an unreadable manifest (.json)") from None
+    required = {"key", "shape", "dtype", "sha256", "file_size", "complete"}
+    if not isinstance(manifest, dict) or not required <= manifest.keys() or manifest["complete"] is not True:
+        raise _fail(npy_path, "has an incomplete or invalid manifest (.json)")
+    return manifest
+
+
+def load_maps_file(
+    npy_path: str | Path, expected_shape: Sequence[int] | None = None, expected_key: str | None = None
+) -> torch.Tensor:
+    """Load a cached .npy as float32 maps [N, H, W] in [0, 1], verified against its manifest.
+
+    Checks the manifest, the key (if given), the shape (if given), the file size and the SHA-256.
+    """
+    path = Path(npy_path)
+    if not path.is_file():
+        raise _fail(path, "does not exist")
+    manifest = read_manifest(path)
+    if expected_key is not None and manifest["key"] != expected_key:
+        raise _fail(path, "was built for another teacher, data set or IG parameters (stale)")
+    if expected_shape is not None and list(manifest["shape"]) != list(expected_shape):
+        raise _fail(path, f"has shape {tuple(manifest['shape'])}, expected {tuple(expected_shape)} (stale)")
+    if path.stat().st_size != manifest["file_size"]:
+        raise _fail(path, f"has {path.stat().st_size} bytes, its manifest says {manifest['file_size']} (truncated?)")
+    if hash_file(path) != manifest["sha256"]:
+        raise _fail(path, "does not match its manifest's SHA-256 (corrupted)")
+    try:
+        data = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        raise _fail(path, "is not a readable .npy file") from None
+    if list(data.shape) != list(manifest["shape"]) or str(data.dtype) != manifest["dtype"]:
+        raise _fail(path, "does not match its manifest's shape/dtype")
+    maps = torch.from_numpy(np.asarray(data, dtype=np.float32))
+    return maps.div_(255.0) if data.dtype == np.uint8 else maps
+
+
+class AttributionCache:
+    """A directory of IG map caches, one .npy + .json manifest per key."""
+
+    def __init__(self, directory: str | Path, dtype: CacheDtype = "float16") -> None:
+        self.directory = Path(directory)
+        self.dtype = dtype
+
+    def path(self, key: str, partial: bool = False) -> Path:
+        """The .npy path for ``key`` (its manifest has the same name with .json)."""
+        return self.directory / f"ig-{key[:16]}{'.partial' if partial else ''}.npy"
+
+    def lookup(self, key: str) -> Path | None:
+        """The .npy path if a finished cache (data and manifest) exists for ``key``; not verified."""
+        path = self.path(key)
+        return path if path.is_file() and path.with_suffix(".json").is_file() else None
+
+    def load(self, key: str, expected_shape: Sequence[int]) -> torch.Tensor:
+        """Verified float32 maps [N, H, W] in [0, 1] for ``key``; IgkdError if missing, stale or corrupted."""
+        return load_maps_file(self.path(key), expected_shape, expected_key=key)
+
+    def build(
+        self,
+        key: str,
+        model: nn.Module,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        params: IGParams,
+        device: torch.device,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[Path, IGRunStats]:
+        """Compute the maps into the cache (resuming an interrupted build of ``key``); return path and stats."""
+        teacher_digest, data_digest = teacher_hash(model), data_hash(images_uint8, labels)
+        if _key(teacher_digest, data_digest, params) != key:
+            raise ValueError("key does not match this teacher, data and params; compute it with attribution_key()")
+        n, _, h, w = images_uint8.shape
+        info = {"key": key, "shape": [n, h, w], "dtype": self.dtype, "params": params.model_dump(),
+                "teacher_hash": teacher_digest, "data_hash": data_digest}
+        final, partial = self.path(key), self.path(key, partial=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final.with_suffix(".json").unlink(missing_ok=True)
+        out, start, stats = self._open_partial(partial, info)
+
+        def checkpoint(done: int, total: int) -> None:
+            out.flush()
+            atomic_write_json(partial.with_suffix(".json"), {**info, "file_size": partial.stat().st_size,
+                                                             "images_done": done, "batches_done": -(-done // params.batch_size),
+                                                             "stats": asdict(stats)})
+            if progress is not None:
+                progress(done, total)
+
+        compute_ig_maps(model, images_uint8, labels, params, device, checkpoint, out, start, stats)
+        out.flush()
+        del out
+        manifest = {**info, "sha256": hash_file(partial), "file_size": partial.stat().st_size,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "igkd_version": igkd.__version__, "complete": True,
+                    "batches_done": -(-n // params.batch_size), "images_done": n, "stats": asdict(stats)}
+        os.replace(partial, final)
+        atomic_write_json(final.with_suffix(".json"), manifest)
+        partial.with_suffix(".json").unlink(missing_ok=True)
+        return final, stats
+
+    def _open_partial(self, partial: Path, info: dict[str, Any]) -> tuple[np.memmap, int, IGRunStats]:
+        """Reopen a matching partial build (memmap, images done, stats) or start a fresh one."""
+        try:
+            state = json.loads(partial.with_suffix(".json").read_text())
+            if {k: state[k] for k in ("key", "shape", "dtype")} == {k: info[k] for k in ("key", "shape", "dtype")} \
+                    and partial.stat().st_size == state["file_size"]:
+                out = np.lib.format.open_memmap(partial, mode="r+")
+                if list(out.shape) == info["shape"] and str(out.dtype) == info["dtype"]:
+                    return out, int(state["images_done"]), IGRunStats(**state["stats"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        partial.with_suffix(".json").unlink(missing_ok=True)
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=info["dtype"], shape=tuple(info["shape"]))
+        return out, 0, IGRunStats()

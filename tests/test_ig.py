@@ -1,0 +1,206 @@
+"""Integrated Gradients: agreement with Captum, completeness, order preservation, maps, baselines, targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+
+from igkd.attribution import (
+    IGParams,
+    alphas_and_weights,
+    attribution_maps,
+    compute_ig_maps,
+    integrated_gradients,
+    make_baselines,
+    select_targets,
+)
+from igkd.errors import IgkdError
+from igkd.models.mobilenetv2 import build_model
+
+ARCH = "mobilenetv2_cifar:width=0.25:k=12"
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+def tiny_teacher(seed: int = 0) -> torch.nn.Module:
+    """A tiny random model whose BatchNorms have non-trivial statistics (so logits vary with the input)."""
+    torch.manual_seed(seed)
+    model = build_model(ARCH, 10, MEAN, STD)
+    g = torch.Generator().manual_seed(seed + 1)
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        k = bn.num_features
+        bn.weight.data = torch.rand(k, generator=g) + 0.5
+        bn.bias.data = torch.randn(k, generator=g) * 0.2
+        bn.running_mean = torch.randn(k, generator=g) * 0.1
+        bn.running_var = torch.rand(k, generator=g) * 0.5 + 0.1
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads, and oversubscribed cores make timings erratic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return tiny_teacher()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+
+
+TARGETS = torch.tensor([1, 2, 3, 4])
+
+
+def logit_gap(model, images, baselines, targets) -> torch.Tensor:
+    with torch.no_grad():
+        rows = torch.arange(len(targets))
+        return model(images)[rows, targets] - model(baselines)[rows, targets]
+
+
+@pytest.mark.parametrize(
+    "baseline, method",
+    [("zero", "gausslegendre"), ("black", "gausslegendre"), ("zero", "riemann_trapezoid"), ("black", "riemann_left"),
+     ("blur", "riemann_middle")],
+)
+def test_matches_captum(model, images, baseline, method):
+    x0 = make_baselines(model, images, baseline)
+    ours, delta = integrated_gradients(model, images, TARGETS, x0, steps=50, method=method, internal_batch_size=64)
+    ref, ref_delta = IntegratedGradients(model).attribute(
+        images, baselines=x0, target=TARGETS, n_steps=50, method=method, return_convergence_delta=True
+    )
+    assert ours.shape == images.shape and ours.dtype == torch.float32
+    assert (ours - ref).abs().max() <= 1e-5 * ref.abs().max()
+    torch.testing.assert_close(delta, ref_delta, atol=1e-5, rtol=1e-4)
+
+
+def test_alphas_and_weights_match_captum_rules():
+    for method in ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"):
+        alphas, weights = alphas_and_weights(7, method)
+        assert alphas.shape == weights.shape == (7,)
+        assert 0.0 <= alphas.min() and alphas.max() <= 1.0
+        # Captum's trapezoid rule gives each of its n nodes 1/n (ends halved), so its weights sum to 1 - 1/n
+        assert weights.sum().item() == pytest.approx(6 / 7 if method == "riemann_trapezoid" else 1.0)
+    assert alphas_and_weights(4, "riemann_right")[0].tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    with pytest.raises(IgkdError):
+        alphas_and_weights(1, "riemann_trapezoid")
+
+
+def test_completeness_and_convergence(model, images):
+    x0 = make_baselines(model, images, "zero")
+    attr, delta = integrated_gradients(model, images, TARGETS, x0, steps=50)
+    gap = logit_gap(model, images, x0, TARGETS)
+    torch.testing.assert_close(attr.flatten(1).sum(1) - gap, delta, atol=1e-5, rtol=1e-4)
+    assert (delta.abs() / gap.abs()).max() < 0.1
+    coarse = integrated_gradients(model, images, TARGETS, x0, steps=8)[1].abs().mean()
+    fine = integrated_gradients(model, images, TARGETS, x0, steps=64)[1].abs().mean()
+    assert fine < coarse
+
+
+def test_no_param_grads_and_mode_restored(model, images):
+    model.train()
+    try:
+        integrated_gradients(model, images, TARGETS, make_baselines(model, images, "black"), steps=4)
+        assert model.training
+        assert all(p.grad is None for p in model.parameters())
+    finally:
+        model.eval()
+
+
+def test_chunking_does_not_change_results(model, images):
+    x0 = make_baselines(model, images, "zero")
+    whole = integrated_gradients(model, images, TARGETS, x0, steps=10, internal_batch_size=4096)
+    chunked = integrated_gradients(model, images, TARGETS, x0, steps=10, internal_batch_size=3)
+    torch.testing.assert_close(whole, chunked, atol=1e-6, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return torch.randint(0, 256, (7, 3, 16, 16), dtype=torch.uint8, generator=g), torch.randint(0, 10, (7,), generator=g)
+
+
+def test_maps_keep_dataset_order(model, dataset):
+    images, labels = dataset
+    params = IGParams(steps=8, batch_size=3)
+    maps, stats = compute_ig_maps(model, images, labels, params, torch.device("cpu"))
+    flipped, _ = compute_ig_maps(model, images.flip(0), labels.flip(0), params, torch.device("cpu"))
+    np.testing.assert_allclose(flipped, maps[::-1], atol=2e-3)
+    single, _ = compute_ig_maps(model, images[4:5], labels[4:5], params, torch.device("cpu"))
+    np.testing.assert_allclose(single[0], maps[4], atol=2e-3)
+    assert stats.images == 7 and stats.max_abs_delta >= stats.mean_abs_delta >= 0.0
+
+
+def test_batch_size_and_progress(model, dataset):
+    images, labels = dataset
+    calls: list[tuple[int, int]] = []
+    small, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"),
+                               progress=lambda d, t: calls.append((d, t)))
+    big, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=8), torch.device("cpu"))
+    np.testing.assert_allclose(small, big, atol=2e-3)
+    assert calls == [(3, 7), (6, 7), (7, 7)]
+
+
+def test_resume_from_start_writes_only_the_rest(model, dataset):
+    images, labels = dataset
+    params = IGParams(steps=8, batch_size=3)
+    full, _ = compute_ig_maps(model, images, labels, params, torch.device("cpu"))
+    out = np.full(full.shape, -1.0, dtype=np.float16)
+    compute_ig_maps(model, images, labels, params, torch.device("cpu"), out=out, start=3)
+    assert (out[:3] == -1).all()
+    np.testing.assert_array_equal(out[3:], full[3:])
+
+
+def test_maps_are_min_max_normalised(model, dataset):
+    images, labels = dataset
+    maps, _ = compute_ig_maps(model, images, labels, IGParams(steps=4), torch.device("cpu"))
+    assert maps.shape == (7, 16, 16) and maps.dtype == np.float16
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    np.testing.assert_allclose(maps.reshape(7, -1).min(1), 0.0)
+    np.testing.assert_allclose(maps.reshape(7, -1).max(1), 1.0)
+
+
+def test_attribution_maps_sum_abs_channels_and_constant_maps():
+    attr = torch.zeros(2, 3, 2, 2)
+    attr[0, 0, 0, 0], attr[0, 1, 0, 0], attr[0, 2, 1, 1] = 1.0, -1.0, 0.5  # abs sums: 2 at (0,0), 0.5 at (1,1)
+    maps = attribution_maps(attr)
+    assert maps.shape == (2, 2, 2)
+    torch.testing.assert_close(maps[0], torch.tensor([[1.0, 0.0], [0.0, 0.25]]))
+    assert torch.equal(maps[1], torch.zeros(2, 2))
+
+
+def test_baselines(model, images):
+    zero = make_baselines(model, images, "zero")
+    assert zero.shape == images.shape
+    torch.testing.assert_close(zero, torch.tensor(MEAN).view(1, 3, 1, 1).expand_as(images))
+    with torch.no_grad():
+        assert ((zero - model.mean) / model.std).abs().max() == 0  # zero in the normalised input space
+    assert torch.equal(make_baselines(model, images, "black"), torch.zeros_like(images))
+    mean = make_baselines(model, images, "mean")
+    torch.testing.assert_close(mean[:, :, 5, 7], images.mean(dim=(2, 3)))
+    blur = make_baselines(model, images, "blur")
+    assert blur.shape == images.shape and blur.std() < images.std()
+
+
+def test_targets(model, images):
+    labels = torch.tensor([9, 8, 7, 6])
+    assert torch.equal(select_targets(model, images, labels, "label"), labels)
+    with torch.no_grad():
+        expected = model(images).argmax(1)
+    assert torch.equal(select_targets(model, images, labels, "prediction"), expected)
+
+
+def test_params_validation():
+    with pytest.raises(ValueError):
+        IGParams(steps=0)
+    with pytest.raises(ValueError):
+        IGParams(method="riemann_left", steps=1)
+    with pytest.raises(ValueError):
+        IGParams(unknown=1)
