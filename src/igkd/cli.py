@@ -64,7 +64,7 @@ def teacher(
 def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt) -> None:
     """Compute (or verify the cache of) the teacher's IG maps for every training image, in dataset order."""
     pipeline = _pipeline(config, overrides)
-    maps = pipeline.maps
+    maps = pipeline.attribute(rebuild_invalid=True)
     console.print(f"IG maps: {tuple(maps.shape)} in {pipeline.cfg.cache_path}")
 
 

@@ -15,6 +15,7 @@ from igkd.atomic import atomic_write_json
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
+from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
 from igkd.fingerprint import hash_jsonable
 from igkd.methods import method_flags
@@ -127,21 +128,31 @@ class Pipeline:
 
     @cached_property
     def maps(self) -> torch.Tensor:
-        """IG maps of the teacher for every training-pool image, in dataset order (cached on disk)."""
+        """IG maps of the teacher for every training-pool image, in dataset order; a bad cache is refused."""
+        return self.attribute(rebuild_invalid=False)
+
+    def attribute(self, rebuild_invalid: bool = True) -> torch.Tensor:
+        """Load the verified IG maps, building them if absent (or, with ``rebuild_invalid``, if refused)."""
         cache = AttributionCache(self.cfg.cache_path, dtype=self.cfg.attribution.dtype)
         params = self.cfg.attribution
         key = self._attribution_key()
         expected = (len(self.data.pool), *self.data.pool.image_size)
-        if cache.lookup(key) is None:
-            self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
-                               f"for {expected[0]} images on {self.device}")
-            with Progress(*Progress.get_default_columns(), console=self.console, transient=True) as bar:
-                task = bar.add_task("IG maps", total=expected[0])
-                _, stats = cache.build(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels,
-                                       params, self.device, lambda done, total: bar.update(task, completed=done))
-            self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
-        else:
-            self.console.print(f"attributions: reusing cache {cache.lookup(key)}")
+        if cache.lookup(key) is not None:
+            try:
+                maps = cache.load(key, expected)
+                self.console.print(f"attributions: reusing verified cache {cache.lookup(key)}")
+                return maps
+            except IgkdError as exc:
+                if not rebuild_invalid:
+                    raise
+                self.console.print(f"attributions: {exc}; rebuilding")
+        self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
+                           f"for {expected[0]} images on {self.device}")
+        with Progress(*Progress.get_default_columns(), console=self.console, transient=True) as bar:
+            task = bar.add_task("IG maps", total=expected[0])
+            _, stats = cache.build(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels,
+                                   params, self.device, lambda done, total: bar.update(task, completed=done))
+        self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
         return cache.load(key, expected)
 
     def completeness(self) -> float:

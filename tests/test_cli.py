@@ -1,0 +1,127 @@
+"""End-to-end command line: the main job on tiny settings, stage reuse, evaluate, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides, write_image_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def igkd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "igkd", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    result = igkd("run", *_sets(tiny_overrides(tmp)))
+    assert result.returncode == 0, result.stderr
+    return tmp, result
+
+
+def test_main_job_runs_end_to_end_and_writes_report_and_results(finished_run):
+    tmp, result = finished_run
+    run_dir = tmp / "runs" / "tiny"
+    assert "teacher vs student" in result.stdout and "test accuracy" in result.stdout
+    report = (run_dir / "report.md").read_text()
+    assert "| params |" in report and "![IG overlays](figures/ig_overlays.png)" in report
+    assert (run_dir / "figures" / "ig_overlays.png").stat().st_size > 1000
+    results = json.loads((run_dir / "results.json").read_text())
+    student = results["student"]
+    assert student["method"] == "KD_IG" and 0.0 <= student["test"]["accuracy"] <= 1.0
+    assert student["params"] < results["teacher"]["params"] and student["latency"]["median_ms"] > 0
+    assert {"command", "git_commit", "environment", "seed", "config"} <= set(student)
+    assert len(list((tmp / "runs" / "tiny" / "cache").glob("ig-*.npy"))) == 1
+
+
+def test_second_run_reuses_every_finished_stage(finished_run):
+    tmp, _ = finished_run
+    result = igkd("run", *_sets(tiny_overrides(tmp)))
+    assert result.returncode == 0, result.stderr
+    assert "teacher: reusing" in result.stdout and "student: reusing" in result.stdout
+    assert "attributions: reusing" in result.stdout
+
+
+def test_tampered_cache_is_refused_by_run_and_rebuilt_by_attribute(finished_run):
+    tmp, _ = finished_run
+    (cache_file,) = (tmp / "runs" / "tiny" / "cache").glob("ig-*.npy")
+    original = cache_file.read_bytes()
+    tampered = bytearray(original)
+    tampered[-1] ^= 0xFF
+    cache_file.write_bytes(bytes(tampered))
+    overrides = tiny_overrides(tmp) + ["student.method=IG", "report.examples=0"]
+    refused = igkd("distill", *_sets(overrides))
+    assert refused.returncode == 2 and "corrupted" in refused.stderr and "igkd attribute" in refused.stderr
+    rebuilt = igkd("attribute", *_sets(tiny_overrides(tmp)))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "rebuilding" in rebuilt.stdout and cache_file.read_bytes() == original
+
+
+def test_distill_and_evaluate_commands(finished_run):
+    tmp, _ = finished_run
+    result = igkd("distill", *_sets(tiny_overrides(tmp)), "--method", "KD_IG_AT")
+    assert result.returncode == 0, result.stderr
+    student = tmp / "runs" / "tiny" / "students" / "KD_IG_AT-mobilenetv2_cifar_width0.25_k14-seed0" / "best.pt"
+    assert student.is_file()
+    out = tmp / "eval.json"
+    result = igkd("evaluate", str(student), *_sets(tiny_overrides(tmp)), "--teacher", str(tmp / "runs" / "tiny" / "teacher" / "model.pt"), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 359 and len(metrics["confusion_matrix"]) == 10 and 0 <= metrics["teacher_agreement"] <= 1
+
+
+def test_evaluate_on_a_folder_with_a_subset_of_the_classes(finished_run, tmp_path):
+    tmp, _ = finished_run
+    write_image_folder(tmp_path / "subset" / "test", {"3": 4, "7": 2})
+    teacher = tmp / "runs" / "tiny" / "teacher" / "model.pt"
+    out = tmp_path / "subset.json"
+    result = igkd("evaluate", str(teacher), "--set", "data.source=imagefolder", "--set", f"data.root={tmp_path / 'subset'}",
+                  "--set", "data.image_size=8", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 6 and metrics["per_class_accuracy"]["0"] is None and metrics["per_class_accuracy"]["3"] is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--set", "student.kd.alpha=5"], "invalid config value 'student.kd.alpha'"),
+        (["distill", "--method", "magic"], "unknown method 'magic'"),
+        (["evaluate", "missing.pt"], "checkpoint 'missing.pt' not found"),
+        (["run", "--set", "data.source=imagefolder", "--set", "data.root=/nonexistent"], "data folder '/nonexistent/train' not found"),
+        (["run", "-c", "missing.yaml"], "config file 'missing.yaml' not found"),
+    ],
+)
+def test_bad_input_gives_one_error_line_and_exit_code_2(tmp_path, args, message):
+    result = igkd(*args, "--set", f"out_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert not any(tmp_path.rglob("*.pt"))
+
+
+@pytest.mark.skipif(not os.environ.get("IGKD_DATA_DIR"), reason="IGKD_DATA_DIR (the shared data) not set")
+def test_tiny_imagenet_subset_maps_to_cifar_classes(tmp_path):
+    archive = Path(os.environ["IGKD_DATA_DIR"]) / "tiny-imagenet-cifar10.tar.gz"
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if "/val/" in m.name]
+        tar.extractall(tmp_path, members=members, filter="data")
+    from igkd.data.sources import CIFAR10_CLASSES, load_image_folder
+
+    data = load_image_folder(tmp_path / "tiny-imagenet-cifar10" / "val", CIFAR10_CLASSES, 32, resize=True)
+    assert len(data) == 1000 and data.images.shape[1:] == (3, 32, 32)
+    assert sorted({CIFAR10_CLASSES[i] for i in data.labels.tolist()}) == ["automobile", "bird", "cat", "dog", "frog", "ship"]

@@ -1,0 +1,89 @@
+"""Teacher training and distillation with each of the eight presets and the ablation controls, on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config_tree
+from igkd.config import validate_config
+from igkd.data.prepare import prepare_data
+from igkd.errors import IgkdError
+from igkd.methods import METHODS
+from igkd.models.checkpoint import load_checkpoint
+from igkd.training.distill import distill_student
+from igkd.training.teacher import train_teacher
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = validate_config(tiny_config_tree(tmp))
+    data = prepare_data(cfg)
+    teacher, fit = train_teacher(cfg, data, CPU, tmp / "teacher")
+    maps = torch.rand(len(data.pool), *data.pool.image_size)
+    return tmp, cfg, data, teacher, fit, maps
+
+
+def test_teacher_training_writes_metrics_best_checkpoint_and_state(tiny_run):
+    tmp, cfg, data, teacher, fit, _ = tiny_run
+    rows = [json.loads(line) for line in (tmp / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert {"train_loss", "train_ce", "val_accuracy", "val_loss", "lr"} <= set(rows[0])
+    assert (tmp / "teacher" / "metrics.csv").read_text().startswith("epoch,")
+    assert fit.best_epoch == 1 and fit.best_val_accuracy == pytest.approx(rows[0]["val_accuracy"])
+    reloaded = load_checkpoint(tmp / "teacher" / "model.pt")
+    assert reloaded.classes == data.classes and reloaded.metadata["role"] == "teacher"
+    assert (tmp / "teacher" / "state.pt").is_file()
+
+
+def test_dataset_normalisation_is_baked_into_the_teacher(tiny_run):
+    _, _, data, teacher, _, _ = tiny_run
+    mean, _ = data.pool.subset(data.train_idx).channel_stats()
+    assert teacher.mean == pytest.approx(mean, abs=1e-6)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_preset_distils_a_student(tiny_run, method):
+    tmp, cfg, data, teacher, _, maps = tiny_run
+    run_cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"method": method})})
+    out = tmp / "students" / method
+    student, fit = distill_student(run_cfg, data, teacher, maps, CPU, out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert ("train_kd" in rows[0]) == ("KD" in method)
+    assert ("train_at" in rows[0]) == ("AT" in method)
+    assert student.metadata["method"] == method and (out / "best.pt").is_file()
+    assert torch.isfinite(torch.tensor(rows[0]["train_loss"]))
+
+
+@pytest.mark.parametrize("control", ["shuffled", "noise"])
+def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control):
+    tmp, cfg, data, teacher, _, maps = tiny_run
+    student_cfg = cfg.student.model_copy(update={
+        "ig": cfg.student.ig.model_copy(update={"maps": control}),
+        "kd": cfg.student.kd.model_copy(update={"teacher_logits": "cached"}),
+    })
+    distill_student(cfg.model_copy(update={"student": student_cfg}), data, teacher, maps, CPU, tmp / control)
+    assert (tmp / control / "best.pt").is_file()
+
+
+def test_ig_methods_refuse_missing_or_misshapen_maps(tiny_run):
+    tmp, cfg, data, teacher, _, maps = tiny_run
+    with pytest.raises(IgkdError, match="run 'igkd attribute' first"):
+        distill_student(cfg, data, teacher, None, CPU, tmp / "x")
+    with pytest.raises(IgkdError, match="rebuild them with 'igkd attribute'"):
+        distill_student(cfg, data, teacher, maps[:-1], CPU, tmp / "y")
+
+
+def test_training_learns_on_digits(tmp_path):
+    tree = tiny_config_tree(tmp_path)
+    tree["teacher"]["train"].update(epochs=6, lr=0.1, warmup_epochs=1)
+    tree["teacher"]["arch"] = "mobilenetv2_cifar:width=0.25:k=8"
+    cfg = validate_config(tree)
+    data = prepare_data(cfg)
+    _, fit = train_teacher(cfg, data, CPU, tmp_path / "teacher")
+    assert fit.best_val_accuracy > 0.6  # 10 classes: chance is 0.1
