@@ -1,0 +1,180 @@
+"""Benchmark igkd's training and IG precompute against the paper's pipeline, in the same run.
+
+    python3 benchmarks/throughput.py -c cifar10_jpeg --teacher runs/.../teacher/model.pt   # on a GPU
+    python3 benchmarks/throughput.py --tiny                                             # CPU smoke test
+
+Writes ``benchmarks/results/throughput-<device>.json`` and ``.md``: device, versions, commit, batch sizes,
+and every figure as min/median/max over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paper_baseline import PaperStyleDataset, paper_style_throughput  # noqa: E402
+
+from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, integrated_gradients, make_baselines  # noqa: E402
+from igkd.config import load_config  # noqa: E402
+from igkd.data.prepare import prepare_data  # noqa: E402
+from igkd.models.checkpoint import load_checkpoint  # noqa: E402
+from igkd.models.mobilenetv2 import build_model  # noqa: E402
+from igkd.provenance import provenance  # noqa: E402
+from igkd.runtime import resolve_device  # noqa: E402
+from igkd.training.distill import loss_weights, make_distill_loss  # noqa: E402
+from igkd.training.inputs import batch_maker  # noqa: E402
+from igkd.training.loop import make_optimizer, make_schedule, make_train_step, predict_logits  # noqa: E402
+
+TINY_SETS = ["data.image_size=8", "data.crop_padding=1", "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
+             "student.arch=mobilenetv2_cifar:width=0.25:k=14", "teacher.train.epochs=1", "device=cpu"]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """min/median/max of repeated figures."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "repeats": len(values)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int) -> list[float]:
+    """Images/s of igkd's own training step (data on device, batched crop/flip/overlay, online teacher)."""
+    student = build_model(cfg.student.arch, len(data.classes), teacher.mean, teacher.std).to(device)
+    if cfg.student.train.channels_last != "off" and device.type == "cuda":
+        student.to(memory_format=torch.channels_last)
+    images, labels = data.pool.images.to(device), data.pool.labels.to(device)
+    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, maps.to(device), cfg.student.ig)
+    loss_fn = make_distill_loss(loss_weights(cfg), teacher.model.to(device).eval(), [], None)
+    optimizer = make_optimizer(student, cfg.student.train, device)
+    step = make_train_step(student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    train_idx = data.train_idx.to(device)
+    batch = cfg.student.train.batch_size
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            step(train_idx[torch.randint(0, len(train_idx), (batch,), device=device, generator=generator)], generator)
+
+    run(warmup)
+    figures = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        run(steps)
+        _sync(device)
+        figures.append(steps * batch / (time.perf_counter() - start))
+    return figures
+
+
+def captum_maps(model, images_uint8, labels, steps: int, device, batch_size: int = 8) -> torch.Tensor:
+    """IG maps the paper's way: Captum IntegratedGradients on batches of 8."""
+    from captum.attr import IntegratedGradients
+
+    ig = IntegratedGradients(model.eval())
+    maps = []
+    for i in range(0, len(images_uint8), batch_size):
+        x = images_uint8[i : i + batch_size].to(device).float() / 255
+        attr = ig.attribute(x, baselines=make_baselines(model, x, "zero"), target=labels[i : i + batch_size].to(device), n_steps=steps)
+        maps.append(attribution_maps(attr).cpu())
+    return torch.cat(maps)
+
+
+def timed(fn, device, repeats: int) -> tuple[list[float], object]:
+    """Seconds per call over ``repeats`` calls (after one warm-up call) and the last result."""
+    result = fn()
+    seconds = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        result = fn()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds, result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", default="cifar10_jpeg")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--teacher", type=Path, help="trained teacher checkpoint (default: a random one of the config's arch)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models on digits on the CPU (smoke test)")
+    parser.add_argument("--steps", type=int, default=50, help="timed training steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ig-images", type=int, default=50000, help="images for igkd's IG timing")
+    parser.add_argument("--captum-images", type=int, default=512, help="images for the Captum timing and comparison")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    config = "digits" if args.tiny else args.config
+    cfg = load_config(config, (TINY_SETS if args.tiny else []) + args.overrides)
+    device = resolve_device(cfg.device)
+    data = prepare_data(cfg)
+    teacher = load_checkpoint(args.teacher) if args.teacher else None
+    if teacher is None:
+        from igkd.models.checkpoint import LoadedModel
+        from igkd.models.mobilenetv2 import parse_arch
+
+        torch.manual_seed(0)
+        arch = parse_arch(cfg.teacher.arch)
+        mean, std = data.pool.subset(data.train_idx).channel_stats()
+        teacher = LoadedModel(build_model(arch, len(data.classes), mean, std).eval(), arch, data.classes, mean, std)
+    teacher.model.to(device).eval()
+    params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
+    n_ig = min(args.ig_images, len(data.pool))
+    ig_seconds, maps_np = timed(lambda: compute_ig_maps(teacher.model, data.pool.images[:n_ig], data.pool.labels[:n_ig], params, device)[0], device, args.repeats)
+    ig_ours = [n_ig / s for s in ig_seconds]
+    maps = torch.zeros(len(data.pool), *data.pool.image_size)
+    maps[:n_ig] = torch.from_numpy(maps_np.astype("float32"))
+    n_cap = min(args.captum_images, n_ig)
+    cap_seconds, cap = timed(lambda: captum_maps(teacher.model, data.pool.images[:n_cap], data.pool.labels[:n_cap], params.steps, device), device, 1)
+    max_map_diff = float((cap - maps[:n_cap]).abs().max())
+    teacher_logits = predict_logits(teacher.model, data.pool.images, 1024, device)
+    baseline_dataset = PaperStyleDataset(data.pool.images, data.pool.labels, maps.numpy(), teacher_logits, cfg.student.ig.prob, cfg.data.crop_padding)
+    baseline_student = build_model(cfg.student.arch, len(data.classes))
+    baseline = paper_style_throughput(baseline_student, baseline_dataset, device, args.steps, warmup=5, repeats=args.repeats)
+    ours = igkd_throughput(cfg, data, teacher, maps, device, args.steps, warmup=5, repeats=args.repeats)
+    result = {
+        "benchmark": "throughput", **provenance(device, cfg.seed), "config": config, "overrides": args.overrides,
+        "student_arch": cfg.student.arch, "teacher_arch": str(teacher.arch), "trained_teacher": bool(args.teacher),
+        "train": {
+            "paper_baseline_images_per_s": summary(baseline), "paper_baseline_batch_size": 64, "paper_baseline_workers": 1,
+            "igkd_images_per_s": summary(ours), "igkd_batch_size": cfg.student.train.batch_size,
+            "igkd_amp": cfg.student.train.amp, "speedup_median": statistics.median(ours) / statistics.median(baseline),
+        },
+        "ig": {
+            "steps": params.steps, "method": params.method, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
+            "igkd_maps_per_s": summary(ig_ours), "captum_images": n_cap, "captum_batch_size": 8,
+            "captum_maps_per_s": summary([n_cap / s for s in cap_seconds]),
+            "speedup_median": statistics.median(ig_ours) / (n_cap / statistics.median(cap_seconds)),
+            "max_abs_map_difference": max_map_diff,
+        },
+    }
+    write_results(result, args.output_dir, device)
+    return result
+
+
+def write_results(result: dict, output_dir: Path, device: torch.device) -> None:
+    """The JSON and a Markdown table of one benchmark run."""
+    tag = result["environment"].get("gpu", device.type).replace(" ", "_")
+    atomic_write_json(output_dir / f"throughput-{tag}.json", result)
+    t, ig = result["train"], result["ig"]
+    fmt = lambda s: f"{s['median']:.1f} (min {s['min']:.1f}, max {s['max']:.1f}, n={s['repeats']})"  # noqa: E731
+    lines = [f"# Throughput on {tag}", "", f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`", "",
+             "| figure | paper-style baseline | igkd | ratio |", "|---|---|---|---|",
+             f"| student training, images/s (batch {t['paper_baseline_batch_size']} vs {t['igkd_batch_size']}) | {fmt(t['paper_baseline_images_per_s'])} | {fmt(t['igkd_images_per_s'])} | {t['speedup_median']:.1f}x |",
+             f"| IG maps/s ({ig['steps']} steps; Captum batch 8 vs igkd batch {ig['igkd_batch_size']}) | {fmt(ig['captum_maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | {ig['speedup_median']:.1f}x |",
+             "", f"Max |map difference| igkd vs Captum over {ig['captum_images']} images: {ig['max_abs_map_difference']:.2e}", ""]
+    atomic_write_text(output_dir / f"throughput-{tag}.md", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
