@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from igkd.cli_deploy import register as register_deploy_commands
 from igkd.errors import IgkdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -118,6 +119,9 @@ def evaluate(
         atomic_write_json(output, metrics)
     else:
         console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}))
+
+
+register_deploy_commands(app)
 
 
 @app.command()

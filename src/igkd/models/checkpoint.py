@@ -57,9 +57,8 @@ def _read(path: Path) -> Any:
         raise IgkdError(f"checkpoint '{path}' not found; check the path or train/import one first")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise IgkdError(f"checkpoint '{path}' is not a readable PyTorch file ({reason}); re-create or re-download it") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+        raise IgkdError(f"checkpoint '{path}' is not a readable PyTorch file ({type(exc).__name__}); re-create or re-download it") from None
 
 
 def _load_weights(model: ImageClassifier, state_dict: dict[str, torch.Tensor], source: str, arch: ArchSpec) -> None:
@@ -86,7 +85,9 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     """Load an igkd checkpoint; plain state dicts need :func:`import_state_dict` instead."""
     path = Path(path)
     payload = _read(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict):
+        raise IgkdError(f"'{path}' holds a {type(payload).__name__}, not an igkd checkpoint or state dict; pass a model saved by igkd")
+    if payload.get("format") != CHECKPOINT_FORMAT:
         raise IgkdError(
             f"'{path}' is a plain state dict, not an igkd checkpoint; import it with --arch and --normalize "
             "(e.g. 'igkd teacher --import FILE --arch mobilenetv2_cifar --normalize cifar10')"

@@ -95,6 +95,7 @@ def distill_student(
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(out_dir / "best.pt", net, arch, data.classes, {
             "role": "student", "method": cfg.student.method, "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
+            "image_size": data.pool.image_size[0],
         })
 
     result = fit(

@@ -51,7 +51,8 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
         return distillation_loss(weights, net(x), y)
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
-        save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"]})
+        save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
+                                                                         "image_size": data.pool.image_size[0]})
 
     result = fit(
         model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,

@@ -1,0 +1,70 @@
+"""Benchmark checkpoints (teacher first, then students) and write benchmarks/results/latency-<device>.{json,md}.
+
+Trains nothing. Example:
+
+    PYTHONPATH=src python3 benchmarks/latency.py runs/digits-demo/teacher/model.pt runs/digits-demo/student/best.pt --cold
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+
+from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.deploy.bench import CUDA_BACKEND, bench, bench_caption, comparison_rows  # noqa: E402
+from igkd.errors import IgkdError  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def device_slug(backends: list[str]) -> str:
+    """'cpu', or the GPU's name in lower-case dashes when CUDA was benchmarked."""
+    if CUDA_BACKEND not in backends:
+        return "cpu"
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+
+
+def markdown(result: dict) -> str:
+    """The comparison table plus how, where and with what it was measured."""
+    header, rows = comparison_rows(result)
+    env, prov = result["provenance"]["environment"], result["provenance"]
+    lines = [f"# Latency on {env.get('gpu', 'CPU')}", "", bench_caption(result) + ".", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", f"- command: `{prov['command']}`", f"- commit: `{prov['git_commit']}`",
+              f"- torch {env['torch']}, onnxruntime {result['settings']['onnxruntime']}, python {env['python']}, {env['platform']}",
+              f"- created: {prov['created']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Parse arguments, benchmark, write the JSON and Markdown; returns the JSON path."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="checkpoints; the first is the reference (the teacher)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: torch's)")
+    parser.add_argument("--batch", type=int, action="append", help="batch size, repeatable (default: 1 and 64)")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--cold", action="store_true", help="also time the first call on a freshly loaded model")
+    parser.add_argument("--image-size", type=int, default=32, help="used when a checkpoint does not record its own")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = bench(args.models, args.batch or [1, 64], args.threads, args.warmup, args.repeats, args.cold, args.image_size)
+    stem = args.out_dir / f"latency-{device_slug(result['settings']['backends'])}"
+    atomic_write_json(stem.with_suffix(".json"), result)
+    atomic_write_text(stem.with_suffix(".md"), markdown(result))
+    print(f"wrote {stem}.json and {stem}.md")
+    return stem.with_suffix(".json")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except IgkdError as exc:
+        sys.exit(f"error: {exc}")

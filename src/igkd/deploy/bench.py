@@ -1,0 +1,224 @@
+"""Honest latency: warm-up plus repeated timing (median, p90, min, max), optional cold first call, per backend."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import onnxruntime
+import torch
+from torch import nn
+
+from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_session
+from igkd.errors import IgkdError
+from igkd.models.checkpoint import LoadedModel, load_checkpoint
+from igkd.models.mobilenetv2 import build_model
+from igkd.modelstats import count_macs, count_params, file_size
+from igkd.provenance import provenance
+
+CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
+CUDA_BACKEND = "torch-cuda"
+PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
+COLD_DEFINITION = ("first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
+                   "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
+                   "is charged to no model")
+
+Call = Callable[[], object]
+
+
+def available_backends() -> list[str]:
+    """PyTorch and onnxruntime on CPU, plus PyTorch on CUDA when a GPU is visible."""
+    return [*CPU_BACKENDS, *([CUDA_BACKEND] if torch.cuda.is_available() else [])]
+
+
+def check_backends(names: Sequence[str] | None) -> list[str]:
+    """The requested backends (default: all available), or a one-line error naming the choices."""
+    available = available_backends()
+    for name in names or []:
+        if name not in available:
+            raise IgkdError(f"unknown or unavailable backend '{name}'; choose from {', '.join(available)}")
+    return list(names) if names else available
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads, then restore the previous count."""
+    if threads < 1:
+        raise IgkdError(f"--threads must be at least 1, got {threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, image_size: int, threads: int) -> Call:
+    """A zero-argument forward pass of a fresh runner (module moved to its device, or a new ORT session)."""
+    images = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    if backend == "onnxruntime-cpu":
+        session = ort_session(onnx, threads)
+        feed = {session.get_inputs()[0].name: images.numpy()}
+        return lambda: session.run(None, feed)
+    device = torch.device("cuda" if backend == CUDA_BACKEND else "cpu")
+    module, x = model.eval().to(device), images.to(device)
+
+    def call() -> object:
+        with torch.inference_mode():
+            return module(x)
+
+    return call
+
+
+def time_call(backend: str, call: Call) -> float:
+    """Milliseconds of one call: CUDA events on the GPU, ``perf_counter`` on the CPU (results are synchronous)."""
+    if backend == CUDA_BACKEND:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
+def summarize(timings_ms: Sequence[float], batch: int) -> dict[str, float]:
+    """Median, p90 (nearest rank), min, max, mean and throughput (images/s at the median)."""
+    ordered = sorted(timings_ms)
+    median = statistics.median(ordered)
+    return {
+        "median_ms": median,
+        "p90_ms": ordered[max(0, -(-9 * len(ordered) // 10) - 1)],
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+        "mean_ms": statistics.fmean(ordered),
+        "throughput_ips": batch * 1000 / median,
+    }
+
+
+def _prime(backends: Sequence[str], threads: int) -> None:
+    """Initialise each runtime once on a throwaway model, so no benchmarked model pays process start-up."""
+    model = build_model(PRIMER_ARCH, 10)
+    onnx = onnx_bytes(model, 8) if "onnxruntime-cpu" in backends else None
+    for backend in backends:
+        make_call(backend, model, onnx, 1, 8, threads)()
+
+
+def measure(path: Path, loaded: LoadedModel, backends: Sequence[str], batch_sizes: Sequence[int], threads: int, warmup: int,
+            repeats: int, cold: bool, image_size: int) -> dict[str, Any]:
+    """Size, cost and latency of one checkpoint (``loaded`` from ``path``) on every backend and batch size."""
+    size = image_size_of(loaded, image_size)
+    onnx = onnx_bytes(loaded.model, size) if "onnxruntime-cpu" in backends else None
+    rows = []
+    for backend in backends:
+        for batch in batch_sizes:
+            row: dict[str, Any] = {"backend": backend, "batch": batch, "warmup": warmup, "repeats": repeats}
+            if cold:
+                row["cold_ms"] = time_call(backend, make_call(backend, load_checkpoint(path).model, onnx, batch, size, threads))
+            call = make_call(backend, loaded.model, onnx, batch, size, threads)
+            for _ in range(warmup):
+                call()
+            row.update(summarize([time_call(backend, call) for _ in range(repeats)], batch))
+            rows.append(row)
+    loaded.model.cpu()
+    return {"path": str(path), "arch": str(loaded.arch), "image_size": size, "params": count_params(loaded.model),
+            "macs": count_macs(loaded.model, (size, size)), "file_bytes": file_size(path), "latency": rows}
+
+
+def short_labels(paths: Sequence[Path]) -> list[str]:
+    """The shortest distinct path suffixes (``teacher/model.pt`` vs ``student/best.pt``)."""
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
+
+
+def add_ratios(models: list[dict[str, Any]]) -> None:
+    """Add ``<metric>_vs_first`` = value / first model's value to every model (the first model is the reference)."""
+    first = models[0]
+    for model in models:
+        for key in ("params", "macs", "file_bytes"):
+            model[f"{key}_vs_first"] = model[key] / first[key]
+        for row, ref in zip(model["latency"], first["latency"]):
+            for key in ("median_ms", "throughput_ips", "cold_ms"):
+                if key in row:
+                    row[f"{key}_vs_first"] = row[key] / ref[key]
+
+
+def bench(paths: Sequence[Path], batch_sizes: Sequence[int] = (1, 64), threads: int | None = None, warmup: int = 5,
+          repeats: int = 30, cold: bool = False, image_size: int = 32, backends: Sequence[str] | None = None) -> dict[str, Any]:
+    """Benchmark checkpoints side by side; every number plus settings and provenance, ready for JSON."""
+    if not paths:
+        raise IgkdError("give at least one checkpoint to benchmark (the first one is the reference, e.g. the teacher)")
+    if min(batch_sizes, default=0) < 1 or warmup < 0 or repeats < 1:
+        raise IgkdError("batch sizes and --repeats must be at least 1 and --warmup at least 0")
+    chosen = check_backends(backends)
+    threads = threads or torch.get_num_threads()
+    loaded = [load_checkpoint(p) for p in paths]  # every path is checked before anything is timed
+    with torch_threads(threads):
+        _prime(chosen, threads)
+        models = [measure(Path(p), m, chosen, batch_sizes, threads, warmup, repeats, cold, image_size) for p, m in zip(paths, loaded)]
+        device = torch.device("cuda" if CUDA_BACKEND in chosen else "cpu")
+        record = provenance(device, seed=0)
+    for model, label in zip(models, short_labels([Path(p) for p in paths])):
+        model["label"] = label
+    add_ratios(models)
+    settings = {"threads": threads, "warmup": warmup, "repeats": repeats, "batch_sizes": list(batch_sizes),
+                "backends": chosen, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
+                "timer": {"cpu": "time.perf_counter", "cuda": "CUDA events"}, "onnx_opset": ONNX_OPSET,
+                "onnxruntime": onnxruntime.__version__, "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}}
+    return {"settings": settings, "models": models, "provenance": record}
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _count(value: float) -> str:
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the side-by-side table: one column per model, plus 'vs first' ratio columns."""
+    models = result["models"]
+    header = ["metric", models[0]["label"]]
+    for model in models[1:]:
+        header += [model["label"], f"vs {models[0]['label']}"]
+
+    def row(metric: str, text: Callable[[dict[str, Any]], str], ratio: Callable[[dict[str, Any]], str]) -> list[str]:
+        cells = [metric, text(models[0])]
+        for model in models[1:]:
+            cells += [text(model), ratio(model)]
+        return cells
+
+    rows = [
+        row("arch", lambda m: m["arch"], lambda m: ""),
+        row("params", lambda m: _count(m["params"]), lambda m: _ratio(m["params_vs_first"])),
+        row("MACs / image", lambda m: _count(m["macs"]), lambda m: _ratio(m["macs_vs_first"])),
+        row("checkpoint size", lambda m: f"{m['file_bytes'] / 1e6:.2f} MB", lambda m: _ratio(m["file_bytes_vs_first"])),
+    ]
+    for i, ref in enumerate(models[0]["latency"]):
+        setting = f"{ref['backend']}, batch {ref['batch']}"
+        rows.append(row(f"{setting}: median (p90) ms", lambda m: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
+                        lambda m: _ratio(m["latency"][i]["median_ms_vs_first"])))
+        if "cold_ms" in ref:
+            rows.append(row(f"{setting}: cold first call ms", lambda m: f"{m['latency'][i]['cold_ms']:.3f}",
+                            lambda m: _ratio(m["latency"][i]["cold_ms_vs_first"])))
+        rows.append(row(f"{setting}: min-max ms", lambda m: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}", lambda m: ""))
+        rows.append(row(f"{setting}: images/s", lambda m: f"{m['latency'][i]['throughput_ips']:,.0f}",
+                        lambda m: _ratio(m["latency"][i]["throughput_ips_vs_first"])))
+    return header, rows
+
+
+def bench_caption(result: dict[str, Any]) -> str:
+    """One line stating how the numbers were taken."""
+    s = result["settings"]
+    text = (f"{s['threads']} CPU threads (torch and onnxruntime intra-op), {s['warmup']} warm-up calls, "
+            f"{s['repeats']} timed calls; ratios are model / {result['models'][0]['label']}")
+    return text + ("; cold = " + s["cold_definition"] if s["cold"] else "")
