@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,10 +14,20 @@ import igkd
 from igkd.runtime import environment_info, git_commit
 
 
+def command_line() -> str:
+    """The command as the user typed it: ``igkd ...``, ``python3 -m igkd ...`` or the script's argv."""
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    if program == "__main__.py" and Path(sys.argv[0]).parent.name == "igkd":
+        return shlex.join(["python3", "-m", "igkd", *sys.argv[1:]])
+    if program == "igkd":
+        return shlex.join(["igkd", *sys.argv[1:]])
+    return shlex.join(sys.argv)
+
+
 def provenance(device: torch.device, seed: int) -> dict[str, Any]:
     """The command line, git commit, igkd version, environment and seed of this process."""
     return {
-        "command": shlex.join(["igkd", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("igkd") else shlex.join(sys.argv),
+        "command": command_line(),
         "git_commit": git_commit(),
         "igkd_version": igkd.__version__,
         "seed": seed,
