@@ -52,5 +52,9 @@ def write_image_folder(root: Path, counts: dict[str, int], size: int = 8, seed: 
 
 
 @pytest.fixture(autouse=True)
-def _few_threads() -> None:
-    torch.set_num_threads(2)
+def _one_thread():
+    """Tiny tensors gain nothing from threads, and oversubscribed cores make timings erratic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

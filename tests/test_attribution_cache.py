@@ -16,15 +16,6 @@ CPU = torch.device("cpu")
 PARAMS = IGParams(steps=4, batch_size=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and oversubscribed cores make timings erratic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_teacher(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model("mobilenetv2_cifar:width=0.25:k=12", 10, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)).eval()

@@ -1,0 +1,103 @@
+"""Statistics over repeated runs: confidence intervals, Welch tests, effect sizes, Holm correction."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from igkd.errors import IgkdError
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample std and a t-based confidence interval of one method's runs."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    best: float
+
+
+def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Mean, std (ddof=1) and the Student-t confidence interval of the mean."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise IgkdError("no runs to summarise; run the experiment first")
+    mean = float(x.mean())
+    if x.size == 1:
+        return Summary(1, mean, float("nan"), float("nan"), float("nan"), mean)
+    std = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + confidence / 2, x.size - 1)) * std / math.sqrt(x.size)
+    return Summary(int(x.size), mean, std, mean - half, mean + half, float(x.max()))
+
+
+def cohens_d(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cohen's d of ``a`` minus ``b`` with the pooled standard deviation."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    pooled = math.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2))
+    return float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    p = np.asarray(p_values, float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (p.size - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pairwise test between two methods."""
+
+    a: str
+    b: str
+    mean_difference: float
+    test: str
+    statistic: float
+    p_value: float
+    p_holm: float
+    cohens_d: float
+
+
+def compare_methods(runs: dict[str, dict[int, float]], paired: bool = False) -> list[Comparison]:
+    """All pairwise tests between methods, Holm-corrected over the family.
+
+    ``runs[method][seed] = accuracy``. Independent runs get Welch's t-test. ``paired=True`` (only valid when
+    the runs of a seed share the same data split and initialisation seed) uses the paired t-test on the
+    seeds both methods have.
+    """
+    rows = []
+    for a, b in itertools.combinations(sorted(runs), 2):
+        if paired:
+            seeds = sorted(set(runs[a]) & set(runs[b]))
+            if len(seeds) < 2:
+                raise IgkdError(f"paired test of {a} vs {b} needs at least 2 shared seeds, got {len(seeds)}")
+            x, y = [runs[a][s] for s in seeds], [runs[b][s] for s in seeds]
+            result = sps.ttest_rel(x, y)
+            name = "paired t"
+        else:
+            x, y = list(runs[a].values()), list(runs[b].values())
+            if min(len(x), len(y)) < 2:
+                raise IgkdError(f"Welch test of {a} vs {b} needs at least 2 runs of each, got {len(x)} and {len(y)}")
+            result = sps.ttest_ind(x, y, equal_var=False)
+            name = "Welch t"
+        rows.append((a, b, float(np.mean(x) - np.mean(y)), name, float(result.statistic), float(result.pvalue), cohens_d(x, y)))
+    adjusted = holm([r[5] for r in rows]) if rows else []
+    return [Comparison(a, b, diff, name, stat, p, p_adj, d) for (a, b, diff, name, stat, p, d), p_adj in zip(rows, adjusted)]
+
+
+def as_dicts(items: Sequence[Summary | Comparison]) -> list[dict]:
+    """Dataclasses as JSON-ready dicts."""
+    return [asdict(item) for item in items]
