@@ -14,12 +14,22 @@ import torch
 from igkd.errors import IgkdError
 
 
+def ensure_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) or fail with one line naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IgkdError(f"cannot create output directory '{path}': {exc.strerror}; choose a writable output directory") from None
+    return path
+
+
 @contextmanager
 def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` only if the block finishes without error."""
     path = Path(path)
+    ensure_dir(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise IgkdError(f"cannot write to '{path.parent}': {exc.strerror}; choose a writable output directory") from None

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
-from igkd.atomic import atomic_write_json
+from igkd.atomic import atomic_write_json, ensure_dir
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
@@ -50,6 +50,7 @@ class Pipeline:
         self.cfg = cfg
         self.console = console or Console()
         self.device = resolve_device(cfg.device)
+        ensure_dir(cfg.run_dir)
         seed_everything(cfg.seed, cfg.deterministic)
 
     @cached_property

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from igkd.atomic import atomic_torch_save
 from igkd.data.imageset import ImageSet
@@ -40,6 +40,12 @@ class DataConfig(BaseModel):
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _names_as_text(cls, value: object) -> object:
+        """Class folder names like 0..9 arrive from YAML as numbers; they are names."""
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def expand_path(path: Path | str) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from igkd.atomic import atomic_torch_save, atomic_write_text
+from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
 from igkd.errors import IgkdError
 from igkd.runtime import autocast, use_channels_last
@@ -151,7 +151,7 @@ def fit(
     ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
     holds a state saved under the same ``resume_key``, training continues from it.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(run_dir)
     model.to(device)
     if use_channels_last(device, cfg.channels_last):
         model.to(memory_format=torch.channels_last)
