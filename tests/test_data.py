@@ -57,11 +57,29 @@ def test_image_folder_cache_is_reused_and_keyed_to_the_files(tmp_path):
     root = write_image_folder(tmp_path / "d", {"a": 2, "b": 2})
     first = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.json"))) == 1
     again = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
     assert torch.equal(first.images, again.images)
     write_image_folder(root, {"a": 3}, seed=5)
     changed = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
     assert len(changed) == 5 and len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 2
+
+
+@pytest.mark.parametrize(("damage", "message"), [("truncate", "truncated"), ("flip", "corrupted"), ("manifest", "no readable manifest")])
+def test_damaged_prepared_dataset_cache_is_refused_naming_the_file(tmp_path, damage, message):
+    root = write_image_folder(tmp_path / "d", {"a": 2, "b": 2})
+    load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    (cached,) = (tmp_path / "cache").glob("imagefolder-*.pt")
+    data = cached.read_bytes()
+    if damage == "truncate":
+        cached.write_bytes(data[:-100])
+    elif damage == "flip":
+        cached.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
+    else:
+        cached.with_suffix(".json").unlink()
+    with pytest.raises(IgkdError, match=message) as info:
+        load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    assert cached.name in str(info.value) and "delete it" in str(info.value)
 
 
 @pytest.mark.parametrize(

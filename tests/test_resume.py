@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import TINY_TEACHER
+from conftest import TINY_TEACHER, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,3 +56,21 @@ def test_sigkill_then_resume_gives_identical_final_weights(tmp_path):
     final_resumed = torch.load(run_dir / "teacher" / "state.pt", weights_only=True)["model"]
     for key, value in final_full.items():
         assert torch.equal(value, final_resumed[key]), key
+
+
+def test_deterministic_flag_gives_bit_identical_runs(tmp_path):
+    def run(out: str) -> subprocess.CompletedProcess:
+        sets = tiny_overrides(tmp_path / out) + ["report.examples=0", "student.method=KD_IG_AT"]
+        cmd = [sys.executable, "-m", "igkd", "run", "--deterministic", *[a for s in sets for a in ("--set", s)]]
+        return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+
+    for out in ("a", "b"):
+        result = run(out)
+        assert result.returncode == 0, result.stderr
+    students = [next((tmp_path / out / "runs" / "tiny" / "students").iterdir()) for out in ("a", "b")]
+    weights = [torch.load(s / "state.pt", weights_only=True)["model"] for s in students]
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (s / "metrics.jsonl").read_text().splitlines()] for s in students]
+    assert rows[0] == rows[1]
+    assert json.loads((students[0] / "final.json").read_text())["config"]["deterministic"] is True

@@ -20,19 +20,20 @@ console = Console()
 
 ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
+DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: same seed, bit-identical results on the same machine.")
 
 
-def _pipeline(config: str, overrides: list[str] | None):
+def _pipeline(config: str, overrides: list[str] | None, deterministic: bool = False):
     from igkd.config import load_config
     from igkd.pipeline import Pipeline
 
-    return Pipeline(load_config(config, overrides or []), console)
+    return Pipeline(load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else [])), console)
 
 
 @app.command()
-def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt) -> None:
+def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt) -> None:
     """Run teacher -> attributions -> student -> evaluation -> report, reusing finished stages."""
-    pipeline = _pipeline(config, overrides)
+    pipeline = _pipeline(config, overrides, deterministic)
     results = pipeline.run_all()
     table = Table(title=f"teacher vs student ({results['student']['method']}) on {results['student']['data']}")
     for column in ("metric", "teacher", "student", "student vs teacher"):
@@ -50,21 +51,22 @@ def teacher(
     import_path: Optional[Path] = typer.Option(None, "--import", help="Import this checkpoint or plain state dict instead of training."),
     arch: Optional[str] = typer.Option(None, help="Architecture of an imported plain state dict (e.g. mobilenetv2_cifar)."),
     normalize: Optional[str] = typer.Option(None, help="Input normalisation of an imported state dict: dataset, cifar10 or none."),
+    deterministic: bool = DeterministicOpt,
 ) -> None:
     """Train the teacher (or import one) and evaluate it on the test split."""
     extra = list(overrides or [])
     extra += [f"teacher.checkpoint={import_path}"] if import_path else []
     extra += [f"teacher.arch={arch}"] if arch else []
     extra += [f"teacher.normalize={normalize}"] if normalize else []
-    pipeline = _pipeline(config, extra)
+    pipeline = _pipeline(config, extra, deterministic)
     summary = pipeline.teacher_summary()
     console.print(f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, {summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}")
 
 
 @app.command()
-def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt) -> None:
+def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt) -> None:
     """Compute (or verify the cache of) the teacher's IG maps for every training image, in dataset order."""
-    pipeline = _pipeline(config, overrides)
+    pipeline = _pipeline(config, overrides, deterministic)
     maps = pipeline.attribute(rebuild_invalid=True)
     console.print(f"IG maps: {tuple(maps.shape)} in {pipeline.cfg.cache_path}")
 
@@ -74,9 +76,10 @@ def distill(
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = SetOpt,
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Student, KD, IG, AT, KD_IG, KD_AT, IG_AT or KD_IG_AT."),
+    deterministic: bool = DeterministicOpt,
 ) -> None:
     """Distil the student with the configured method; writes metrics, best checkpoint and final.json."""
-    pipeline = _pipeline(config, list(overrides or []) + ([f"student.method={method}"] if method else []))
+    pipeline = _pipeline(config, list(overrides or []) + ([f"student.method={method}"] if method else []), deterministic)
     summary = pipeline.run_student()
     console.print(f"student {summary['method']} {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}% "
                   f"(best val {100 * summary.get('best_val_accuracy', float('nan')):.2f}%) -> {pipeline.student_dir}")

@@ -16,6 +16,7 @@ from igkd.atomic import atomic_torch_save
 from igkd.data.imageset import ImageSet
 from igkd.errors import IgkdError
 from igkd.fingerprint import hash_jsonable
+from igkd.integrity import verify, write_manifest
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -141,9 +142,9 @@ def load_image_folder(
     key = hash_jsonable({"root": str(root.resolve()), "files": listing, "classes": class_list, "size": image_size, "resize": resize})
     cache_file = cache_dir / f"imagefolder-{key[:16]}.pt" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
+        verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{root}'")
         cached = torch.load(cache_file, map_location="cpu", weights_only=True)
-        if cached.get("key") == key and cached["images"].shape[0] == len(samples):
-            return ImageSet(cached["images"], cached["labels"], class_list, root.name)
+        return ImageSet(cached["images"], cached["labels"], class_list, root.name)
     from rich.progress import track
 
     arrays = [decode_image(p, image_size, resize) for p, _ in track(samples, description=f"decoding {root.name}", transient=True, disable=len(samples) < 2000)]
@@ -151,4 +152,5 @@ def load_image_folder(
     labels = torch.tensor([y for _, y in samples], dtype=torch.int64)
     if cache_file is not None:
         atomic_torch_save(cache_file, {"key": key, "images": images, "labels": labels})
+        write_manifest(cache_file, key, {"root": str(root), "shape": list(images.shape), "dtype": "uint8", "classes": class_list})
     return ImageSet(images, labels, class_list, root.name)

@@ -1,0 +1,36 @@
+"""Manifests for cached artifacts: a JSON beside each file with its key, size and SHA-256."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from igkd.atomic import atomic_write_json
+from igkd.errors import IgkdError
+from igkd.fingerprint import hash_file
+
+
+def manifest_path(path: Path) -> Path:
+    """Where the manifest of ``path`` lives (same name, ``.json``)."""
+    return path.with_suffix(".json")
+
+
+def write_manifest(path: Path, key: str, meta: dict[str, Any]) -> None:
+    """Record ``path``'s key, size and checksum (call after the file is completely written)."""
+    atomic_write_json(manifest_path(path), {"key": key, "file_size": path.stat().st_size, "sha256": hash_file(path), **meta})
+
+
+def verify(path: Path, key: str, what: str, fix: str) -> dict[str, Any]:
+    """The manifest of ``path`` if file and manifest are intact and built for ``key``; else one-line IgkdError."""
+    try:
+        manifest = json.loads(manifest_path(path).read_text())
+    except (OSError, ValueError):
+        raise IgkdError(f"{what} '{path}' has no readable manifest; {fix}") from None
+    if manifest.get("key") != key:
+        raise IgkdError(f"{what} '{path}' was built from other inputs (stale); {fix}")
+    if path.stat().st_size != manifest.get("file_size"):
+        raise IgkdError(f"{what} '{path}' has {path.stat().st_size} bytes, its manifest says {manifest.get('file_size')} (truncated?); {fix}")
+    if hash_file(path) != manifest.get("sha256"):
+        raise IgkdError(f"{what} '{path}' does not match its manifest's SHA-256 (corrupted); {fix}")
+    return manifest
