@@ -10,7 +10,6 @@ and every figure as min/median/max over repeats.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_baseline import PaperStyleDataset, paper_style_throughput  # noqa: E402
 
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, integrated_gradients, make_baselines  # noqa: E402
+from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, make_baselines  # noqa: E402
 from igkd.config import load_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import load_checkpoint  # noqa: E402
@@ -31,6 +30,7 @@ from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import resolve_device  # noqa: E402
 from igkd.training.distill import loss_weights, make_distill_loss  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
+from igkd.training.teacher import resolve_normalization  # noqa: E402
 from igkd.training.loop import make_optimizer, make_schedule, make_train_step, predict_logits  # noqa: E402
 
 TINY_SETS = ["data.image_size=8", "data.crop_padding=1", "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         torch.manual_seed(0)
         arch = parse_arch(cfg.teacher.arch)
-        mean, std = data.pool.subset(data.train_idx).channel_stats()
+        mean, std = resolve_normalization(cfg.teacher.normalize, data)
         teacher = LoadedModel(build_model(arch, len(data.classes), mean, std).eval(), arch, data.classes, mean, std)
     teacher.model.to(device).eval()
     params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 
 from conftest import write_image_folder
 from igkd.data import DataConfig, load_split, stratified_split, stratified_subset
@@ -109,4 +108,3 @@ def test_imageset_remap_refuses_unknown_classes(tmp_path):
     data = load_image_folder(write_image_folder(tmp_path / "d", {"cat": 1, "unicorn": 1}), None, 8, False)
     with pytest.raises(IgkdError, match="unicorn"):
         data.remap_to(CIFAR10_CLASSES)
-    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -32,30 +33,50 @@ def file_size(path: str | Path) -> int:
     return Path(path).stat().st_size
 
 
-@torch.no_grad()
+def time_call_ms(call: Callable[[], object], cuda: bool) -> float:
+    """Milliseconds of one call: CUDA events on the GPU, ``perf_counter`` on the CPU."""
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000
+
+
+def summarize_timings(timings_ms: Sequence[float], batch: int) -> dict[str, float]:
+    """Median, p90 (nearest rank), min, max, mean and throughput (images/s at the median)."""
+    ordered = sorted(timings_ms)
+    median = statistics.median(ordered)
+    return {
+        "median_ms": median,
+        "p90_ms": ordered[max(0, -(-9 * len(ordered) // 10) - 1)],
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+        "mean_ms": statistics.fmean(ordered),
+        "throughput_ips": batch * 1000 / median,
+    }
+
+
+def warm_latency(call: Callable[[], object], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30) -> dict[str, float]:
+    """``warmup`` untimed calls, then the summary of ``repeats`` timed calls."""
+    for _ in range(warmup):
+        call()
+    return {"warmup": warmup, "repeats": repeats, **summarize_timings([time_call_ms(call, cuda) for _ in range(repeats)], batch)}
+
+
 def measure_latency(
     model: nn.Module, input_shape: tuple[int, ...], device: torch.device, warmup: int = 5, repeats: int = 30
 ) -> dict[str, float]:
-    """Warm latency of one forward pass in ms: median, p90, min, max over ``repeats`` timed calls."""
+    """Warm latency of one eager forward pass of ``model`` on random input of ``input_shape``."""
     model = model.eval().to(device)
     x = torch.rand(*input_shape, device=device)
-    for _ in range(warmup):
-        model(x)
-    timings = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings.append((time.perf_counter() - start) * 1000)
-    timings.sort()
-    return {
-        "median_ms": statistics.median(timings),
-        "p90_ms": timings[min(len(timings) - 1, int(0.9 * len(timings)))],
-        "min_ms": timings[0],
-        "max_ms": timings[-1],
-        "repeats": float(repeats),
-        "warmup": float(warmup),
-    }
+
+    def call() -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    return warm_latency(call, device.type == "cuda", input_shape[0], warmup, repeats)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -16,7 +14,7 @@ from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_sessio
 from igkd.errors import IgkdError
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.mobilenetv2 import build_model
-from igkd.modelstats import count_macs, count_params, file_size
+from igkd.modelstats import count_macs, count_params, file_size, time_call_ms, warm_latency
 from igkd.provenance import provenance
 
 CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
@@ -73,34 +71,6 @@ def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, im
     return call
 
 
-def time_call(backend: str, call: Call) -> float:
-    """Milliseconds of one call: CUDA events on the GPU, ``perf_counter`` on the CPU (results are synchronous)."""
-    if backend == CUDA_BACKEND:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    started = time.perf_counter()
-    call()
-    return (time.perf_counter() - started) * 1000
-
-
-def summarize(timings_ms: Sequence[float], batch: int) -> dict[str, float]:
-    """Median, p90 (nearest rank), min, max, mean and throughput (images/s at the median)."""
-    ordered = sorted(timings_ms)
-    median = statistics.median(ordered)
-    return {
-        "median_ms": median,
-        "p90_ms": ordered[max(0, -(-9 * len(ordered) // 10) - 1)],
-        "min_ms": ordered[0],
-        "max_ms": ordered[-1],
-        "mean_ms": statistics.fmean(ordered),
-        "throughput_ips": batch * 1000 / median,
-    }
-
-
 def _prime(backends: Sequence[str], threads: int) -> None:
     """Initialise each runtime once on a throwaway model, so no benchmarked model pays process start-up."""
     model = build_model(PRIMER_ARCH, 10)
@@ -119,11 +89,10 @@ def measure(path: Path, loaded: LoadedModel, backends: Sequence[str], batch_size
         for batch in batch_sizes:
             row: dict[str, Any] = {"backend": backend, "batch": batch, "warmup": warmup, "repeats": repeats}
             if cold:
-                row["cold_ms"] = time_call(backend, make_call(backend, load_checkpoint(path).model, onnx, batch, size, threads))
+                cold_call = make_call(backend, load_checkpoint(path).model, onnx, batch, size, threads)
+                row["cold_ms"] = time_call_ms(cold_call, backend == CUDA_BACKEND)
             call = make_call(backend, loaded.model, onnx, batch, size, threads)
-            for _ in range(warmup):
-                call()
-            row.update(summarize([time_call(backend, call) for _ in range(repeats)], batch))
+            row.update(warm_latency(call, backend == CUDA_BACKEND, batch, warmup, repeats))
             rows.append(row)
     loaded.model.cpu()
     return {"path": str(path), "arch": str(loaded.arch), "image_size": size, "params": count_params(loaded.model),

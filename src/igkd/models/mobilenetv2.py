@@ -127,7 +127,3 @@ def build_model(
     kept = nn.Sequential(*list(features.children())[: NUM_FEATURE_BLOCKS - spec.drop_last_blocks])
     return ImageClassifier(kept, _out_channels(kept[-1]), num_classes, mean, std)
 
-
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +39,6 @@ class FitResult:
     best_val_accuracy: float
     seconds: float
     images_per_second: float
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -183,7 +182,6 @@ def fit(
         epoch_start = time.perf_counter()
         order = torch.randperm(num_train, device=device, generator=generator)
         sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=device)
         for step in range(steps_per_epoch):
             idx = train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             for key, value in train_step(idx, generator).items():
