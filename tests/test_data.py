@@ -32,6 +32,22 @@ def test_stratified_split_is_seeded_disjoint_and_balanced():
     assert set(sub.tolist()) <= set(train.tolist())
 
 
+def test_every_run_seed_shares_the_validation_split_but_draws_its_own_training_subset(tmp_path):
+    from igkd.config import validate_config
+    from igkd.data.prepare import prepare_data
+
+    from conftest import tiny_config_tree
+
+    runs = [prepare_data(validate_config({**tiny_config_tree(tmp_path), "seed": seed})) for seed in (0, 1)]
+    assert torch.equal(runs[0].val_idx, runs[1].val_idx) and torch.equal(runs[0].train_idx, runs[1].train_idx)
+    subsets = [run.student_train_idx(0.8, seed) for seed, run in enumerate(runs)]
+    assert not torch.equal(subsets[0], subsets[1])
+    for subset in subsets:
+        assert set(subset.tolist()) < set(runs[0].train_idx.tolist())
+        assert abs(len(subset) - 0.8 * len(runs[0].train_idx)) <= 10  # rounded per class
+    assert torch.equal(runs[0].student_train_idx(1.0, 5), runs[0].train_idx)
+
+
 def test_image_folder_maps_folders_to_a_class_list_by_name(tmp_path):
     root = write_image_folder(tmp_path / "val", {"ship": 3, "cat": 2, "automobile": 1})
     subset = load_image_folder(root, CIFAR10_CLASSES, 8, resize=False)

@@ -61,6 +61,7 @@ class TeacherConfig(_Strict):
     """The teacher: trained here, or imported from a checkpoint."""
 
     arch: str = "mobilenetv2_cifar"
+    seed: int = Field(0, ge=0)
     checkpoint: Path | None = None
     normalize: Literal["dataset", "cifar10", "none"] | NormSpec = "dataset"
     train: TrainConfig = TrainConfig()
@@ -107,6 +108,7 @@ class StudentConfig(_Strict):
 
     arch: str = "mobilenetv2_cifar:k=5"
     method: str = "KD_IG"
+    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     kd: KDConfig = KDConfig()
     at: ATConfig = ATConfig()
     ig: OverlayConfig = OverlayConfig()

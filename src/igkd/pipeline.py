@@ -69,7 +69,7 @@ class Pipeline:
         return self.cfg.run_dir / "students" / student_tag(self.cfg)
 
     def _teacher_hash(self) -> str:
-        return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher", "seed"}))
+        return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher"}))
 
     def _student_hash(self) -> str:
         return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher", "student", "attribution", "seed"}))

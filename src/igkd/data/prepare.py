@@ -25,11 +25,18 @@ class PreparedData:
     def classes(self) -> list[str]:
         return self.pool.classes
 
+    def student_train_idx(self, fraction: float, seed: int) -> torch.Tensor:
+        """A seeded stratified ``fraction`` of the training split (the paper's fresh 80% subset per run)."""
+        return stratified_subset(self.train_idx, self.pool.labels, fraction, seed)
+
 
 def prepare_data(cfg: RunConfig) -> PreparedData:
-    """Load train pool and test set; carve a seeded stratified validation split (never the test set)."""
+    """Load train pool and test set; carve a stratified validation split (never the test set).
+
+    The split depends on ``data.split_seed`` only, so every run of an experiment (any seed) and the teacher
+    share one validation set that no model trains on.
+    """
     pool = load_split(cfg.data, "train", cfg.cache_path)
     test = load_split(cfg.data, "test", cfg.cache_path).remap_to(pool.classes)
-    train_idx, val_idx = stratified_split(pool.labels, cfg.data.val_fraction, cfg.seed)
-    train_idx = stratified_subset(train_idx, pool.labels, cfg.data.train_fraction, cfg.seed + 1)
+    train_idx, val_idx = stratified_split(pool.labels, cfg.data.val_fraction, cfg.data.split_seed)
     return PreparedData(pool, train_idx, val_idx, test)

@@ -38,7 +38,7 @@ class DataConfig(BaseModel):
     resize: bool = False
     download: bool = True
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    train_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    split_seed: int = Field(0, ge=0)
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
 

@@ -99,7 +99,7 @@ def distill_student(
         })
 
     result = fit(
-        student, data.train_idx.to(device), make_inputs, make_distill_loss(weights, teacher_model, pairs, cached),
+        student, data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device), make_inputs, make_distill_loss(weights, teacher_model, pairs, cached),
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
         out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "student", "attribution", "seed"}),
     )

@@ -42,7 +42,7 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
     """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint."""
     arch = parse_arch(cfg.teacher.arch)
     mean, std = resolve_normalization(cfg.teacher.normalize, data)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.teacher.seed)
     model = build_model(arch, len(data.classes), mean, std)
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     weights = LossWeights(label_smoothing=cfg.teacher.train.label_smoothing)
@@ -56,7 +56,7 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
 
     result = fit(
         model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,
-        data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.seed,
-        out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "teacher", "seed"}),
+        data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
+        out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "teacher"}),
     )
     return load_checkpoint(out_dir / "model.pt"), result
