@@ -74,3 +74,12 @@ def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], None]) -> N
     """Call ``writer(handle)`` on a temporary file that replaces ``path`` on success."""
     with atomic_open(path) as handle:
         writer(handle)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or {} when it is absent or unreadable (atomic writes never leave a partial one)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -12,15 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from igkd.cli_deploy import register as register_deploy_commands
+from igkd.cli_experiments import register as register_experiment_commands
+from igkd.cli_options import ConfigOpt, DeterministicOpt, SetOpt
 from igkd.errors import IgkdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.")
 console = Console()
 
-ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg.")
-SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
-DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: same seed, bit-identical results on the same machine.")
 
 
 def _pipeline(config: str, overrides: list[str] | None, deterministic: bool = False):
@@ -125,6 +124,7 @@ def evaluate(
 
 
 register_deploy_commands(app)
+register_experiment_commands(app)
 
 
 @app.command()

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from igkd.cli_options import ConfigOpt, SetOpt, add_commands
+
 console = Console()
 
 ModelArg = typer.Argument(..., help="An igkd checkpoint (or a plain state dict with --arch and --normalize).")
@@ -39,8 +41,8 @@ def export(
 
 def quantize(
     model: Path = ModelArg,
-    config: str = typer.Option("digits", "--config", "-c", help="Config whose data calibrates and tests: a YAML file or a built-in name."),
-    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set data.image_size=32 (repeatable)."),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
     calibration: int = typer.Option(256, min=1, help="Number of training-split images used for calibration."),
     per_channel: bool = typer.Option(True, "--per-channel/--per-tensor", help="Weight scales per output channel or per tensor."),
     reduce_range: bool = typer.Option(True, "--reduce-range/--full-range", help="7-bit weights: accurate on x86 CPUs without VNNI too."),
@@ -100,7 +102,4 @@ def bench_table(header: list[str], rows: list[list[str]], caption: str) -> Table
 
 def register(app: typer.Typer) -> None:
     """Add ``export``, ``quantize`` and ``bench`` to ``app`` (a second call changes nothing)."""
-    present = {command.name for command in app.registered_commands}
-    for command in (export, quantize, bench):
-        if command.__name__ not in present:
-            app.command(name=command.__name__)(command)
+    add_commands(app, (export, quantize, bench))

@@ -128,10 +128,12 @@ class AttributionConfig(IGParams):
 
 
 class ReportConfig(_Strict):
-    """What the report shows."""
+    """What the report shows: example images, latency repeats, IG-agreement sample size, the data's name."""
 
     examples: int = Field(6, ge=0, le=32)
     latency_repeats: int = Field(30, ge=3)
+    agreement_images: int = Field(256, ge=0)
+    data_label: str | None = None
 
 
 class RunConfig(_Strict):

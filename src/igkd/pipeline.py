@@ -43,12 +43,18 @@ def student_tag(cfg: RunConfig) -> str:
     return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}"
 
 
+def student_config_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes a student's result; a finished run's final.json is matched against it."""
+    return hash_jsonable(cfg.model_dump(mode="json", include={"data", "teacher", "student", "attribution", "seed"}))
+
+
 class Pipeline:
     """One configured run; each stage reuses its finished output when the relevant config is unchanged."""
 
-    def __init__(self, cfg: RunConfig, console: Console | None = None) -> None:
+    def __init__(self, cfg: RunConfig, console: Console | None = None, student_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.console = console or Console()
+        self._student_dir = student_dir
         self.device = resolve_device(cfg.device)
         ensure_dir(cfg.run_dir)
         seed_everything(cfg.seed, cfg.deterministic)
@@ -66,13 +72,17 @@ class Pipeline:
 
     @property
     def student_dir(self) -> Path:
-        return self.cfg.run_dir / "students" / student_tag(self.cfg)
+        return self._student_dir or self.cfg.run_dir / "students" / student_tag(self.cfg)
 
     def _teacher_hash(self) -> str:
         return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher"}))
 
     def _student_hash(self) -> str:
-        return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher", "student", "attribution", "seed"}))
+        return student_config_hash(self.cfg)
+
+    def student_finished(self) -> bool:
+        """Whether the configured student's run already finished under the same config."""
+        return self._finished(self.student_dir / "final.json", self._student_hash())
 
     @staticmethod
     def _finished(summary: Path, config_hash: str) -> bool:
@@ -100,6 +110,8 @@ class Pipeline:
 
     def data_label(self) -> str:
         data = self.cfg.data
+        if self.cfg.report.data_label:
+            return self.cfg.report.data_label
         if data.source == "imagefolder":
             return f"{Path(str(data.root)).name}/{data.train_split} (ImageFolder)"
         return {"digits": "scikit-learn digits", "cifar10": "CIFAR-10 (torchvision)"}[data.source]

@@ -72,12 +72,15 @@ def environment_info(device: torch.device) -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The current git commit of the working directory's repository, or 'unknown'."""
+    """The git commit of the igkd source tree in use (an editable install or a checkout), or 'unknown'."""
     import subprocess
+    from pathlib import Path
 
+    source = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=source).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5,
+                               cwd=source).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -1,0 +1,83 @@
+"""The ``igkd experiment``, ``igkd transfer`` and ``igkd report`` commands, added to the main app by :func:`register`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from igkd.cli_options import ConfigOpt, DeterministicOpt, SetOpt, add_commands
+from igkd.errors import IgkdError
+
+console = Console()
+
+
+def experiment(
+    name: str = typer.Argument(..., help="ablation (8 methods + shuffled/noise-map controls) or sweep (compression factor)."),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    seeds: int = typer.Option(10, "--seeds", "-n", min=1, help="Runs per variant, seeds 0..N-1 (raise it later: finished seeds are skipped)."),
+    first_seed: int = typer.Option(0, min=0, help="First seed."),
+    train_fraction: float = typer.Option(0.8, min=0.01, max=1.0, help="Stratified fraction of the training split each run trains on, fresh per seed."),
+    methods: Optional[str] = typer.Option(None, help="Only these methods, comma-separated (default: all of the experiment's)."),
+    blocks: str = typer.Option("3,5,7,9,11,13,15,17", help="Sweep: numbers of last blocks removed (k), comma-separated."),
+    widths: str = typer.Option("0.75,0.5,0.35,0.25,0.1,0.05", help="Sweep: width multipliers relative to the teacher, comma-separated."),
+    shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),
+    deterministic: bool = DeterministicOpt,
+) -> None:
+    """Run an experiment's student runs; finished runs (same config hash) are skipped, so re-running resumes."""
+    from igkd.config import load_config
+    from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
+    from igkd.experiments.plan import shard as take_shard
+    from igkd.experiments.runner import ExperimentRunner
+
+    index, count = parse_shard(shard)
+    base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
+    options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
+                          tuple(parse_list(methods, str, "--methods")) if methods else None,
+                          tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
+    planned = plan_jobs(name, base, options)
+    runner = ExperimentRunner(base, console)
+    selected = take_shard(planned, index, count)
+    runner.prepare(selected, sharded=count > 1)
+    plan_file = runner.write_plan(name, planned, options)
+    console.print(f"{name}: shard {index}/{count} holds {len(selected)} of {len(planned)} runs; plan: {plan_file}")
+    outcomes = runner.run(selected, jobs)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise IgkdError(f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: {failed[0].detail}); fix it and re-run the same command")
+    console.print(f"{name}: all {len(outcomes)} runs of this shard are finished; summarise them with 'igkd report' and the same -c/--set options")
+
+
+def transfer(
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+    root: Path = typer.Option(Path("${IGKD_DATA_DIR}/tiny-imagenet-cifar10"), help="Image folders ROOT/<split>/<class>/ (classes mapped by name)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Sub-folders of ROOT to evaluate (repeatable; default val and train)."),
+    name: str = typer.Option("tiny-imagenet", help="Name of this evaluation in the result files and the report."),
+) -> None:
+    """Evaluate the teacher and every finished student on another dataset (default: the Tiny ImageNet subset)."""
+    from igkd.config import load_config
+    from igkd.experiments.runner import ExperimentRunner
+
+    ExperimentRunner(load_config(config, overrides or []), console).transfer(name, root, list(split or ["val", "train"]))
+
+
+def report(
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = SetOpt,
+) -> None:
+    """Summarise every experiment of a config's run directory into report.md / report.html with tables and plots."""
+    from igkd.config import load_config
+    from igkd.experiments.report import build_report
+
+    written = build_report(load_config(config, overrides or []), console)
+    console.print(f"report: {written}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``experiment``, ``transfer`` and ``report`` to ``app`` (a second call changes nothing)."""
+    add_commands(app, (experiment, transfer, report))

@@ -1,0 +1,19 @@
+"""Command-line options shared by the ``igkd`` commands."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import typer
+
+ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
+DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: same seed, bit-identical results on the same machine.")
+
+
+def add_commands(app: typer.Typer, commands: Iterable[Callable[..., None]]) -> None:
+    """Register functions as commands named after them (already registered names are left alone)."""
+    present = {command.name for command in app.registered_commands}
+    for command in commands:
+        if command.__name__ not in present:
+            app.command(name=command.__name__)(command)

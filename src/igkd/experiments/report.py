@@ -1,0 +1,271 @@
+"""``igkd report``: every finished run of a config's run directory summarised into one report.
+
+Writes ``<run_dir>/report/``: ``report.md`` and ``report.html`` (same content), ``summary.json`` (every
+statistic), ``runs.csv`` (one row per run), ``runs/<run_id>.json`` (each run's records, no checkpoints) and
+``figures/``. The folder is self-contained, so it can be committed as the experiment's result.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from igkd.atomic import atomic_write_json, atomic_write_text, read_json_object
+from igkd.attribution.ig import compute_ig_maps
+from igkd.config import RunConfig
+from igkd.errors import IgkdError
+from igkd.experiments.analysis import agreement_indices
+from igkd.experiments.document import Document
+from igkd.experiments.plots import box_plot, ig_grid, sweep_plot
+from igkd.models.checkpoint import load_checkpoint
+from igkd.provenance import provenance
+from igkd.runtime import resolve_device
+from igkd.stats import as_dicts, compare_methods, summarize
+
+PAPER_NOTE = ("For orientation only: on the original CIFAR-10 (not comparable with other data, CIFAR-10 JPEG q75 included) "
+              "the paper reports means over 10 runs at 4.12x of Student 91.18%, KD 91.62%, KD_IG 92.02%, KD_IG_AT 91.86% "
+              "and a teacher of 93.91%.")
+
+
+def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every finished student run: ``final.json`` plus its analysis and transfer records, by run folder name."""
+    runs = {}
+    for folder in sorted((run_dir / "students").glob("*")):
+        final = read_json_object(folder / "final.json")
+        if final:
+            transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted(folder.glob("transfer-*.json"))}
+            runs[folder.name] = {"final": final, "analysis": read_json_object(folder / "analysis.json"), "transfer": transfer}
+    return runs
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
+
+
+def _ci(values: list[float]) -> str:
+    s = summarize(values)
+    spread = f" [{_pct(s.ci_low)}, {_pct(s.ci_high)}]" if s.n > 1 else ""
+    return f"{_pct(s.mean)}{spread} (n={s.n})"
+
+
+def _by_group(plan: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    groups: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for job in plan["jobs"]:
+        if job["run_id"] in runs:
+            groups[job["group"]][job["seed"]] = {**runs[job["run_id"]], "job": job}
+    return {g: groups[g] for g in dict.fromkeys(j["group"] for j in plan["jobs"]) if g in groups}
+
+
+def _transfer_accuracy(run: dict[str, Any], key: str) -> float | None:
+    values = [split[key] for record in run["transfer"].values() for split in record.get("splits", {}).values()]
+    return float(np.mean(values)) if values else None
+
+
+def _mean_or_nan(values: list[float | None]) -> float:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else float("nan")
+
+
+def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
+    groups = _by_group(plan, runs)
+    if not groups:
+        doc.paragraph("No run of this experiment has finished yet.")
+        return {}
+    accuracy = {g: {seed: r["final"]["test"]["accuracy"] for seed, r in seeds.items()} for g, seeds in groups.items()}
+    baseline = accuracy.get("Student")
+    rows, summaries = [], {}
+    for group, seeds in groups.items():
+        values = list(accuracy[group].values())
+        s = summarize(values)
+        summaries[group] = s
+        agreement = [r["analysis"].get("ig_agreement", {}).get("spearman_mean") for r in seeds.values()]
+        delta = s.mean - float(np.mean(list(baseline.values()))) if baseline else float("nan")
+        rows.append([group, str(s.n), _pct(s.mean), _pct(s.std), f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]", _pct(s.best),
+                     f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a",
+                     _pct(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
+                     f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a",
+                     _pct(_mean_or_nan([_transfer_accuracy(r, "accuracy") for r in seeds.values()])),
+                     _pct(_mean_or_nan([_transfer_accuracy(r, "balanced_accuracy") for r in seeds.values()]))])
+    doc.table(["method", "runs", "mean acc (%)", "std", "95% CI", "best", "vs Student (pts)", "agrees w/ teacher (%)",
+               "IG Spearman vs teacher", "transfer acc (%)", "transfer bal. acc (%)"], rows)
+    doc.paragraph("Test accuracy of the checkpoint chosen on the validation split; CI: Student-t over seeds. "
+                  "`-shuffled` / `-noise`: KD_IG with each image given another image's map / a random map (controls). "
+                  "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images. Transfer: mean over "
+                  "the evaluated splits of the other dataset (`igkd transfer`).")
+    box_plot(figures / "ablation_box.png", {g: list(v.values()) for g, v in accuracy.items()},
+             f"ablation at {plan['base_config']['student']['arch']}", teacher["test"]["accuracy"] if teacher else None)
+    doc.image("figures/ablation_box.png", "ablation box plot")
+    tests = _pairwise(doc, accuracy)
+    return {"summary": {g: s.__dict__ for g, s in summaries.items()}, "tests": tests}
+
+
+def _pairwise(doc: Document, accuracy: dict[str, dict[int, float]]) -> dict[str, Any]:
+    eligible = {g: v for g, v in accuracy.items() if len(v) >= 2}
+    if len(eligible) < 2:
+        doc.paragraph("Pairwise tests need at least two runs of at least two methods.")
+        return {}
+    welch = compare_methods(eligible)
+    try:
+        paired = {(c.a, c.b): c for c in compare_methods(eligible, paired=True)}
+    except IgkdError:
+        paired = {}
+    doc.heading("Pairwise tests", 3)
+    doc.paragraph("Welch's t-test (independent runs) and Cohen's d for every pair, Holm-corrected over the family. "
+                  "Runs with the same seed share the training subset and the initial weights, so the paired t-test "
+                  "on shared seeds is also valid; it is given Holm-corrected beside it.")
+    rows = []
+    for c in sorted(welch, key=lambda c: c.p_value):
+        p = paired.get((c.a, c.b))
+        rows.append([f"{c.a} - {c.b}", f"{100 * c.mean_difference:+.2f}", f"{c.p_value:.3g}", f"{c.p_holm:.3g}",
+                     f"{c.cohens_d:+.2f}", f"{p.p_holm:.3g}" if p else "n/a"])
+    doc.table(["pair", "diff (pts)", "Welch p", "Welch p (Holm)", "Cohen's d", "paired p (Holm)"], rows)
+    return {"welch": as_dicts(welch), "paired": as_dicts(list(paired.values()))}
+
+
+def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for job in plan["jobs"]:
+        if job["run_id"] in runs:
+            cells[(job["family"], job["arch"], job["method"])].append(runs[job["run_id"]]["final"])
+    if not cells:
+        doc.paragraph("No run of this experiment has finished yet.")
+        return {}
+    methods = list(dict.fromkeys(job["method"] for job in plan["jobs"]))
+    archs = list(dict.fromkeys((job["family"], job["arch"]) for job in plan["jobs"]))
+    rows, stats, series_params, series_macs = [], [], defaultdict(list), defaultdict(list)
+    for family, arch in archs:
+        finals = [f for m in methods for f in cells.get((family, arch, m), [])]
+        if not finals:
+            continue
+        params, macs = finals[0]["params"], finals[0]["macs"]
+        row = [family, f"`{arch}`", f"{params:,}", f"{teacher['params'] / params:.2f}x" if teacher else "", f"{teacher['macs'] / macs:.2f}x" if teacher else ""]
+        for method in methods:
+            values = [f["test"]["accuracy"] for f in cells.get((family, arch, method), [])]
+            row.append(_ci(values) if values else "-")
+            if values:
+                s = summarize(values)
+                stats.append({"family": family, "arch": arch, "method": method, "params": params, "macs": macs, **s.__dict__})
+                series_params[(method, family)].append((params, s.mean, s.ci_low, s.ci_high))
+                series_macs[(method, family)].append((macs, s.mean, s.ci_low, s.ci_high))
+        rows.append(row)
+    doc.table(["family", "student", "params", "fewer params", "fewer MACs", *[f"{m} acc (%) [95% CI]" for m in methods]], rows)
+    t_params = (teacher["params"], teacher["test"]["accuracy"]) if teacher else None
+    t_macs = (teacher["macs"], teacher["test"]["accuracy"]) if teacher else None
+    sweep_plot(figures / "sweep_params.png", series_params, "parameters (log)", t_params, "accuracy vs parameters")
+    sweep_plot(figures / "sweep_macs.png", series_macs, "MACs per image (log)", t_macs, "accuracy vs MACs")
+    doc.image("figures/sweep_params.png", "accuracy vs parameters")
+    doc.image("figures/sweep_macs.png", "accuracy vs MACs")
+    return {"cells": stats}
+
+
+def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], plans: dict[str, dict[str, Any]], figures: Path) -> None:
+    """Test images, the teacher's overlay, and IG maps of the teacher and of seed-0 ablation students."""
+    teacher_path = cfg.run_dir / "teacher" / "model.pt"
+    ablation = plans.get("ablation")
+    if not teacher_path.is_file() or not ablation or cfg.report.examples == 0:
+        return
+    chosen = {}
+    for job in ablation["jobs"]:
+        if job["run_id"] in runs and job["group"] in ("Student", "KD", "KD_IG", "KD_IG_AT") and job["group"] not in chosen:
+            chosen[job["group"]] = runs[job["run_id"]]["final"]["checkpoint"]
+    from igkd.data.sources import load_split
+
+    teacher = load_checkpoint(teacher_path)
+    test = load_split(cfg.data, "test", cfg.cache_path).remap_to(teacher.classes)
+    picks = agreement_indices(test.labels, cfg.report.agreement_images or cfg.report.examples)[: cfg.report.examples]
+    images, labels = test.images[picks], test.labels[picks]
+    device = resolve_device(cfg.device)
+    rows = {"teacher": compute_ig_maps(teacher.model.to(device), images, labels, cfg.attribution, device)[0]}
+    for group, checkpoint in chosen.items():
+        if Path(checkpoint).is_file():
+            rows[f"{group} student"] = compute_ig_maps(load_checkpoint(checkpoint).model.to(device), images, labels, cfg.attribution, device)[0]
+    ig_grid(figures / "ig_maps.png", images, [teacher.classes[int(y)] for y in labels], rows)
+    doc.heading("IG maps of teacher and students", 2)
+    doc.image("figures/ig_maps.png", "IG maps")
+    doc.paragraph(f"Test images (true-label target, {cfg.attribution.steps} steps, baseline `{cfg.attribution.baseline}`); "
+                  "row 2 is the paper's overlay of the teacher's map as used in training; student maps are from seed 0.")
+
+
+def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    fields = ["run_id", "experiment", "group", "method", "maps", "arch", "family", "seed", "test_accuracy", "balanced_accuracy",
+              "teacher_agreement", "best_val_accuracy", "best_epoch", "params", "macs", "train_seconds", "ig_spearman",
+              "transfer_accuracy", "transfer_balanced_accuracy", "git_commit", "device"]
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    for run_id, run in runs.items():
+        final, job = run["final"], jobs.get(run_id, {})
+        writer.writerow({
+            "run_id": run_id, "experiment": job.get("experiment", ""), "group": job.get("group", ""), "method": final.get("method"),
+            "maps": final["config"]["student"]["ig"]["maps"], "arch": final["arch"], "family": job.get("family", ""),
+            "seed": final["seed"], "test_accuracy": final["test"]["accuracy"], "balanced_accuracy": final["test"]["balanced_accuracy"],
+            "teacher_agreement": final["test"].get("teacher_agreement"), "best_val_accuracy": final.get("best_val_accuracy"),
+            "best_epoch": final.get("best_epoch"), "params": final["params"], "macs": final["macs"], "train_seconds": final.get("train_seconds"),
+            "ig_spearman": run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
+            "transfer_accuracy": _transfer_accuracy(run, "accuracy"), "transfer_balanced_accuracy": _transfer_accuracy(run, "balanced_accuracy"),
+            "git_commit": final.get("git_commit"), "device": final.get("environment", {}).get("gpu", final.get("environment", {}).get("device")),
+        })
+    return buffer.getvalue()
+
+
+def build_report(cfg: RunConfig, console: Console) -> Path:
+    """Render the report of every experiment planned in ``cfg.run_dir``; returns the Markdown file."""
+    run_dir = cfg.run_dir
+    plans = {p.stem: read_json_object(p) for p in sorted((run_dir / "experiments").glob("*.json"))}
+    runs = load_runs(run_dir)
+    if not plans and not runs:
+        raise IgkdError(f"nothing to report in {run_dir}: no experiment plan and no finished run; run 'igkd experiment ablation -c CONFIG' first")
+    out = run_dir / "report"
+    figures = out / "figures"
+    teacher = read_json_object(run_dir / "teacher" / "final.json")
+    label = cfg.report.data_label or (teacher.get("data") if teacher else None) or cfg.data.source
+    doc = Document(f"igkd experiments: {cfg.name}")
+    doc.paragraph(f"Data: **{label}**. Every number below was measured by the runs in `runs/`; each run's JSON records its "
+                  "command, git commit, device, library versions, seed and full config.")
+    summary: dict[str, Any] = {"data": label, "run_dir": str(run_dir)}
+    if teacher:
+        doc.heading("Teacher", 2)
+        doc.table(["arch", "test acc (%)", "balanced (%)", "params", "MACs", "best epoch", "train time (s)"],
+                  [[f"`{teacher['arch']}`", _pct(teacher["test"]["accuracy"]), _pct(teacher["test"]["balanced_accuracy"]),
+                    f"{teacher['params']:,}", f"{teacher['macs']:,}", str(teacher.get("best_epoch", "imported")),
+                    f"{teacher.get('train_seconds', float('nan')):.0f}"]])
+        transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))}
+        for name, record in transfer.items():
+            splits = ", ".join(f"{s}: {_pct(m['accuracy'])}% acc / {_pct(m['balanced_accuracy'])}% balanced ({m['n']} images, "
+                               f"{len(m['classes_present'])} of {len(m['classes'])} classes)" for s, m in record["splits"].items())
+            doc.paragraph(f"Teacher on {name}: {splits}.")
+        summary["teacher"] = {k: teacher[k] for k in ("arch", "params", "macs", "test") if k in teacher}
+    for name, plan in plans.items():
+        doc.heading(f"{name.capitalize()}", 2)
+        finished = sum(job["run_id"] in runs for job in plan["jobs"])
+        doc.paragraph(f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {plan['seeds'][0]}..{plan['seeds'][-1]}, "
+                      f"each on a fresh stratified {100 * plan['train_fraction']:.0f}% subset of the training split).")
+        section = _ablation if name == "ablation" else _sweep
+        summary[name] = section(doc, plan, runs, teacher, figures)
+        if name == "ablation":
+            doc.paragraph(PAPER_NOTE)
+    _ig_figure(doc, cfg, runs, plans, figures)
+    jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
+    commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
+    devices = sorted({str(r["final"].get("environment", {}).get("gpu", r["final"].get("environment", {}).get("device"))) for r in runs.values()})
+    prov = provenance(resolve_device(cfg.device), cfg.seed)
+    doc.heading("Provenance", 2)
+    doc.paragraph(f"Report made by `{prov['command']}` at commit `{prov['git_commit']}`. Runs: {len(runs)}, git commits "
+                  f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}.")
+    for run_id, run in runs.items():
+        atomic_write_json(out / "runs" / f"{run_id}.json", run)
+    if teacher:
+        atomic_write_json(out / "runs" / "teacher.json", teacher)
+    atomic_write_text(out / "runs.csv", _runs_csv(runs, jobs))
+    atomic_write_json(out / "summary.json", {**summary, "provenance": prov})
+    atomic_write_text(out / "report.html", doc.html())
+    atomic_write_text(out / "report.md", doc.markdown())
+    console.print(f"report: {len(runs)} runs, experiments: {', '.join(plans) or 'none'}")
+    return out / "report.md"

@@ -1,0 +1,164 @@
+"""Run an experiment's jobs: shared teacher and IG maps first, then the students, skipping finished ones.
+
+All runs of an experiment live in the base config's run directory: ``teacher/`` and ``cache/`` once,
+``students/<run_id>/`` per job (``final.json`` + ``analysis.json`` mark it done, keyed by config hash), and
+``experiments/<name>.json`` with the plan. ``workers > 1`` trains several students at once on the same device
+(each in its own process): small students leave a GPU mostly idle, so runs in parallel raise its use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
+from igkd.config import RunConfig, validate_config
+from igkd.errors import IgkdError
+from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
+from igkd.fingerprint import hash_file
+from igkd.experiments.plan import Job, PlanOptions
+from igkd.methods import method_flags
+from igkd.models.checkpoint import load_checkpoint
+from igkd.pipeline import Pipeline
+from igkd.provenance import provenance
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of one job."""
+
+    run_id: str
+    status: str  # "done", "skipped" or "failed"
+    detail: str = ""
+
+
+def _analysis_done(path: Path, config_hash: str, images: int) -> bool:
+    record = read_json_object(path)
+    return record.get("config_hash") == config_hash and record.get("ig_agreement", {}).get("images", 0) == images
+
+
+def job_finished(run_dir: Path, job: Job) -> bool:
+    """Whether ``job``'s student and its analysis are complete under the same config."""
+    folder = run_dir / "students" / job.run_id
+    trained = read_json_object(folder / "final.json").get("config_hash") == job.config_hash
+    count = job.cfg.report.agreement_images
+    return trained and (count == 0 or _analysis_done(folder / "analysis.json", job.config_hash, count))
+
+
+def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: int | None = None, console: Console | None = None) -> JobOutcome:
+    """Train one student and analyse it (teacher and maps must exist); safe to call in a worker process.
+
+    Without ``console`` the run's output goes to ``<student_dir>/log.txt``.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    folder = ensure_dir(Path(student_dir))
+    with contextlib.ExitStack() as stack:
+        if console is None:
+            console = Console(file=stack.enter_context(open(folder / "log.txt", "a")), width=120)
+        try:
+            cfg = validate_config(cfg_tree, f"job {run_id}")
+            pipeline = Pipeline(cfg, console, student_dir=folder)
+            summary = pipeline.run_student()
+            count = cfg.report.agreement_images
+            if count and not _analysis_done(folder / "analysis.json", summary["config_hash"], count):
+                student = load_checkpoint(summary["checkpoint"]).model
+                agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
+                atomic_write_json(folder / "analysis.json", {"config_hash": summary["config_hash"], "ig_agreement": agreement,
+                                                             **provenance(pipeline.device, cfg.seed)})
+            return JobOutcome(run_id, "done")
+        except IgkdError as exc:
+            return JobOutcome(run_id, "failed", str(exc))
+
+
+class ExperimentRunner:
+    """Runs a planned list of jobs against one base config's run directory."""
+
+    def __init__(self, base: RunConfig, console: Console) -> None:
+        self.base = base
+        self.console = console
+        self.run_dir = base.run_dir
+
+    def prepare(self, jobs: list[Job], sharded: bool) -> None:
+        """Train (or reuse) the shared teacher and build (or verify) the IG maps the jobs need."""
+        pipeline = Pipeline(self.base, self.console)
+        teacher_final = pipeline.teacher_dir / "final.json"
+        if sharded and not teacher_final.is_file():
+            raise IgkdError(f"sharded experiments need one shared teacher, but {teacher_final} does not exist; run "
+                            f"'igkd teacher -c CONFIG' once and copy {pipeline.teacher_dir} to every machine first")
+        _ = pipeline.teacher
+        if any(method_flags(job.method)[1] for job in jobs):
+            pipeline.attribute(rebuild_invalid=False)
+
+    def write_plan(self, name: str, jobs: list[Job], options: PlanOptions) -> Path:
+        """Record the full plan (every shard writes the same one) for the report."""
+        path = self.run_dir / "experiments" / f"{name}.json"
+        atomic_write_json(path, {"experiment": name, **asdict(options),
+                                 "base_config": self.base.model_dump(mode="json"),
+                                 "jobs": [job.describe() for job in jobs]})
+        return path
+
+    def run(self, jobs: list[Job], workers: int = 1) -> list[JobOutcome]:
+        """Run the unfinished jobs, ``workers`` at a time; a failing job is reported, the others go on."""
+        todo = [job for job in jobs if not job_finished(self.run_dir, job)]
+        outcomes = [JobOutcome(job.run_id, "skipped", "finished earlier") for job in jobs if job not in todo]
+        self.console.print(f"experiment: {len(jobs)} runs, {len(outcomes)} finished earlier, {len(todo)} to run"
+                           + (f" ({workers} at a time)" if workers > 1 and todo else ""))
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=self.console) as bar:
+            task = bar.add_task("student runs", total=len(todo))
+            for outcome in self._execute(todo, workers):
+                outcomes.append(outcome)
+                bar.advance(task)
+                line = f"  {outcome.status}: {outcome.run_id}" + (f" ({outcome.detail})" if outcome.detail else "")
+                bar.console.print(line)
+        return outcomes
+
+    def _execute(self, todo: list[Job], workers: int):
+        calls = [(job.cfg.model_dump(mode="json"), str(self.run_dir / "students" / job.run_id), job.run_id) for job in todo]
+        if workers <= 1:
+            for call in calls:
+                yield run_job(*call, console=self.console)
+            return
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(run_job, *call, threads) for call in calls]
+            for future in as_completed(futures):
+                yield future.result()
+
+    def transfer(self, name: str, root: Path, splits: list[str]) -> int:
+        """Evaluate the teacher and every finished student on ``root/<split>`` folders; returns models evaluated."""
+        from igkd.data.sources import expand_path
+        from igkd.runtime import resolve_device
+
+        root = expand_path(root)
+        device = resolve_device(self.base.device)
+        teacher = self.run_dir / "teacher" / "model.pt"
+        if not teacher.is_file():
+            raise IgkdError(f"no teacher in {self.run_dir}; run the experiment (or 'igkd teacher') with this config first")
+        classes = load_checkpoint(teacher).classes
+        sets = {split: load_transfer_set(self.base.data, root, split, classes, self.base.cache_path) for split in splits}
+        checkpoints = [teacher] + sorted(p / "best.pt" for p in (self.run_dir / "students").glob("*") if (p / "final.json").is_file())
+        done = 0
+        for checkpoint in checkpoints:
+            out = checkpoint.parent / f"transfer-{name}.json"
+            digest = hash_file(checkpoint)
+            if read_json_object(out).get("checkpoint_sha256") == digest and set(read_json_object(out).get("splits", {})) == set(splits):
+                continue
+            model = load_checkpoint(checkpoint).model
+            results = {split: transfer_metrics(model, data, device, f"{root.name}/{split}") for split, data in sets.items()}
+            atomic_write_json(out, {"dataset": name, "root": str(root), "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
+                                    "splits": results, **provenance(device, self.base.seed)})
+            done += 1
+        self.console.print(f"transfer '{name}': evaluated {done} of {len(checkpoints)} models ({len(checkpoints) - done} up to date)")
+        return done
