@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeVar
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
 from igkd.methods import METHODS, canonical_method
-from igkd.models.mobilenetv2 import ArchSpec, parse_arch
+from igkd.models.mobilenetv2 import NUM_FEATURE_BLOCKS, parse_arch
 from igkd.pipeline import student_config_hash
 
 T = TypeVar("T")
@@ -92,10 +92,11 @@ def ablation_jobs(base: RunConfig, options: PlanOptions) -> list[Job]:
 def sweep_archs(teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, widths: tuple[float, ...] = SWEEP_WIDTHS) -> list[tuple[str, str]]:
     """(family, arch): the teacher minus its last k blocks, and the teacher at smaller width multipliers."""
     teacher = parse_arch(teacher_arch)
-    if teacher.drop_last_blocks:
-        raise IgkdError(f"the sweep derives students from a full teacher, but the teacher is '{teacher_arch}'; use an arch without ':k='")
-    archs = [("blocks", str(ArchSpec(name=teacher.name, width_mult=teacher.width_mult, drop_last_blocks=k))) for k in blocks]
-    archs += [("width", str(ArchSpec(name=teacher.name, width_mult=round(teacher.width_mult * w, 6)))) for w in widths]
+    most = NUM_FEATURE_BLOCKS - 2 - teacher.drop_last_blocks
+    if any(not 1 <= k <= most for k in blocks):
+        raise IgkdError(f"--blocks {list(blocks)}: the teacher '{teacher_arch}' allows removing 1..{most} more blocks")
+    archs = [("blocks", str(teacher.model_copy(update={"drop_last_blocks": teacher.drop_last_blocks + k}))) for k in blocks]
+    archs += [("width", str(teacher.model_copy(update={"width_mult": round(teacher.width_mult * w, 6)}))) for w in widths]
     return archs
 
 

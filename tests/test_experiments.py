@@ -1,0 +1,154 @@
+"""Experiments at tiny scale on CPU: plans, resumable/sharded/parallel runs, transfer evaluation and the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from conftest import tiny_overrides, write_image_folder
+from igkd.config import load_config
+from igkd.errors import IgkdError
+from igkd.experiments.analysis import map_agreement
+from igkd.experiments.document import Document
+from igkd.experiments.plan import PlanOptions, parse_shard, plan_jobs, shard, sweep_archs
+from igkd.models.mobilenetv2 import build_model
+from igkd.modelstats import count_params
+from test_cli import _sets, igkd
+
+TINY_EXPERIMENT = ["report.agreement_images=24", "attribution.steps=4"]
+
+
+def _args(tmp: Path) -> list[str]:
+    return _sets(tiny_overrides(tmp) + TINY_EXPERIMENT)
+
+
+def test_ablation_plan_has_eight_methods_two_controls_per_seed_with_unique_runs():
+    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1, 2)))
+    assert len(jobs) == 30 and len({j.run_id for j in jobs}) == 30
+    assert [j.group for j in jobs[:10]] == ["Student", "KD", "IG", "AT", "KD_IG", "KD_AT", "IG_AT", "KD_IG_AT", "KD_IG-shuffled", "KD_IG-noise"]
+    assert [j.seed for j in jobs] == [0] * 10 + [1] * 10 + [2] * 10
+    assert all(j.cfg.student.train_fraction == 0.8 and j.cfg.seed == j.seed for j in jobs)
+    assert {j.cfg.student.ig.maps for j in jobs if j.group == "KD_IG-noise"} == {"noise"}
+
+
+def test_sweep_students_span_the_papers_compression_range():
+    archs = sweep_archs("mobilenetv2_cifar")
+    teacher = count_params(build_model("mobilenetv2_cifar", 10))
+    factors = {arch: round(teacher / count_params(build_model(arch, 10)), 2) for family, arch in archs if family == "blocks"}
+    assert factors["mobilenetv2_cifar:k=3"] == 2.19 and factors["mobilenetv2_cifar:k=5"] == 4.12
+    assert factors["mobilenetv2_cifar:k=17"] == 1121.71
+    assert [arch for family, arch in archs if family == "width"][:2] == ["mobilenetv2_cifar:width=0.75", "mobilenetv2_cifar:width=0.5"]
+    jobs = plan_jobs("sweep", load_config("digits"), PlanOptions(seeds=(0,), blocks=(3, 17), widths=(0.5,)))
+    assert len(jobs) == 3 * 4 and {j.method for j in jobs} == {"Student", "KD", "IG", "KD_IG"}
+    assert sweep_archs("mobilenetv2_cifar:width=0.5:k=10", (2,), (0.5,)) == [
+        ("blocks", "mobilenetv2_cifar:width=0.5:k=12"), ("width", "mobilenetv2_cifar:width=0.25:k=10")]
+    with pytest.raises(IgkdError, match="allows removing 1..7 more blocks"):
+        sweep_archs("mobilenetv2_cifar:k=10", (8,), ())
+
+
+def test_shards_are_disjoint_and_cover_every_job():
+    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1)))
+    parts = [shard(jobs, i, 3) for i in range(3)]
+    ids = [j.run_id for part in parts for j in part]
+    assert sorted(ids) == sorted(j.run_id for j in jobs) and len(ids) == len(set(ids))
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "a/b", "1"):
+        with pytest.raises(IgkdError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_map_agreement_is_one_for_equal_maps_and_minus_one_for_reversed_ranks():
+    a = np.random.default_rng(0).random((3, 8, 8))
+    same = map_agreement(a, a)
+    assert same["spearman_mean"] == pytest.approx(1.0) and same["top10_iou_mean"] == pytest.approx(1.0)
+    reverse = map_agreement(a, -a)
+    assert reverse["spearman_mean"] == pytest.approx(-1.0) and reverse["top10_iou_mean"] == 0.0
+
+
+def test_document_renders_the_same_table_to_markdown_and_escaped_html():
+    doc = Document("t")
+    doc.table(["a", "b"], [["**x**", "1 < 2"]])
+    assert "| **x** | 1 < 2 |" in doc.markdown()
+    assert "<td><b>x</b></td><td>1 &lt; 2</td>" in doc.html()
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablation")
+    result = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
+    assert result.returncode == 0, result.stderr
+    return tmp, result
+
+
+def test_ablation_runs_every_job_with_analysis_and_skips_them_when_re_run(ablation):
+    tmp, result = ablation
+    run_dir = tmp / "runs" / "tiny"
+    plan = json.loads((run_dir / "experiments" / "ablation.json").read_text())
+    assert [j["group"] for j in plan["jobs"][:4]] == ["Student", "KD_IG", "KD_IG-shuffled", "KD_IG-noise"] and len(plan["jobs"]) == 8
+    for job in plan["jobs"]:
+        folder = run_dir / "students" / job["run_id"]
+        assert json.loads((folder / "final.json").read_text())["config_hash"] == job["config_hash"]
+        agreement = json.loads((folder / "analysis.json").read_text())["ig_agreement"]
+        assert agreement["images"] == 24 and -1.0 <= agreement["spearman_mean"] <= 1.0
+    again = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
+    assert again.returncode == 0 and "8 finished earlier, 0 to run" in again.stdout
+    victim = run_dir / "students" / plan["jobs"][5]["run_id"] / "final.json"
+    victim.unlink()
+    resumed = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
+    assert resumed.returncode == 0 and "7 finished earlier, 1 to run" in resumed.stdout and victim.is_file()
+
+
+def test_report_statistics_match_an_independent_computation(ablation):
+    tmp, _ = ablation
+    result = igkd("report", *_args(tmp))
+    assert result.returncode == 0, result.stderr
+    out = tmp / "runs" / "tiny" / "report"
+    summary = json.loads((out / "summary.json").read_text())["ablation"]
+    with open(out / "runs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and len(list((out / "runs").glob("*.json"))) == 9  # 8 students + teacher
+    by_group = {g: [float(r["test_accuracy"]) for r in rows if r["group"] == g] for g in ("Student", "KD_IG")}
+    assert summary["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(by_group["KD_IG"]))
+    assert summary["summary"]["KD_IG"]["n"] == 2
+    welch = next(t for t in summary["tests"]["welch"] if {t["a"], t["b"]} == {"KD_IG", "Student"})
+    expected = sps.ttest_ind(by_group["KD_IG"], by_group["Student"], equal_var=False).pvalue
+    assert welch["p_value"] == pytest.approx(expected, nan_ok=True)
+    markdown = (out / "report.md").read_text()
+    for needle in ("## Ablation", "### Pairwise tests", "figures/ablation_box.png", "figures/ig_maps.png", "IG Spearman", "## Provenance"):
+        assert needle in markdown
+    assert (out / "figures" / "ablation_box.png").stat().st_size > 1000 and (out / "report.html").read_text().startswith("<!doctype html>")
+
+
+def test_transfer_evaluates_teacher_and_students_on_a_subset_of_classes(ablation, tmp_path):
+    tmp, _ = ablation
+    root = tmp_path / "other"
+    write_image_folder(root / "val", {"3": 4, "5": 2}, size=12)
+    result = igkd("transfer", *_args(tmp), "--root", str(root), "--split", "val", "--name", "other")
+    assert result.returncode == 0, result.stderr
+    teacher = json.loads((tmp / "runs" / "tiny" / "teacher" / "transfer-other.json").read_text())["splits"]["val"]
+    assert teacher["n"] == 6 and teacher["classes_present"] == ["3", "5"] and len(teacher["classes"]) == 10
+    per_class = teacher["per_class_accuracy"]
+    assert teacher["balanced_accuracy"] == pytest.approx((per_class["3"] + per_class["5"]) / 2)
+    assert len(list((tmp / "runs" / "tiny" / "students").glob("*/transfer-other.json"))) == 8
+    again = igkd("transfer", *_args(tmp), "--root", str(root), "--split", "val", "--name", "other")
+    assert "evaluated 0 of 9 models" in again.stdout
+
+
+def test_sharded_sweep_in_parallel_workers_needs_the_shared_teacher_first(tmp_path, ablation):
+    fresh = igkd("experiment", "sweep", *_args(tmp_path), "--seeds", "1", "--blocks", "5", "--shard", "0/2")
+    assert fresh.returncode == 2 and "shared teacher" in fresh.stderr and len(fresh.stderr.strip().splitlines()) == 1
+    tmp, _ = ablation
+    common = ["experiment", "sweep", *_args(tmp), "--seeds", "1", "--blocks", "5", "--widths", "0.5", "--methods", "Student,KD"]
+    first = igkd(*common, "--shard", "0/2", "--jobs", "2")
+    second = igkd(*common, "--shard", "1/2")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "holds 2 of 4 runs" in first.stdout and "holds 2 of 4 runs" in second.stdout
+    plan = json.loads((tmp / "runs" / "tiny" / "experiments" / "sweep.json").read_text())
+    folders = [tmp / "runs" / "tiny" / "students" / job["run_id"] for job in plan["jobs"]]
+    assert all((f / "final.json").is_file() for f in folders)
+    assert sum((f / "log.txt").is_file() for f in folders) == 2  # the parallel shard's workers log to files
