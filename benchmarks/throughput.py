@@ -10,6 +10,7 @@ and every figure as min/median/max over repeats.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import time
@@ -22,10 +23,10 @@ from paper_baseline import PaperStyleDataset, paper_style_throughput  # noqa: E4
 
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, make_baselines  # noqa: E402
-from igkd.config import load_config  # noqa: E402
+from igkd.config import load_config, validate_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
-from igkd.models.checkpoint import load_checkpoint  # noqa: E402
-from igkd.models.mobilenetv2 import build_model  # noqa: E402
+from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
+from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import resolve_device  # noqa: E402
 from igkd.training.distill import loss_weights, make_distill_loss  # noqa: E402
@@ -47,8 +48,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int) -> list[float]:
-    """Images/s of igkd's own training step (data on device, batched crop/flip/overlay, online teacher)."""
+def igkd_runner(cfg, data, teacher, maps, device):
+    """``run(n)``: n of igkd's own training steps (data on device, batched crop/flip/overlay, online teacher)."""
     student = build_model(cfg.student.arch, len(data.classes), teacher.mean, teacher.std).to(device)
     if cfg.student.train.channels_last != "off" and device.type == "cuda":
         student.to(memory_format=torch.channels_last)
@@ -65,6 +66,12 @@ def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, r
         for _ in range(n):
             step(train_idx[torch.randint(0, len(train_idx), (batch,), device=device, generator=generator)], generator)
 
+    return run
+
+
+def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int) -> list[float]:
+    """Images/s of igkd's training step, ``repeats`` times ``steps`` steps after ``warmup`` steps."""
+    run, batch = igkd_runner(cfg, data, teacher, maps, device), cfg.student.train.batch_size
     run(warmup)
     figures = []
     for _ in range(repeats):
@@ -74,6 +81,57 @@ def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, r
         _sync(device)
         figures.append(steps * batch / (time.perf_counter() - start))
     return figures
+
+
+def benchmark_teacher(cfg, data, checkpoint: Path | None, device):
+    """The trained teacher at ``checkpoint``, or a seeded random one of the config's arch (speed is the same)."""
+    if checkpoint is not None:
+        teacher = load_checkpoint(checkpoint)
+    else:
+        torch.manual_seed(0)
+        arch = parse_arch(cfg.teacher.arch)
+        mean, std = resolve_normalization(cfg.teacher.normalize, data)
+        teacher = LoadedModel(build_model(arch, len(data.classes), mean, std).eval(), arch, data.classes, mean, std)
+    teacher.model.to(device).eval()
+    return teacher
+
+
+def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, threads: int, barrier, results) -> None:
+    """One of several concurrent training processes: warm up, wait for the others, time ``steps`` steps."""
+    torch.set_num_threads(threads)
+    cfg = validate_config(cfg_tree)
+    device = resolve_device(cfg.device)
+    data = prepare_data(cfg)
+    maps = torch.rand(len(data.pool), *data.pool.image_size, generator=torch.Generator().manual_seed(0))
+    run = igkd_runner(cfg, data, benchmark_teacher(cfg, data, checkpoint, device), maps, device)
+    run(5)
+    _sync(device)
+    barrier.wait()
+    start = time.perf_counter()
+    run(steps)
+    _sync(device)
+    results.put((start, time.perf_counter()))
+
+
+def parallel_throughput(cfg, checkpoint: Path | None, jobs: int, steps: int) -> float:
+    """Total images/s of ``jobs`` student trainings running at once on the same device, each in its own process.
+
+    Every process times the same number of steps after a shared start (a barrier, after warm-up); the total is
+    all images over the span from the first start to the last finish (perf_counter is one clock machine-wide).
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(jobs), context.Queue()
+    threads = max(1, torch.get_num_threads() // jobs)
+    workers = [context.Process(target=_parallel_worker, args=(cfg.model_dump(mode="json"), checkpoint, steps, threads, barrier, results))
+               for _ in range(jobs)]
+    for worker in workers:
+        worker.start()
+    spans = [results.get(timeout=1800) for _ in workers]
+    for worker in workers:
+        worker.join()
+        if worker.exitcode != 0:
+            raise RuntimeError(f"a parallel training process failed with exit code {worker.exitcode}")
+    return jobs * steps * cfg.student.train.batch_size / (max(end for _, end in spans) - min(start for start, _ in spans))
 
 
 def captum_maps(model, images_uint8, labels, steps: int, device, batch_size: int = 8) -> torch.Tensor:
@@ -112,22 +170,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ig-images", type=int, default=50000, help="images for igkd's IG timing")
     parser.add_argument("--captum-images", type=int, default=512, help="images for the Captum timing and comparison")
+    parser.add_argument("--parallel", default="1,4", help="numbers of concurrent student trainings to time, comma-separated")
+    parser.add_argument("--parallel-arch", help="student arch for the concurrent runs (default: the config's student)")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     config = "digits" if args.tiny else args.config
     cfg = load_config(config, (TINY_SETS if args.tiny else []) + args.overrides)
     device = resolve_device(cfg.device)
     data = prepare_data(cfg)
-    teacher = load_checkpoint(args.teacher) if args.teacher else None
-    if teacher is None:
-        from igkd.models.checkpoint import LoadedModel
-        from igkd.models.mobilenetv2 import parse_arch
-
-        torch.manual_seed(0)
-        arch = parse_arch(cfg.teacher.arch)
-        mean, std = resolve_normalization(cfg.teacher.normalize, data)
-        teacher = LoadedModel(build_model(arch, len(data.classes), mean, std).eval(), arch, data.classes, mean, std)
-    teacher.model.to(device).eval()
+    teacher = benchmark_teacher(cfg, data, args.teacher, device)
     params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
     n_ig = min(args.ig_images, len(data.pool))
     ig_seconds, maps_np = timed(lambda: compute_ig_maps(teacher.model, data.pool.images[:n_ig], data.pool.labels[:n_ig], params, device)[0], device, args.repeats)
@@ -142,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     baseline_student = build_model(cfg.student.arch, len(data.classes))
     baseline = paper_style_throughput(baseline_student, baseline_dataset, device, args.steps, warmup=5, repeats=args.repeats)
     ours = igkd_throughput(cfg, data, teacher, maps, device, args.steps, warmup=5, repeats=args.repeats)
+    small = cfg.model_copy(update={"student": cfg.student.model_copy(update={"arch": args.parallel_arch or cfg.student.arch})})
+    concurrent = {int(j): parallel_throughput(small, args.teacher, int(j), args.steps) for j in args.parallel.split(",")}
     result = {
         "benchmark": "throughput", **provenance(device, cfg.seed), "config": config, "overrides": args.overrides,
         "student_arch": cfg.student.arch, "teacher_arch": str(teacher.arch), "trained_teacher": bool(args.teacher),
@@ -149,6 +202,11 @@ def main(argv: list[str] | None = None) -> dict:
             "paper_baseline_images_per_s": summary(baseline), "paper_baseline_batch_size": 64, "paper_baseline_workers": 1,
             "igkd_images_per_s": summary(ours), "igkd_batch_size": cfg.student.train.batch_size,
             "igkd_amp": cfg.student.train.amp, "speedup_median": statistics.median(ours) / statistics.median(baseline),
+        },
+        "parallel": {
+            "student_arch": small.student.arch, "steps_per_process": args.steps, "batch_size": cfg.student.train.batch_size,
+            "total_images_per_s": {str(j): v for j, v in concurrent.items()},
+            "gain_vs_one": {str(j): v / concurrent[min(concurrent)] for j, v in concurrent.items()},
         },
         "ig": {
             "steps": params.steps, "method": params.method, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
@@ -172,6 +230,9 @@ def write_results(result: dict, output_dir: Path, device: torch.device) -> None:
              "| figure | paper-style baseline | igkd | ratio |", "|---|---|---|---|",
              f"| student training, images/s (batch {t['paper_baseline_batch_size']} vs {t['igkd_batch_size']}) | {fmt(t['paper_baseline_images_per_s'])} | {fmt(t['igkd_images_per_s'])} | {t['speedup_median']:.1f}x |",
              f"| IG maps/s ({ig['steps']} steps; Captum batch 8 vs igkd batch {ig['igkd_batch_size']}) | {fmt(ig['captum_maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | {ig['speedup_median']:.1f}x |",
+             *[f"| {j} concurrent student trainings (`{result['parallel']['student_arch']}`), total images/s | | {v:.1f} | "
+               f"{result['parallel']['gain_vs_one'][j]:.2f}x vs {min(result['parallel']['total_images_per_s'], key=int)} |"
+               for j, v in result["parallel"]["total_images_per_s"].items()],
              "", f"Max |map difference| igkd vs Captum over {ig['captum_images']} images: {ig['max_abs_map_difference']:.2e}", ""]
     atomic_write_text(output_dir / f"throughput-{tag}.md", "\n".join(lines))
 

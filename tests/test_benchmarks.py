@@ -16,7 +16,7 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     finally:
         sys.path.remove(str(BENCHMARKS))
     result = throughput.main(["--tiny", "--steps", "3", "--repeats", "2", "--ig-images", "64", "--captum-images", "16",
-                              "--set", "attribution.steps=8", "--output-dir", str(tmp_path)])
+                              "--set", "attribution.steps=8", "--parallel", "1,2", "--output-dir", str(tmp_path)])
     (json_file,) = tmp_path.glob("throughput-*.json")
     saved = json.loads(json_file.read_text())
     assert saved["train"]["speedup_median"] == result["train"]["speedup_median"] > 0
@@ -24,4 +24,7 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
         assert 0 < figure["min"] <= figure["median"] <= figure["max"] and figure["repeats"] == 2
     assert saved["ig"]["max_abs_map_difference"] < 2e-3  # float16 storage vs Captum's float32 maps
     assert {"git_commit", "environment", "command"} <= set(saved)
+    parallel = saved["parallel"]
+    assert set(parallel["total_images_per_s"]) == {"1", "2"} and parallel["gain_vs_one"]["1"] == 1.0
+    assert all(v > 0 for v in parallel["total_images_per_s"].values())
     assert "| student training, images/s" in (tmp_path / json_file.name.replace(".json", ".md")).read_text()
