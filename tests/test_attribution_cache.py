@@ -154,24 +154,24 @@ def test_interrupted_build_resumes(tmp_path, teacher, data, reference):
     with pytest.raises(Interrupt):
         cache.build(key, teacher, *data, PARAMS, CPU, progress=fail_after_two_batches)
     assert cache.lookup(key) is None and not cache.path(key).exists()
-    partial = json.loads(cache.path(key, partial=True).with_suffix(".json").read_text())
-    assert partial["images_done"] == 4 and partial["batches_done"] == 2
+    partial = json.loads(cache.shard_path(key, 0, 1).with_suffix(".json").read_text())
+    assert partial["images_done"] == 4 and partial["batches_done"] == 2 and partial["complete"] is False
 
     calls: list[tuple[int, int]] = []
     path, stats = cache.build(key, teacher, *data, PARAMS, CPU, progress=lambda d, t: calls.append((d, t)))
     assert calls == [(5, 5)]  # only the last batch was computed
     assert stats.images == 5
     np.testing.assert_array_equal(cache.load(key, (5, 8, 8)).numpy(), reference)
-    assert not cache.path(key, partial=True).exists()
-    assert not cache.path(key, partial=True).with_suffix(".json").exists()
+    assert not cache.shard_path(key, 0, 1).exists()
+    assert not cache.shard_path(key, 0, 1).with_suffix(".json").exists()
 
 
 def test_partial_for_other_shape_is_not_resumed(tmp_path, teacher, data, reference):
     cache = AttributionCache(tmp_path)
     key = attribution_key(teacher, *data, PARAMS)
-    partial = cache.path(key, partial=True)
+    partial = cache.shard_path(key, 0, 1)
     np.lib.format.open_memmap(partial, mode="w+", dtype="float16", shape=(3, 8, 8)).flush()
-    partial.with_suffix(".json").write_text(json.dumps({"key": key, "shape": [3, 8, 8], "dtype": "float16",
+    partial.with_suffix(".json").write_text(json.dumps({"key": key, "shape": [3, 8, 8], "rows": [0, 3], "dtype": "float16",
                                                         "file_size": partial.stat().st_size, "images_done": 3}))
     cache.build(key, teacher, *data, PARAMS, CPU)
     np.testing.assert_array_equal(cache.load(key, (5, 8, 8)).numpy(), reference)
@@ -180,3 +180,45 @@ def test_partial_for_other_shape_is_not_resumed(tmp_path, teacher, data, referen
 def test_build_rejects_mismatched_key(tmp_path, teacher, data):
     with pytest.raises(ValueError, match="attribution_key"):
         AttributionCache(tmp_path).build("0" * 64, teacher, *data, PARAMS, CPU)
+
+
+def test_shards_built_separately_merge_into_the_single_process_cache(tmp_path, teacher, data, reference):
+    """What torchrun's ranks do: each builds one shard (here in turn), rank 0 joins them."""
+    cache = AttributionCache(tmp_path)
+    key = attribution_key(teacher, *data, PARAMS)
+    seen: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    for index in (1, 0):
+        cache.build_shard(key, teacher, *data, PARAMS, CPU, index, 2, progress=lambda d, t, i=index: seen[i].append((d, t)))
+    assert seen == {0: [(2, 2)], 1: [(2, 3), (3, 3)]}  # rows 0:2 and 2:5, PARAMS.batch_size = 2
+    shard_states = [json.loads(cache.shard_path(key, i, 2).with_suffix(".json").read_text()) for i in range(2)]
+    assert [s["rows"] for s in shard_states] == [[0, 2], [2, 5]] and all(s["complete"] for s in shard_states)
+    path, stats = cache.merge_shards(key, 2)
+    assert stats.images == 5 and json.loads(path.with_suffix(".json").read_text())["shards"] == 2
+    np.testing.assert_allclose(cache.load(key, (5, 8, 8)).numpy(), reference, atol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
+
+
+def test_interrupted_shard_resumes_and_finished_shard_is_kept(tmp_path, teacher, data, reference):
+    cache = AttributionCache(tmp_path)
+    key = attribution_key(teacher, *data, PARAMS)
+    cache.build_shard(key, teacher, *data, PARAMS, CPU, 0, 2)
+
+    def interrupt(done: int, total: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        cache.build_shard(key, teacher, *data, PARAMS, CPU, 1, 2, progress=interrupt)
+    with pytest.raises(IgkdError, match=r"part1of2.npy'\] are missing or unfinished"):
+        cache.merge_shards(key, 2)
+    calls: list[tuple[int, int]] = []
+    for index in (0, 1):
+        cache.build_shard(key, teacher, *data, PARAMS, CPU, index, 2, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(3, 3)]  # shard 0 was complete; shard 1 resumed after its first batch
+    cache.merge_shards(key, 2)
+    np.testing.assert_allclose(cache.load(key, (5, 8, 8)).numpy(), reference, atol=1e-3)
+
+
+def test_more_shards_than_images_is_refused(tmp_path, teacher, data):
+    key = attribution_key(teacher, *data, PARAMS)
+    with pytest.raises(IgkdError, match="cannot split 5 images into 6 IG shards"):
+        AttributionCache(tmp_path).build_shard(key, teacher, *data, PARAMS, CPU, 0, 6)

@@ -1,9 +1,12 @@
 """On-disk, memory-mapped cache of IG maps, keyed to the exact teacher, data and IG parameters.
 
 Each entry is ``ig-<key[:16]>.npy`` ([N, H, W], float16 or uint8 = round(map * 255)) plus a JSON manifest
-``ig-<key[:16]>.json`` holding the full key and the .npy's SHA-256. Builds write ``ig-<key16>.partial.npy``
-and record progress in ``ig-<key16>.partial.json`` after every batch, so an interrupted build resumes; the
-final names appear only once the data is complete and flushed.
+``ig-<key[:16]>.json`` holding the full key, shape, dtype, source hashes and the .npy's SHA-256.
+
+A build is split into shards, one per process (a single process builds one): shard i of n computes its
+contiguous rows into ``ig-<key16>.part<i>of<n>.npy`` and records its progress in the ``.json`` beside it after
+every batch, so an interrupted build resumes each shard from its last finished batch. Once every shard is
+complete, :meth:`AttributionCache.merge_shards` joins them; the entry's final names appear only then.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 
 import igkd
-from igkd.atomic import atomic_write_json
+from igkd.atomic import atomic_write_json, read_json_object
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
 from igkd.fingerprint import hash_file, hash_jsonable, hash_state_dict, hash_tensor
@@ -111,9 +114,13 @@ class AttributionCache:
         self.directory = Path(directory)
         self.dtype = dtype
 
-    def path(self, key: str, partial: bool = False) -> Path:
+    def path(self, key: str) -> Path:
         """The .npy path for ``key`` (its manifest has the same name with .json)."""
-        return self.directory / f"ig-{key[:16]}{'.partial' if partial else ''}.npy"
+        return self.directory / f"ig-{key[:16]}.npy"
+
+    def shard_path(self, key: str, index: int, count: int) -> Path:
+        """The .npy of shard ``index`` of ``count`` while ``key`` is being built (progress in the .json beside it)."""
+        return self.directory / f"ig-{key[:16]}.part{index}of{count}.npy"
 
     def lookup(self, key: str) -> Path | None:
         """The .npy path if a finished cache (data and manifest) exists for ``key``; not verified."""
@@ -134,49 +141,110 @@ class AttributionCache:
         device: torch.device,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[Path, IGRunStats]:
-        """Compute the maps into the cache (resuming an interrupted build of ``key``); return path and stats."""
+        """Compute all maps in this process (resuming an interrupted build of ``key``); return path and stats."""
+        self.build_shard(key, model, images_uint8, labels, params, device, 0, 1, progress)
+        return self.merge_shards(key, 1)
+
+    def build_shard(
+        self,
+        key: str,
+        model: nn.Module,
+        images_uint8: torch.Tensor,
+        labels: torch.Tensor,
+        params: IGParams,
+        device: torch.device,
+        index: int = 0,
+        count: int = 1,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        """Compute shard ``index`` of ``count`` (a contiguous block of rows), resuming from its last finished batch.
+
+        ``progress(done, total)`` counts this shard's images. A shard that is already complete is left as it is.
+        """
         teacher_digest, data_digest = teacher_hash(model), data_hash(images_uint8, labels)
         if _key(teacher_digest, data_digest, params) != key:
             raise ValueError("key does not match this teacher, data and params; compute it with attribution_key()")
         n, _, h, w = images_uint8.shape
-        info = {"key": key, "shape": [n, h, w], "dtype": self.dtype, "params": params.model_dump(),
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index} of {count} does not exist")
+        if n < count:
+            raise IgkdError(f"cannot split {n} images into {count} IG shards; use at most {n} processes")
+        lo, hi = n * index // count, n * (index + 1) // count
+        info = {"key": key, "shape": [hi - lo, h, w], "rows": [lo, hi], "dtype": self.dtype, "params": params.model_dump(),
                 "teacher_hash": teacher_digest, "data_hash": data_digest}
-        final, partial = self.path(key), self.path(key, partial=True)
+        path = self.shard_path(key, index, count)
         self.directory.mkdir(parents=True, exist_ok=True)
-        final.with_suffix(".json").unlink(missing_ok=True)
-        out, start, stats = self._open_partial(partial, info)
+        out, start, stats, complete = self._open_shard(path, info)
+        if complete:
+            return path
+
+        def record(done: int, finished: bool) -> None:
+            out.flush()
+            atomic_write_json(path.with_suffix(".json"), {**info, "file_size": path.stat().st_size, "images_done": done,
+                                                          "batches_done": -(-done // params.batch_size),
+                                                          "stats": asdict(stats), "complete": finished})
 
         def checkpoint(done: int, total: int) -> None:
-            out.flush()
-            atomic_write_json(partial.with_suffix(".json"), {**info, "file_size": partial.stat().st_size,
-                                                             "images_done": done, "batches_done": -(-done // params.batch_size),
-                                                             "stats": asdict(stats)})
+            record(done, finished=False)
             if progress is not None:
                 progress(done, total)
 
-        compute_ig_maps(model, images_uint8, labels, params, device, checkpoint, out, start, stats)
-        out.flush()
-        del out
-        manifest = {**info, "sha256": hash_file(partial), "file_size": partial.stat().st_size,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "igkd_version": igkd.__version__, "complete": True,
-                    "batches_done": -(-n // params.batch_size), "images_done": n, "stats": asdict(stats)}
-        os.replace(partial, final)
+        compute_ig_maps(model, images_uint8[lo:hi], labels[lo:hi], params, device, checkpoint, out, start, stats)
+        record(hi - lo, finished=True)
+        return path
+
+    def merge_shards(self, key: str, count: int) -> tuple[Path, IGRunStats]:
+        """Join the ``count`` complete shards of ``key`` into the verified cache entry; return path and stats.
+
+        A single shard is renamed, several are copied into one file; the shard files are removed afterwards.
+        """
+        shards = [self.shard_path(key, i, count) for i in range(count)]
+        states = [read_json_object(p.with_suffix(".json")) for p in shards]
+        unfinished = [str(p) for p, state in zip(shards, states) if not (state.get("complete") is True and state.get("key") == key)]
+        if unfinished:
+            raise IgkdError(f"IG attribution shards {unfinished} are missing or unfinished; {_REBUILD} with the same number of processes")
+        first, last = states[0], states[-1]
+        n, h, w = last["rows"][1], *first["shape"][1:]
+        stats = IGRunStats()
+        for state in states:
+            stats.add(IGRunStats(**state["stats"]))
+        final = self.path(key)
+        final.with_suffix(".json").unlink(missing_ok=True)
+        if count == 1:
+            os.replace(shards[0], final)
+        else:
+            merged = final.with_name(f".{final.name}.merging.npy")
+            out = np.lib.format.open_memmap(merged, mode="w+", dtype=first["dtype"], shape=(n, h, w))
+            for path, state in zip(shards, states):
+                lo, hi = state["rows"]
+                out[lo:hi] = np.load(path, mmap_mode="r")
+            out.flush()
+            del out
+            os.replace(merged, final)
+        manifest = {key_: first[key_] for key_ in ("key", "dtype", "params", "teacher_hash", "data_hash")}
+        manifest.update(shape=[n, h, w], sha256=hash_file(final), file_size=final.stat().st_size, shards=count,
+                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), igkd_version=igkd.__version__,
+                        complete=True, images_done=n, batches_done=sum(state["batches_done"] for state in states), stats=asdict(stats))
         atomic_write_json(final.with_suffix(".json"), manifest)
-        partial.with_suffix(".json").unlink(missing_ok=True)
+        for path in shards:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
         return final, stats
 
-    def _open_partial(self, partial: Path, info: dict[str, Any]) -> tuple[np.memmap, int, IGRunStats]:
-        """Reopen a matching partial build (memmap, images done, stats) or start a fresh one."""
+    def _open_shard(self, path: Path, info: dict[str, Any]) -> tuple[np.memmap | None, int, IGRunStats, bool]:
+        """Reopen a matching shard (memmap, images done, stats, complete?) or start it afresh."""
+        state = read_json_object(path.with_suffix(".json"))
         try:
-            state = json.loads(partial.with_suffix(".json").read_text())
-            if {k: state[k] for k in ("key", "shape", "dtype")} == {k: info[k] for k in ("key", "shape", "dtype")} \
-                    and partial.stat().st_size == state["file_size"]:
-                out = np.lib.format.open_memmap(partial, mode="r+")
+            if {k: state.get(k) for k in ("key", "shape", "rows", "dtype")} == {k: info[k] for k in ("key", "shape", "rows", "dtype")} \
+                    and path.stat().st_size == state["file_size"]:
+                stats = IGRunStats(**state["stats"])
+                if state.get("complete") is True:
+                    return None, int(state["images_done"]), stats, True
+                out = np.lib.format.open_memmap(path, mode="r+")
                 if list(out.shape) == info["shape"] and str(out.dtype) == info["dtype"]:
-                    return out, int(state["images_done"]), IGRunStats(**state["stats"])
+                    return out, int(state["images_done"]), stats, False
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        partial.with_suffix(".json").unlink(missing_ok=True)
-        out = np.lib.format.open_memmap(partial, mode="w+", dtype=info["dtype"], shape=tuple(info["shape"]))
-        return out, 0, IGRunStats()
+        path.with_suffix(".json").unlink(missing_ok=True)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=info["dtype"], shape=tuple(info["shape"]))
+        return out, 0, IGRunStats(), False

@@ -69,6 +69,14 @@ class IGRunStats:
         self.max_abs_delta = max(self.max_abs_delta, abs_delta.max().item(), 0.0)
         self.max_rel_delta = max(self.max_rel_delta, rel.max().item(), 0.0)
 
+    def add(self, other: "IGRunStats") -> None:
+        """Fold in the stats of another set of images (e.g. another shard)."""
+        self.images += other.images
+        self.sum_abs_delta += other.sum_abs_delta
+        self.sum_rel_delta += other.sum_rel_delta
+        self.max_abs_delta = max(self.max_abs_delta, other.max_abs_delta)
+        self.max_rel_delta = max(self.max_rel_delta, other.max_rel_delta)
+
     @property
     def mean_abs_delta(self) -> float:
         return self.sum_abs_delta / max(self.images, 1)
