@@ -76,12 +76,15 @@ def cases(tmp: Path, trained: Path) -> dict[str, tuple[list[str], str]]:
         "unwritable output dir": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={a_file}/runs"])], "choose a writable output directory"),
         "NaN in loss": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'nan'}", "teacher.train.lr=1e30"])], "training diverged"),
         "batch larger than data": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'big'}", "teacher.train.batch_size=100000"])], "exceeds the"),
+        "batch that does not split into micro-batches": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'micro'}", "teacher.train.micro_batches=7"])],
+                                                         "set train.batch_size to a multiple of 7"),
     }
 
 
 CASE_NAMES = ["missing data dir", "empty class folder", "corrupt JPEG", "wrong image size", "unknown class folder",
               "checkpoint of another architecture", "class count mismatch", "not a checkpoint", "invalid config value",
-              "unknown config key", "unwritable output dir", "NaN in loss", "batch larger than data"]
+              "unknown config key", "unwritable output dir", "NaN in loss", "batch larger than data",
+              "batch that does not split into micro-batches"]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)

@@ -34,6 +34,8 @@ def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, determ
     """Run teacher -> attributions -> student -> evaluation -> report, reusing finished stages."""
     pipeline = _pipeline(config, overrides, deterministic)
     results = pipeline.run_all()
+    if not pipeline.dist.is_main:
+        return
     table = Table(title=f"teacher vs student ({results['student']['method']}) on {results['student']['data']}")
     for column in ("metric", "teacher", "student", "student vs teacher"):
         table.add_column(column, justify="left" if column == "metric" else "right")

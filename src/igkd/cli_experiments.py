@@ -30,10 +30,14 @@ def experiment(
 ) -> None:
     """Run an experiment's student runs; finished runs (same config hash) are skipped, so re-running resumes."""
     from igkd.config import load_config
+    from igkd.distributed import launched_by_torchrun
     from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
     from igkd.experiments.plan import shard as take_shard
     from igkd.experiments.runner import ExperimentRunner
 
+    if launched_by_torchrun():
+        raise IgkdError("igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
+                        "not torchrun; torchrun is for one large run (igkd teacher/attribute/distill/run)")
     index, count = parse_shard(shard)
     base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
     options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,

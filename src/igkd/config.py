@@ -30,6 +30,7 @@ class TrainConfig(_Strict):
 
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(128, ge=1)
+    micro_batches: int = Field(1, ge=1, description="chunks per process and step, gradients accumulated (BatchNorm per chunk)")
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)

@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from igkd import distributed
 from igkd.atomic import atomic_write_json, ensure_dir
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.config import RunConfig
@@ -23,7 +24,7 @@ from igkd.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.provenance import provenance
 from igkd.report import comparison_rows, save_overlay_figure, write_report
-from igkd.runtime import resolve_device, seed_everything
+from igkd.runtime import seed_everything
 from igkd.training.distill import distill_student
 from igkd.training.loop import FitResult
 from igkd.training.teacher import import_teacher, train_teacher
@@ -55,13 +56,16 @@ class Pipeline:
         self.cfg = cfg
         self.console = console or Console()
         self._student_dir = student_dir
-        self.device = resolve_device(cfg.device)
+        self.dist, self.device = distributed.setup(cfg.device)
+        if not self.dist.is_main:
+            self.console.quiet = True  # rank 0 speaks for the run
         ensure_dir(cfg.run_dir)
         seed_everything(cfg.seed, cfg.deterministic)
 
     @cached_property
     def data(self) -> PreparedData:
-        data = prepare_data(self.cfg)
+        with distributed.main_first():  # rank 0 writes the prepared-data cache, the others read it
+            data = prepare_data(self.cfg)
         self.console.print(f"data: {len(data.train_idx)} train / {len(data.val_idx)} val / {len(data.test)} test images, "
                            f"{len(data.classes)} classes, {data.pool.image_size[0]}x{data.pool.image_size[1]}")
         return data
@@ -92,6 +96,13 @@ class Pipeline:
             return json.loads(summary.read_text()).get("config_hash") == config_hash
         except json.JSONDecodeError:
             return False
+
+    def _publish(self, path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Rank 0 builds the summary and writes it to ``path``; every rank returns it once it is written."""
+        with distributed.main_first():
+            if self.dist.is_main:
+                atomic_write_json(path, make())
+        return json.loads(path.read_text())
 
     def _summary(self, loaded: LoadedModel, checkpoint: Path, role: str, config_hash: str, fit: FitResult | None) -> dict[str, Any]:
         model = loaded.model.to(self.device)
@@ -127,13 +138,14 @@ class Pipeline:
         fit = None
         if self.cfg.teacher.checkpoint is not None:
             loaded = import_teacher(self.cfg, self.data, self.cfg.teacher.checkpoint)
-            save_checkpoint(checkpoint, loaded.model, loaded.arch, loaded.classes, {"role": "teacher", **loaded.metadata})
+            if self.dist.is_main:
+                save_checkpoint(checkpoint, loaded.model, loaded.arch, loaded.classes, {"role": "teacher", **loaded.metadata})
             self.console.print(f"teacher: imported {self.cfg.teacher.checkpoint}")
         else:
             self.console.print(f"teacher: training {self.cfg.teacher.arch} for {self.cfg.teacher.train.epochs} epochs on {self.device}")
             loaded, fit = train_teacher(self.cfg, self.data, self.device, self.teacher_dir, _epoch_printer(self.console, "teacher"))
         self.__dict__["teacher"] = loaded
-        atomic_write_json(summary_file, self._summary(loaded, checkpoint, "teacher", config_hash, fit))
+        self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", config_hash, fit))
         return loaded
 
     def _attribution_key(self) -> str:
@@ -145,7 +157,10 @@ class Pipeline:
         return self.attribute(rebuild_invalid=False)
 
     def attribute(self, rebuild_invalid: bool = True) -> torch.Tensor:
-        """Load the verified IG maps, building them if absent (or, with ``rebuild_invalid``, if refused)."""
+        """Load the verified IG maps, building them if absent (or, with ``rebuild_invalid``, if refused).
+
+        Under torchrun every rank computes one shard of the maps; rank 0 joins them.
+        """
         cache = AttributionCache(self.cfg.cache_path, dtype=self.cfg.attribution.dtype)
         params = self.cfg.attribution
         key = self._attribution_key()
@@ -159,13 +174,20 @@ class Pipeline:
                 if not rebuild_invalid:
                     raise
                 self.console.print(f"attributions: {exc}; rebuilding")
+        distributed.barrier()  # every rank has read the old entry before rank 0 replaces it
+        ranks = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
         self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
-                           f"for {expected[0]} images on {self.device}")
+                           f"for {expected[0]} images on {self.device}{ranks}")
         with Progress(*Progress.get_default_columns(), console=self.console, transient=True) as bar:
-            task = bar.add_task("IG maps", total=expected[0])
-            _, stats = cache.build(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels,
-                                   params, self.device, lambda done, total: bar.update(task, completed=done))
-        self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
+            task = bar.add_task("IG maps", total=None)
+            cache.build_shard(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params,
+                              self.device, self.dist.rank, self.dist.world_size,
+                              lambda done, total: bar.update(task, completed=done, total=total))
+        distributed.barrier()
+        if self.dist.is_main:
+            _, stats = cache.merge_shards(key, self.dist.world_size)
+            self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
+        distributed.barrier()
         return cache.load(key, expected)
 
     def completeness(self) -> float:
@@ -185,18 +207,18 @@ class Pipeline:
         teacher = self.teacher
         self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
         loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, _epoch_printer(self.console, "student"))
-        summary = self._summary(loaded, self.student_dir / "best.pt", "student", config_hash, fit)
-        summary["method"] = self.cfg.student.method
-        atomic_write_json(summary_file, summary)
-        return summary
+        return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", config_hash, fit),
+                                                    "method": self.cfg.student.method})
 
     def teacher_summary(self) -> dict[str, Any]:
         _ = self.teacher
         return json.loads((self.teacher_dir / "final.json").read_text())
 
     def run_all(self) -> dict[str, Any]:
-        """Teacher -> attributions -> student -> evaluation -> report; returns the report's numbers."""
+        """Teacher -> attributions -> student -> evaluation -> report; returns the report's numbers (rank 0; {} elsewhere)."""
         student = self.run_student()
+        if not self.dist.is_main:
+            return {}
         teacher = self.teacher_summary()
         image = (1, 3, *self.data.pool.image_size)
         cpu = torch.device("cpu")

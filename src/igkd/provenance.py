@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -11,26 +12,33 @@ from typing import Any
 import torch
 
 import igkd
+from igkd import distributed
 from igkd.runtime import environment_info, git_commit
 
 
 def command_line() -> str:
-    """The command as the user typed it: ``igkd ...``, ``python3 -m igkd ...`` or the script's argv."""
+    """The command as the user typed it: ``igkd ...``, ``python3 -m igkd ...``, ``torchrun ... -m igkd ...`` or the script's argv."""
     program = Path(sys.argv[0]).name if sys.argv else ""
     if program == "__main__.py" and Path(sys.argv[0]).parent.name == "igkd":
-        return shlex.join(["python3", "-m", "igkd", *sys.argv[1:]])
+        launcher = ["python3", "-m", "igkd"]
+        if distributed.launched_by_torchrun():
+            per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+            nodes = int(os.environ["WORLD_SIZE"]) // per_node
+            launcher = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={per_node}", "-m", "igkd"]
+        return shlex.join([*launcher, *sys.argv[1:]])
     if program == "igkd":
         return shlex.join(["igkd", *sys.argv[1:]])
     return shlex.join(sys.argv)
 
 
 def provenance(device: torch.device, seed: int) -> dict[str, Any]:
-    """The command line, git commit, igkd version, environment and seed of this process."""
+    """The command line, git commit, igkd version, environment, seed and number of processes of this run."""
     return {
         "command": command_line(),
         "git_commit": git_commit(),
         "igkd_version": igkd.__version__,
         "seed": seed,
+        "world_size": distributed.current().world_size,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "environment": environment_info(device),
     }

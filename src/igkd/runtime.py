@@ -39,6 +39,23 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def micro_batch_seed(seed: int, step: int, chunk: int) -> int:
+    """The seed of micro-batch ``chunk`` of optimisation step ``step`` in a run seeded with ``seed``.
+
+    Dropout draws from it, so a micro-batch gets the same masks whichever process or position computes it.
+    """
+    return int(np.random.SeedSequence([seed, step, chunk]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def seed_device_rng(seed: int, device: torch.device) -> None:
+    """Seed the global generator that random layers (dropout) on ``device`` draw from, and no other."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+    else:
+        torch.random.default_generator.manual_seed(seed)
+
+
 def autocast(device: torch.device, amp: str) -> ContextManager:
     """bf16 autocast when ``amp`` is 'bf16', or 'auto' on CUDA; otherwise a no-op context."""
     if amp == "bf16" or (amp == "auto" and device.type == "cuda"):

@@ -84,22 +84,24 @@ class ImageClassifier(nn.Module):
         self.features = features
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_channels, num_classes))
 
-    def forward_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Return the output of every feature block (used by attention transfer)."""
-        x = (images - self.mean) / self.std
-        outputs = []
-        for block in self.features:
-            x = block(x)
-            outputs.append(x)
-        return outputs
-
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """Global-average-pool the last feature map and classify it."""
         return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits; with ``return_features`` also the output of every feature block (for attention transfer).
+
+        Features go through ``forward`` (not a separate method) so that wrappers such as DistributedDataParallel
+        and ``torch.compile`` see the whole computation.
+        """
         x = (images - self.mean) / self.std
-        return self.head(self.features(x))
+        if not return_features:
+            return self.head(self.features(x))
+        outputs = []
+        for block in self.features:
+            x = block(x)
+            outputs.append(x)
+        return self.head(x), outputs
 
 
 def _cifar_mobilenetv2_features(width_mult: float) -> nn.Sequential:

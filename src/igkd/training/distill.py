@@ -16,7 +16,8 @@ from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
 from igkd.overlay import map_source
 from igkd.training.inputs import batch_maker
-from igkd.training.loop import FitResult, LossFn, Progress, fit, predict_logits
+from igkd.training.loop import FitResult, LossFn, Progress, fit
+from igkd.training.teacher_logits import cached_teacher_logits
 
 
 def loss_weights(cfg: RunConfig) -> LossWeights:
@@ -43,16 +44,15 @@ def make_distill_loss(
     def loss_fn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor):
         student_feats = teacher_feats = teacher_logits = None
         if weights.use_at:
-            feats = student.forward_features(x)
-            logits = student.head(feats[-1])
+            logits, feats = student(x, return_features=True)
             student_feats = [feats[s] for _, s in pairs]
         else:
             logits = student(x)
         with torch.no_grad():
             if weights.use_at:
-                t_all = teacher.forward_features(x)
+                online_logits, t_all = teacher(x, return_features=True)
                 teacher_feats = [t_all[t] for t, _ in pairs]
-                teacher_logits = teacher.head(t_all[-1]) if weights.use_kd and cached_logits is None else None
+                teacher_logits = online_logits if weights.use_kd and cached_logits is None else None
             elif weights.use_kd and cached_logits is None:
                 teacher_logits = teacher(x)
             if weights.use_kd and cached_logits is not None:
@@ -86,7 +86,8 @@ def distill_student(
     weights = loss_weights(cfg)
     cached = None
     if weights.use_kd and cfg.student.kd.teacher_logits == "cached":
-        cached = predict_logits(teacher_model, data.pool.images, cfg.student.train.eval_batch_size, device).to(device)
+        cached = cached_teacher_logits(teacher_model, data.pool.images, data.pool.labels, cfg.cache_path,
+                                       cfg.student.train.eval_batch_size, device).to(device)
     pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None

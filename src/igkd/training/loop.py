@@ -7,6 +7,7 @@ saves an atomic training state so an interrupted run resumes where its last fini
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -18,11 +19,14 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from igkd import distributed
 from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
+from igkd.distributed import DistContext
 from igkd.errors import IgkdError
-from igkd.runtime import autocast, use_channels_last
+from igkd.runtime import autocast, micro_batch_seed, seed_device_rng, use_channels_last
 
 MakeInputs = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -100,6 +104,21 @@ def _write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
 TrainStep = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
 
 
+def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """The running means and variances of every BatchNorm layer (the buffers training updates outside the optimiser)."""
+    return [stat for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for stat in (m.running_mean, m.running_var)]
+
+
+def micro_batch_count(batch_size: int, micro_batches: int, ctx: DistContext) -> int:
+    """How many equal chunks a batch is cut into over all processes; a batch that does not split is an error."""
+    total = micro_batches * ctx.world_size
+    if batch_size % total:
+        raise IgkdError(f"batch size {batch_size} does not split into {ctx.world_size} process(es) x {micro_batches} "
+                        f"micro-batch(es); set train.batch_size to a multiple of {total} (or change train.micro_batches)")
+    return total
+
+
 def make_train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -108,22 +127,59 @@ def make_train_step(
     loss_fn: LossFn,
     cfg: TrainConfig,
     device: torch.device,
+    seed: int = 0,
 ) -> TrainStep:
-    """One optimisation step on the batch at ``indices``; returns the detached loss parts."""
+    """One optimisation step on a batch of ``cfg.batch_size`` dataset indices; returns the loss parts' batch means.
+
+    The batch is cut into ``cfg.micro_batches`` chunks per process; each process computes its own chunks and
+    gradients are averaged over all of them (DistributedDataParallel across processes), so a run on W
+    processes computes what one process with W times as many micro-batches computes. Every rank builds the
+    whole batch from the shared generator and keeps its part, and dropout in chunk c of step s is seeded with
+    :func:`micro_batch_seed` (seed, s, c): the result does not depend on which process computes a chunk.
+    BatchNorm normalises each chunk by its own statistics, and its running statistics move by the mean of
+    the chunks' updates (within a process here; across processes once per epoch in :func:`fit`, which is the
+    same since the running average is linear in them).
+    """
+    ctx = distributed.current()
+    chunks_per_rank = cfg.micro_batches
+    total_chunks = micro_batch_count(cfg.batch_size, chunks_per_rank, ctx)
+    size = cfg.batch_size // total_chunks
     channels_last = use_channels_last(device, cfg.channels_last)
-    train_model = torch.compile(model) if cfg.compile else model
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=False) if ctx.enabled else None
+    bn_stats = batchnorm_statistics(model) if chunks_per_rank > 1 else []
+    train_model = model if ddp is None else ddp
+    train_model = torch.compile(train_model) if cfg.compile else train_model
 
     def step(indices: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         inputs, labels = make_inputs(indices, generator)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg.amp):
-            loss, parts = loss_fn(train_model, inputs, labels, indices)
+        global_step = schedule.last_epoch
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        sums: dict[str, torch.Tensor] = {}
+        stats_before = [t.clone() for t in bn_stats]
+        stats_sum = [torch.zeros_like(t) for t in bn_stats]
+        for local in range(chunks_per_rank):
+            if local and bn_stats:
+                torch._foreach_copy_(bn_stats, stats_before)
+            chunk = ctx.rank * chunks_per_rank + local
+            part = slice(chunk * size, (chunk + 1) * size)
+            seed_device_rng(micro_batch_seed(seed, global_step, chunk), device)
+            defer_sync = ddp is not None and local < chunks_per_rank - 1
+            with ddp.no_sync() if defer_sync else contextlib.nullcontext():
+                with autocast(device, cfg.amp):
+                    loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
+                (loss / chunks_per_rank).backward()
+            for key, value in {"loss": loss, **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / total_chunks
+            if bn_stats:
+                torch._foreach_add_(stats_sum, bn_stats)
+        if bn_stats:
+            torch._foreach_copy_(bn_stats, torch._foreach_div(stats_sum, chunks_per_rank))
         optimizer.step()
         schedule.step()
-        return {"loss": loss.detach(), **parts}
+        return sums
 
     return step
 
@@ -149,7 +205,11 @@ def fit(
     ``make_inputs(indices, generator)`` returns the augmented inputs and labels of one batch;
     ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
     holds a state saved under the same ``resume_key``, training continues from it.
+
+    Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
+    and writes the metrics and state, and every rank returns once those files are written.
     """
+    ctx = distributed.current()
     ensure_dir(run_dir)
     model.to(device)
     if use_channels_last(device, cfg.channels_last):
@@ -161,7 +221,6 @@ def fit(
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(seed)
-    train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device)
     history: list[dict[str, float]] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
     start_epoch = 0
@@ -173,8 +232,8 @@ def fit(
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             generator.set_state(state["generator"].cpu())
-            torch.set_rng_state(state["torch_rng"].cpu())
             history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+    train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
     started = time.perf_counter()
     images_seen = 0
     for epoch in range(start_epoch, cfg.epochs):
@@ -185,29 +244,37 @@ def fit(
         for step in range(steps_per_epoch):
             idx = train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             for key, value in train_step(idx, generator).items():
-                sums[key] = sums.get(key, torch.zeros((), device=device)) + value.float()
-        train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in sums.items()}
+                sums[key] = sums.get(key, torch.zeros((), device=device)) + value
+        train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
+        distributed.average_(batchnorm_statistics(model))
         if not math.isfinite(train_stats["train_loss"]):
             raise IgkdError(f"training diverged: loss is {train_stats['train_loss']} in epoch {epoch + 1}; lower the learning rate (e.g. --set ...train.lr=...) or disable amp")
-        val_logits = predict_logits(model, val_images, cfg.eval_batch_size, device, cfg.amp)
-        val_loss = float(nn.functional.cross_entropy(val_logits, val_labels.cpu()))
-        val_acc = float((val_logits.argmax(1) == val_labels.cpu()).float().mean())
-        epoch_seconds = time.perf_counter() - epoch_start
         images_seen += steps_per_epoch * cfg.batch_size
-        row = {"epoch": epoch + 1, **train_stats, "val_loss": val_loss, "val_accuracy": val_acc,
-               "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
+        row = _validate(model, val_images, val_labels, cfg, device) if ctx.is_main else {}
+        row = distributed.broadcast_object({"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"],
+                                            "seconds": time.perf_counter() - epoch_start})
         history.append(row)
-        if val_acc > best["val_accuracy"]:
-            best = {"epoch": epoch + 1, "val_accuracy": val_acc}
-            on_best(model, row)
-        _write_metrics(run_dir, history)
-        atomic_torch_save(state_file, {
-            "resume_key": resume_key, "epoch": epoch, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history, "best": best,
-        })
+        improved = row["val_accuracy"] > best["val_accuracy"]
+        if improved:
+            best = {"epoch": epoch + 1, "val_accuracy": row["val_accuracy"]}
+        if ctx.is_main:
+            if improved:
+                on_best(model, row)
+            _write_metrics(run_dir, history)
+            atomic_torch_save(state_file, {
+                "resume_key": resume_key, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "generator": generator.get_state(), "history": history, "best": best, "world_size": ctx.world_size,
+            })
         if progress:
             progress(epoch + 1, cfg.epochs, row)
+    distributed.barrier()
     seconds = time.perf_counter() - started
     return FitResult(history, int(best["epoch"]), float(best["val_accuracy"]), seconds, images_seen / max(seconds, 1e-9))
+
+
+def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Validation loss and accuracy of the (unwrapped) model."""
+    logits = predict_logits(model, images, cfg.eval_batch_size, device, cfg.amp)
+    return {"val_loss": float(nn.functional.cross_entropy(logits, labels.cpu())),
+            "val_accuracy": float((logits.argmax(1) == labels.cpu()).float().mean())}

@@ -1,0 +1,130 @@
+"""torchrun with 2 CPU processes (gloo) computes what one process with 2 micro-batches computes.
+
+Each stage is compared on identical inputs: teacher training, sharded IG maps, and distillation. (Chained
+end to end, the last bits of rounding in the maps would be amplified by training, as between any two runs.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_STUDENT, TINY_TEACHER
+from igkd.distributed import SINGLE, setup
+from igkd.errors import IgkdError
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = ["name=tiny", "device=cpu", "data.image_size=8", "data.crop_padding=1", f"teacher.arch={TINY_TEACHER}",
+        "teacher.train.epochs=2", "teacher.train.batch_size=32", f"student.arch={TINY_STUDENT}", "student.train.epochs=2",
+        "student.train.batch_size=32", "attribution.steps=4", "attribution.batch_size=100", "report.examples=0",
+        "report.latency_repeats=3", "student.method=KD_IG_AT", "student.kd.teacher_logits=cached"]
+ONE_PROCESS = ["teacher.train.micro_batches=2", "student.train.micro_batches=2"]
+
+
+def igkd(out_dir: Path, command: str, sets: list[str], processes: int = 1) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    args = [*launcher, "-m", "igkd", command, "--deterministic", *[a for s in [f"out_dir={out_dir}", *BASE, *sets] for a in ("--set", s)]]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Parameters and BatchNorm running statistics of a training state."""
+    state = torch.load(path, weights_only=True)["model"]
+    running = {k: v for k, v in state.items() if "running_" in k}
+    return {k: v for k, v in state.items() if k not in running and "num_batches" not in k}, running
+
+
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+def student_dir(out_dir: Path) -> Path:
+    (folder,) = (out_dir / "tiny" / "students").iterdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """The whole pipeline in one process, with 2 micro-batches per step."""
+    out = tmp_path_factory.mktemp("single") / "runs"
+    igkd(out, "run", ONE_PROCESS)
+    return out
+
+
+def test_two_process_teacher_matches_one_process(single, tmp_path):
+    out = tmp_path / "runs"
+    result = igkd(out, "teacher", [], processes=2)
+    assert result.stdout.count("teacher epoch 2/2") == 1  # rank 0 alone reports
+    params, running = weights(out / "tiny" / "teacher" / "state.pt")
+    reference_params, reference_running = weights(single / "tiny" / "teacher" / "state.pt")
+    assert_close(params, reference_params, atol=1e-6)
+    assert_close(running, reference_running, atol=1e-5)  # averaged once per epoch instead of every step
+    summary = json.loads((out / "tiny" / "teacher" / "final.json").read_text())
+    assert summary["world_size"] == 2 and summary["command"].startswith("torchrun --nnodes=1 --nproc_per_node=2 -m igkd teacher")
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_two_process_attribution_shards_match_one_process(single, tmp_path):
+    out = tmp_path / "runs"
+    shutil.copytree(single / "tiny" / "teacher", out / "tiny" / "teacher")
+    result = igkd(out, "attribute", ONE_PROCESS[:1], processes=2)
+    assert "in 2 shards" in result.stdout
+    (ours,) = (out / "tiny" / "cache").glob("ig-*.npy")
+    (reference,) = (single / "tiny" / "cache").glob("ig-*.npy")
+    assert ours.name == reference.name
+    assert json.loads(ours.with_suffix(".json").read_text())["shards"] == 2
+    np.testing.assert_allclose(np.load(ours).astype(np.float32), np.load(reference).astype(np.float32), atol=1e-3)
+    assert sorted(p.name for p in ours.parent.glob("ig-*")) == [ours.with_suffix(".json").name, ours.name]
+
+
+def test_two_process_distillation_matches_one_process(single, tmp_path):
+    out = tmp_path / "runs"
+    for stage in ("teacher", "cache"):
+        shutil.copytree(single / "tiny" / stage, out / "tiny" / stage)
+    result = igkd(out, "distill", ONE_PROCESS[:1], processes=2)
+    assert "reusing verified cache" in result.stdout and result.stdout.count("student epoch 2/2") == 1
+    params, running = weights(student_dir(out) / "state.pt")
+    reference_params, reference_running = weights(student_dir(single) / "state.pt")
+    assert_close(params, reference_params, atol=1e-6)
+    assert_close(running, reference_running, atol=1e-5)
+    rows = [json.loads(line) for line in (student_dir(out) / "metrics.jsonl").read_text().splitlines()]
+    reference_rows = [json.loads(line) for line in (student_dir(single) / "metrics.jsonl").read_text().splitlines()]
+    for row, reference_row in zip(rows, reference_rows, strict=True):
+        for key in ("train_loss", "train_ce", "train_kd", "train_at"):
+            assert row[key] == pytest.approx(reference_row[key], rel=1e-5), key
+
+
+def test_setup_without_torchrun_is_a_single_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert setup("cpu") == (SINGLE, torch.device("cpu"))
+
+
+def test_setup_refuses_a_fixed_gpu_for_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(IgkdError, match="device 'cuda:1' cannot be shared by 2 processes"):
+        setup("cuda:1")
+
+
+def test_experiments_refuse_torchrun(monkeypatch, capsys):
+    from igkd.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["igkd", "experiment", "ablation", "--set", "device=cpu"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error:") and "not torchrun" in err and "\n" not in err
