@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +130,24 @@ def test_experiments_refuse_torchrun(monkeypatch, capsys):
         main()
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("error:") and "not torchrun" in err and "\n" not in err
+
+
+def test_two_process_run_killed_mid_training_resumes_to_the_same_weights(tmp_path):
+    sets = ["teacher.train.epochs=5"]
+    igkd(tmp_path / "full", "teacher", sets, processes=2)
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "igkd", "teacher",
+            "--deterministic", *[a for s in [f"out_dir={tmp_path / 'killed'}", *BASE, *sets] for a in ("--set", s)]]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = tmp_path / "killed" / "tiny" / "teacher" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while (not metrics.is_file() or len(metrics.read_text().splitlines()) < 2) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers at once
+    proc.wait()
+    assert 2 <= len(metrics.read_text().splitlines()) < 5
+    igkd(tmp_path / "killed", "teacher", sets, processes=2)
+    assert len(metrics.read_text().splitlines()) == 5
+    final, reference = (torch.load(d / "tiny" / "teacher" / "state.pt", weights_only=True)["model"] for d in (tmp_path / "killed", tmp_path / "full"))
+    assert final.keys() == reference.keys() and all(torch.equal(final[k], reference[k]) for k in final)
