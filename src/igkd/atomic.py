@@ -40,12 +40,27 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise IgkdError(f"cannot write '{path}': {exc.strerror}; free disk space or choose another output directory") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable where the OS allows it (POSIX; not Windows or some network filesystems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # the file itself is complete and fsynced; only the rename's durability is left to the OS
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
