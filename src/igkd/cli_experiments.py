@@ -59,7 +59,7 @@ def experiment(
 def transfer(
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = SetOpt,
-    root: Path = typer.Option(Path("${IGKD_DATA_DIR}/tiny-imagenet-cifar10"), help="Image folders ROOT/<split>/<class>/ (classes mapped by name)."),
+    root: Path = typer.Option(Path("${IGKD_DATA_DIR}/tiny-imagenet-cifar10"), help="Image folders ROOT/<split>/<class>/, or the archive ROOT.tar.gz (classes mapped by name)."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Sub-folders of ROOT to evaluate (repeatable; default val and train)."),
     name: str = typer.Option("tiny-imagenet", help="Name of this evaluation in the result files and the report."),
 ) -> None:

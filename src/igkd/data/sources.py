@@ -13,13 +13,13 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from igkd.atomic import atomic_torch_save
+from igkd.data.image_tree import find_image_tree
 from igkd.data.imageset import ImageSet
 from igkd.errors import IgkdError
 from igkd.fingerprint import hash_jsonable
 from igkd.integrity import verify, write_manifest
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 1234  # fixed: the digits test set never changes with the run's seed
 
@@ -99,58 +99,43 @@ def _load_cifar10(cfg: DataConfig, split: str) -> ImageSet:
     return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes), f"cifar10-{split}")
 
 
-def _list_image_folder(root: Path, classes: list[str] | None) -> tuple[list[str], list[tuple[Path, int]]]:
-    if not root.is_dir():
-        raise IgkdError(f"data folder '{root}' not found; check data.root and data.train_split/test_split")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
-    if not folders:
-        raise IgkdError(f"data folder '{root}' has no class folders; expected {root}/<class>/<image files>")
-    class_list = list(classes) if classes else [p.name for p in folders]
-    samples: list[tuple[Path, int]] = []
-    for folder in folders:
-        if folder.name not in class_list:
-            raise IgkdError(f"folder '{folder}' is not in the class list {class_list}; add it to data.classes or remove it")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise IgkdError(f"class folder '{folder}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder")
-        samples.extend((f, class_list.index(folder.name)) for f in files)
-    samples.sort(key=lambda s: (s[1], s[0].name))
-    return class_list, samples
-
-
-def decode_image(path: Path, image_size: int, resize: bool) -> np.ndarray:
-    """Decode one image to H x W x 3 uint8; grayscale and RGBA are converted to RGB."""
+def decode_image(data: bytes, name: str, image_size: int, resize: bool) -> np.ndarray:
+    """Decode one image file's bytes to H x W x 3 uint8; grayscale and RGBA are converted to RGB."""
     try:
-        with Image.open(io.BytesIO(path.read_bytes())) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise IgkdError(f"cannot decode image '{path}' ({exc.__class__.__name__}); replace or delete the file") from None
+        raise IgkdError(f"cannot decode image '{name}' ({exc.__class__.__name__}); replace or delete the file") from None
     if rgb.size != (image_size, image_size):
         if not resize:
-            raise IgkdError(f"image '{path}' is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}; set data.resize=true or data.image_size={rgb.size[0]}")
+            raise IgkdError(f"image '{name}' is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}; set data.resize=true or data.image_size={rgb.size[0]}")
         rgb = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
     return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_image_folder(
-    root: Path, classes: list[str] | None, image_size: int, resize: bool, cache_dir: Path | None = None
+    folder: Path, classes: list[str] | None, image_size: int, resize: bool, cache_dir: Path | None = None
 ) -> ImageSet:
-    """Decode an ImageFolder tree (``root/<class>/*.jpg``); classes map to indices by name via ``classes``."""
-    class_list, samples = _list_image_folder(root, classes)
-    listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns, y) for p, y in samples]
-    key = hash_jsonable({"root": str(root.resolve()), "files": listing, "classes": class_list, "size": image_size, "resize": resize})
+    """Decode an ImageFolder split ``folder/<class>/*.jpg`` (or its archive, see :mod:`igkd.data.image_tree`).
+
+    Classes map to indices by name via ``classes``; decoded arrays are cached in ``cache_dir`` with a manifest.
+    """
+    tree = find_image_tree(folder.parent, folder.name)
+    key = hash_jsonable({**tree.identity, "classes": classes, "size": image_size, "resize": resize})
     cache_file = cache_dir / f"imagefolder-{key[:16]}.pt" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
-        verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{root}'")
+        verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{tree.location}'")
         cached = torch.load(cache_file, map_location="cpu", weights_only=True)
-        return ImageSet(cached["images"], cached["labels"], class_list, root.name)
+        return ImageSet(cached["images"], cached["labels"], cached["classes"], folder.name)
     from rich.progress import track
 
-    arrays = [decode_image(p, image_size, resize) for p, _ in track(samples, description=f"decoding {root.name}", transient=True, disable=len(samples) < 2000)]
+    class_list, samples = tree.samples(classes)
+    arrays = [decode_image(read(), name, image_size, resize)
+              for name, _, read in track(samples, description=f"decoding {folder.name}", transient=True, disable=len(samples) < 2000)]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([y for _, y in samples], dtype=torch.int64)
+    labels = torch.tensor([label for _, label, _ in samples], dtype=torch.int64)
     if cache_file is not None:
-        atomic_torch_save(cache_file, {"key": key, "images": images, "labels": labels})
-        write_manifest(cache_file, key, {"root": str(root), "shape": list(images.shape), "dtype": "uint8", "classes": class_list})
-    return ImageSet(images, labels, class_list, root.name)
+        atomic_torch_save(cache_file, {"key": key, "images": images, "labels": labels, "classes": class_list})
+        write_manifest(cache_file, key, {"source": tree.location, "shape": list(images.shape), "dtype": "uint8", "classes": class_list})
+    return ImageSet(images, labels, class_list, folder.name)
