@@ -4,12 +4,13 @@
     python3 benchmarks/full_run.py --tiny                                                                           # CPU
 
 Each run starts from an empty run directory (a fresh attribution cache and student) so nothing is reused, and
-times each stage. Writes ``benchmarks/results/full-run-<device>.json`` and ``.md``.
+times each stage; ``--keep-dir`` keeps those directories. Writes ``benchmarks/results/full-run-<device>.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -48,14 +49,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny", action="store_true", help="tiny models on digits on the CPU (smoke test)")
+    parser.add_argument("--keep-dir", type=Path, help="run in KEEP_DIR/repeat<i> (emptied first) and keep the maps and students")
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     config = "digits" if args.tiny else args.config
     overrides = (TINY_SETS if args.tiny else []) + args.overrides
     runs = []
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="igkd-full-run-") as workdir:
-            runs.append(timed_run(config, overrides, args.teacher, args.epochs, Path(workdir)))
+    for repeat in range(args.repeats):
+        if args.keep_dir is not None:
+            workdir = args.keep_dir / f"repeat{repeat}"
+            shutil.rmtree(workdir, ignore_errors=True)
+            runs.append(timed_run(config, overrides, args.teacher, args.epochs, workdir))
+            continue
+        with tempfile.TemporaryDirectory(prefix="igkd-full-run-") as tmp:
+            runs.append(timed_run(config, overrides, args.teacher, args.epochs, Path(tmp)))
     cfg = load_config(config, overrides)
     from igkd.runtime import resolve_device
 

@@ -1,8 +1,12 @@
 """Benchmark checkpoints (teacher first, then students) and write benchmarks/results/latency-<device>.{json,md}.
 
-Trains nothing. Example:
+Trains nothing. Examples:
 
     PYTHONPATH=src python3 benchmarks/latency.py runs/digits-demo/teacher/model.pt runs/digits-demo/student/best.pt --cold
+    PYTHONPATH=src python3 benchmarks/latency.py --arch mobilenetv2_cifar --arch mobilenetv2_cifar:k=5 --cold --name paper-archs
+
+``--arch`` benchmarks architectures with seeded, untrained weights (10 classes, CIFAR-10 normalisation): the
+time of a forward pass does not depend on the weights' values, so no training is needed to compare sizes.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -17,8 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.config import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, bench, bench_caption, comparison_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
+from igkd.models.checkpoint import save_checkpoint  # noqa: E402
+from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -28,6 +37,16 @@ def device_slug(backends: list[str]) -> str:
     if CUDA_BACKEND not in backends:
         return "cpu"
     return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+
+
+def untrained_checkpoint(arch: str, image_size: int, folder: Path) -> Path:
+    """A checkpoint of ``arch`` with seeded random weights, named after the architecture."""
+    spec = parse_arch(arch)
+    torch.manual_seed(0)
+    path = folder / f"{str(spec).replace(':', '_').replace('=', '')}.pt"
+    save_checkpoint(path, build_model(spec, len(CIFAR10_CLASSES), CIFAR10_MEAN, CIFAR10_STD), spec, CIFAR10_CLASSES,
+                    {"role": "untrained (latency only)", "image_size": image_size})
+    return path
 
 
 def markdown(result: dict) -> str:
@@ -46,7 +65,9 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> Path:
     """Parse arguments, benchmark, write the JSON and Markdown; returns the JSON path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="checkpoints; the first is the reference (the teacher)")
+    parser.add_argument("models", nargs="*", type=Path, help="checkpoints; the first is the reference (the teacher)")
+    parser.add_argument("--arch", action="append", default=[], help="an architecture to benchmark untrained, repeatable (after the checkpoints)")
+    parser.add_argument("--name", help="suffix of the result files: latency-<device>-<name>.{json,md}")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: torch's)")
     parser.add_argument("--batch", type=int, action="append", help="batch size, repeatable (default: 1 and 64)")
     parser.add_argument("--warmup", type=int, default=5)
@@ -55,8 +76,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--image-size", type=int, default=32, help="used when a checkpoint does not record its own")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    result = bench(args.models, args.batch or [1, 64], args.threads, args.warmup, args.repeats, args.cold, args.image_size)
-    stem = args.out_dir / f"latency-{device_slug(result['settings']['backends'])}"
+    with tempfile.TemporaryDirectory(prefix="igkd-latency-") as scratch:
+        paths = args.models + [untrained_checkpoint(arch, args.image_size, Path(scratch)) for arch in args.arch]
+        result = bench(paths, args.batch or [1, 64], args.threads, args.warmup, args.repeats, args.cold, args.image_size)
+    result["untrained_archs"] = args.arch
+    stem = args.out_dir / "-".join(["latency", device_slug(result["settings"]["backends"]), *([args.name] if args.name else [])])
     atomic_write_json(stem.with_suffix(".json"), result)
     atomic_write_text(stem.with_suffix(".md"), markdown(result))
     print(f"wrote {stem}.json and {stem}.md")

@@ -1,7 +1,8 @@
-"""The throughput benchmark runs at tiny scale on the CPU and writes a well-formed result."""
+"""The benchmarks run at tiny scale on the CPU and write well-formed results."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,13 +12,17 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_throughput_benchmark_tiny_cpu(tmp_path):
+def benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (its sibling imports included)."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import throughput
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
-    result = throughput.main(["--tiny", "--steps", "3", "--repeats", "2", "--ig-images", "64", "--captum-images", "16",
+
+
+def test_throughput_benchmark_tiny_cpu(tmp_path):
+    result = benchmark("throughput").main(["--tiny", "--steps", "3", "--repeats", "2", "--ig-images", "64", "--captum-images", "16",
                               "--set", "attribution.steps=8", "--parallel", "1,2", "--output-dir", str(tmp_path)])
     (json_file,) = tmp_path.glob("throughput-*.json")
     saved = json.loads(json_file.read_text())
@@ -33,15 +38,30 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
 
 
 def test_full_run_benchmark_times_attribution_and_student_from_scratch(tmp_path):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import full_run
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    result = full_run.main(["--tiny", "--epochs", "1", "--repeats", "2", "--output-dir", str(tmp_path)])
+    result = benchmark("full_run").main(["--tiny", "--epochs", "1", "--repeats", "2", "--output-dir", str(tmp_path)])
     saved = json.loads((tmp_path / "full-run-cpu.json").read_text())
     assert saved["total_s"] == result["total_s"] and saved["total_s"]["repeats"] == 2
     for run in saved["runs"]:
         assert run["total_s"] == pytest.approx(run["attribution_s"] + run["student_s"]) and run["attribution_s"] > 0
         assert run["images"] == 1438  # the whole digits training pool is attributed each time (nothing reused)
     assert "| 2 |" in (tmp_path / "full-run-cpu.md").read_text()
+
+
+def test_suite_trains_the_teacher_runs_every_stage_and_checks_each_target(tmp_path):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    result = benchmark("suite").main(["--tiny", "--epochs", "1", "--steps", "3", "--repeats", "2", "--captum-images", "16", "--parallel", "1",
+                                      "--set", "attribution.steps=8", "--run-dir", str(runs), "--output-dir", str(out)])
+    saved = json.loads((out / "suite-cpu.json").read_text())
+    assert saved["targets"] == result["targets"] and len(saved["targets"]) == 5
+    teacher = saved["teacher"]
+    assert teacher["trained_here"] and teacher["epochs"] == 1 and 0 <= teacher["test_accuracy"] <= 1 and teacher["train_s"] > 0
+    speedup, ig_50k, ig_speedup, full_s, accuracy = (row["measured"] for row in saved["targets"])
+    assert speedup == saved["figures"]["train"]["speedup_median"] and ig_speedup == saved["figures"]["ig"]["speedup_median"]
+    assert ig_50k == pytest.approx(50_000 / saved["figures"]["ig"]["igkd_maps_per_s"]["median"])
+    assert full_s == saved["figures"]["full_run_total_s"]["median"] and accuracy == teacher["test_accuracy"]
+    assert [row["met"] for row in saved["targets"]] == [speedup >= 20, ig_50k < 60, ig_speedup >= 10, full_s < 300, accuracy >= 0.92]
+    assert all(Path(f).is_file() for f in saved["stage_files"]) and len(saved["stage_files"]) == 3
+    assert any(runs.glob("teacher-run/*/teacher/model.pt"))
+    assert any(runs.glob("full-run/repeat0/*/students/*/best.pt"))
+    table = (out / "suite-cpu.md").read_text()
+    assert "| teacher test accuracy" in table and f"{100 * accuracy:.2f}%" in table

@@ -174,3 +174,18 @@ def test_latency_script_writes_json_and_markdown(trained, tmp_path):
                         "--image-size", "8", "--out-dir", str(tmp_path)])
     assert path == tmp_path / "latency-cpu.json" and json.loads(path.read_text())["models"][0]["latency"]
     assert "| metric | model.pt |" in (tmp_path / "latency-cpu.md").read_text()
+
+
+def test_latency_script_benchmarks_untrained_architectures_by_name(tmp_path):
+    spec = importlib.util.spec_from_file_location("latency", REPO / "benchmarks" / "latency.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    archs = ["mobilenetv2_cifar:width=0.25:k=10", "mobilenetv2_cifar:width=0.25:k=14"]
+    path = script.main(["--arch", archs[0], "--arch", archs[1], "--threads", "1", "--repeats", "2", "--warmup", "0", "--batch", "2",
+                        "--image-size", "8", "--name", "archs", "--out-dir", str(tmp_path)])
+    result = json.loads(path.read_text())
+    assert path.name == "latency-cpu-archs.json" and result["untrained_archs"] == archs
+    assert [m["arch"] for m in result["models"]] == archs and result["models"][1]["params_vs_first"] < 1
+    assert "| metric | mobilenetv2_cifar_width0.25_k10.pt |" in (tmp_path / "latency-cpu-archs.md").read_text()
+    with pytest.raises(IgkdError, match="unknown architecture 'resnet18'"):
+        script.main(["--arch", "resnet18", "--out-dir", str(tmp_path)])
