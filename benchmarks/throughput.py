@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
             "gain_vs_one": {str(j): v / concurrent[min(concurrent)] for j, v in concurrent.items()},
         },
         "ig": {
-            "steps": params.steps, "method": params.method, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
+            "steps": params.steps, "method": params.method, "precision": params.precision, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
             "igkd_maps_per_s": summary(ig_ours), "captum_images": n_cap, "captum_batch_size": 8,
             "captum_maps_per_s": summary([n_cap / s for s in cap_seconds]),
             "speedup_median": statistics.median(ig_ours) / (n_cap / statistics.median(cap_seconds)),

@@ -139,6 +139,39 @@ def test_batch_size_and_progress(model, dataset):
     assert calls == [(3, 7), (6, 7), (7, 7)]
 
 
+def test_unset_chunk_halves_on_out_of_memory_and_a_fixed_one_is_a_clear_error(model, dataset, monkeypatch):
+    import igkd.attribution.ig as ig
+
+    images, labels = dataset
+    expected, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3, internal_batch_size=16), torch.device("cpu"))
+    tried: list[int] = []
+
+    def fits_16_points(*args):
+        tried.append(args[6])
+        if args[6] > 16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return integrated_gradients(*args)
+
+    monkeypatch.setattr(ig, "integrated_gradients", fits_16_points)
+    maps, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"))
+    assert tried[:4] == [ig.CPU_INTERNAL_BATCH, 32, 16, 16] and set(tried[3:]) == {16}  # halved once, then kept
+    np.testing.assert_array_equal(maps, expected)
+    with pytest.raises(IgkdError, match="out of GPU memory computing IG with 32 path points per pass; set a smaller attribution.internal_batch_size"):
+        compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3, internal_batch_size=32), torch.device("cpu"))
+
+
+def test_bfloat16_maps_are_close_to_float32_and_keyed_apart(model, dataset):
+    from igkd.attribution import attribution_key
+
+    images, labels = dataset
+    exact, _ = compute_ig_maps(model, images, labels, IGParams(steps=8), torch.device("cpu"))
+    fast, stats = compute_ig_maps(model, images, labels, IGParams(steps=8, precision="bfloat16"), torch.device("cpu"))
+    difference = np.abs(fast.astype(np.float32) - exact.astype(np.float32))
+    assert 0 < difference.mean() < 0.05 and stats.images == 7  # 0.025 here (max 0.2): bfloat16 is an approximation
+    assert min(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1] for a, b in zip(exact, fast)) > 0.95
+    assert attribution_key(model, images, labels, IGParams(steps=8)) != attribution_key(model, images, labels, IGParams(steps=8, precision="bfloat16"))
+
+
 def test_resume_from_start_writes_only_the_rest(model, dataset):
     images, labels = dataset
     params = IGParams(steps=8, batch_size=3)
