@@ -187,5 +187,12 @@ def test_latency_script_benchmarks_untrained_architectures_by_name(tmp_path):
     assert path.name == "latency-cpu-archs.json" and result["untrained_archs"] == archs
     assert [m["arch"] for m in result["models"]] == archs and result["models"][1]["params_vs_first"] < 1
     assert "| metric | mobilenetv2_cifar_width0.25_k10.pt |" in (tmp_path / "latency-cpu-archs.md").read_text()
+    many = script.main([*[f"--arch=mobilenetv2_cifar:width=0.25:k={k}" for k in (10, 12, 14, 16)], "--threads", "1", "--repeats", "2",
+                        "--warmup", "0", "--batch", "2", "--image-size", "8", "--name", "many", "--out-dir", str(tmp_path)])
+    table = (tmp_path / "latency-cpu-many.md").read_text().splitlines()
+    assert "| model | arch | params | MACs / image | torch-cpu, batch 2: median ms | onnxruntime-cpu, batch 2: median ms |" in table
+    rows = [line for line in table if line.startswith("| mobilenetv2_cifar_width0.25_k")]
+    first = json.loads(many.read_text())["models"][0]
+    assert len(rows) == 4 and rows[0].endswith(f"| {first['latency'][1]['median_ms']:.3f} (1.00x) |")
     with pytest.raises(IgkdError, match="unknown architecture 'resnet18'"):
         script.main(["--arch", "resnet18", "--out-dir", str(tmp_path)])

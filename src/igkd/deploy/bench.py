@@ -185,6 +185,16 @@ def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]
     return header, rows
 
 
+def per_model_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a long table, one row per model: size, cost and median latency per setting (x first model)."""
+    models = result["models"]
+    settings = [f"{row['backend']}, batch {row['batch']}: median ms" for row in models[0]["latency"]]
+    header = ["model", "arch", "params", "MACs / image", *settings]
+    rows = [[m["label"], m["arch"], f"{_count(m['params'])} ({_ratio(m['params_vs_first'])})", f"{_count(m['macs'])} ({_ratio(m['macs_vs_first'])})",
+             *[f"{r['median_ms']:.3f} ({_ratio(r['median_ms_vs_first'])})" for r in m["latency"]]] for m in models]
+    return header, rows
+
+
 def bench_caption(result: dict[str, Any]) -> str:
     """One line stating how the numbers were taken."""
     s = result["settings"]
