@@ -62,13 +62,12 @@ def find_image_tree(root: Path, split: str) -> ImageTree:
 
 
 def _folder_tree(folder: Path) -> ImageTree:
-    def read_classes() -> dict[str, dict[str, ReadBytes]]:
-        return {d.name: {f.name: f.read_bytes for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS}
-                for d in folder.iterdir() if d.is_dir()}
-
-    listing = sorted((str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
-                     for d in folder.iterdir() if d.is_dir() for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-    return ImageTree(str(folder), {"root": str(folder.resolve()), "files": listing}, read_classes)
+    """The image files of ``folder/<class>/``, listed once (their sizes and mtimes identify the content)."""
+    files = {d.name: {f.name: f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS}
+             for d in folder.iterdir() if d.is_dir()}
+    listing = sorted((f"{name}/{file}", path.stat().st_size, path.stat().st_mtime_ns) for name, found in files.items() for file, path in found.items())
+    return ImageTree(str(folder), {"root": str(folder.resolve()), "files": listing},
+                     lambda: {name: {file: path.read_bytes for file, path in found.items()} for name, found in files.items()})
 
 
 def _archive_tree(archive: Path, prefixes: tuple[str, ...]) -> ImageTree:
