@@ -39,6 +39,8 @@ def test_overrides_are_typed_and_method_names_canonical():
         ("attribution.baseline=white", "attribution.baseline"),
         ("student.ig.prob=-0.1", "student.ig.prob"),
         ("no_equals_sign", "not of the form"),
+        ("student.train.lr_scaling=sqrt", r"needs base_batch_size .*--set student.train.<key>="),
+        ("student.train.lr_scaling=cubic", "student.train.lr_scaling"),
     ],
 )
 def test_invalid_values_give_one_line_errors(override, message):
@@ -56,3 +58,14 @@ def test_missing_and_malformed_config_files(tmp_path):
         load_config(bad)
     with pytest.raises(IgkdError, match="no built-in config 'nope'"):
         load_config("nope")
+
+
+def test_lr_scales_with_the_batch_from_its_base_batch_size():
+    paper = load_config("cifar10_jpeg")
+    assert paper.teacher.train.scaled_lr == paper.teacher.train.lr == 0.1  # the paper's batch: unchanged
+    assert paper.student.train.scaled_lr == paper.student.train.lr == 1e-3
+    large = load_config("cifar10_jpeg", ["teacher.train.batch_size=512", "student.train.batch_size=1024"])
+    assert large.teacher.train.scaled_lr == pytest.approx(0.1 * 512 / 128)  # linear, SGD
+    assert large.student.train.scaled_lr == pytest.approx(1e-3 * 4.0)  # sqrt(1024 / 64), Adam
+    unscaled = load_config("cifar10_jpeg", ["student.train.batch_size=1024", "student.train.lr_scaling=none"])
+    assert unscaled.student.train.scaled_lr == 1e-3

@@ -87,3 +87,11 @@ def test_training_learns_on_digits(tmp_path):
     data = prepare_data(cfg)
     _, fit = train_teacher(cfg, data, CPU, tmp_path / "teacher")
     assert fit.best_val_accuracy > 0.6  # 10 classes: chance is 0.1
+
+
+def test_optimiser_starts_from_the_batch_scaled_lr(tmp_path):
+    tree = tiny_config_tree(tmp_path)
+    tree["teacher"]["train"].update(batch_size=128, lr=0.05, lr_scaling="linear", base_batch_size=32, schedule="none")
+    cfg = validate_config(tree)
+    _, fit = train_teacher(cfg, prepare_data(cfg), CPU, tmp_path / "teacher")
+    assert fit.history[0]["lr"] == pytest.approx(0.05 * 128 / 32)

@@ -32,7 +32,10 @@ class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     micro_batches: int = Field(1, ge=1, description="chunks per process and step, gradients accumulated (BatchNorm per chunk)")
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, description="the learning rate at base_batch_size (at batch_size when lr_scaling is none)")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="scale lr by batch_size / base_batch_size (linear: Goyal et al. 2017, for SGD) or its square root (Adam)")
+    base_batch_size: int | None = Field(None, ge=1, description="the batch size at which lr holds; required when lr_scaling is set")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(4e-5, ge=0)
@@ -43,6 +46,20 @@ class TrainConfig(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
     eval_batch_size: int = Field(1024, ge=1)
+
+    @model_validator(mode="after")
+    def _scaling_needs_a_base(self) -> "TrainConfig":
+        if self.lr_scaling != "none" and self.base_batch_size is None:
+            raise ValueError(f"lr_scaling '{self.lr_scaling}' needs base_batch_size (the batch size at which lr holds)")
+        return self
+
+    @property
+    def scaled_lr(self) -> float:
+        """The learning rate the optimiser starts from: ``lr`` scaled from ``base_batch_size`` to ``batch_size``."""
+        if self.lr_scaling == "none" or self.base_batch_size is None:
+            return self.lr
+        ratio = self.batch_size / self.base_batch_size
+        return self.lr * (ratio if self.lr_scaling == "linear" else ratio**0.5)
 
 
 class NormSpec(_Strict):
@@ -218,5 +235,7 @@ def validate_config(tree: dict[str, Any], origin: str = "config") -> RunConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        given = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        raise IgkdError(f"invalid config value '{where}' in {origin}{given}: {err['msg']}; fix it in the file or with --set {where}=...") from None
+        section = isinstance(err.get("input"), dict)  # a check across a section's keys
+        given = f" (got {err['input']!r})" if "input" in err and not section else ""
+        setting = f"{where}.<key>" if section else where
+        raise IgkdError(f"invalid config value '{where}' in {origin}{given}: {err['msg']}; fix it in the file or with --set {setting}=...") from None

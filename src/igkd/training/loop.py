@@ -46,16 +46,16 @@ class FitResult:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (Nesterov), Adam or AdamW; fused kernels on CUDA; no weight decay on norms and biases."""
+    """SGD (Nesterov), Adam or AdamW at the batch-scaled lr; fused kernels on CUDA; no weight decay on norms and biases."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = {"fused": True} if device.type == "cuda" else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
+        return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, **fused)
-    return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
+        return torch.optim.Adam(groups, lr=cfg.scaled_lr, **fused)
+    return torch.optim.AdamW(groups, lr=cfg.scaled_lr, **fused)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
