@@ -35,6 +35,7 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
         raise IgkdError(f"cannot write to '{path.parent}': {exc.strerror}; choose a writable output directory") from None
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, _permissions_for(path))
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -47,6 +48,26 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _process_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
+
+
+def _permissions_for(path: Path) -> int:
+    """The mode a replaced file keeps, or what a plain ``open`` would give a new one (0o666 less the umask).
+
+    ``mkstemp`` creates its file readable by the owner alone; without this every output would end up 0o600.
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_UMASK
 
 
 def _fsync_directory(directory: Path) -> None:
