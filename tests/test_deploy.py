@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from igkd.deploy.quantize import calibration_images, quantize_model, quantize_on
 from igkd.errors import IgkdError
 from igkd.models.checkpoint import load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import build_model
+from igkd.modelstats import interleaved_latency
 from igkd.training.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +99,19 @@ def test_int8_file_is_smaller_when_weights_dominate():
     fp32 = onnx_bytes(model, 8)
     int8 = quantize_onnx(fp32, np.random.default_rng(0).random((32, 3, 8, 8), dtype=np.float32))
     assert len(int8) < 0.5 * len(fp32)
+
+
+def test_interleaved_latency_times_models_in_turn_from_a_rotating_start():
+    order: list[str] = []
+
+    def call(name: str, seconds: float):
+        return lambda: (order.append(name), time.sleep(seconds))
+
+    summaries = interleaved_latency([call("a", 0.0), call("b", 0.004), call("c", 0.0)], cuda=False, batch=4, warmup=2, repeats=3)
+    assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, each model on its own
+    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # three rounds, each starting one model later
+    assert [s["repeats"] for s in summaries] == [3, 3, 3] and [s["warmup"] for s in summaries] == [2, 2, 2]
+    assert summaries[1]["min_ms"] >= 4.0 > max(summaries[0]["median_ms"], summaries[2]["median_ms"])  # summaries stay with their model
 
 
 def test_bench_numbers_are_well_formed_and_ratios_consistent(trained, tmp_path):

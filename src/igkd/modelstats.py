@@ -61,11 +61,29 @@ def summarize_timings(timings_ms: Sequence[float], batch: int) -> dict[str, floa
     }
 
 
+def interleaved_latency(
+    calls: Sequence[Callable[[], object]], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30
+) -> list[dict[str, float]]:
+    """Warm latency of several calls timed in turn: ``warmup`` untimed calls each, then ``repeats`` rounds.
+
+    Each round times every call once, starting one place further along than the round before, so a slow
+    drift of the machine (other load, clocks, caches) falls on every call alike instead of on whichever
+    was timed last. One summary per call, in the order given.
+    """
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    timings: list[list[float]] = [[] for _ in calls]
+    for round_ in range(repeats):
+        for offset in range(len(calls)):
+            index = (round_ + offset) % len(calls)
+            timings[index].append(time_call_ms(calls[index], cuda))
+    return [{"warmup": warmup, "repeats": repeats, **summarize_timings(t, batch)} for t in timings]
+
+
 def warm_latency(call: Callable[[], object], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30) -> dict[str, float]:
     """``warmup`` untimed calls, then the summary of ``repeats`` timed calls."""
-    for _ in range(warmup):
-        call()
-    return {"warmup": warmup, "repeats": repeats, **summarize_timings([time_call_ms(call, cuda) for _ in range(repeats)], batch)}
+    return interleaved_latency([call], cuda, batch, warmup, repeats)[0]
 
 
 def measure_latency(

@@ -14,12 +14,14 @@ from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_sessio
 from igkd.errors import IgkdError
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.mobilenetv2 import build_model
-from igkd.modelstats import count_macs, count_params, file_size, time_call_ms, warm_latency
+from igkd.modelstats import count_macs, count_params, file_size, interleaved_latency, time_call_ms
 from igkd.provenance import provenance
 
 CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
+INTERLEAVED = ("models timed in turn: after each model's warm-up calls, every round times each model once, "
+               "starting one model further along than the round before")
 COLD_DEFINITION = ("first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
                    "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
                    "is charged to no model")
@@ -79,24 +81,29 @@ def _prime(backends: Sequence[str], threads: int) -> None:
         make_call(backend, model, onnx, 1, 8, threads)()
 
 
-def measure(path: Path, loaded: LoadedModel, backends: Sequence[str], batch_sizes: Sequence[int], threads: int, warmup: int,
-            repeats: int, cold: bool, image_size: int) -> dict[str, Any]:
-    """Size, cost and latency of one checkpoint (``loaded`` from ``path``) on every backend and batch size."""
-    size = image_size_of(loaded, image_size)
-    onnx = onnx_bytes(loaded.model, size) if "onnxruntime-cpu" in backends else None
-    rows = []
+def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
+            warmup: int, repeats: int, cold: bool, image_size: int) -> list[dict[str, Any]]:
+    """Size, cost and latency of every checkpoint (``loaded`` from ``paths``) on every backend and batch size.
+
+    The models of one backend and batch size are timed in turn (:func:`interleaved_latency`), so their ratios
+    are not skewed by the machine drifting while one model after another is timed.
+    """
+    sizes = [image_size_of(model, image_size) for model in loaded]
+    onnx = [onnx_bytes(model.model, size) if "onnxruntime-cpu" in backends else None for model, size in zip(loaded, sizes)]
+    rows: list[list[dict[str, Any]]] = [[] for _ in loaded]
     for backend in backends:
+        cuda = backend == CUDA_BACKEND
         for batch in batch_sizes:
-            row: dict[str, Any] = {"backend": backend, "batch": batch, "warmup": warmup, "repeats": repeats}
-            if cold:
-                cold_call = make_call(backend, load_checkpoint(path).model, onnx, batch, size, threads)
-                row["cold_ms"] = time_call_ms(cold_call, backend == CUDA_BACKEND)
-            call = make_call(backend, loaded.model, onnx, batch, size, threads)
-            row.update(warm_latency(call, backend == CUDA_BACKEND, batch, warmup, repeats))
-            rows.append(row)
-    loaded.model.cpu()
-    return {"path": str(path), "arch": str(loaded.arch), "image_size": size, "params": count_params(loaded.model),
-            "macs": count_macs(loaded.model, (size, size)), "file_bytes": file_size(path), "latency": rows}
+            cold_ms = [time_call_ms(make_call(backend, load_checkpoint(path).model, graph, batch, size, threads), cuda) if cold else None
+                       for path, graph, size in zip(paths, onnx, sizes)]
+            calls = [make_call(backend, model.model, graph, batch, size, threads) for model, graph, size in zip(loaded, onnx, sizes)]
+            for model_rows, cold_call_ms, timing in zip(rows, cold_ms, interleaved_latency(calls, cuda, batch, warmup, repeats)):
+                model_rows.append({"backend": backend, "batch": batch, **({"cold_ms": cold_call_ms} if cold else {}), **timing})
+    for model in loaded:
+        model.model.cpu()
+    return [{"path": str(path), "arch": str(model.arch), "image_size": size, "params": count_params(model.model),
+             "macs": count_macs(model.model, (size, size)), "file_bytes": file_size(path), "latency": model_rows}
+            for path, model, size, model_rows in zip(paths, loaded, sizes, rows)]
 
 
 def short_labels(paths: Sequence[Path]) -> list[str]:
@@ -132,14 +139,14 @@ def bench(paths: Sequence[Path], batch_sizes: Sequence[int] = (1, 64), threads: 
     loaded = [load_checkpoint(p) for p in paths]  # every path is checked before anything is timed
     with torch_threads(threads):
         _prime(chosen, threads)
-        models = [measure(Path(p), m, chosen, batch_sizes, threads, warmup, repeats, cold, image_size) for p, m in zip(paths, loaded)]
+        models = measure([Path(p) for p in paths], loaded, chosen, batch_sizes, threads, warmup, repeats, cold, image_size)
         device = torch.device("cuda" if CUDA_BACKEND in chosen else "cpu")
         record = provenance(device, seed=0)
     for model, label in zip(models, short_labels([Path(p) for p in paths])):
         model["label"] = label
     add_ratios(models)
     settings = {"threads": threads, "warmup": warmup, "repeats": repeats, "batch_sizes": list(batch_sizes),
-                "backends": chosen, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
+                "backends": chosen, "order": INTERLEAVED, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
                 "timer": {"cpu": "time.perf_counter", "cuda": "CUDA events"}, "onnx_opset": ONNX_OPSET,
                 "onnxruntime": onnxruntime.__version__, "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}}
     return {"settings": settings, "models": models, "provenance": record}
@@ -199,5 +206,5 @@ def bench_caption(result: dict[str, Any]) -> str:
     """One line stating how the numbers were taken."""
     s = result["settings"]
     text = (f"{s['threads']} CPU threads (torch and onnxruntime intra-op), {s['warmup']} warm-up calls, "
-            f"{s['repeats']} timed calls; ratios are model / {result['models'][0]['label']}")
+            f"{s['repeats']} timed calls, models timed in turn; ratios are model / {result['models'][0]['label']}")
     return text + ("; cold = " + s["cold_definition"] if s["cold"] else "")
