@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import TINY_STUDENT, tiny_config_tree
 from igkd.config import validate_config
 from igkd.data.prepare import prepare_data
-from igkd.deploy.bench import bench, comparison_rows, torch_threads
+from igkd.deploy.bench import bench, comparison_rows, timing_groups, torch_threads
 from igkd.deploy.export import EXPORT_BATCH, export_model, exported_logits, onnx_bytes, ort_session
 from igkd.deploy.quantize import calibration_images, quantize_model, quantize_onnx
 from igkd.errors import IgkdError
@@ -112,6 +112,11 @@ def test_interleaved_latency_times_models_in_turn_from_a_rotating_start():
     assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # three rounds, each starting one model later
     assert [s["repeats"] for s in summaries] == [3, 3, 3] and [s["warmup"] for s in summaries] == [2, 2, 2]
     assert summaries[1]["min_ms"] >= 4.0 > max(summaries[0]["median_ms"], summaries[2]["median_ms"])  # summaries stay with their model
+
+
+def test_pytorch_models_are_timed_in_turn_and_onnxruntime_sessions_one_at_a_time():
+    assert timing_groups("torch-cpu", 3) == [[0, 1, 2]] and timing_groups("torch-cuda", 2) == [[0, 1]]
+    assert timing_groups("onnxruntime-cpu", 3) == [[0], [1], [2]]
 
 
 def test_bench_numbers_are_well_formed_and_ratios_consistent(trained, tmp_path):

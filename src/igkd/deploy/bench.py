@@ -20,8 +20,9 @@ from igkd.provenance import provenance
 CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
-INTERLEAVED = ("models timed in turn: after each model's warm-up calls, every round times each model once, "
-               "starting one model further along than the round before")
+ORDER = ("PyTorch: models timed in turn (after each model's warm-up calls, every round times each model once, starting one "
+         "model further along than the round before), since they share one thread pool; onnxruntime: one model after "
+         "another, since each session's own threads spin after a call and slow a session called right after it")
 COLD_DEFINITION = ("first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
                    "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
                    "is charged to no model")
@@ -81,12 +82,17 @@ def _prime(backends: Sequence[str], threads: int) -> None:
         make_call(backend, model, onnx, 1, 8, threads)()
 
 
+def timing_groups(backend: str, count: int) -> list[list[int]]:
+    """Which models are timed in turn: all of them on PyTorch, one at a time on onnxruntime (see ``ORDER``)."""
+    return [[i] for i in range(count)] if backend == "onnxruntime-cpu" else [list(range(count))]
+
+
 def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
             warmup: int, repeats: int, cold: bool, image_size: int) -> list[dict[str, Any]]:
     """Size, cost and latency of every checkpoint (``loaded`` from ``paths``) on every backend and batch size.
 
-    The models of one backend and batch size are timed in turn (:func:`interleaved_latency`), so their ratios
-    are not skewed by the machine drifting while one model after another is timed.
+    On PyTorch the models of one backend and batch size are timed in turn (:func:`interleaved_latency`), so their
+    ratios are not skewed by the machine drifting while one model after another is timed.
     """
     sizes = [image_size_of(model, image_size) for model in loaded]
     onnx = [onnx_bytes(model.model, size) if "onnxruntime-cpu" in backends else None for model, size in zip(loaded, sizes)]
@@ -96,8 +102,11 @@ def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequ
         for batch in batch_sizes:
             cold_ms = [time_call_ms(make_call(backend, load_checkpoint(path).model, graph, batch, size, threads), cuda) if cold else None
                        for path, graph, size in zip(paths, onnx, sizes)]
-            calls = [make_call(backend, model.model, graph, batch, size, threads) for model, graph, size in zip(loaded, onnx, sizes)]
-            for model_rows, cold_call_ms, timing in zip(rows, cold_ms, interleaved_latency(calls, cuda, batch, warmup, repeats)):
+            timings = []
+            for group in timing_groups(backend, len(loaded)):
+                calls = [make_call(backend, loaded[i].model, onnx[i], batch, sizes[i], threads) for i in group]
+                timings += interleaved_latency(calls, cuda, batch, warmup, repeats)
+            for model_rows, cold_call_ms, timing in zip(rows, cold_ms, timings):
                 model_rows.append({"backend": backend, "batch": batch, **({"cold_ms": cold_call_ms} if cold else {}), **timing})
     for model in loaded:
         model.model.cpu()
@@ -146,7 +155,7 @@ def bench(paths: Sequence[Path], batch_sizes: Sequence[int] = (1, 64), threads: 
         model["label"] = label
     add_ratios(models)
     settings = {"threads": threads, "warmup": warmup, "repeats": repeats, "batch_sizes": list(batch_sizes),
-                "backends": chosen, "order": INTERLEAVED, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
+                "backends": chosen, "order": ORDER, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
                 "timer": {"cpu": "time.perf_counter", "cuda": "CUDA events"}, "onnx_opset": ONNX_OPSET,
                 "onnxruntime": onnxruntime.__version__, "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}}
     return {"settings": settings, "models": models, "provenance": record}
@@ -206,5 +215,5 @@ def bench_caption(result: dict[str, Any]) -> str:
     """One line stating how the numbers were taken."""
     s = result["settings"]
     text = (f"{s['threads']} CPU threads (torch and onnxruntime intra-op), {s['warmup']} warm-up calls, "
-            f"{s['repeats']} timed calls, models timed in turn; ratios are model / {result['models'][0]['label']}")
+            f"{s['repeats']} timed calls, PyTorch models timed in turn; ratios are model / {result['models'][0]['label']}")
     return text + ("; cold = " + s["cold_definition"] if s["cold"] else "")
