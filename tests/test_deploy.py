@@ -101,17 +101,23 @@ def test_int8_file_is_smaller_when_weights_dominate():
     assert len(int8) < 0.5 * len(fp32)
 
 
-def test_interleaved_latency_times_models_in_turn_from_a_rotating_start():
+def test_interleaved_latency_times_models_in_turn_in_blocks_from_a_rotating_start():
     order: list[str] = []
 
     def call(name: str, seconds: float):
         return lambda: (order.append(name), time.sleep(seconds))
 
-    summaries = interleaved_latency([call("a", 0.0), call("b", 0.004), call("c", 0.0)], cuda=False, batch=4, warmup=2, repeats=3)
+    summaries = interleaved_latency([call("a", 0.0), call("b", 0.004), call("c", 0.0)], cuda=False, batch=4, warmup=2, repeats=5, block=3)
     assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, each model on its own
-    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # three rounds, each starting one model later
-    assert [s["repeats"] for s in summaries] == [3, 3, 3] and [s["warmup"] for s in summaries] == [2, 2, 2]
+    rounds = order[6:]  # per model and round: one untimed call, then the round's timed calls (3, then the last 2)
+    assert rounds == ["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
+    assert [s["repeats"] for s in summaries] == [5, 5, 5] and [s["warmup"] for s in summaries] == [2, 2, 2]
     assert summaries[1]["min_ms"] >= 4.0 > max(summaries[0]["median_ms"], summaries[2]["median_ms"])  # summaries stay with their model
+    order.clear()
+    (alone,) = interleaved_latency([call("a", 0.0)], cuda=False, batch=1, warmup=1, repeats=4, block=3)
+    assert order == ["a"] * 5 and alone["repeats"] == 4  # one model: no extra untimed calls
+    with pytest.raises(ValueError, match="block must be at least 1"):
+        interleaved_latency([call("a", 0.0)], cuda=False, batch=1, block=0)
 
 
 def test_pytorch_models_are_timed_in_turn_and_onnxruntime_sessions_one_at_a_time():

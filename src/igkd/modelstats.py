@@ -62,22 +62,31 @@ def summarize_timings(timings_ms: Sequence[float], batch: int) -> dict[str, floa
 
 
 def interleaved_latency(
-    calls: Sequence[Callable[[], object]], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30
+    calls: Sequence[Callable[[], object]], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30, block: int = 10
 ) -> list[dict[str, float]]:
-    """Warm latency of several calls timed in turn: ``warmup`` untimed calls each, then ``repeats`` rounds.
+    """Warm latency of several calls timed in turn, in blocks: one summary per call, in the order given.
 
-    Each round times every call once, starting one place further along than the round before, so a slow
-    drift of the machine (other load, clocks, caches) falls on every call alike instead of on whichever
-    was timed last. One summary per call, in the order given.
+    After ``warmup`` untimed calls each, every round gives each call one untimed call (to bring its weights back
+    into the caches the previous call used) and then up to ``block`` timed calls, starting one call further along
+    than the round before, until each has ``repeats`` timings. A slow drift of the machine (other load, clocks)
+    then falls on every call alike instead of on whichever was timed last, and each timing is still a call that
+    runs right after a call of the same model, as in serving one model.
     """
+    if block < 1:
+        raise ValueError(f"block must be at least 1, got {block}")
     for call in calls:
         for _ in range(warmup):
             call()
     timings: list[list[float]] = [[] for _ in calls]
-    for round_ in range(repeats):
+    round_ = 0
+    while len(timings[0]) < repeats:
+        count = min(block, repeats - len(timings[0]))
         for offset in range(len(calls)):
             index = (round_ + offset) % len(calls)
-            timings[index].append(time_call_ms(calls[index], cuda))
+            if len(calls) > 1:
+                calls[index]()
+            timings[index] += [time_call_ms(calls[index], cuda) for _ in range(count)]
+        round_ += 1
     return [{"warmup": warmup, "repeats": repeats, **summarize_timings(t, batch)} for t in timings]
 
 

@@ -20,9 +20,9 @@ from igkd.provenance import provenance
 CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
-ORDER = ("PyTorch: models timed in turn (after each model's warm-up calls, every round times each model once, starting one "
-         "model further along than the round before), since they share one thread pool; onnxruntime: one model after "
-         "another, since each session's own threads spin after a call and slow a session called right after it")
+ORDER = ("PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
+         "call and then 10 timed calls, starting one model further along than the round before); onnxruntime: one model "
+         "after another, since each session's own threads spin after a call and slow a session called right after it")
 COLD_DEFINITION = ("first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
                    "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
                    "is charged to no model")
