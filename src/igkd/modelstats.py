@@ -12,6 +12,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+LATENCY_BLOCK = 10  # timed calls of one model in a row when several are timed in turn
+
+
 def count_params(model: nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
@@ -62,7 +65,7 @@ def summarize_timings(timings_ms: Sequence[float], batch: int) -> dict[str, floa
 
 
 def interleaved_latency(
-    calls: Sequence[Callable[[], object]], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30, block: int = 10
+    calls: Sequence[Callable[[], object]], cuda: bool, batch: int, warmup: int = 5, repeats: int = 30, block: int = LATENCY_BLOCK
 ) -> list[dict[str, float]]:
     """Warm latency of several calls timed in turn, in blocks: one summary per call, in the order given.
 

@@ -14,15 +14,15 @@ from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_sessio
 from igkd.errors import IgkdError
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.mobilenetv2 import build_model
-from igkd.modelstats import count_macs, count_params, file_size, interleaved_latency, time_call_ms
+from igkd.modelstats import LATENCY_BLOCK, count_macs, count_params, file_size, interleaved_latency, time_call_ms
 from igkd.provenance import provenance
 
 CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
-ORDER = ("PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
-         "call and then 10 timed calls, starting one model further along than the round before); onnxruntime: one model "
-         "after another, since each session's own threads spin after a call and slow a session called right after it")
+ORDER = (f"PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
+         f"call and then {LATENCY_BLOCK} timed calls, starting one model further along than the round before); onnxruntime: one "
+         "model after another, since each session's own threads spin after a call and slow a session called right after it")
 COLD_DEFINITION = ("first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
                    "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
                    "is charged to no model")
