@@ -22,7 +22,19 @@ def test_attention_maps_are_unit_norm_and_at_loss_handles_size_mismatch():
     a = attention_map(f)
     torch.testing.assert_close(a.norm(dim=1), torch.ones(3))
     assert float(at_loss([f], [f * 3])) == pytest.approx(0.0, abs=1e-7)
-    assert float(at_loss([torch.randn(3, 8, 2, 2)], [f])) > 0
+    assert float(at_loss([torch.randn(3, 8, 2, 2)], [f])) > 1e-3
+
+
+def test_at_loss_is_zero_when_the_resized_student_attention_equals_the_teachers():
+    """Student features at 2x2 whose attention map, resized to 4x4, is the teacher's: the loss must vanish.
+
+    (Squaring the resized map a second time, as an earlier version did, gave 9e-4 here.)
+    """
+    student = torch.rand(3, 8, 2, 2) + 0.5
+    resized = F.interpolate(student.pow(2).mean(1, keepdim=True), size=(4, 4), mode="bilinear", align_corners=False)
+    teacher = resized.sqrt().expand(3, 5, 4, 4)  # any channel count: its channel mean of squares is ``resized``
+    assert float(at_loss([student], [teacher])) == pytest.approx(0.0, abs=1e-10)
+    torch.testing.assert_close(attention_map(student, (4, 4)), attention_map(teacher))
 
 
 def test_distillation_loss_combines_terms_with_paper_weights():

@@ -15,18 +15,21 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * temperature**2
 
 
-def attention_map(features: torch.Tensor) -> torch.Tensor:
-    """Zagoruyko & Komodakis attention: channel mean of squared activations, flattened and L2-normalised."""
-    return F.normalize(features.float().pow(2).mean(dim=1).flatten(1), dim=1)
+def attention_map(features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Zagoruyko & Komodakis attention: channel mean of squared activations, optionally resized (bilinear) to
+    ``size``, flattened and L2-normalised."""
+    spatial = features.float().pow(2).mean(dim=1, keepdim=True)
+    if size is not None and tuple(spatial.shape[-2:]) != tuple(size):
+        spatial = F.interpolate(spatial, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.normalize(spatial.flatten(1), dim=1)
 
 
 def at_loss(student_features: list[torch.Tensor], teacher_features: list[torch.Tensor]) -> torch.Tensor:
-    """Mean squared difference of attention maps over layer pairs (student maps resized to the teacher's)."""
+    """Mean squared difference of attention maps over layer pairs (student maps resized to the teacher's size)."""
     losses = []
     for s, t in zip(student_features, teacher_features, strict=True):
-        if s.shape[-2:] != t.shape[-2:]:
-            s = F.interpolate(s.float().pow(2).mean(1, keepdim=True), size=t.shape[-2:], mode="bilinear", align_corners=False)
-        losses.append((attention_map(s) - attention_map(t)).pow(2).mean())
+        size = tuple(t.shape[-2:])
+        losses.append((attention_map(s, size) - attention_map(t)).pow(2).mean())
     return torch.stack(losses).mean()
 
 
