@@ -28,7 +28,7 @@ from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import resolve_device  # noqa: E402
+from igkd.runtime import RandomStreams, resolve_device  # noqa: E402
 from igkd.training.distill import loss_weights, make_distill_loss  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
 from igkd.training.teacher import resolve_normalization  # noqa: E402
@@ -58,13 +58,13 @@ def igkd_runner(cfg, data, teacher, maps, device):
     loss_fn = make_distill_loss(loss_weights(cfg), teacher.model.to(device).eval(), [], None)
     optimizer = make_optimizer(student, cfg.student.train, device)
     step = make_train_step(student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device)
-    generator = torch.Generator(device=device).manual_seed(0)
+    streams = RandomStreams.seeded(0, device)
     train_idx = data.train_idx.to(device)
     batch = cfg.student.train.batch_size
 
     def run(n: int) -> None:
         for _ in range(n):
-            step(train_idx[torch.randint(0, len(train_idx), (batch,), device=device, generator=generator)], generator)
+            step(train_idx[torch.randint(0, len(train_idx), (batch,), device=device, generator=streams.order)], streams)
 
     return run
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from igkd.config import OverlayConfig
+from conftest import TINY_STUDENT
+from igkd.config import OverlayConfig, TrainConfig
+from igkd.models.mobilenetv2 import build_model
+from igkd.losses import LossWeights, distillation_loss
 from igkd.data.augment import random_crop_flip
 from igkd.overlay import map_source, overlay_maps
+from igkd.runtime import RandomStreams
 from igkd.training.inputs import batch_maker
+from igkd.training.loop import fit
 
 
 def _identity_pool(n: int = 16, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -25,7 +30,7 @@ def test_overlay_map_is_the_map_of_the_same_image_after_the_same_crop_and_flip()
     overlay = OverlayConfig(prob=1.0, blend="paper", power_min=1.0, power_max=1.0)
     make = batch_maker(images, labels, padding=3, flip=True, maps=maps, overlay=overlay)
     idx = torch.tensor([5, 0, 11, 3, 3, 9, 14, 7])
-    out, out_labels = make(idx, torch.Generator().manual_seed(1))
+    out, out_labels = make(idx, RandomStreams.seeded(1, torch.device('cpu')))
     assert torch.equal(out_labels, labels[idx])
     # red = 0.5 * minmax(map after crop/flip); green = 0.5 * image green + red.
     map_part = 2 * out[:, 0]
@@ -44,7 +49,7 @@ def test_shuffled_maps_break_the_alignment_and_noise_maps_are_random():
     assert not any(torch.equal(shuffled[i], maps[i]) for i in range(len(maps)))
     assert sorted(shuffled.sum((1, 2)).tolist()) == pytest.approx(sorted(maps.sum((1, 2)).tolist()))
     overlay = OverlayConfig(prob=1.0, power_min=1.0, power_max=1.0)
-    out, _ = batch_maker(images, labels, 0, False, shuffled, overlay)(torch.arange(8), torch.Generator().manual_seed(0))
+    out, _ = batch_maker(images, labels, 0, False, shuffled, overlay)(torch.arange(8), RandomStreams.seeded(0, torch.device('cpu')))
     assert not torch.allclose(2 * out[:, 0], (2 * (out[:, 1] - out[:, 0])).clamp(0, 1), atol=1e-3)
     noise = map_source(maps, "noise", seed=0)
     assert noise.shape == maps.shape and 0.4 < float(noise.mean()) < 0.6
@@ -82,3 +87,50 @@ def test_overlay_probability_and_blend_rules():
     mm = (maps[:1] - maps[:1].min()) / (maps[:1].max() - maps[:1].min())
     torch.testing.assert_close(mult, images[:1] * mm[:, None])
     assert torch.equal(overlay_maps(images, maps, prob=0.0), images)
+
+
+def _inputs_seen(make_inputs, images, labels, run_dir) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(dataset indices, model inputs) of every step of a 2-epoch run with seed 0."""
+    seen = []
+
+    def loss_fn(model, x, y, indices):
+        seen.append((indices.clone(), x.detach().clone()))
+        return distillation_loss(LossWeights(), model(x), y)
+
+    torch.manual_seed(0)
+    model = build_model(TINY_STUDENT, 10)
+    cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=1e-3, schedule="none")
+    fit(model, torch.arange(len(images)), make_inputs, loss_fn, images[:8], labels[:8], cfg, torch.device("cpu"), 0,
+        run_dir, lambda *_: None)
+    return seen
+
+
+def test_a_method_with_ig_sees_the_same_images_order_crops_and_flips_as_one_without(tmp_path):
+    """The overlay draws from its own stream: with IG, every batch is the same batch, cropped and flipped the same."""
+    images, labels, maps = _identity_pool(n=32)
+    constant = torch.zeros_like(maps)  # zero maps stay zero after padding and crop: an overlaid image is exactly halved
+    plain = _inputs_seen(batch_maker(images, labels, 2, True), images, labels, tmp_path / "plain")
+    with_ig = _inputs_seen(batch_maker(images, labels, 2, True, constant, OverlayConfig(prob=0.5)), images, labels, tmp_path / "ig")
+    assert len(plain) == len(with_ig) == 8
+    overlaid = 0
+    for (idx_a, x_a), (idx_b, x_b) in zip(plain, with_ig):
+        assert torch.equal(idx_a, idx_b)
+        halved = (x_b - 0.5 * x_a).abs().flatten(1).amax(1) < 1e-6
+        same = (x_b - x_a).abs().flatten(1).amax(1) < 1e-6
+        assert bool((halved | same).all())
+        overlaid += int((halved & ~same).sum())
+    assert 0 < overlaid < 8 * 8  # some images were overlaid, not all
+
+
+def test_random_streams_are_independent_and_resume_from_their_state():
+    cpu = torch.device("cpu")
+    a, b = RandomStreams.seeded(3, cpu), RandomStreams.seeded(3, cpu)
+    torch.rand(100, generator=b.overlay)  # drawing from one stream ...
+    assert torch.equal(torch.rand(5, generator=a.order), torch.rand(5, generator=b.order))  # ... leaves the others alone
+    assert torch.equal(torch.rand(5, generator=a.augment), torch.rand(5, generator=b.augment))
+    assert not torch.equal(torch.rand(5, generator=a.order), torch.rand(5, generator=a.augment))
+    saved = a.state()
+    expected = torch.rand(4, generator=a.overlay)
+    c = RandomStreams.seeded(99, cpu)
+    c.load_state(saved)
+    assert torch.equal(torch.rand(4, generator=c.overlay), expected)

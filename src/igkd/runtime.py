@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import zlib
+from dataclasses import dataclass, fields
 from typing import ContextManager
 
 import numpy as np
@@ -45,6 +47,37 @@ def micro_batch_seed(seed: int, step: int, chunk: int) -> int:
     Dropout draws from it, so a micro-batch gets the same masks whichever process or position computes it.
     """
     return int(np.random.SeedSequence([seed, step, chunk]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of the named random stream of a run seeded with ``seed`` (independent of every other stream)."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(stream.encode())]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass(frozen=True)
+class RandomStreams:
+    """One generator per source of randomness in a training run, each seeded from the run seed and its own name.
+
+    Drawing from one (the IG overlay's coin flips and powers) never moves another (the epoch order, the crops
+    and flips), so every method of one seed sees the same images in the same order with the same augmentation.
+    """
+
+    order: torch.Generator
+    augment: torch.Generator
+    overlay: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int, device: torch.device) -> "RandomStreams":
+        return cls(**{f.name: torch.Generator(device=device).manual_seed(stream_seed(seed, f.name)) for f in fields(cls)})
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every generator's state, for a training checkpoint."""
+        return {f.name: getattr(self, f.name).get_state() for f in fields(self)}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore the states saved by :meth:`state`."""
+        for f in fields(self):
+            getattr(self, f.name).set_state(state[f.name].cpu())
 
 
 def seed_device_rng(seed: int, device: torch.device) -> None:

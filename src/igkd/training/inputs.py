@@ -7,6 +7,7 @@ import torch
 from igkd.config import OverlayConfig
 from igkd.data.augment import random_crop_flip
 from igkd.overlay import overlay_maps
+from igkd.runtime import RandomStreams
 from igkd.training.loop import MakeInputs
 
 
@@ -18,16 +19,20 @@ def batch_maker(
     maps: torch.Tensor | None = None,
     overlay: OverlayConfig | None = None,
 ) -> MakeInputs:
-    """A ``make_inputs`` for :func:`fit`: uint8 images (and their maps) indexed by dataset index."""
+    """A ``make_inputs`` for :func:`fit`: uint8 images (and their maps) indexed by dataset index.
 
-    def make(indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    Crops and flips draw from ``streams.augment`` the same numbers with or without maps, and the overlay draws
+    from ``streams.overlay`` alone, so a run with IG sees the same crops and flips as one without.
+    """
+
+    def make(indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, torch.Tensor]:
         x = images[indices].float().div_(255)
         if maps is None or overlay is None:
-            return random_crop_flip(x, padding, flip, generator), labels[indices]
+            return random_crop_flip(x, padding, flip, streams.augment), labels[indices]
         stacked = torch.cat([x, maps[indices].float().unsqueeze(1)], dim=1)
-        stacked = random_crop_flip(stacked, padding, flip, generator)
+        stacked = random_crop_flip(stacked, padding, flip, streams.augment)
         blended = overlay_maps(
-            stacked[:, :3], stacked[:, 3], overlay.prob, overlay.blend, (overlay.power_min, overlay.power_max), generator
+            stacked[:, :3], stacked[:, 3], overlay.prob, overlay.blend, (overlay.power_min, overlay.power_max), streams.overlay
         )
         return blended, labels[indices]
 

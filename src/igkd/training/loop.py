@@ -26,9 +26,9 @@ from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError
-from igkd.runtime import autocast, micro_batch_seed, seed_device_rng, use_channels_last
+from igkd.runtime import RandomStreams, autocast, micro_batch_seed, seed_device_rng, use_channels_last
 
-MakeInputs = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 OnBest = Callable[[nn.Module, dict[str, float]], None]
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -101,7 +101,7 @@ def _write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
 
 
-TrainStep = Callable[[torch.Tensor, torch.Generator], dict[str, torch.Tensor]]
+TrainStep = Callable[[torch.Tensor, RandomStreams], dict[str, torch.Tensor]]
 
 
 def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
@@ -134,7 +134,7 @@ def make_train_step(
     The batch is cut into ``cfg.micro_batches`` chunks per process; each process computes its own chunks and
     gradients are averaged over all of them (DistributedDataParallel across processes), so a run on W
     processes computes what one process with W times as many micro-batches computes. Every rank builds the
-    whole batch from the shared generator and keeps its part, and dropout in chunk c of step s is seeded with
+    whole batch from the shared random streams and keeps its part, and dropout in chunk c of step s is seeded with
     :func:`micro_batch_seed` (seed, s, c): the result does not depend on which process computes a chunk.
     BatchNorm normalises each chunk by its own statistics, and its running statistics move by the mean of
     the chunks' updates (within a process here; across processes once per epoch in :func:`fit`, which is the
@@ -151,8 +151,8 @@ def make_train_step(
     train_model = model if ddp is None else ddp
     train_model = torch.compile(train_model) if cfg.compile else train_model
 
-    def step(indices: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        inputs, labels = make_inputs(indices, generator)
+    def step(indices: torch.Tensor, streams: RandomStreams) -> dict[str, torch.Tensor]:
+        inputs, labels = make_inputs(indices, streams)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         global_step = schedule.last_epoch
@@ -201,8 +201,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs; keep the best validation checkpoint via ``on_best``.
 
-    ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order.
-    ``make_inputs(indices, generator)`` returns the augmented inputs and labels of one batch;
+    ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
+    from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
+    one batch, drawing only from ``streams.augment`` and ``streams.overlay``;
     ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
     holds a state saved under the same ``resume_key``, training continues from it.
 
@@ -220,7 +221,7 @@ def fit(
     steps_per_epoch = num_train // cfg.batch_size
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, cfg, steps_per_epoch)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    streams = RandomStreams.seeded(seed, device)
     history: list[dict[str, float]] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
     start_epoch = 0
@@ -231,7 +232,7 @@ def fit(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
-            generator.set_state(state["generator"].cpu())
+            streams.load_state(state["random_streams"])
             history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
     train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
     started = time.perf_counter()
@@ -239,11 +240,11 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         epoch_start = time.perf_counter()
-        order = torch.randperm(num_train, device=device, generator=generator)
+        order = torch.randperm(num_train, device=device, generator=streams.order)
         sums: dict[str, torch.Tensor] = {}
         for step in range(steps_per_epoch):
             idx = train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
-            for key, value in train_step(idx, generator).items():
+            for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
         distributed.average_(batchnorm_statistics(model))
@@ -264,7 +265,7 @@ def fit(
             atomic_torch_save(state_file, {
                 "resume_key": resume_key, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "generator": generator.get_state(), "history": history, "best": best, "world_size": ctx.world_size,
+                "random_streams": streams.state(), "history": history, "best": best, "world_size": ctx.world_size,
             })
         if progress:
             progress(epoch + 1, cfg.epochs, row)
