@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import tiny_overrides, write_image_folder
+from igkd.config import load_config
+from igkd.data.sources import load_split
+from igkd.models.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,13 +78,22 @@ def test_distill_and_evaluate_commands(finished_run):
     tmp, _ = finished_run
     result = igkd("distill", *_sets(tiny_overrides(tmp)), "--method", "KD_IG_AT")
     assert result.returncode == 0, result.stderr
-    student = tmp / "runs" / "tiny" / "students" / "KD_IG_AT-mobilenetv2_cifar_width0.25_k14-seed0" / "best.pt"
-    assert student.is_file()
+    (student,) = (tmp / "runs" / "tiny" / "students").glob("KD_IG_AT-mobilenetv2_cifar_width0.25_k14-seed0-*/best.pt")
+    assert str(student.parent) in result.stdout.replace("\n", "")
     out = tmp / "eval.json"
-    result = igkd("evaluate", str(student), *_sets(tiny_overrides(tmp)), "--teacher", str(tmp / "runs" / "tiny" / "teacher" / "model.pt"), "-o", str(out))
+    teacher = tmp / "runs" / "tiny" / "teacher" / "model.pt"
+    result = igkd("evaluate", str(student), *_sets(tiny_overrides(tmp)), "--teacher", str(teacher), "-o", str(out))
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())
-    assert metrics["n"] == 359 and len(metrics["confusion_matrix"]) == 10 and 0 <= metrics["teacher_agreement"] <= 1
+    assert metrics["n"] == 359 and len(metrics["confusion_matrix"]) == 10
+    # agreement = the share of test images on which the two models predict the same class, computed here independently
+    cfg = load_config(None, tiny_overrides(tmp))
+    test = load_split(cfg.data, "test", cfg.cache_path)
+    x = test.images.float() / 255
+    with torch.no_grad():
+        same = load_checkpoint(student).model(x).argmax(1) == load_checkpoint(teacher).model(x).argmax(1)
+    assert metrics["teacher_agreement"] == pytest.approx(float(same.float().mean()))
+    assert metrics["accuracy"] == pytest.approx(sum(row[i] for i, row in enumerate(metrics["confusion_matrix"])) / 359)
 
 
 def test_evaluate_on_a_folder_with_a_subset_of_the_classes(finished_run, tmp_path):

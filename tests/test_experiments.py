@@ -21,6 +21,7 @@ from igkd.modelstats import count_params
 from test_cli import _sets, igkd
 
 TINY_EXPERIMENT = ["report.agreement_images=24", "attribution.steps=4"]
+DATA = "0" * 64  # a data content digest: plans are pure functions of config and data
 
 
 def _args(tmp: Path) -> list[str]:
@@ -28,7 +29,7 @@ def _args(tmp: Path) -> list[str]:
 
 
 def test_ablation_plan_has_eight_methods_two_controls_per_seed_with_unique_runs():
-    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1, 2)))
+    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1, 2)), DATA)
     assert len(jobs) == 30 and len({j.run_id for j in jobs}) == 30
     assert [j.group for j in jobs[:10]] == ["Student", "KD", "IG", "AT", "KD_IG", "KD_AT", "IG_AT", "KD_IG_AT", "KD_IG-shuffled", "KD_IG-noise"]
     assert [j.seed for j in jobs] == [0] * 10 + [1] * 10 + [2] * 10
@@ -43,7 +44,7 @@ def test_sweep_students_span_the_papers_compression_range():
     assert factors["mobilenetv2_cifar:k=3"] == 2.19 and factors["mobilenetv2_cifar:k=5"] == 4.12
     assert factors["mobilenetv2_cifar:k=17"] == 1121.71
     assert [arch for family, arch in archs if family == "width"][:2] == ["mobilenetv2_cifar:width=0.75", "mobilenetv2_cifar:width=0.5"]
-    jobs = plan_jobs("sweep", load_config("digits"), PlanOptions(seeds=(0,), blocks=(3, 17), widths=(0.5,)))
+    jobs = plan_jobs("sweep", load_config("digits"), PlanOptions(seeds=(0,), blocks=(3, 17), widths=(0.5,)), DATA)
     assert len(jobs) == 3 * 4 and {j.method for j in jobs} == {"Student", "KD", "IG", "KD_IG"}
     assert sweep_archs("mobilenetv2_cifar:width=0.5:k=10", (2,), (0.5,)) == [
         ("blocks", "mobilenetv2_cifar:width=0.5:k=12"), ("width", "mobilenetv2_cifar:width=0.25:k=10")]
@@ -52,7 +53,7 @@ def test_sweep_students_span_the_papers_compression_range():
 
 
 def test_shards_are_disjoint_and_cover_every_job():
-    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1)))
+    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1)), DATA)
     parts = [shard(jobs, i, 3) for i in range(3)]
     ids = [j.run_id for part in parts for j in part]
     assert sorted(ids) == sorted(j.run_id for j in jobs) and len(ids) == len(set(ids))
@@ -92,7 +93,7 @@ def test_ablation_runs_every_job_with_analysis_and_skips_them_when_re_run(ablati
     assert [j["group"] for j in plan["jobs"][:4]] == ["Student", "KD_IG", "KD_IG-shuffled", "KD_IG-noise"] and len(plan["jobs"]) == 8
     for job in plan["jobs"]:
         folder = run_dir / "students" / job["run_id"]
-        assert json.loads((folder / "final.json").read_text())["config_hash"] == job["config_hash"]
+        assert json.loads((folder / "final.json").read_text())["identity"] == job["identity"]
         agreement = json.loads((folder / "analysis.json").read_text())["ig_agreement"]
         assert agreement["images"] == 24 and -1.0 <= agreement["spearman_mean"] <= 1.0
     again = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")

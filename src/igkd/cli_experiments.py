@@ -28,7 +28,7 @@ def experiment(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),
     deterministic: bool = DeterministicOpt,
 ) -> None:
-    """Run an experiment's student runs; finished runs (same config hash) are skipped, so re-running resumes."""
+    """Run an experiment's student runs; finished runs (same identity) are skipped, so re-running resumes."""
     from igkd.config import load_config
     from igkd.distributed import launched_by_torchrun
     from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
@@ -43,8 +43,8 @@ def experiment(
     options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
                           tuple(parse_list(methods, str, "--methods")) if methods else None,
                           tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
-    planned = plan_jobs(name, base, options)
     runner = ExperimentRunner(base, console)
+    planned = plan_jobs(name, base, options, runner.data_content)
     selected = take_shard(planned, index, count)
     runner.prepare(selected, sharded=count > 1)
     plan_file = runner.write_plan(name, planned, options)

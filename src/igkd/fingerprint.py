@@ -28,6 +28,11 @@ def hash_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def data_hash(images_uint8: torch.Tensor, labels: torch.Tensor) -> str:
+    """Hash of the images and their (int64) labels, in dataset order."""
+    return hash_jsonable([hash_tensor(images_uint8), hash_tensor(labels.to(torch.long))])
+
+
 def hash_jsonable(obj: Any) -> str:
     """SHA-256 of a JSON-serialisable object (keys sorted)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

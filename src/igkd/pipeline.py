@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -12,13 +13,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from igkd import distributed
-from igkd.atomic import atomic_write_json, ensure_dir
+from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
 from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
-from igkd.fingerprint import hash_jsonable
+from igkd.identity import StageIdentities, stage_identities, student_run_id
 from igkd.methods import method_flags
 from igkd.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -37,20 +38,8 @@ def _epoch_printer(console: Console, label: str) -> Callable[[int, int, dict[str
     return show
 
 
-def student_tag(cfg: RunConfig) -> str:
-    """Folder name of a student run: method, architecture, map control and seed."""
-    arch = cfg.student.arch.replace(":", "_").replace("=", "")
-    control = "" if cfg.student.ig.maps == "aligned" or not method_flags(cfg.student.method)[1] else f"-{cfg.student.ig.maps}"
-    return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}"
-
-
-def student_config_hash(cfg: RunConfig) -> str:
-    """Hash of everything that changes a student's result; a finished run's final.json is matched against it."""
-    return hash_jsonable(cfg.model_dump(mode="json", include={"data", "teacher", "student", "attribution", "seed"}))
-
-
 class Pipeline:
-    """One configured run; each stage reuses its finished output when the relevant config is unchanged."""
+    """One configured run; each stage reuses its finished output when its identity (:mod:`igkd.identity`) is unchanged."""
 
     def __init__(self, cfg: RunConfig, console: Console | None = None, student_dir: Path | None = None) -> None:
         self.cfg = cfg
@@ -70,32 +59,23 @@ class Pipeline:
                            f"{len(data.classes)} classes, {data.pool.image_size[0]}x{data.pool.image_size[1]}")
         return data
 
+    @cached_property
+    def identities(self) -> StageIdentities:
+        """The identity of every stage of this run (one place: :func:`igkd.identity.stage_identities`)."""
+        return stage_identities(self.cfg, self.data.content_digest)
+
     @property
     def teacher_dir(self) -> Path:
         return self.cfg.run_dir / "teacher"
 
     @property
     def student_dir(self) -> Path:
-        return self._student_dir or self.cfg.run_dir / "students" / student_tag(self.cfg)
-
-    def _teacher_hash(self) -> str:
-        return hash_jsonable(self.cfg.model_dump(mode="json", include={"data", "teacher"}))
-
-    def _student_hash(self) -> str:
-        return student_config_hash(self.cfg)
-
-    def student_finished(self) -> bool:
-        """Whether the configured student's run already finished under the same config."""
-        return self._finished(self.student_dir / "final.json", self._student_hash())
+        return self._student_dir or self.cfg.run_dir / "students" / student_run_id(self.cfg, self.identities.student)
 
     @staticmethod
-    def _finished(summary: Path, config_hash: str) -> bool:
-        if not summary.is_file():
-            return False
-        try:
-            return json.loads(summary.read_text()).get("config_hash") == config_hash
-        except json.JSONDecodeError:
-            return False
+    def _finished(summary: Path, identity: str) -> bool:
+        """Whether ``summary`` (a stage's final.json) records ``identity``."""
+        return read_json_object(summary).get("identity") == identity
 
     def _publish(self, path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Rank 0 builds the summary and writes it to ``path``; every rank returns it once it is written."""
@@ -104,11 +84,11 @@ class Pipeline:
                 atomic_write_json(path, make())
         return json.loads(path.read_text())
 
-    def _summary(self, loaded: LoadedModel, checkpoint: Path, role: str, config_hash: str, fit: FitResult | None) -> dict[str, Any]:
+    def _summary(self, loaded: LoadedModel, checkpoint: Path, role: str, identity: str, fit: FitResult | None) -> dict[str, Any]:
         model = loaded.model.to(self.device)
         reference = self.teacher.model if role == "student" else None
         summary: dict[str, Any] = {
-            "role": role, "config_hash": config_hash, "arch": str(loaded.arch), "classes": loaded.classes,
+            "role": role, "identity": identity, "identities": asdict(self.identities), "arch": str(loaded.arch), "classes": loaded.classes,
             "data": self.data_label(), "test": evaluate_model(model, self.data.test, self.device, reference=reference),
             "params": count_params(model), "macs": count_macs(model, self.data.pool.image_size),
             "checkpoint_bytes": file_size(checkpoint), "checkpoint": str(checkpoint),
@@ -131,8 +111,8 @@ class Pipeline:
     def teacher(self) -> LoadedModel:
         """Train or import the teacher, unless a finished one with the same config exists."""
         checkpoint, summary_file = self.teacher_dir / "model.pt", self.teacher_dir / "final.json"
-        config_hash = self._teacher_hash()
-        if self._finished(summary_file, config_hash):
+        identity = self.identities.teacher
+        if self._finished(summary_file, identity):
             self.console.print(f"teacher: reusing {checkpoint}")
             return load_checkpoint(checkpoint)
         fit = None
@@ -145,11 +125,12 @@ class Pipeline:
             self.console.print(f"teacher: training {self.cfg.teacher.arch} for {self.cfg.teacher.train.epochs} epochs on {self.device}")
             loaded, fit = train_teacher(self.cfg, self.data, self.device, self.teacher_dir, _epoch_printer(self.console, "teacher"))
         self.__dict__["teacher"] = loaded
-        self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", config_hash, fit))
+        self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", identity, fit))
         return loaded
 
     def _attribution_key(self) -> str:
-        return attribution_key(self.teacher.model, self.data.pool.images, self.data.pool.labels, self.cfg.attribution)
+        return attribution_key(self.teacher.model, self.data.pool.images, self.data.pool.labels, self.cfg.attribution,
+                               data_digest=self.data.pool.digest)
 
     @cached_property
     def maps(self) -> torch.Tensor:
@@ -182,7 +163,7 @@ class Pipeline:
             task = bar.add_task("IG maps", total=None)
             cache.build_shard(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params,
                               self.device, self.dist.rank, self.dist.world_size,
-                              lambda done, total: bar.update(task, completed=done, total=total))
+                              lambda done, total: bar.update(task, completed=done, total=total), data_digest=self.data.pool.digest)
         distributed.barrier()
         if self.dist.is_main:
             _, stats = cache.merge_shards(key, self.dist.world_size)
@@ -198,8 +179,8 @@ class Pipeline:
     def run_student(self) -> dict[str, Any]:
         """Distil the configured student, unless finished; return its summary."""
         summary_file = self.student_dir / "final.json"
-        config_hash = self._student_hash()
-        if self._finished(summary_file, config_hash):
+        identity = self.identities.student
+        if self._finished(summary_file, identity):
             self.console.print(f"student: reusing {self.student_dir}")
             return json.loads(summary_file.read_text())
         uses_ig = method_flags(self.cfg.student.method)[1]
@@ -207,7 +188,7 @@ class Pipeline:
         teacher = self.teacher
         self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
         loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, _epoch_printer(self.console, "student"))
-        return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", config_hash, fit),
+        return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit),
                                                     "method": self.cfg.student.method})
 
     def teacher_summary(self) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 from igkd.attribution.cache import (
     AttributionCache,
     attribution_key,
-    data_hash,
     load_maps_file,
+    map_params,
     read_manifest,
     teacher_hash,
 )
+from igkd.fingerprint import data_hash
 from igkd.attribution.ig import (
     IGParams,
     IGRunStats,
@@ -29,9 +30,10 @@ __all__ = [
     "attribution_maps",
     "compute_ig_maps",
     "data_hash",
-    "eval_mode",
+        "eval_mode",
     "integrated_gradients",
     "load_maps_file",
+    "map_params",
     "make_baselines",
     "read_manifest",
     "select_targets",

@@ -26,7 +26,7 @@ import igkd
 from igkd.atomic import atomic_write_json, read_json_object
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
-from igkd.fingerprint import hash_file, hash_jsonable, hash_state_dict, hash_tensor
+from igkd.fingerprint import data_hash, hash_file, hash_jsonable, hash_state_dict
 
 FORMAT_VERSION = 1
 CacheDtype = Literal["float16", "uint8"]
@@ -42,21 +42,24 @@ def teacher_hash(teacher: nn.Module | Mapping[str, torch.Tensor]) -> str:
     return hash_state_dict(teacher)
 
 
-def data_hash(images_uint8: torch.Tensor, labels: torch.Tensor) -> str:
-    """Hash of the images and their (int64) labels, in dataset order."""
-    return hash_jsonable([hash_tensor(images_uint8), hash_tensor(labels.to(torch.long))])
+def map_params(params: IGParams) -> dict[str, Any]:
+    """The IG parameters that change the maps (not the throughput knobs)."""
+    return params.model_dump(exclude=_NON_KEY_PARAMS)
 
 
 def attribution_key(
-    teacher: nn.Module | Mapping[str, torch.Tensor], images_uint8: torch.Tensor, labels: torch.Tensor, params: IGParams
+    teacher: nn.Module | Mapping[str, torch.Tensor], images_uint8: torch.Tensor, labels: torch.Tensor, params: IGParams,
+    *, data_digest: str | None = None,
 ) -> str:
-    """Cache key: teacher weights (+ normalisation), data, map-relevant IG params and the format version."""
-    return _key(teacher_hash(teacher), data_hash(images_uint8, labels), params)
+    """Cache key: teacher weights (+ normalisation), data, map-relevant IG params and the format version.
+
+    ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already.
+    """
+    return _key(teacher_hash(teacher), data_digest or data_hash(images_uint8, labels), params)
 
 
 def _key(teacher_digest: str, data_digest: str, params: IGParams) -> str:
-    return hash_jsonable({"format": FORMAT_VERSION, "teacher": teacher_digest, "data": data_digest,
-                          "params": params.model_dump(exclude=_NON_KEY_PARAMS)})
+    return hash_jsonable({"format": FORMAT_VERSION, "teacher": teacher_digest, "data": data_digest, "params": map_params(params)})
 
 
 def _fail(path: Path, problem: str) -> IgkdError:
@@ -156,12 +159,15 @@ class AttributionCache:
         index: int = 0,
         count: int = 1,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        data_digest: str | None = None,
     ) -> Path:
         """Compute shard ``index`` of ``count`` (a contiguous block of rows), resuming from its last finished batch.
 
         ``progress(done, total)`` counts this shard's images. A shard that is already complete is left as it is.
+        ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already.
         """
-        teacher_digest, data_digest = teacher_hash(model), data_hash(images_uint8, labels)
+        teacher_digest, data_digest = teacher_hash(model), data_digest or data_hash(images_uint8, labels)
         if _key(teacher_digest, data_digest, params) != key:
             raise ValueError("key does not match this teacher, data and params; compute it with attribution_key()")
         n, _, h, w = images_uint8.shape

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from igkd.errors import IgkdError
+from igkd.fingerprint import data_hash
 
 
 @dataclass
@@ -30,6 +32,11 @@ class ImageSet:
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the images and labels in order (computed once; every cache key and identity reuses it)."""
+        return data_hash(self.images, self.labels)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -10,6 +11,7 @@ from igkd.config import RunConfig
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import load_split
 from igkd.data.splits import stratified_split, stratified_subset
+from igkd.fingerprint import hash_jsonable
 
 
 @dataclass
@@ -24,6 +26,11 @@ class PreparedData:
     @property
     def classes(self) -> list[str]:
         return self.pool.classes
+
+    @cached_property
+    def content_digest(self) -> str:
+        """SHA-256 of the training pool's and the test set's images and labels (the data's part of every stage identity)."""
+        return hash_jsonable({"pool": self.pool.digest, "test": self.test.digest, "classes": self.classes})
 
     def student_train_idx(self, fraction: float, seed: int) -> torch.Tensor:
         """A seeded stratified ``fraction`` of the training split (the paper's fresh 80% subset per run)."""

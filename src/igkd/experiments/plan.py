@@ -9,7 +9,7 @@ from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
 from igkd.methods import METHODS, canonical_method
 from igkd.models.mobilenetv2 import NUM_FEATURE_BLOCKS, parse_arch
-from igkd.pipeline import student_config_hash
+from igkd.identity import stage_identities, student_run_id
 
 T = TypeVar("T")
 EXPERIMENTS = ("ablation", "sweep")
@@ -22,7 +22,8 @@ SWEEP_WIDTHS = (0.75, 0.5, 0.35, 0.25, 0.1, 0.05)
 
 @dataclass(frozen=True)
 class Job:
-    """One student run of an experiment: a group label (what the report aggregates over seeds) plus a config."""
+    """One student run of an experiment: a group label (what the report aggregates over seeds), a config and the
+    student's stage identity (what its ``final.json`` is matched against)."""
 
     group: str
     method: str
@@ -31,23 +32,17 @@ class Job:
     family: str
     seed: int
     cfg: RunConfig
-
-    @property
-    def config_hash(self) -> str:
-        """Hash of everything that changes this run's result (what `final.json` is matched against)."""
-        return student_config_hash(self.cfg)
+    identity: str
 
     @property
     def run_id(self) -> str:
-        """Folder name under ``students/``: readable, and unique per config."""
-        arch = self.arch.replace(":", "_").replace("=", "")
-        control = "" if self.maps == "aligned" else f"-{self.maps}"
-        return f"{self.method}{control}-{arch}-seed{self.seed}-{self.config_hash[:8]}"
+        """Folder name under ``students/``: readable, and unique per identity."""
+        return student_run_id(self.cfg, self.identity)
 
     def describe(self) -> dict[str, Any]:
         """The job as a JSON-ready record (without the full config)."""
         record = {k: v for k, v in asdict(self).items() if k != "cfg"}
-        return {**record, "run_id": self.run_id, "config_hash": self.config_hash}
+        return {**record, "run_id": self.run_id}
 
 
 def _variant(base: RunConfig, seed: int, train_fraction: float, **student: Any) -> RunConfig:
@@ -74,7 +69,11 @@ class PlanOptions:
     widths: tuple[float, ...] = SWEEP_WIDTHS
 
 
-def ablation_jobs(base: RunConfig, options: PlanOptions) -> list[Job]:
+def _job(group: str, method: str, maps: str, arch: str, family: str, seed: int, cfg: RunConfig, data_content: str) -> Job:
+    return Job(group, method, maps, arch, family, seed, cfg, stage_identities(cfg, data_content).student)
+
+
+def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str) -> list[Job]:
     """The eight methods plus KD_IG with shuffled and with noise maps, at the configured student, per seed."""
     arch = base.student.arch
     variants = [(method, "aligned") for method in METHODS] + [(CONTROL_METHOD, control) for control in ABLATION_CONTROLS]
@@ -85,7 +84,7 @@ def ablation_jobs(base: RunConfig, options: PlanOptions) -> list[Job]:
         for method, maps in variants:
             cfg = _variant(base, seed, options.train_fraction, method=method, ig__maps=maps)
             group = method if maps == "aligned" else f"{method}-{maps}"
-            jobs.append(Job(group, method, maps, arch, "ablation", seed, cfg))
+            jobs.append(_job(group, method, maps, arch, "ablation", seed, cfg, data_content))
     return jobs
 
 
@@ -100,26 +99,30 @@ def sweep_archs(teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, width
     return archs
 
 
-def sweep_jobs(base: RunConfig, options: PlanOptions) -> list[Job]:
+def sweep_jobs(base: RunConfig, options: PlanOptions, data_content: str) -> list[Job]:
     """Student, KD, IG and KD_IG for every student of :func:`sweep_archs`, per seed."""
     jobs = []
     for seed in options.seeds:
         for family, arch in sweep_archs(base.teacher.arch, options.blocks, options.widths):
             for method in options.methods or SWEEP_METHODS:
                 cfg = _variant(base, seed, options.train_fraction, method=method, arch=arch, ig__maps="aligned")
-                jobs.append(Job(method, method, "aligned", arch, family, seed, cfg))
+                jobs.append(_job(method, method, "aligned", arch, family, seed, cfg, data_content))
     return jobs
 
 
-def plan_jobs(name: str, base: RunConfig, options: PlanOptions) -> list[Job]:
-    """The jobs of an experiment, seed-major (all variants of seed 0 first), so fewer seeds finish first."""
+def plan_jobs(name: str, base: RunConfig, options: PlanOptions, data_content: str) -> list[Job]:
+    """The jobs of an experiment, seed-major (all variants of seed 0 first), so fewer seeds finish first.
+
+    ``data_content`` is the base config's ``PreparedData.content_digest``: with the config it fixes every
+    job's identity, and so its folder, before anything is trained.
+    """
     if name not in EXPERIMENTS:
         raise IgkdError(f"unknown experiment '{name}'; choose one of {', '.join(EXPERIMENTS)}")
     if not options.seeds:
         raise IgkdError("an experiment needs at least one seed; pass --seeds N with N >= 1")
     if options.methods is not None:
         options = replace(options, methods=tuple(canonical_method(m) for m in options.methods))
-    jobs = (ablation_jobs if name == "ablation" else sweep_jobs)(base, options)
+    jobs = (ablation_jobs if name == "ablation" else sweep_jobs)(base, options, data_content)
     if not jobs:
         raise IgkdError(f"the {name} plan is empty with methods {list(options.methods or [])}; choose methods it runs")
     return jobs

@@ -1,7 +1,7 @@
 """Run an experiment's jobs: shared teacher and IG maps first, then the students, skipping finished ones.
 
 All runs of an experiment live in the base config's run directory: ``teacher/`` and ``cache/`` once,
-``students/<run_id>/`` per job (``final.json`` + ``analysis.json`` mark it done, keyed by config hash), and
+``students/<run_id>/`` per job (``final.json`` + ``analysis.json`` mark it done, keyed by the student's identity), and
 ``experiments/<name>.json`` with the plan. ``workers > 1`` trains several students at once on the same device
 (each in its own process): small students leave a GPU mostly idle, so runs in parallel raise its use.
 """
@@ -13,6 +13,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,17 @@ class JobOutcome:
     detail: str = ""
 
 
-def _analysis_done(path: Path, config_hash: str, images: int) -> bool:
+def _analysis_done(path: Path, identity: str, images: int) -> bool:
     record = read_json_object(path)
-    return record.get("config_hash") == config_hash and record.get("ig_agreement", {}).get("images", 0) == images
+    return record.get("identity") == identity and record.get("ig_agreement", {}).get("images", 0) == images
 
 
 def job_finished(run_dir: Path, job: Job) -> bool:
-    """Whether ``job``'s student and its analysis are complete under the same config."""
+    """Whether ``job``'s student and its analysis are complete under the same identity."""
     folder = run_dir / "students" / job.run_id
-    trained = read_json_object(folder / "final.json").get("config_hash") == job.config_hash
+    trained = read_json_object(folder / "final.json").get("identity") == job.identity
     count = job.cfg.report.agreement_images
-    return trained and (count == 0 or _analysis_done(folder / "analysis.json", job.config_hash, count))
+    return trained and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
 
 
 def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: int | None = None, console: Console | None = None) -> JobOutcome:
@@ -70,10 +71,10 @@ def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: in
             pipeline = Pipeline(cfg, console, student_dir=folder)
             summary = pipeline.run_student()
             count = cfg.report.agreement_images
-            if count and not _analysis_done(folder / "analysis.json", summary["config_hash"], count):
+            if count and not _analysis_done(folder / "analysis.json", summary["identity"], count):
                 student = load_checkpoint(summary["checkpoint"]).model
                 agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
-                atomic_write_json(folder / "analysis.json", {"config_hash": summary["config_hash"], "ig_agreement": agreement,
+                atomic_write_json(folder / "analysis.json", {"identity": summary["identity"], "ig_agreement": agreement,
                                                              **provenance(pipeline.device, cfg.seed)})
             return JobOutcome(run_id, "done")
         except IgkdError as exc:
@@ -88,9 +89,19 @@ class ExperimentRunner:
         self.console = console
         self.run_dir = base.run_dir
 
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        """The base config's pipeline: the shared data, teacher and maps."""
+        return Pipeline(self.base, self.console)
+
+    @property
+    def data_content(self) -> str:
+        """The base config's data content digest, which :func:`plan_jobs` needs for the jobs' identities."""
+        return self.pipeline.data.content_digest
+
     def prepare(self, jobs: list[Job], sharded: bool) -> None:
         """Train (or reuse) the shared teacher and build (or verify) the IG maps the jobs need."""
-        pipeline = Pipeline(self.base, self.console)
+        pipeline = self.pipeline
         teacher_final = pipeline.teacher_dir / "final.json"
         if sharded and not teacher_final.is_file():
             raise IgkdError(f"sharded experiments need one shared teacher, but {teacher_final} does not exist; run "

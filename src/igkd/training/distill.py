@@ -10,6 +10,7 @@ from torch import nn
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
+from igkd.identity import stage_identities
 from igkd.losses import LossWeights, distillation_loss
 from igkd.methods import method_flags
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
@@ -87,7 +88,7 @@ def distill_student(
     cached = None
     if weights.use_kd and cfg.student.kd.teacher_logits == "cached":
         cached = cached_teacher_logits(teacher_model, data.pool.images, data.pool.labels, cfg.cache_path,
-                                       cfg.student.train.eval_batch_size, device).to(device)
+                                       cfg.student.train.eval_batch_size, device, data_digest=data.pool.digest).to(device)
     pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None
@@ -102,6 +103,6 @@ def distill_student(
     result = fit(
         student, data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device), make_inputs, make_distill_loss(weights, teacher_model, pairs, cached),
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
-        out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "student", "attribution", "seed"}),
+        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).student,
     )
     return load_checkpoint(out_dir / "best.pt"), result

@@ -10,6 +10,7 @@ from torch import nn
 from igkd.config import CIFAR10_MEAN, CIFAR10_STD, NormSpec, RunConfig
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
+from igkd.identity import stage_identities
 from igkd.losses import LossWeights, distillation_loss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import build_model, parse_arch
@@ -57,6 +58,6 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
     result = fit(
         model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
-        out_dir, save_best, progress, resume_key=cfg.model_dump_json(include={"data", "teacher"}),
+        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher,
     )
     return load_checkpoint(out_dir / "model.pt"), result

@@ -14,9 +14,9 @@ from torch import nn
 
 from igkd import distributed
 from igkd.atomic import atomic_torch_save
-from igkd.attribution.cache import data_hash, teacher_hash
+from igkd.attribution.cache import teacher_hash
 from igkd.errors import IgkdError
-from igkd.fingerprint import hash_jsonable
+from igkd.fingerprint import data_hash, hash_jsonable
 from igkd.integrity import manifest_path, verify, write_manifest
 from igkd.runtime import autocast
 from igkd.training.loop import predict_logits
@@ -31,14 +31,16 @@ def logits_precision(device: torch.device) -> str:
 
 
 def cached_teacher_logits(
-    teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, cache_dir: Path, batch_size: int, device: torch.device
+    teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, cache_dir: Path, batch_size: int, device: torch.device,
+    *, data_digest: str | None = None,
 ) -> torch.Tensor:
     """Teacher logits (float32, CPU) for uint8 ``images``, read from the verified cache or computed and cached.
 
-    Under torchrun rank 0 builds the file and the other ranks read it.
+    ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already. Under torchrun
+    rank 0 builds the file and the other ranks read it.
     """
     precision = logits_precision(device)
-    teacher_digest, data_digest = teacher_hash(teacher), data_hash(images, labels)
+    teacher_digest, data_digest = teacher_hash(teacher), data_digest or data_hash(images, labels)
     key = hash_jsonable({"format": FORMAT_VERSION, "teacher": teacher_digest, "data": data_digest, "precision": precision})
     path = Path(cache_dir) / f"teacher-logits-{key[:16]}.pt"
     with distributed.main_first():

@@ -1,0 +1,79 @@
+"""One identity per stage of a run, computed here and nowhere else.
+
+A stage's identity is the SHA-256 of its own settings and the identities of its inputs, so a change anywhere
+upstream changes every identity below it:
+
+    data     = how the data is split and augmented + the content of the training pool and the test set
+    teacher  = the teacher section (an imported checkpoint by its bytes, not its path) + data
+    maps     = the IG settings that change the maps + teacher + data
+    student  = the student section + the run seed + teacher + data (+ maps when the method overlays them)
+
+The identity of a stage is its folder's reuse check (``final.json`` records it), its training state's resume
+key and, for students, part of its folder name. Identities depend on settings and data only, so they are known
+before anything is trained: an experiment's plan names every run's folder up front.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from igkd.attribution.cache import map_params
+from igkd.config import RunConfig
+from igkd.data.sources import expand_path
+from igkd.errors import IgkdError
+from igkd.fingerprint import hash_file, hash_jsonable
+from igkd.methods import method_flags
+
+FORMAT_VERSION = 1
+# Where the data lives is not what it is: its content is hashed instead.
+_DATA_LOCATION = {"root", "download"}
+
+
+@dataclass(frozen=True)
+class StageIdentities:
+    """The identities of a run's stages (hex SHA-256 each); ``maps`` is None when the student overlays none."""
+
+    data: str
+    teacher: str
+    maps: str | None
+    student: str
+
+
+@lru_cache(maxsize=32)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    return hash_file(path)
+
+
+def checkpoint_digest(path: Path) -> str:
+    """SHA-256 of an imported checkpoint's bytes (hashed once per file version and process)."""
+    resolved = expand_path(path)
+    if not resolved.is_file():
+        raise IgkdError(f"teacher checkpoint '{path}' not found; fix teacher.checkpoint (or --import) to an existing file")
+    stat = resolved.stat()
+    return _file_digest(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
+    """Every stage's identity for ``cfg``, given the content digest of its data (``PreparedData.content_digest``)."""
+    data = hash_jsonable({"format": FORMAT_VERSION, "stage": "data", "content": data_content,
+                          "settings": cfg.data.model_dump(mode="json", exclude=_DATA_LOCATION)})
+    teacher_settings = cfg.teacher.model_dump(mode="json", exclude={"checkpoint"})
+    imported = checkpoint_digest(cfg.teacher.checkpoint) if cfg.teacher.checkpoint is not None else None
+    teacher = hash_jsonable({"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings,
+                             "imported_checkpoint": imported})
+    uses_maps = method_flags(cfg.student.method)[1]
+    maps = hash_jsonable({"format": FORMAT_VERSION, "stage": "maps", "data": data, "teacher": teacher,
+                          "settings": map_params(cfg.attribution)}) if uses_maps else None
+    student = hash_jsonable({"format": FORMAT_VERSION, "stage": "student", "data": data, "teacher": teacher, "maps": maps,
+                             "settings": cfg.student.model_dump(mode="json"), "seed": cfg.seed})
+    return StageIdentities(data, teacher, maps, student)
+
+
+def student_run_id(cfg: RunConfig, student_identity: str) -> str:
+    """A student's folder name under ``students/``: method, map control, architecture, seed and its identity."""
+    arch = cfg.student.arch.replace(":", "_").replace("=", "")
+    uses_maps = method_flags(cfg.student.method)[1]
+    control = "" if cfg.student.ig.maps == "aligned" or not uses_maps else f"-{cfg.student.ig.maps}"
+    return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}-{student_identity[:8]}"

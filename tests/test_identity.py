@@ -1,0 +1,91 @@
+"""One identity per stage: a change upstream re-runs every stage below it, and nothing else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from conftest import tiny_config_tree, tiny_overrides
+from igkd.config import validate_config
+from igkd.experiments.plan import PlanOptions, plan_jobs
+from igkd.identity import stage_identities
+from igkd.pipeline import Pipeline
+from test_cli import _sets, igkd
+
+DATA = "a" * 64
+
+
+def _ids(tmp: Path, **changes):
+    tree = tiny_config_tree(tmp)
+    for dotted, value in changes.items():
+        node = tree
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return stage_identities(validate_config(tree), DATA)
+
+
+def test_each_change_reaches_exactly_the_stages_that_depend_on_it(tmp_path):
+    base = _ids(tmp_path)
+    teacher = _ids(tmp_path, teacher__train__epochs=2)
+    assert (teacher.data, teacher.teacher != base.teacher, teacher.maps != base.maps, teacher.student != base.student) == (base.data, True, True, True)
+    maps = _ids(tmp_path, attribution__steps=5)
+    assert (maps.teacher, maps.maps != base.maps, maps.student != base.student) == (base.teacher, True, True)
+    assert _ids(tmp_path, attribution__batch_size=7) == base  # a throughput knob changes no result
+    student = _ids(tmp_path, student__train__epochs=3)
+    assert (student.teacher, student.maps, student.student != base.student) == (base.teacher, base.maps, True)
+    seed = _ids(tmp_path, seed=1)
+    assert (seed.teacher, seed.maps, seed.student != base.student) == (base.teacher, base.maps, True)
+    split = _ids(tmp_path, data__split_seed=3)
+    assert split.data != base.data and split.teacher != base.teacher and split.student != base.student
+    assert stage_identities(validate_config(tiny_config_tree(tmp_path)), "b" * 64).teacher != base.teacher  # other data content
+    plain = _ids(tmp_path, student__method="KD")
+    assert plain.maps is None and _ids(tmp_path, student__method="KD", attribution__steps=5) == plain  # KD overlays no maps
+    assert _ids(tmp_path, name="other", out_dir=str(tmp_path / "elsewhere"), report__examples=1) == base
+
+
+def test_an_imported_teacher_is_identified_by_its_bytes_not_its_path(tmp_path):
+    first, copy = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"w": torch.zeros(2)}, first)
+    copy.write_bytes(first.read_bytes())
+    a, b = _ids(tmp_path, teacher__checkpoint=str(first)), _ids(tmp_path, teacher__checkpoint=str(copy))
+    assert a.teacher == b.teacher != _ids(tmp_path).teacher
+    torch.save({"w": torch.ones(2)}, copy)
+    assert _ids(tmp_path, teacher__checkpoint=str(copy)).teacher != a.teacher
+
+
+def test_the_plan_and_the_pipeline_compute_the_same_student_identity(tmp_path):
+    cfg = validate_config(tiny_config_tree(tmp_path))
+    pipeline = Pipeline(cfg)
+    jobs = plan_jobs("ablation", cfg, PlanOptions(seeds=(0,), methods=("Student", "KD_IG")), pipeline.data.content_digest)
+    assert [job.group for job in jobs] == ["Student", "KD_IG", "KD_IG-shuffled", "KD_IG-noise"]
+    for job in jobs:
+        job_pipeline = Pipeline(job.cfg)
+        assert job.identity == job_pipeline.identities.student
+        assert job_pipeline.student_dir == cfg.run_dir / "students" / job.run_id
+    assert len({job.identity for job in jobs}) == 4
+
+
+def test_a_student_of_another_teacher_is_retrained_not_reused(tmp_path):
+    """The reported bug: with teacher epochs 1 then 2, the second run published the first teacher's student."""
+    common = tiny_overrides(tmp_path) + ["report.examples=0"]
+    run_dir = tmp_path / "runs" / "tiny"
+    first = igkd("run", *_sets(common))
+    assert first.returncode == 0, first.stderr
+    first_student = Path(json.loads((run_dir / "results.json").read_text())["student"]["checkpoint"]).read_bytes()
+    second = igkd("run", *_sets(common + ["teacher.train.epochs=2"]))
+    assert second.returncode == 0, second.stderr
+    assert "teacher: training" in second.stdout and "student: reusing" not in second.stdout
+    assert "student epoch 1/1" in second.stdout  # trained, not resumed from the old student's finished state
+    results = json.loads((run_dir / "results.json").read_text())
+    assert Path(results["student"]["checkpoint"]).read_bytes() != first_student
+    teacher_final = json.loads((run_dir / "teacher" / "final.json").read_text())
+    assert results["student"]["identities"]["teacher"] == teacher_final["identity"]
+    assert len(list((run_dir / "students").iterdir())) == 2  # the old student stays in its own folder
+    metrics = [json.loads(line) for line in (Path(results["student"]["checkpoint"]).parent / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in metrics] == [1]  # trained now, one epoch, not resumed from the old state
+    third = igkd("run", *_sets(common + ["teacher.train.epochs=2"]))
+    assert "teacher: reusing" in third.stdout and "student: reusing" in third.stdout
