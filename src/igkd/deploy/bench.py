@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import onnxruntime
 import torch
 from torch import nn
 
 from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_session
 from igkd.errors import IgkdError
+from igkd.extras import installed, require
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.mobilenetv2 import build_model
 from igkd.modelstats import LATENCY_BLOCK, count_macs, count_params, file_size, interleaved_latency, time_call_ms
 from igkd.provenance import provenance
 
-CPU_BACKENDS = ("torch-cpu", "onnxruntime-cpu")
+ORT_BACKEND = "onnxruntime-cpu"
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
 ORDER = (f"PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
@@ -31,16 +32,20 @@ Call = Callable[[], object]
 
 
 def available_backends() -> list[str]:
-    """PyTorch and onnxruntime on CPU, plus PyTorch on CUDA when a GPU is visible."""
-    return [*CPU_BACKENDS, *([CUDA_BACKEND] if torch.cuda.is_available() else [])]
+    """PyTorch on CPU; onnxruntime when the 'deploy' extra is installed; PyTorch on CUDA when a GPU is visible."""
+    return ["torch-cpu", *([ORT_BACKEND] if installed("deploy") else []), *([CUDA_BACKEND] if torch.cuda.is_available() else [])]
 
 
 def check_backends(names: Sequence[str] | None) -> list[str]:
-    """The requested backends (default: all available), or a one-line error naming the choices."""
+    """The requested backends (default: all available), or a one-line error naming the choices or the missing extra."""
     available = available_backends()
     for name in names or []:
+        if name == ORT_BACKEND:
+            require("deploy", "the onnxruntime-cpu backend")
+        if name == CUDA_BACKEND and name not in available:
+            raise IgkdError(f"backend '{name}' needs a CUDA GPU, and none is visible; choose from {', '.join(available)}")
         if name not in available:
-            raise IgkdError(f"unknown or unavailable backend '{name}'; choose from {', '.join(available)}")
+            raise IgkdError(f"unknown backend '{name}'; choose from {', '.join(available)}")
     return list(names) if names else available
 
 
@@ -60,7 +65,7 @@ def torch_threads(threads: int) -> Iterator[None]:
 def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, image_size: int, threads: int) -> Call:
     """A zero-argument forward pass of a fresh runner (module moved to its device, or a new ORT session)."""
     images = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    if backend == "onnxruntime-cpu":
+    if backend == ORT_BACKEND:
         session = ort_session(onnx, threads)
         feed = {session.get_inputs()[0].name: images.numpy()}
         return lambda: session.run(None, feed)
@@ -77,14 +82,14 @@ def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, im
 def _prime(backends: Sequence[str], threads: int) -> None:
     """Initialise each runtime once on a throwaway model, so no benchmarked model pays process start-up."""
     model = build_model(PRIMER_ARCH, 10)
-    onnx = onnx_bytes(model, 8) if "onnxruntime-cpu" in backends else None
+    onnx = onnx_bytes(model, 8) if ORT_BACKEND in backends else None
     for backend in backends:
         make_call(backend, model, onnx, 1, 8, threads)()
 
 
 def timing_groups(backend: str, count: int) -> list[list[int]]:
     """Which models are timed in turn: all of them on PyTorch, one at a time on onnxruntime (see ``ORDER``)."""
-    return [[i] for i in range(count)] if backend == "onnxruntime-cpu" else [list(range(count))]
+    return [[i] for i in range(count)] if backend == ORT_BACKEND else [list(range(count))]
 
 
 def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
@@ -95,7 +100,7 @@ def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequ
     ratios are not skewed by the machine drifting while one model after another is timed.
     """
     sizes = [image_size_of(model, image_size) for model in loaded]
-    onnx = [onnx_bytes(model.model, size) if "onnxruntime-cpu" in backends else None for model, size in zip(loaded, sizes)]
+    onnx = [onnx_bytes(model.model, size) if ORT_BACKEND in backends else None for model, size in zip(loaded, sizes)]
     rows: list[list[dict[str, Any]]] = [[] for _ in loaded]
     for backend in backends:
         cuda = backend == CUDA_BACKEND
@@ -157,7 +162,8 @@ def bench(paths: Sequence[Path], batch_sizes: Sequence[int] = (1, 64), threads: 
     settings = {"threads": threads, "warmup": warmup, "repeats": repeats, "batch_sizes": list(batch_sizes),
                 "backends": chosen, "order": ORDER, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
                 "timer": {"cpu": "time.perf_counter", "cuda": "CUDA events"}, "onnx_opset": ONNX_OPSET,
-                "onnxruntime": onnxruntime.__version__, "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}}
+                **({"onnxruntime": importlib.metadata.version("onnxruntime"),
+                    "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}} if ORT_BACKEND in chosen else {})}
     return {"settings": settings, "models": models, "provenance": record}
 
 

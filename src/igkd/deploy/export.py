@@ -13,6 +13,7 @@ from torch import nn
 
 from igkd.atomic import atomic_write_bytes, atomic_write_json
 from igkd.errors import IgkdError
+from igkd.extras import require
 from igkd.models.checkpoint import LoadedModel
 from igkd.provenance import provenance
 
@@ -46,6 +47,7 @@ def onnx_bytes(model: nn.Module, image_size: int) -> bytes:
     Uses the TorchScript-based exporter: mature for CNNs, offline, and fast (the dynamo exporter takes
     seconds per model and embeds local stack traces in the file).
     """
+    require("deploy", "ONNX export")
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -71,6 +73,7 @@ def torchscript_bytes(model: nn.Module, image_size: int) -> bytes:
 
 def ort_session(model: bytes | str | Path, threads: int | None = None) -> Any:
     """An onnxruntime CPU session; ``threads`` sets intra-op threads (inter-op is 1)."""
+    require("deploy", "onnxruntime")
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -14,6 +14,7 @@ from igkd.data.imageset import ImageSet
 from igkd.data.prepare import PreparedData
 from igkd.deploy.export import ONNX_OPSET, onnx_bytes, onnx_logits, ort_session, report_path
 from igkd.errors import IgkdError
+from igkd.extras import require
 from igkd.models.checkpoint import LoadedModel
 from igkd.modelstats import file_size
 from igkd.provenance import provenance
@@ -52,6 +53,7 @@ def quantize_onnx(model: bytes, calibration: np.ndarray, per_channel: bool = Tru
     ``reduce_range`` keeps weights to 7 bits: x86 CPUs without VNNI multiply int8 pairs with 16-bit saturating
     sums, which otherwise costs accuracy (10 points on a tiny digits model); with it, the int8 kernels match
     the simulated quantisation."""
+    require("deploy", "int8 quantisation")
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
