@@ -90,7 +90,7 @@ def benchmark_teacher(cfg, data, checkpoint: Path | None, device):
     else:
         torch.manual_seed(0)
         arch = parse_arch(cfg.teacher.arch)
-        mean, std = resolve_normalization(cfg.teacher.normalize, data)
+        mean, std = resolve_normalization(cfg, data)
         teacher = LoadedModel(build_model(arch, len(data.classes), mean, std).eval(), arch, data.classes, mean, std)
     teacher.model.to(device).eval()
     return teacher

@@ -69,3 +69,38 @@ def test_lr_scales_with_the_batch_from_its_base_batch_size():
     assert large.student.train.scaled_lr == pytest.approx(1e-3 * 4.0)  # sqrt(1024 / 64), Adam
     unscaled = load_config("cifar10_jpeg", ["student.train.batch_size=1024", "student.train.lr_scaling=none"])
     assert unscaled.student.train.scaled_lr == 1e-3
+
+
+def test_a_config_extends_another_and_overrides_only_what_it_names(tmp_path):
+    jpeg, cifar = load_config("cifar10_jpeg"), load_config("cifar10")
+    assert jpeg.teacher == cifar.teacher and jpeg.student == cifar.student and jpeg.attribution == cifar.attribution
+    assert (jpeg.data.source, jpeg.data.image_size, jpeg.data.crop_padding) == ("imagefolder", 32, 4)
+    assert jpeg.name == "cifar10-jpeg-paper" and jpeg.report.data_label == "CIFAR-10 (JPEG q75)"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: cifar10_jpeg\nstudent:\n  train:\n    epochs: 3\n")
+    cfg = load_config(mine)
+    assert cfg.student.train.epochs == 3 and cfg.student.train.batch_size == 64 and cfg.data.source == "imagefolder"
+    (tmp_path / "child.yaml").write_text("extends: mine.yaml\nseed: 4\n")  # a path relative to the extending file
+    assert load_config(tmp_path / "child.yaml").student.train.epochs == 3
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(IgkdError, match="leads back to itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(IgkdError, match="nowhere.yaml' not found"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_one_normalisation_syntax_for_the_config_and_the_command_line():
+    from igkd.models.loading import parse_normalize
+    from igkd.normalization import normalization_values
+
+    for text, expected in [("0.5,0.4,0.3/0.2,0.25,0.3", ([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])), ("none", ([0.0] * 3, [1.0] * 3))]:
+        cfg = load_config("digits", [f"teacher.normalize={text}"])
+        assert normalization_values(cfg.teacher.normalize, None) == parse_normalize(text) == expected
+    for bad in ("0.5,0.4/0.2,0.2,0.2", "1,1,1/0,1,1", "imagenet"):
+        with pytest.raises(IgkdError, match="m1,m2,m3/s1,s2,s3") as from_config:
+            load_config("digits", [f"teacher.normalize={bad}"])
+        with pytest.raises(IgkdError, match="m1,m2,m3/s1,s2,s3") as from_option:
+            parse_normalize(bad)
+        assert "\n" not in str(from_config.value) + str(from_option.value)

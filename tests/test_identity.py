@@ -89,3 +89,22 @@ def test_a_student_of_another_teacher_is_retrained_not_reused(tmp_path):
     assert [row["epoch"] for row in metrics] == [1]  # trained now, one epoch, not resumed from the old state
     third = igkd("run", *_sets(common + ["teacher.train.epochs=2"]))
     assert "teacher: reusing" in third.stdout and "student: reusing" in third.stdout
+
+
+def test_a_run_hashes_the_training_pool_once(tmp_path, monkeypatch):
+    import igkd.fingerprint as fingerprint
+
+    hashed: list[tuple[int, ...]] = []
+    original = fingerprint.hash_tensor
+
+    def counting(tensor, digest=None):
+        hashed.append(tuple(tensor.shape))
+        return original(tensor, digest)
+
+    monkeypatch.setattr(fingerprint, "hash_tensor", counting)
+    tree = tiny_config_tree(tmp_path)
+    tree["student"]["kd"] = {"teacher_logits": "cached"}
+    pipeline = Pipeline(validate_config(tree))
+    pipeline.run_student()  # teacher, IG maps, cached teacher logits, student
+    pool = tuple(pipeline.data.pool.images.shape)
+    assert hashed.count(pool) == 1

@@ -16,6 +16,7 @@ from igkd.cli_deploy import register as register_deploy_commands
 from igkd.cli_experiments import register as register_experiment_commands
 from igkd.cli_options import ConfigOpt, DeterministicOpt, SetOpt
 from igkd.errors import IgkdError
+from igkd.normalization import NORMALIZE_SYNTAX
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.")
@@ -52,7 +53,7 @@ def teacher(
     overrides: Optional[list[str]] = SetOpt,
     import_path: Optional[Path] = typer.Option(None, "--import", help="Import this checkpoint or plain state dict instead of training."),
     arch: Optional[str] = typer.Option(None, help="Architecture of an imported plain state dict (e.g. mobilenetv2_cifar)."),
-    normalize: Optional[str] = typer.Option(None, help="Input normalisation of an imported state dict: dataset, cifar10 or none."),
+    normalize: Optional[str] = typer.Option(None, help=f"Input normalisation of an imported state dict: {NORMALIZE_SYNTAX}."),
     deterministic: bool = DeterministicOpt,
 ) -> None:
     """Train the teacher (or import one) and evaluate it on the test split."""
@@ -95,7 +96,7 @@ def evaluate(
     split: str = typer.Option("test", help="Which split of the configured data: test or train."),
     teacher_path: Optional[Path] = typer.Option(None, "--teacher", help="A teacher checkpoint: also report agreement with it."),
     arch: Optional[str] = typer.Option(None, help="Architecture, for a plain state dict."),
-    normalize: Optional[str] = typer.Option(None, help="Normalisation for a plain state dict: cifar10, none or m1,m2,m3/s1,s2,s3."),
+    normalize: Optional[str] = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
 ) -> None:
     """Evaluate a checkpoint on any dataset whose classes map onto the checkpoint's classes."""

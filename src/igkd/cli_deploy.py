@@ -10,12 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from igkd.cli_options import ConfigOpt, SetOpt, add_commands
+from igkd.normalization import NORMALIZE_SYNTAX
 
 console = Console()
 
 ModelArg = typer.Argument(..., help="An igkd checkpoint (or a plain state dict with --arch and --normalize).")
 ArchOpt = typer.Option(None, help="Architecture, for a plain state dict.")
-NormalizeOpt = typer.Option(None, help="Normalisation for a plain state dict: cifar10, none or m1,m2,m3/s1,s2,s3.")
+NormalizeOpt = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}.")
 
 
 def export(

@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from igkd.attribution.ig import IGParams
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
 from igkd.methods import canonical_method
 from igkd.models.mobilenetv2 import parse_arch
+from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD, NormSetting, parse_normalization  # noqa: F401 (re-exported)
 from igkd.overlay import Blend, MapSource
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 DEFAULT_CONFIG = "digits"
 
 
@@ -62,27 +61,16 @@ class TrainConfig(_Strict):
         return self.lr * (ratio if self.lr_scaling == "linear" else ratio**0.5)
 
 
-class NormSpec(_Strict):
-    """Explicit per-channel input normalisation."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @model_validator(mode="after")
-    def _positive_std(self) -> "NormSpec":
-        if min(self.std) <= 0:
-            raise ValueError("std must be positive")
-        return self
-
-
 class TeacherConfig(_Strict):
     """The teacher: trained here, or imported from a checkpoint."""
 
     arch: str = "mobilenetv2_cifar"
     seed: int = Field(0, ge=0)
     checkpoint: Path | None = None
-    normalize: Literal["dataset", "cifar10", "none"] | NormSpec = "dataset"
+    normalize: NormSetting = Field("dataset", description="dataset, cifar10, none, m1,m2,m3/s1,s2,s3 or {mean, std}")
     train: TrainConfig = TrainConfig()
+
+    _parse_normalize = field_validator("normalize", mode="before")(parse_normalization)
 
     @model_validator(mode="after")
     def _check_arch(self) -> "TeacherConfig":
@@ -209,20 +197,51 @@ def builtin_config_path(name: str) -> Path:
     return path
 
 
-def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (file path or built-in name), apply overrides and validate it."""
-    text_source = str(source) if source is not None else DEFAULT_CONFIG
-    path = Path(text_source)
+MAX_EXTENDS = 8
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _config_path(source: str, relative_to: Path | None = None) -> Path:
+    path = Path(source)
     if not path.suffix:
-        path = builtin_config_path(text_source)
+        return builtin_config_path(source)
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to.parent / path
     if not path.is_file():
         raise IgkdError(f"config file '{path}' not found; pass an existing YAML file or a built-in name (digits, cifar10, cifar10_jpeg)")
+    return path
+
+
+def _read_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config mapping in ``path``, on top of the config its ``extends:`` names (a built-in name or a path)."""
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise IgkdError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]}); fix its syntax") from None
     if not isinstance(tree, dict):
         raise IgkdError(f"config file '{path}' must hold a mapping of sections (data, teacher, student, ...)")
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise IgkdError(f"config file '{path}': extends must name one config (a built-in name or a YAML path), got {parent!r}")
+    base = _config_path(parent, path)
+    if base.resolve() in chain or len(chain) >= MAX_EXTENDS:
+        raise IgkdError(f"config file '{path}' extends '{parent}', which leads back to itself; remove the cycle")
+    return _merge(_read_tree(base, (*chain, path.resolve())), tree)
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (file path or built-in name; ``extends: OTHER`` builds on another), apply overrides, validate."""
+    path = _config_path(str(source) if source is not None else DEFAULT_CONFIG)
+    tree = _read_tree(path)
     for item in overrides or []:
         _set_dotted(tree, *parse_override(item))
     return validate_config(tree, str(path))

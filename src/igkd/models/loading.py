@@ -4,25 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igkd.config import CIFAR10_MEAN, CIFAR10_STD
+from pydantic import TypeAdapter, ValidationError
+
 from igkd.data.sources import CIFAR10_CLASSES
 from igkd.errors import IgkdError
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint
+from igkd.normalization import NormSetting, normalization_values, parse_normalization
 
 
 def parse_normalize(text: str | None) -> tuple[list[float], list[float]]:
-    """'cifar10', 'none' or 'm1,m2,m3/s1,s2,s3' as (mean, std)."""
-    if text in (None, "cifar10"):
-        return list(CIFAR10_MEAN), list(CIFAR10_STD)
-    if text == "none":
-        return [0.0] * 3, [1.0] * 3
+    """``--normalize`` (default cifar10) as (mean, std), in the syntax of ``teacher.normalize``."""
     try:
-        mean_text, std_text = text.split("/")
-        mean, std = [float(v) for v in mean_text.split(",")], [float(v) for v in std_text.split(",")]
-        assert len(mean) == len(std) == 3 and min(std) > 0
-        return mean, std
-    except (ValueError, AssertionError):
-        raise IgkdError(f"--normalize '{text}' is not 'cifar10', 'none' or 'm1,m2,m3/s1,s2,s3' with positive std") from None
+        setting = TypeAdapter(NormSetting).validate_python(parse_normalization(text or "cifar10"))
+        return normalization_values(setting, None)
+    except (ValueError, ValidationError) as exc:
+        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise IgkdError(f"--normalize: {detail}") from None
 
 
 def load_any_model(path: Path, arch: str | None, normalize: str | None, classes: list[str] | None = None) -> LoadedModel:

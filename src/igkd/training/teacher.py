@@ -7,32 +7,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from igkd.config import CIFAR10_MEAN, CIFAR10_STD, NormSpec, RunConfig
+from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
 from igkd.losses import LossWeights, distillation_loss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import build_model, parse_arch
+from igkd.normalization import normalization_values
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import FitResult, Progress, fit
 
 
-def resolve_normalization(setting: str | NormSpec, data: PreparedData) -> tuple[list[float], list[float]]:
-    """Mean/std for 'dataset' (training split statistics), 'cifar10', 'none' or explicit values."""
-    if isinstance(setting, NormSpec):
-        return list(setting.mean), list(setting.std)
-    if setting == "cifar10":
-        return list(CIFAR10_MEAN), list(CIFAR10_STD)
-    if setting == "none":
-        return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    mean, std = data.pool.subset(data.train_idx).channel_stats()
-    return mean, [max(s, 1e-3) for s in std]
+def resolve_normalization(cfg: RunConfig, data: PreparedData) -> tuple[list[float], list[float]]:
+    """The teacher's input mean/std (``teacher.normalize``; ``dataset`` = the training split's statistics)."""
+    return normalization_values(cfg.teacher.normalize, data)
 
 
 def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> LoadedModel:
     """Load an igkd checkpoint, or a foreign state dict with the configured arch and normalisation."""
-    mean, std = resolve_normalization(cfg.teacher.normalize, data)
+    mean, std = resolve_normalization(cfg, data)
     loaded = import_state_dict(checkpoint, cfg.teacher.arch, data.classes, mean, std)
     if loaded.classes != data.classes:
         raise IgkdError(f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the data has {data.classes}; use a teacher trained on these classes")
@@ -42,7 +36,7 @@ def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> Load
 def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_dir: Path, progress: Progress | None = None) -> tuple[LoadedModel, FitResult]:
     """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint."""
     arch = parse_arch(cfg.teacher.arch)
-    mean, std = resolve_normalization(cfg.teacher.normalize, data)
+    mean, std = resolve_normalization(cfg, data)
     torch.manual_seed(cfg.teacher.seed)
     model = build_model(arch, len(data.classes), mean, std)
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
