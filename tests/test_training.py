@@ -48,7 +48,12 @@ def test_dataset_normalisation_is_baked_into_the_teacher(tiny_run):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_preset_distils_a_student(tiny_run, method):
+def test_every_preset_distils_a_student(tiny_run, method, monkeypatch):
+    import igkd.training.inputs as inputs
+
+    overlaid = []
+    original = inputs.overlay_maps
+    monkeypatch.setattr(inputs, "overlay_maps", lambda *a, **k: overlaid.append(original(*a, **k)) or overlaid[-1])
     tmp, cfg, data, teacher, _, maps = tiny_run
     run_cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"method": method})})
     out = tmp / "students" / method
@@ -57,11 +62,34 @@ def test_every_preset_distils_a_student(tiny_run, method):
     assert ("train_kd" in rows[0]) == ("KD" in method)
     assert ("train_at" in rows[0]) == ("AT" in method)
     assert student.metadata["method"] == method and (out / "best.pt").is_file()
-    assert torch.isfinite(torch.tensor(rows[0]["train_loss"]))
+    # the logged loss is the weighted sum of the logged terms (means are linear): each term enters with its weight
+    alpha, gamma = cfg.student.kd.alpha, cfg.student.at.gamma
+    kd_part = (1 - alpha) * rows[0]["train_ce"] + alpha * rows[0]["train_kd"] if "KD" in method else rows[0]["train_ce"]
+    expected = kd_part + (gamma * rows[0]["train_at"] if "AT" in method else 0.0)
+    assert rows[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
+    # IG methods overlay maps on every batch (prob 0.5 in the tiny config), the others never call the overlay
+    steps = len(data.train_idx) // cfg.student.train.batch_size
+    assert len(overlaid) == (steps if "IG" in method else 0)
+
+
+def _spy(monkeypatch, module, name: str, calls: list):
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
 
 
 @pytest.mark.parametrize("control", ["shuffled", "noise"])
-def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control):
+def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control, monkeypatch):
+    import igkd.training.distill as distill
+    from igkd.training.loop import predict_logits
+
+    made_inputs, made_losses = [], []
+    _spy(monkeypatch, distill, "batch_maker", made_inputs)
+    _spy(monkeypatch, distill, "make_distill_loss", made_losses)
     tmp, cfg, data, teacher, _, maps = tiny_run
     student_cfg = cfg.student.model_copy(update={
         "ig": cfg.student.ig.model_copy(update={"maps": control}),
@@ -69,6 +97,17 @@ def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control):
     })
     distill_student(cfg.model_copy(update={"student": student_cfg}), data, teacher, maps, CPU, tmp / control)
     assert (tmp / control / "best.pt").is_file()
+    used = made_inputs[0][0][4]  # batch_maker(images, labels, padding, flip, maps, overlay)
+    assert used.shape == maps.shape and not any(torch.equal(used[i], maps[i]) for i in range(len(maps)))
+    if control == "shuffled":  # every image gets another image's map
+        rows = {tuple(m.flatten().tolist()) for m in maps}
+        assert all(tuple(m.flatten().tolist()) in rows for m in used)
+    else:  # fresh uniform noise, no image's map
+        assert 0.45 < float(used.mean()) < 0.55 and not torch.equal(used.sort().values, maps.sort().values)
+    cached = made_losses[0][0][3]  # make_distill_loss(weights, teacher, pairs, cached_logits)
+    clean = predict_logits(teacher.model, data.pool.images, 256, CPU)
+    torch.testing.assert_close(cached, clean)  # the teacher's logits of the clean pool, in dataset order
+    assert list(cfg.cache_path.glob("teacher-logits-*.pt")) and list(cfg.cache_path.glob("teacher-logits-*.json"))
 
 
 def test_ig_methods_refuse_missing_or_misshapen_maps(tiny_run):
