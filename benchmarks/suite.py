@@ -58,6 +58,8 @@ def targets(teacher: dict, train: dict, ig: dict, full: dict) -> list[dict]:
         {"target": f"IG maps for {IG_TARGET_IMAGES:,} images ({ig['steps']} steps), seconds at the measured rate", "measured": ig_50k_s,
          "unit": "s", "bar": "< 60 s", "met": ig_50k_s < 60},
         {"target": "IG maps/s vs Captum at batch 8", "measured": ig["speedup_median"], "unit": "x", "bar": ">= 10x", "met": ig["speedup_median"] >= 10},
+        {"target": "IG maps/s vs Captum at its fastest swept setting", "measured": ig["speedup_vs_fastest_captum_median"], "unit": "x",
+         "bar": "reported", "met": None},
         {"target": f"full run (IG maps + {full['student_epochs']}-epoch student), seconds", "measured": full["total_s"]["median"],
          "unit": "s", "bar": "< 300 s", "met": full["total_s"]["median"] < 300},
         {"target": f"teacher test accuracy ({teacher.get('data', 'data')})", "measured": accuracy, "unit": "%", "bar": ">= 92%",

@@ -101,8 +101,30 @@ def use_channels_last(device: torch.device, setting: str) -> bool:
     return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def cpu_description() -> dict[str, str]:
+    """The CPU's model name and the instruction-set flags that change igkd's speed (from /proc/cpuinfo on Linux)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_flags": " ".join(flag for flag in SPEED_FLAGS if flag in flags) or "none detected"}
+
+
 def environment_info(device: torch.device) -> dict[str, str]:
-    """Library versions and device name, for result files."""
+    """Library versions, CPU model and speed flags, and device name, for result files."""
     import platform
 
     import torchvision
@@ -113,6 +135,7 @@ def environment_info(device: torch.device) -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
         "device": str(device),
+        **cpu_description(),
         "cpu_threads": str(torch.get_num_threads()),
         "platform": platform.platform(),
     }

@@ -118,7 +118,7 @@ def _pairwise(doc: Document, accuracy: dict[str, dict[int, float]]) -> dict[str,
         paired = {}
     doc.heading("Pairwise tests", 3)
     doc.paragraph("Welch's t-test (independent runs) and Cohen's d for every pair, Holm-corrected over the family. "
-                  "Runs with the same seed share the training subset and the initial weights, so the paired t-test "
+                  "Runs with the same seed share the training subset, the initial weights, the data order and the crops and flips, so the paired t-test "
                   "on shared seeds is also valid; it is given Holm-corrected beside it.")
     rows = []
     for c in sorted(welch, key=lambda c: c.p_value):
