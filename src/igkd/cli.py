@@ -14,8 +14,8 @@ from rich.table import Table
 
 from igkd.cli_deploy import register as register_deploy_commands
 from igkd.cli_experiments import register as register_experiment_commands
-from igkd.cli_options import ConfigOpt, DeterministicOpt, SetOpt
-from igkd.errors import IgkdError
+from igkd.cli_options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt
+from igkd.errors import IgkdError, IgkdErrors
 from igkd.normalization import NORMALIZE_SYNTAX
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -24,17 +24,37 @@ console = Console()
 
 
 
-def _pipeline(config: str, overrides: list[str] | None, deterministic: bool = False):
+def _pipeline(config: str, overrides: list[str] | None, deterministic: bool, command: str, dry_run: bool, as_json: bool):
+    """The command's pipeline, checked before any stage runs; None when a dry run has printed its plan instead."""
     from igkd.config import load_config
     from igkd.pipeline import Pipeline
 
-    return Pipeline(load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else [])), console)
+    from igkd.dry_run import DryRun, describe, projection_line
+
+    cfg = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
+    pipeline = Pipeline(cfg, console, write_caches=not dry_run)
+    checked = pipeline.check(command)
+    plan = DryRun(pipeline, command).plan(checked)
+    if not dry_run:
+        pipeline.projection = {stage["stage"]: stage["projected_s"] for stage in plan["stages"]}
+        console.print(projection_line(plan), highlight=False, soft_wrap=True)
+        if plan["long_run_hint"]:
+            console.print(f"note: {plan['long_run_hint']}", highlight=False, soft_wrap=True)
+        return pipeline
+    if as_json:
+        print(json.dumps(plan, indent=2))
+    else:
+        describe(plan, console.print)
+    return None
 
 
 @app.command()
-def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt) -> None:
+def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt,
+        dry_run: bool = DryRunOpt, as_json: bool = JsonOpt) -> None:
     """Run teacher -> attributions -> student -> evaluation -> report, reusing finished stages."""
-    pipeline = _pipeline(config, overrides, deterministic)
+    pipeline = _pipeline(config, overrides, deterministic, "run", dry_run, as_json)
+    if pipeline is None:
+        return
     results = pipeline.run_all()
     if not pipeline.dist.is_main:
         return
@@ -55,21 +75,28 @@ def teacher(
     arch: Optional[str] = typer.Option(None, help="Architecture of an imported plain state dict (e.g. mobilenetv2_cifar)."),
     normalize: Optional[str] = typer.Option(None, help=f"Input normalisation of an imported state dict: {NORMALIZE_SYNTAX}."),
     deterministic: bool = DeterministicOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Train the teacher (or import one) and evaluate it on the test split."""
     extra = list(overrides or [])
     extra += [f"teacher.checkpoint={import_path}"] if import_path else []
     extra += [f"teacher.arch={arch}"] if arch else []
     extra += [f"teacher.normalize={normalize}"] if normalize else []
-    pipeline = _pipeline(config, extra, deterministic)
+    pipeline = _pipeline(config, extra, deterministic, "teacher", dry_run, as_json)
+    if pipeline is None:
+        return
     summary = pipeline.teacher_summary()
     console.print(f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, {summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}")
 
 
 @app.command()
-def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt) -> None:
+def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt,
+              dry_run: bool = DryRunOpt, as_json: bool = JsonOpt) -> None:
     """Compute (or verify the cache of) the teacher's IG maps for every training image, in dataset order."""
-    pipeline = _pipeline(config, overrides, deterministic)
+    pipeline = _pipeline(config, overrides, deterministic, "attribute", dry_run, as_json)
+    if pipeline is None:
+        return
     maps = pipeline.attribute(rebuild_invalid=True)
     console.print(f"IG maps: {tuple(maps.shape)} in {pipeline.cfg.cache_path}")
 
@@ -80,9 +107,14 @@ def distill(
     overrides: Optional[list[str]] = SetOpt,
     method: Optional[str] = typer.Option(None, "--method", "-m", help="Student, KD, IG, AT, KD_IG, KD_AT, IG_AT or KD_IG_AT."),
     deterministic: bool = DeterministicOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Distil the student with the configured method; writes metrics, best checkpoint and final.json."""
-    pipeline = _pipeline(config, list(overrides or []) + ([f"student.method={method}"] if method else []), deterministic)
+    pipeline = _pipeline(config, list(overrides or []) + ([f"student.method={method}"] if method else []), deterministic, "distill",
+                         dry_run, as_json)
+    if pipeline is None:
+        return
     summary = pipeline.run_student()
     console.print(f"student {summary['method']} {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}% "
                   f"(best val {100 * summary.get('best_val_accuracy', float('nan')):.2f}%) -> {pipeline.student_dir}")
@@ -132,6 +164,18 @@ register_experiment_commands(app)
 
 
 @app.command()
+def info(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """What matters for a run on this machine: versions, device, CPU capabilities, GPUs, extras, data folder."""
+    from igkd.info import describe_info, environment_report
+
+    report = environment_report()
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        describe_info(report, console.print)
+
+
+@app.command()
 def methods() -> None:
     """List the eight distillation methods and what each one uses."""
     from igkd.methods import METHODS
@@ -147,7 +191,9 @@ def main() -> None:
     try:
         app()
     except IgkdError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        errors = Console(stderr=True)
+        for problem in exc.problems if isinstance(exc, IgkdErrors) else [str(exc)]:
+            errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: re-run the same command to resume from the last finished epoch")

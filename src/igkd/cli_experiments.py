@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from igkd.cli_options import ConfigOpt, DeterministicOpt, SetOpt, add_commands
+from igkd.cli_options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt, add_commands
 from igkd.errors import IgkdError
 
 console = Console()
@@ -27,6 +28,8 @@ def experiment(
     shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),
     deterministic: bool = DeterministicOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Run an experiment's student runs; finished runs (same identity) are skipped, so re-running resumes."""
     from igkd.config import load_config
@@ -43,9 +46,19 @@ def experiment(
     options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
                           tuple(parse_list(methods, str, "--methods")) if methods else None,
                           tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
-    runner = ExperimentRunner(base, console)
+    runner = ExperimentRunner(base, console, write_caches=not dry_run)
+    runner.check([job.cfg for job in take_shard(plan_jobs(name, base, options, None), index, count)])
     planned = plan_jobs(name, base, options, runner.data_content)
     selected = take_shard(planned, index, count)
+    if dry_run:
+        from igkd.dry_run import DryRun, describe
+
+        plan = DryRun(runner.pipeline, "experiment").experiment_plan(name, selected, jobs)
+        if as_json:
+            print(json.dumps(plan, indent=2))
+        else:
+            describe(plan, console.print)
+        return
     runner.prepare(selected, sharded=count > 1)
     plan_file = runner.write_plan(name, planned, options)
     console.print(f"{name}: shard {index}/{count} holds {len(selected)} of {len(planned)} runs; plan: {plan_file}")

@@ -140,6 +140,7 @@ class ReportConfig(_Strict):
     latency_repeats: int = Field(30, ge=3)
     agreement_images: int = Field(256, ge=0)
     data_label: str | None = None
+    tensorboard: bool = Field(False, description="also write per-epoch metrics and a few IG overlays as TensorBoard event files")
 
 
 class RunConfig(_Strict):

@@ -10,6 +10,8 @@ from igkd.errors import IgkdError
 # extra -> the modules it brings (all must import for the extra to count as installed)
 EXTRAS: dict[str, tuple[str, ...]] = {
     "deploy": ("onnx", "onnxruntime", "onnxscript"),
+    "tensorboard": ("tensorboard",),
+    "test": ("pytest", "captum"),
 }
 
 

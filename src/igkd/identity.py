@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from igkd.atomic import read_json_object
 from igkd.attribution.cache import map_params
 from igkd.config import RunConfig
 from igkd.data.sources import expand_path
@@ -69,6 +70,11 @@ def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     student = hash_jsonable({"format": FORMAT_VERSION, "stage": "student", "data": data, "teacher": teacher, "maps": maps,
                              "settings": cfg.student.model_dump(mode="json"), "seed": cfg.seed})
     return StageIdentities(data, teacher, maps, student)
+
+
+def stage_finished(summary: Path, identity: str) -> bool:
+    """Whether ``summary`` (a finished stage's ``final.json``) records ``identity``: the one reuse check."""
+    return read_json_object(summary).get("identity") == identity
 
 
 def student_run_id(cfg: RunConfig, student_identity: str) -> str:

@@ -6,24 +6,27 @@ import json
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
 from igkd import distributed
-from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
+from igkd.atomic import atomic_write_json
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
 from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
-from igkd.identity import StageIdentities, stage_identities, student_run_id
+from igkd.identity import StageIdentities, stage_finished, stage_identities, student_run_id
 from igkd.methods import method_flags
 from igkd.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from igkd.preflight import STAGES, Preflight, preflight, stages_for
+from igkd.progress import StageProgress
 from igkd.provenance import provenance
+from igkd.tensorboard_log import TensorBoardLog
 from igkd.report import comparison_rows, save_overlay_figure, write_report
 from igkd.runtime import seed_everything
 from igkd.training.distill import distill_student
@@ -38,26 +41,55 @@ def _epoch_printer(console: Console, label: str) -> Callable[[int, int, dict[str
     return show
 
 
+@contextmanager
+def _epoch_callbacks(console: Console, label: str, folder: Path, tensorboard: bool, is_main: bool) -> Iterator[tuple[Callable, TensorBoardLog | None]]:
+    """The per-epoch callback of a training stage (a printed line, and TensorBoard scalars when asked for) and its log."""
+    log = TensorBoardLog(folder) if tensorboard and is_main else None
+    show = _epoch_printer(console, label)
+
+    def each(epoch: int, total: int, row: dict[str, float]) -> None:
+        show(epoch, total, row)
+        if log is not None:
+            log.epoch(epoch, total, row)
+
+    try:
+        yield each, log
+    finally:
+        if log is not None:
+            log.close()
+
+
 class Pipeline:
     """One configured run; each stage reuses its finished output when its identity (:mod:`igkd.identity`) is unchanged."""
 
-    def __init__(self, cfg: RunConfig, console: Console | None = None, student_dir: Path | None = None) -> None:
+    def __init__(self, cfg: RunConfig, console: Console | None = None, student_dir: Path | None = None, write_caches: bool = True) -> None:
         self.cfg = cfg
+        self.write_caches = write_caches  # False for a dry run: decoded data is read from its cache but never written
+        self.projection: dict[str, float] = {}  # stage -> projected seconds (the CLI's up-front plan), for the ETAs
         self.console = console or Console()
         self._student_dir = student_dir
         self.dist, self.device = distributed.setup(cfg.device)
         if not self.dist.is_main:
             self.console.quiet = True  # rank 0 speaks for the run
-        ensure_dir(cfg.run_dir)
         seed_everything(cfg.seed, cfg.deterministic)
+
+    def check(self, command: str) -> Preflight:
+        """Every check that needs no training, for the stages ``command`` runs (see :mod:`igkd.preflight`); call it
+        before the first stage: a problem raises before anything is decoded, trained or written."""
+        return preflight(self.cfg, stages_for(command, self.cfg), self.dist.world_size)
 
     @cached_property
     def data(self) -> PreparedData:
         with distributed.main_first():  # rank 0 writes the prepared-data cache, the others read it
-            data = prepare_data(self.cfg)
+            data = prepare_data(self.cfg, self.write_caches)
         self.console.print(f"data: {len(data.train_idx)} train / {len(data.val_idx)} val / {len(data.test)} test images, "
                            f"{len(data.classes)} classes, {data.pool.image_size[0]}x{data.pool.image_size[1]}")
         return data
+
+    def step_progress(self, stage: str, images_per_step: int, unit: str = "step") -> StageProgress:
+        """The progress display of ``stage``; its whole-run projection adds the projected time of the later stages."""
+        later = sum(seconds for name, seconds in self.projection.items() if STAGES.index(name) > STAGES.index(stage))
+        return StageProgress(self.console, stage, images_per_step, self.device.type, later, unit=unit)
 
     @cached_property
     def identities(self) -> StageIdentities:
@@ -75,7 +107,7 @@ class Pipeline:
     @staticmethod
     def _finished(summary: Path, identity: str) -> bool:
         """Whether ``summary`` (a stage's final.json) records ``identity``."""
-        return read_json_object(summary).get("identity") == identity
+        return stage_finished(summary, identity)
 
     def _publish(self, path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Rank 0 builds the summary and writes it to ``path``; every rank returns it once it is written."""
@@ -123,7 +155,9 @@ class Pipeline:
             self.console.print(f"teacher: imported {self.cfg.teacher.checkpoint}")
         else:
             self.console.print(f"teacher: training {self.cfg.teacher.arch} for {self.cfg.teacher.train.epochs} epochs on {self.device}")
-            loaded, fit = train_teacher(self.cfg, self.data, self.device, self.teacher_dir, _epoch_printer(self.console, "teacher"))
+            with _epoch_callbacks(self.console, "teacher", self.teacher_dir, self.cfg.report.tensorboard, self.dist.is_main) as (each, _):
+                loaded, fit = train_teacher(self.cfg, self.data, self.device, self.teacher_dir, each,
+                                            self.step_progress("teacher", self.cfg.teacher.train.batch_size))
         self.__dict__["teacher"] = loaded
         self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", identity, fit))
         return loaded
@@ -159,11 +193,16 @@ class Pipeline:
         ranks = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
         self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
                            f"for {expected[0]} images on {self.device}{ranks}")
-        with Progress(*Progress.get_default_columns(), console=self.console, transient=True) as bar:
-            task = bar.add_task("IG maps", total=None)
-            cache.build_shard(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params,
-                              self.device, self.dist.rank, self.dist.world_size,
-                              lambda done, total: bar.update(task, completed=done, total=total), data_digest=self.data.pool.digest)
+        bar = self.step_progress("maps", images_per_step=1, unit="image")
+
+        def show(done: int, total: int) -> None:
+            if bar.total != total:
+                bar.start(total)
+            bar.advance(done)
+
+        cache.build_shard(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params,
+                          self.device, self.dist.rank, self.dist.world_size, show, data_digest=self.data.pool.digest)
+        bar.finish()
         distributed.barrier()
         if self.dist.is_main:
             _, stats = cache.merge_shards(key, self.dist.world_size)
@@ -187,7 +226,11 @@ class Pipeline:
         maps = self.maps if uses_ig else None
         teacher = self.teacher
         self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
-        loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, _epoch_printer(self.console, "student"))
+        with _epoch_callbacks(self.console, "student", self.student_dir, self.cfg.report.tensorboard, self.dist.is_main) as (each, log):
+            if log is not None and maps is not None:
+                log.overlays(self.data.pool.images[self.data.train_idx], maps[self.data.train_idx], self.cfg.student.ig)
+            loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, each,
+                                          self.step_progress("student", self.cfg.student.train.batch_size))
         return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit),
                                                     "method": self.cfg.student.method})
 

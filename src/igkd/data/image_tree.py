@@ -11,6 +11,7 @@ import tarfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,16 @@ class ImageTree:
 
     location: str
     identity: dict[str, Any]
-    read_classes: Callable[[], dict[str, dict[str, ReadBytes]]]
+    list_classes: Callable[[], dict[str, dict[str, ReadBytes]]]
+
+    @cached_property
+    def folders(self) -> dict[str, dict[str, ReadBytes]]:
+        """Class folder -> file name -> reader; listed (an archive streamed) once per tree."""
+        return self.list_classes()
 
     def samples(self, classes: list[str] | None) -> tuple[list[str], list[tuple[str, int, ReadBytes]]]:
         """The class list and every image as (name for messages, label, reader), ordered by label, then file name."""
-        folders = self.read_classes()
+        folders = self.folders
         if not folders:
             raise IgkdError(f"data folder '{self.location}' has no class folders; expected {self.location}/<class>/<image files>")
         class_list = list(classes) if classes else sorted(folders)

@@ -9,6 +9,7 @@ import torch
 
 from igkd.config import RunConfig
 from igkd.data.imageset import ImageSet
+from igkd.data.layout import check_split_classes
 from igkd.data.sources import load_split
 from igkd.data.splits import stratified_split, stratified_subset
 from igkd.fingerprint import hash_jsonable
@@ -37,13 +38,15 @@ class PreparedData:
         return stratified_subset(self.train_idx, self.pool.labels, fraction, seed)
 
 
-def prepare_data(cfg: RunConfig) -> PreparedData:
+def prepare_data(cfg: RunConfig, write_cache: bool = True) -> PreparedData:
     """Load train pool and test set; carve a stratified validation split (never the test set).
 
     The split depends on ``data.split_seed`` only, so every run of an experiment (any seed) and the teacher
-    share one validation set that no model trains on.
+    share one validation set that no model trains on. Without ``write_cache`` (a dry run) nothing is written.
     """
-    pool = load_split(cfg.data, "train", cfg.cache_path)
-    test = load_split(cfg.data, "test", cfg.cache_path).remap_to(pool.classes)
+    pool = load_split(cfg.data, "train", cfg.cache_path, write_cache)
+    test = load_split(cfg.data, "test", cfg.cache_path, write_cache)
+    check_split_classes(test.name, test.classes, pool.classes, cfg.data.classes is not None)
+    test = test.remap_to(pool.classes)
     train_idx, val_idx = stratified_split(pool.labels, cfg.data.val_fraction, cfg.data.split_seed)
     return PreparedData(pool, train_idx, val_idx, test)

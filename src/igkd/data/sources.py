@@ -57,8 +57,9 @@ def expand_path(path: Path | str) -> Path:
     return Path(expanded)
 
 
-def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path | None = None) -> ImageSet:
-    """Load the training pool or the test set described by ``cfg``."""
+def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path | None = None, write_cache: bool = True) -> ImageSet:
+    """Load the training pool or the test set described by ``cfg`` (decoded images are cached in ``cache_dir``,
+    read from it when there, and written to it only with ``write_cache``)."""
     if cfg.source == "digits":
         return _load_digits(split, cfg.image_size)
     if cfg.source == "cifar10":
@@ -66,7 +67,7 @@ def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path
     folder_name = cfg.train_split if split == "train" else cfg.test_split
     if cfg.root is None:
         raise IgkdError("data.root is not set; point it at the folder that holds the class folders' parent (e.g. data.root=/data/cifar10-jpeg)")
-    return load_image_folder(expand_path(cfg.root) / folder_name, cfg.classes, cfg.image_size, cfg.resize, cache_dir)
+    return load_image_folder(expand_path(cfg.root) / folder_name, cfg.classes, cfg.image_size, cfg.resize, cache_dir, write_cache)
 
 
 def _load_digits(split: str, image_size: int) -> ImageSet:
@@ -115,7 +116,7 @@ def decode_image(data: bytes, name: str, image_size: int, resize: bool) -> np.nd
 
 
 def load_image_folder(
-    folder: Path, classes: list[str] | None, image_size: int, resize: bool, cache_dir: Path | None = None
+    folder: Path, classes: list[str] | None, image_size: int, resize: bool, cache_dir: Path | None = None, write_cache: bool = True
 ) -> ImageSet:
     """Decode an ImageFolder split ``folder/<class>/*.jpg`` (or its archive, see :mod:`igkd.data.image_tree`).
 
@@ -135,7 +136,7 @@ def load_image_folder(
               for name, _, read in track(samples, description=f"decoding {folder.name}", transient=True, disable=len(samples) < 2000)]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label for _, label, _ in samples], dtype=torch.int64)
-    if cache_file is not None:
+    if cache_file is not None and write_cache:
         atomic_torch_save(cache_file, {"key": key, "images": images, "labels": labels, "classes": class_list})
         write_manifest(cache_file, key, {"source": tree.location, "shape": list(images.shape), "dtype": "uint8", "classes": class_list})
     return ImageSet(images, labels, class_list, folder.name)

@@ -23,7 +23,7 @@ SWEEP_WIDTHS = (0.75, 0.5, 0.35, 0.25, 0.1, 0.05)
 @dataclass(frozen=True)
 class Job:
     """One student run of an experiment: a group label (what the report aggregates over seeds), a config and the
-    student's stage identity (what its ``final.json`` is matched against)."""
+    content digest of the experiment's data, which with the config fixes the run's identity."""
 
     group: str
     method: str
@@ -32,7 +32,14 @@ class Job:
     family: str
     seed: int
     cfg: RunConfig
-    identity: str
+    data_content: str | None
+
+    @property
+    def identity(self) -> str:
+        """The student's stage identity (what its ``final.json`` is matched against)."""
+        if self.data_content is None:
+            raise ValueError("a job planned without its data's content digest has no identity; plan it with the data's digest")
+        return stage_identities(self.cfg, self.data_content).student
 
     @property
     def run_id(self) -> str:
@@ -41,8 +48,8 @@ class Job:
 
     def describe(self) -> dict[str, Any]:
         """The job as a JSON-ready record (without the full config)."""
-        record = {k: v for k, v in asdict(self).items() if k != "cfg"}
-        return {**record, "run_id": self.run_id}
+        record = {k: v for k, v in asdict(self).items() if k not in ("cfg", "data_content")}
+        return {**record, "run_id": self.run_id, "identity": self.identity}
 
 
 def _variant(base: RunConfig, seed: int, train_fraction: float, **student: Any) -> RunConfig:
@@ -69,11 +76,7 @@ class PlanOptions:
     widths: tuple[float, ...] = SWEEP_WIDTHS
 
 
-def _job(group: str, method: str, maps: str, arch: str, family: str, seed: int, cfg: RunConfig, data_content: str) -> Job:
-    return Job(group, method, maps, arch, family, seed, cfg, stage_identities(cfg, data_content).student)
-
-
-def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str) -> list[Job]:
+def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
     """The eight methods plus KD_IG with shuffled and with noise maps, at the configured student, per seed."""
     arch = base.student.arch
     variants = [(method, "aligned") for method in METHODS] + [(CONTROL_METHOD, control) for control in ABLATION_CONTROLS]
@@ -84,7 +87,7 @@ def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str) -> l
         for method, maps in variants:
             cfg = _variant(base, seed, options.train_fraction, method=method, ig__maps=maps)
             group = method if maps == "aligned" else f"{method}-{maps}"
-            jobs.append(_job(group, method, maps, arch, "ablation", seed, cfg, data_content))
+            jobs.append(Job(group, method, maps, arch, "ablation", seed, cfg, data_content))
     return jobs
 
 
@@ -99,22 +102,23 @@ def sweep_archs(teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, width
     return archs
 
 
-def sweep_jobs(base: RunConfig, options: PlanOptions, data_content: str) -> list[Job]:
+def sweep_jobs(base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
     """Student, KD, IG and KD_IG for every student of :func:`sweep_archs`, per seed."""
     jobs = []
     for seed in options.seeds:
         for family, arch in sweep_archs(base.teacher.arch, options.blocks, options.widths):
             for method in options.methods or SWEEP_METHODS:
                 cfg = _variant(base, seed, options.train_fraction, method=method, arch=arch, ig__maps="aligned")
-                jobs.append(_job(method, method, "aligned", arch, family, seed, cfg, data_content))
+                jobs.append(Job(method, method, "aligned", arch, family, seed, cfg, data_content))
     return jobs
 
 
-def plan_jobs(name: str, base: RunConfig, options: PlanOptions, data_content: str) -> list[Job]:
+def plan_jobs(name: str, base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
     """The jobs of an experiment, seed-major (all variants of seed 0 first), so fewer seeds finish first.
 
     ``data_content`` is the base config's ``PreparedData.content_digest``: with the config it fixes every
-    job's identity, and so its folder, before anything is trained.
+    job's identity, and so its folder, before anything is trained. None plans the configs alone (for the checks
+    that run before the data is decoded).
     """
     if name not in EXPERIMENTS:
         raise IgkdError(f"unknown experiment '{name}'; choose one of {', '.join(EXPERIMENTS)}")

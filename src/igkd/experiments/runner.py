@@ -23,10 +23,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.config import RunConfig, validate_config
-from igkd.errors import IgkdError
+from igkd.errors import IgkdError, IgkdErrors
+from igkd.preflight import preflight
 from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
 from igkd.fingerprint import hash_file
 from igkd.experiments.plan import Job, PlanOptions
+from igkd.identity import stage_finished
 from igkd.methods import method_flags
 from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
@@ -50,7 +52,7 @@ def _analysis_done(path: Path, identity: str, images: int) -> bool:
 def job_finished(run_dir: Path, job: Job) -> bool:
     """Whether ``job``'s student and its analysis are complete under the same identity."""
     folder = run_dir / "students" / job.run_id
-    trained = read_json_object(folder / "final.json").get("identity") == job.identity
+    trained = stage_finished(folder / "final.json", job.identity)
     count = job.cfg.report.agreement_images
     return trained and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
 
@@ -84,20 +86,34 @@ def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: in
 class ExperimentRunner:
     """Runs a planned list of jobs against one base config's run directory."""
 
-    def __init__(self, base: RunConfig, console: Console) -> None:
+    def __init__(self, base: RunConfig, console: Console, write_caches: bool = True) -> None:
         self.base = base
         self.console = console
         self.run_dir = base.run_dir
+        self.write_caches = write_caches
 
     @cached_property
     def pipeline(self) -> Pipeline:
         """The base config's pipeline: the shared data, teacher and maps."""
-        return Pipeline(self.base, self.console)
+        return Pipeline(self.base, self.console, write_caches=self.write_caches)
 
     @property
     def data_content(self) -> str:
         """The base config's data content digest, which :func:`plan_jobs` needs for the jobs' identities."""
         return self.pipeline.data.content_digest
+
+    def check(self, configs: list[RunConfig]) -> None:
+        """The checks of :mod:`igkd.preflight` for the shared stages and one job config of each student arch and
+        method; every problem of every such job is raised at once, before anything is decoded, trained or written."""
+        base = self.pipeline.check("experiment")
+        problems: list[str] = []
+        for cfg in {(cfg.student.arch, cfg.student.method): cfg for cfg in configs}.values():
+            try:
+                preflight(cfg, ("student",), self.pipeline.dist.world_size, base.layout)
+            except IgkdErrors as exc:
+                problems += [p for p in exc.problems if p not in problems]
+        if problems:
+            raise IgkdErrors(problems)
 
     def prepare(self, jobs: list[Job], sharded: bool) -> None:
         """Train (or reuse) the shared teacher and build (or verify) the IG maps the jobs need."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ from igkd.methods import method_flags
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
 from igkd.overlay import map_source
+from igkd.progress import StageProgress
 from igkd.training.inputs import batch_maker
-from igkd.training.loop import FitResult, LossFn, Progress, fit
+from igkd.training.loop import FitResult, LossFn, MakeInputs, Progress, fit
 from igkd.training.teacher_logits import cached_teacher_logits
 
 
@@ -63,24 +65,25 @@ def make_distill_loss(
     return loss_fn
 
 
-def distill_student(
-    cfg: RunConfig,
-    data: PreparedData,
-    teacher: LoadedModel,
-    maps: torch.Tensor | None,
-    device: torch.device,
-    out_dir: Path,
-    progress: Progress | None = None,
-) -> tuple[LoadedModel, FitResult]:
-    """Train the configured student; ``maps`` (pool order, N x H x W in [0,1]) are needed for IG methods."""
+@dataclass
+class DistillationRun:
+    """Everything one student run trains with: the fresh student, its training indices, inputs and loss."""
+
+    student: ImageClassifier
+    train_idx: torch.Tensor
+    make_inputs: MakeInputs
+    loss_fn: LossFn
+
+
+def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | None, device: torch.device) -> DistillationRun:
+    """The configured student (seeded), its seed's training subset, batch inputs (with the overlay) and loss, on ``device``."""
     _, use_ig, _ = method_flags(cfg.student.method)
     if use_ig and maps is None:
         raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
     if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
         raise IgkdError(f"IG maps have shape {tuple(maps.shape)} but the training pool is {(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'")
-    arch = parse_arch(cfg.student.arch)
     torch.manual_seed(cfg.seed)
-    student = build_model(arch, len(data.classes), teacher.mean, teacher.std).to(device)
+    student = build_model(parse_arch(cfg.student.arch), len(data.classes), teacher.mean, teacher.std).to(device)
     teacher_model = teacher.model.to(device).eval()
     for p in teacher_model.parameters():
         p.requires_grad_(False)
@@ -93,6 +96,23 @@ def distill_student(
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None
     make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, overlay_maps_, cfg.student.ig if use_ig else None)
+    train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, teacher_model, pairs, cached))
+
+
+def distill_student(
+    cfg: RunConfig,
+    data: PreparedData,
+    teacher: LoadedModel,
+    maps: torch.Tensor | None,
+    device: torch.device,
+    out_dir: Path,
+    progress: Progress | None = None,
+    step_progress: StageProgress | None = None,
+) -> tuple[LoadedModel, FitResult]:
+    """Train the configured student; ``maps`` (pool order, N x H x W in [0,1]) are needed for IG methods."""
+    run = distillation_run(cfg, data, teacher, maps, device)
+    arch = parse_arch(cfg.student.arch)
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(out_dir / "best.pt", net, arch, data.classes, {
@@ -101,8 +121,8 @@ def distill_student(
         })
 
     result = fit(
-        student, data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device), make_inputs, make_distill_loss(weights, teacher_model, pairs, cached),
+        run.student, run.train_idx, run.make_inputs, run.loss_fn,
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
-        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).student,
+        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).student, step_progress=step_progress,
     )
     return load_checkpoint(out_dir / "best.pt"), result

@@ -26,6 +26,7 @@ from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError
+from igkd.progress import StageProgress
 from igkd.runtime import RandomStreams, autocast, micro_batch_seed, seed_device_rng, use_channels_last
 
 MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
@@ -198,6 +199,7 @@ def fit(
     on_best: OnBest,
     progress: Progress | None = None,
     resume_key: str = "",
+    step_progress: StageProgress | None = None,
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs; keep the best validation checkpoint via ``on_best``.
 
@@ -208,7 +210,8 @@ def fit(
     holds a state saved under the same ``resume_key``, training continues from it.
 
     Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
-    and writes the metrics and state, and every rank returns once those files are written.
+    and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
+    after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every step.
     """
     ctx = distributed.current()
     ensure_dir(run_dir)
@@ -237,6 +240,8 @@ def fit(
     train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
     started = time.perf_counter()
     images_seen = 0
+    if step_progress is not None:
+        step_progress.start(cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         epoch_start = time.perf_counter()
@@ -246,6 +251,8 @@ def fit(
             idx = train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
             for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
+            if step_progress is not None:  # the loss is read (a device sync) only when a line or the bar shows it
+                step_progress.advance(epoch * steps_per_epoch + step + 1, lambda: {"loss": float(sums["loss"]) / (step + 1)})
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
         distributed.average_(batchnorm_statistics(model))
         if not math.isfinite(train_stats["train_loss"]):
@@ -269,6 +276,8 @@ def fit(
             })
         if progress:
             progress(epoch + 1, cfg.epochs, row)
+    if step_progress is not None:
+        step_progress.finish()
     distributed.barrier()
     seconds = time.perf_counter() - started
     return FitResult(history, int(best["epoch"]), float(best["val_accuracy"]), seconds, images_seen / max(seconds, 1e-9))

@@ -15,8 +15,9 @@ from igkd.losses import LossWeights, distillation_loss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import build_model, parse_arch
 from igkd.normalization import normalization_values
+from igkd.progress import StageProgress
 from igkd.training.inputs import batch_maker
-from igkd.training.loop import FitResult, Progress, fit
+from igkd.training.loop import FitResult, LossFn, Progress, fit
 
 
 def resolve_normalization(cfg: RunConfig, data: PreparedData) -> tuple[list[float], list[float]]:
@@ -33,17 +34,25 @@ def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> Load
     return loaded
 
 
-def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_dir: Path, progress: Progress | None = None) -> tuple[LoadedModel, FitResult]:
+def teacher_loss(cfg: RunConfig) -> LossFn:
+    """The teacher's per-step loss: cross-entropy (with the configured label smoothing)."""
+    weights = LossWeights(label_smoothing=cfg.teacher.train.label_smoothing)
+
+    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, _: torch.Tensor):
+        return distillation_loss(weights, net(x), y)
+
+    return loss_fn
+
+
+def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_dir: Path, progress: Progress | None = None,
+                  step_progress: StageProgress | None = None) -> tuple[LoadedModel, FitResult]:
     """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint."""
     arch = parse_arch(cfg.teacher.arch)
     mean, std = resolve_normalization(cfg, data)
     torch.manual_seed(cfg.teacher.seed)
     model = build_model(arch, len(data.classes), mean, std)
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
-    weights = LossWeights(label_smoothing=cfg.teacher.train.label_smoothing)
-
-    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, _: torch.Tensor):
-        return distillation_loss(weights, net(x), y)
+    loss_fn = teacher_loss(cfg)
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
@@ -52,6 +61,6 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
     result = fit(
         model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
-        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher,
+        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher, step_progress=step_progress,
     )
     return load_checkpoint(out_dir / "model.pt"), result

@@ -1,0 +1,185 @@
+"""Everything a run can check before its first expensive stage, without training or writing anything.
+
+:func:`preflight` is called by every command before it trains, attributes or writes (and by ``--dry-run``,
+which then shows the plan instead of running it), so the checks the dry run reports are the run's own.
+Every problem found is reported, one ``error:`` line each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from igkd.config import RunConfig, TrainConfig
+from igkd.data.layout import DataLayout, inspect_data
+from igkd.data.splits import stratified_split, stratified_subset
+from igkd.distributed import DistContext
+from igkd.errors import IgkdError, IgkdErrors
+from igkd.extras import require
+from igkd.methods import method_flags
+from igkd.models.checkpoint import import_state_dict
+from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
+from igkd.normalization import NormSpec, normalization_values
+from igkd.training.distill import attention_pairs, loss_weights
+from igkd.training.loop import micro_batch_count
+
+STAGES = ("teacher", "maps", "student")
+# Bytes per parameter of a training run's files: best checkpoint (1x) and training state (model + optimiser moments).
+_FILE_BYTES_PER_PARAM = {"sgd": 4 * (1 + 2), "adam": 4 * (1 + 3), "adamw": 4 * (1 + 3)}
+
+
+@dataclass
+class Preflight:
+    """What the checks found: the data layout, the built (untrained) models and the bytes the run may write."""
+
+    layout: DataLayout
+    train_images: int
+    val_images: int
+    student_train_images: int
+    teacher: ImageClassifier
+    student: ImageClassifier | None
+    writes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(self.writes.values())
+
+
+def stages_for(command: str, cfg: RunConfig) -> tuple[str, ...]:
+    """The stages a command runs: teacher; attribute = teacher + maps; distill, run and experiment = all it needs."""
+    uses_maps = method_flags(cfg.student.method)[1]
+    return {"teacher": ("teacher",), "attribute": ("teacher", "maps")}.get(
+        command, ("teacher", "maps", "student") if uses_maps else ("teacher", "student"))
+
+
+def _teacher_problems(cfg: RunConfig, layout: DataLayout) -> list[str]:
+    """An imported teacher must load into teacher.arch, predict the data's classes, and normalise as asked."""
+    if cfg.teacher.checkpoint is None:
+        return []
+    try:
+        loaded = import_state_dict(cfg.teacher.checkpoint, cfg.teacher.arch, layout.classes, (0.0,) * 3, (1.0,) * 3)
+    except IgkdError as exc:
+        return [f"teacher.checkpoint: {exc}"]
+    problems = []
+    if str(loaded.arch) != str(parse_arch(cfg.teacher.arch)):
+        problems.append(f"teacher '{cfg.teacher.checkpoint}' is a {loaded.arch} (its checkpoint records it), but teacher.arch is "
+                        f"{cfg.teacher.arch}; set teacher.arch={loaded.arch} (or --arch {loaded.arch})")
+    if loaded.classes != layout.classes:
+        problems.append(f"teacher '{cfg.teacher.checkpoint}' predicts classes {loaded.classes}, but the data has {layout.classes}; "
+                        "use a teacher trained on these classes or set data.classes to its class list")
+    setting = cfg.teacher.normalize
+    if "imported_from" not in loaded.metadata and (setting in ("cifar10", "none") or isinstance(setting, NormSpec)):
+        asked = normalization_values(setting, None)
+        if not (torch.allclose(torch.tensor(asked[0]), torch.tensor(loaded.mean), atol=1e-4)
+                and torch.allclose(torch.tensor(asked[1]), torch.tensor(loaded.std), atol=1e-4)):
+            problems.append(f"teacher.normalize asks for mean {asked[0]} / std {asked[1]}, but the checkpoint "
+                            f"'{cfg.teacher.checkpoint}' normalises with mean {loaded.mean} / std {loaded.std}; "
+                            "leave teacher.normalize unset (dataset) to keep the checkpoint's, or use the matching values")
+    return problems
+
+
+def _training_problems(section: str, cfg_train: TrainConfig, images: int, world_size: int) -> list[str]:
+    problems = []
+    try:
+        micro_batch_count(cfg_train.batch_size, cfg_train.micro_batches, DistContext(world_size=world_size))
+    except IgkdError as exc:
+        problems.append(f"{section}.train: {exc}")
+    if images < cfg_train.batch_size:
+        problems.append(f"{section}.train.batch_size {cfg_train.batch_size} exceeds the {images} images it trains on; "
+                        f"lower {section}.train.batch_size")
+    return problems
+
+
+def _extras_problems(cfg: RunConfig) -> list[str]:
+    """The optional extras the config asks for must be installed."""
+    needed = [("tensorboard", "report.tensorboard")] if cfg.report.tensorboard else []
+    problems = []
+    for extra, purpose in needed:
+        try:
+            require(extra, purpose)
+        except IgkdError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _writable_ancestor(path: Path) -> Path | None:
+    """The nearest existing folder at or above ``path``, or None when a file stands in the way."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate if candidate.is_dir() else None
+    return None
+
+
+def _output_problems(cfg: RunConfig, write_bytes: int) -> list[str]:
+    problems = []
+    folders = [("out_dir", cfg.run_dir)] + ([("cache_dir", cfg.cache_dir)] if cfg.cache_dir is not None else [])
+    for label, folder in folders:
+        existing = _writable_ancestor(folder.resolve())
+        if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+            problems.append(f"{label}: cannot create or write '{folder}' ({existing or 'a file is in the way'} is not a writable folder); "
+                            "choose a writable output directory")
+    existing = _writable_ancestor(cfg.run_dir.resolve())
+    if existing is not None and not problems:
+        free = shutil.disk_usage(existing).free
+        if free < write_bytes:
+            problems.append(f"out_dir: the run may write {write_bytes / 1e6:,.1f} MB (checkpoints, caches), but '{existing}' has "
+                            f"{free / 1e6:,.1f} MB free; free disk space or set out_dir (and cache_dir) elsewhere")
+    return problems
+
+
+def estimate_writes(cfg: RunConfig, preflight: Preflight, stages: Iterable[str]) -> dict[str, int]:
+    """Upper estimates of the bytes each stage writes (files that exist already are counted too)."""
+    layout, (height, width) = preflight.layout, (cfg.data.image_size, cfg.data.image_size)
+    writes: dict[str, int] = {}
+    if cfg.data.source == "imagefolder":
+        writes["decoded images"] = (len(layout.train) + len(layout.test)) * 3 * height * width
+    stages = set(stages)
+    if "teacher" in stages:
+        params = sum(p.numel() for p in preflight.teacher.parameters())
+        writes["teacher"] = params * _FILE_BYTES_PER_PARAM[cfg.teacher.train.optimizer]
+    if "maps" in stages:
+        writes["IG maps"] = len(layout.train) * height * width * (2 if cfg.attribution.dtype == "float16" else 1)
+    if "student" in stages and preflight.student is not None:
+        params = sum(p.numel() for p in preflight.student.parameters())
+        writes["student"] = params * _FILE_BYTES_PER_PARAM[cfg.student.train.optimizer]
+        if method_flags(cfg.student.method)[0] and cfg.student.kd.teacher_logits == "cached":
+            writes["teacher logits"] = len(layout.train) * len(layout.classes) * 4
+    return writes
+
+
+def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout: DataLayout | None = None) -> Preflight:
+    """Check everything ``stages`` need that is known without training; raise :class:`IgkdErrors` listing every problem.
+
+    Nothing is decoded (beyond one image per split), trained or written. ``layout`` is this config's
+    :func:`inspect_data`, when the caller has it already.
+    """
+    stages = tuple(stages)
+    layout = layout or inspect_data(cfg.data)  # its problems stop the checks: the others need the class list
+    labels = layout.train.labels
+    train_idx, val_idx = stratified_split(labels, cfg.data.val_fraction, cfg.data.split_seed)
+    student_idx = stratified_subset(train_idx, labels, cfg.student.train_fraction, cfg.seed)
+    classes = len(layout.classes)
+    teacher = build_model(cfg.teacher.arch, classes)  # structure only: its normalisation needs the decoded data
+    student = build_model(cfg.student.arch, classes) if "student" in stages else None
+    problems = _teacher_problems(cfg, layout)
+    if "teacher" in stages and cfg.teacher.checkpoint is None:
+        problems += _training_problems("teacher", cfg.teacher.train, len(train_idx), world_size)
+    if student is not None:
+        problems += _training_problems("student", cfg.student.train, len(student_idx), world_size)
+        if loss_weights(cfg).use_at:
+            try:
+                attention_pairs(cfg, teacher, student)
+            except IgkdError as exc:
+                problems.append(str(exc))
+    found = Preflight(layout, len(train_idx), len(val_idx), len(student_idx), teacher, student)
+    found.writes = estimate_writes(cfg, found, stages)
+    problems += _extras_problems(cfg)
+    problems += _output_problems(cfg, found.write_bytes)
+    if problems:
+        raise IgkdErrors(problems)
+    return found
