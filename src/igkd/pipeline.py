@@ -193,15 +193,10 @@ class Pipeline:
         ranks = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
         self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
                            f"for {expected[0]} images on {self.device}{ranks}")
-        bar = self.step_progress("maps", images_per_step=1, unit="image")
-
-        def show(done: int, total: int) -> None:
-            if bar.total != total:
-                bar.start(total)
-            bar.advance(done)
-
+        n, rank, ranks = expected[0], self.dist.rank, self.dist.world_size
+        bar = self.step_progress("maps", images_per_step=1, unit="image").start(n * (rank + 1) // ranks - n * rank // ranks)
         cache.build_shard(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params,
-                          self.device, self.dist.rank, self.dist.world_size, show, data_digest=self.data.pool.digest)
+                          self.device, rank, ranks, lambda done, _total: bar.advance(done), data_digest=self.data.pool.digest)
         bar.finish()
         distributed.barrier()
         if self.dist.is_main:
