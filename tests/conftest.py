@@ -51,6 +51,24 @@ def write_image_folder(root: Path, counts: dict[str, int], size: int = 8, seed: 
     return root
 
 
+def sets(items: list[str]) -> list[str]:
+    """``--set`` arguments for every override."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run the igkd command line in this process: exit code, stdout, stderr."""
+    import sys
+
+    from igkd.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["igkd", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return int(exit_info.value.code or 0), out.out, out.err
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny tensors gain nothing from threads, and oversubscribed cores make timings erratic."""

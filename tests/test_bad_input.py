@@ -11,21 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_TEACHER, tiny_overrides, write_image_folder
+from conftest import TINY_TEACHER, run_cli, sets, tiny_overrides, write_image_folder
 from igkd.cli import main
 from igkd.models.mobilenetv2 import build_model
 
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["igkd", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
-
-
-def sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models import MobileNetV2
 
-from igkd.config import CIFAR10_MEAN, CIFAR10_STD
+from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD
 from igkd.data.sources import CIFAR10_CLASSES
 from igkd.errors import IgkdError
 from igkd.models import build_model, import_state_dict, load_checkpoint, parse_arch, save_checkpoint

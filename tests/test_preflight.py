@@ -4,28 +4,15 @@ files left; ``--dry-run`` shows the plan (run or reuse, and why) and writes noth
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY_TEACHER, tiny_overrides, write_image_folder
-from igkd.cli import main
+from conftest import TINY_TEACHER, run_cli, sets, tiny_overrides, write_image_folder
 from igkd.models.checkpoint import save_checkpoint
 from igkd.models.mobilenetv2 import build_model
 
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["igkd", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
-
-
-def sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def _everything(root: Path) -> set[Path]:
@@ -49,7 +36,7 @@ def no_training(monkeypatch):
 def _folders(tmp: Path, train: dict[str, int], test: dict[str, int], size: int = 8) -> list[str]:
     write_image_folder(tmp / "data" / "train", train, size=size)
     write_image_folder(tmp / "data" / "test", test, size=size)
-    return [f"data.source=imagefolder", f"data.root={tmp / 'data'}", "teacher.train.batch_size=16", "student.train.batch_size=16"]
+    return ["data.source=imagefolder", f"data.root={tmp / 'data'}", "teacher.train.batch_size=16", "student.train.batch_size=16"]
 
 
 def _checkpoint(path: Path, arch: str, classes: int, mean=(0.5,) * 3, std=(0.25,) * 3) -> Path:
@@ -68,7 +55,7 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[tuple[str, ...]]]:
     if name == "teacher of another architecture":
         other = _checkpoint(tmp / "other.pt", "mobilenetv2_cifar:width=0.25:k=12", 10)
         return (["run", *sets(base + [f"teacher.checkpoint={other}"])],
-                [("is a mobilenetv2_cifar:width=0.25:k=12", f"set teacher.arch=mobilenetv2_cifar:width=0.25:k=12")])
+                [("is a mobilenetv2_cifar:width=0.25:k=12", "set teacher.arch=mobilenetv2_cifar:width=0.25:k=12")])
     if name == "plain state dict of another architecture":
         torch.save(build_model("mobilenetv2_cifar:width=0.25:k=12", 10).state_dict(), tmp / "plain.pt")
         return ["run", *sets(base + [f"teacher.checkpoint={tmp / 'plain.pt'}"])], [("does not match architecture",)]

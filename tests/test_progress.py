@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 
 import pytest
 import torch
 from rich.console import Console
 
-from conftest import TINY_STUDENT, tiny_overrides
-from igkd.cli import main
+from conftest import TINY_STUDENT, run_cli, sets, tiny_overrides
 from igkd.config import TrainConfig
 from igkd.losses import LossWeights, distillation_loss
 from igkd.models.mobilenetv2 import build_model
@@ -19,17 +17,6 @@ from igkd.progress import StageProgress
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import fit
 
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["igkd", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return int(exit_info.value.code or 0), out.out, out.err
-
-
-def sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def test_progress_of_a_run_outside_a_terminal_is_a_few_lines_with_etas(tmp_path, capsys, monkeypatch):

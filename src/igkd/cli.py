@@ -147,7 +147,7 @@ def evaluate(
     loaded = load_any_model(model, arch, normalize)
     data = load_split(cfg.data, split, cfg.cache_path).remap_to(loaded.classes)
     reference = load_any_model(teacher_path, None, None).model if teacher_path else None
-    metrics = evaluate_model(loaded.model, data, device, reference=reference)
+    metrics = evaluate_model(loaded.model, data, device, reference=reference, console=console)
     metrics.update(model=str(model), arch=str(loaded.arch), params=count_params(loaded.model),
                    macs=count_macs(loaded.model, data.image_size), checkpoint_bytes=file_size(model))
     present = sum(v is not None for v in metrics["per_class_accuracy"].values())

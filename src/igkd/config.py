@@ -14,7 +14,7 @@ from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
 from igkd.methods import canonical_method
 from igkd.models.mobilenetv2 import parse_arch
-from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD, NormSetting, parse_normalization  # noqa: F401 (re-exported)
+from igkd.normalization import NormSetting, parse_normalization
 from igkd.overlay import Blend, MapSource
 
 DEFAULT_CONFIG = "digits"

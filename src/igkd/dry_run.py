@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
-from igkd.config import RunConfig, TrainConfig
+from igkd.config import TrainConfig
 from igkd.data.prepare import PreparedData
 from igkd.identity import stage_finished
 from igkd.methods import method_flags

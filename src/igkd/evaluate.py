@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from igkd.data.imageset import ImageSet
+from igkd.progress import StageProgress
 from igkd.training.loop import predict_logits
 
 
@@ -34,11 +36,17 @@ def evaluate_model(
     device: torch.device,
     batch_size: int = 1024,
     reference: nn.Module | None = None,
+    console: Console | None = None,
 ) -> dict:
-    """Metrics of ``model`` on ``dataset``; with ``reference`` (the teacher) also their agreement."""
-    predictions = predict_logits(model, dataset.images, batch_size, device).argmax(1)
+    """Metrics of ``model`` on ``dataset``; with ``reference`` (the teacher) also their agreement.
+
+    With ``console``, progress is shown there (a bar, or a few plain lines, with the time left)."""
+    def progress(label: str) -> StageProgress | None:
+        return StageProgress(console, label, 1, device.type, unit="image", project=False) if console else None
+
+    predictions = predict_logits(model, dataset.images, batch_size, device, progress=progress("evaluate")).argmax(1)
     metrics = classification_metrics(predictions, dataset.labels, dataset.classes)
     if reference is not None:
-        reference_predictions = predict_logits(reference, dataset.images, batch_size, device).argmax(1)
+        reference_predictions = predict_logits(reference, dataset.images, batch_size, device, progress=progress("evaluate teacher")).argmax(1)
         metrics["teacher_agreement"] = float((predictions == reference_predictions).float().mean())
     return metrics

@@ -121,7 +121,7 @@ class Pipeline:
         reference = self.teacher.model if role == "student" else None
         summary: dict[str, Any] = {
             "role": role, "identity": identity, "identities": asdict(self.identities), "arch": str(loaded.arch), "classes": loaded.classes,
-            "data": self.data_label(), "test": evaluate_model(model, self.data.test, self.device, reference=reference),
+            "data": self.data_label(), "test": evaluate_model(model, self.data.test, self.device, reference=reference, console=self.console),
             "params": count_params(model), "macs": count_macs(model, self.data.pool.image_size),
             "checkpoint_bytes": file_size(checkpoint), "checkpoint": str(checkpoint),
             **provenance(self.device, self.cfg.seed), "config": self.cfg.model_dump(mode="json"),

@@ -38,8 +38,6 @@ class Preflight:
     """What the checks found: the data layout, the built (untrained) models and the bytes the run may write."""
 
     layout: DataLayout
-    train_images: int
-    val_images: int
     student_train_images: int
     teacher: ImageClassifier
     student: ImageClassifier | None
@@ -161,7 +159,7 @@ def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout
     stages = tuple(stages)
     layout = layout or inspect_data(cfg.data)  # its problems stop the checks: the others need the class list
     labels = layout.train.labels
-    train_idx, val_idx = stratified_split(labels, cfg.data.val_fraction, cfg.data.split_seed)
+    train_idx, _ = stratified_split(labels, cfg.data.val_fraction, cfg.data.split_seed)
     student_idx = stratified_subset(train_idx, labels, cfg.student.train_fraction, cfg.seed)
     classes = len(layout.classes)
     teacher = build_model(cfg.teacher.arch, classes)  # structure only: its normalisation needs the decoded data
@@ -176,7 +174,7 @@ def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout
                 attention_pairs(cfg, teacher, student)
             except IgkdError as exc:
                 problems.append(str(exc))
-    found = Preflight(layout, len(train_idx), len(val_idx), len(student_idx), teacher, student)
+    found = Preflight(layout, len(student_idx), teacher, student)
     found.writes = estimate_writes(cfg, found, stages)
     problems += _extras_problems(cfg)
     problems += _output_problems(cfg, found.write_bytes)

@@ -43,8 +43,9 @@ class StageProgress:
     """
 
     def __init__(self, console: Console, label: str, images_per_step: int, device_type: str = "cpu", later_s: float = 0.0,
-                 interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic, unit: str = "step") -> None:
+                 interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic, unit: str = "step", project: bool = True) -> None:
         self.console, self.label, self.images_per_step, self.unit = console, label, images_per_step, unit
+        self.project = project  # print the stage / whole-run projection after the first steps
         self.device_type, self.later_s, self.interval_s, self.clock = device_type, later_s, interval_s, clock
         self.total, self.steps_per_epoch = 1, None
         self.live = console.is_terminal and not console.quiet
@@ -90,14 +91,14 @@ class StageProgress:
     def advance(self, done: int, fields: Callable[[], dict[str, float]] | None = None) -> None:
         """``done`` steps are finished; ``fields`` (e.g. the running loss) is read only when something is shown."""
         self._last_done = done
-        if not self.projected and (done - self._start_done >= PROJECT_AFTER_STEPS or self.clock() - self._started >= PROJECT_AFTER_SECONDS):
+        if self.project and not self.projected and (done - self._start_done >= PROJECT_AFTER_STEPS or self.clock() - self._started >= PROJECT_AFTER_SECONDS):
             self._project()
         if self._bar is not None:
             per_step = self.seconds_per_step()
             shown = fields() if fields and (self.clock() - self._last_line >= 1.0 or done >= self.total) else None
             if shown is not None:
                 self._last_line = self.clock()
-                rate = f"{self.images_per_step / per_step:,.0f} img/s" if per_step else ""
+                rate = f"{self.images_per_step / per_step:,.0f} img/s" if per_step and self.images_per_step else ""
                 self._bar.update(self._task, completed=done, info=" ".join([rate, *(f"{k} {v:.4f}" for k, v in shown.items())]))
             else:
                 self._bar.update(self._task, completed=done)
@@ -111,7 +112,7 @@ class StageProgress:
     def _line(self, done: int, shown: dict[str, float]) -> str:
         per_step, eta, epoch_eta = self.seconds_per_step(), self.eta_s(), self._epoch_eta_s()
         parts = [f"{self.label}: {self.unit} {done}/{self.total} ({100 * done / self.total:.0f}%)"]
-        if per_step:
+        if per_step and self.images_per_step:
             parts.append(f"{self.images_per_step / per_step:,.0f} img/s")
         parts += [f"{key} {value:.4f}" for key, value in shown.items()]
         if epoch_eta is not None and done < self.total:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.config import RunConfig, validate_config
@@ -32,6 +31,7 @@ from igkd.identity import stage_finished
 from igkd.methods import method_flags
 from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
+from igkd.progress import StageProgress
 from igkd.provenance import provenance
 
 
@@ -140,14 +140,12 @@ class ExperimentRunner:
         outcomes = [JobOutcome(job.run_id, "skipped", "finished earlier") for job in jobs if job not in todo]
         self.console.print(f"experiment: {len(jobs)} runs, {len(outcomes)} finished earlier, {len(todo)} to run"
                            + (f" ({workers} at a time)" if workers > 1 and todo else ""))
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console) as bar:
-            task = bar.add_task("student runs", total=len(todo))
-            for outcome in self._execute(todo, workers):
-                outcomes.append(outcome)
-                bar.advance(task)
-                line = f"  {outcome.status}: {outcome.run_id}" + (f" ({outcome.detail})" if outcome.detail else "")
-                bar.console.print(line)
+        bar = StageProgress(self.console, "experiment", 0, self.pipeline.device.type, unit="run", project=False).start(len(todo))
+        for done, outcome in enumerate(self._execute(todo, workers), 1):
+            outcomes.append(outcome)
+            self.console.print(f"  {outcome.status}: {outcome.run_id}" + (f" ({outcome.detail})" if outcome.detail else ""), highlight=False)
+            bar.advance(done)
+        bar.finish()
         return outcomes
 
     def _execute(self, todo: list[Job], workers: int):

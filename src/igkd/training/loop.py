@@ -76,18 +76,25 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str = "auto") -> torch.Tensor:
-    """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode."""
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str = "auto",
+                   progress: StageProgress | None = None) -> torch.Tensor:
+    """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images."""
     was_training = model.training
     model.eval()
     channels_last = use_channels_last(device, "auto")
     outputs = []
+    if progress is not None:
+        progress.start(len(images))
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             outputs.append(model(x).float().cpu())
+        if progress is not None:
+            progress.advance(min(start + batch_size, len(images)))
+    if progress is not None:
+        progress.finish()
     model.train(was_training)
     return torch.cat(outputs)
 
