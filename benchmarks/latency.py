@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import torch  # noqa: E402
 
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from igkd.config import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
