@@ -170,6 +170,7 @@ def test_cli_export_quantize_bench_and_one_line_errors(trained, tmp_path, monkey
                                  "--set", "data.image_size=8", "--set", f"out_dir={tmp_path / 'runs'}"])
     assert result.exit_code == 0, result.output
     assert "(int8)" in result.output and json.loads((tmp_path / "t.int8.onnx.json").read_text())["calibration"]["split"] == "train"
+    assert "calibration: image 64/64 (100%)" in result.output  # the calibration's progress, as plain lines off a terminal
 
     out = tmp_path / "bench.json"
     result = runner.invoke(app, ["bench", str(teacher), str(teacher), "--cold", "--threads", "1", "--repeats", "3", "--warmup", "1",

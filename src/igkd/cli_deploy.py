@@ -61,7 +61,7 @@ def quantize(
     cfg = load_config(config, overrides or [])
     loaded = load_any_model(model, arch, normalize)
     target = output or model.with_suffix(".int8.onnx")
-    report = quantize_model(loaded, model, target, prepare_data(cfg), calibration, cfg.seed, per_channel, reduce_range)
+    report = quantize_model(loaded, model, target, prepare_data(cfg), calibration, cfg.seed, per_channel, reduce_range, console)
     test, size = report["test"], report["size"]
     console.print(f"int8 -> {target}: test accuracy {100 * test['accuracy_fp32']:.2f}% (fp32) -> {100 * test['accuracy_int8']:.2f}% (int8) "
                   f"on {test['n']} images; ONNX {size['fp32_onnx_bytes'] / 1e6:.2f} MB -> {size['int8_onnx_bytes'] / 1e6:.2f} MB; "

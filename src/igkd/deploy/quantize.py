@@ -8,6 +8,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from igkd.atomic import atomic_write_bytes, atomic_write_json
 from igkd.data.imageset import ImageSet
@@ -17,6 +18,7 @@ from igkd.errors import IgkdError
 from igkd.extras import require
 from igkd.models.checkpoint import LoadedModel
 from igkd.modelstats import file_size
+from igkd.progress import StageProgress
 from igkd.provenance import provenance
 
 CALIBRATION_BATCH = 64
@@ -31,22 +33,27 @@ def calibration_images(data: PreparedData, count: int, seed: int) -> np.ndarray:
     return data.pool.images[data.train_idx[order[:count]]].float().div(255).numpy()
 
 
-def _reader(input_name: str, images: np.ndarray) -> Any:
-    """A calibration data reader feeding ``images`` in batches."""
+def _reader(input_name: str, images: np.ndarray, progress: StageProgress | None = None) -> Any:
+    """A calibration data reader feeding ``images`` in batches (``progress`` counts the images handed out)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches: Iterator[np.ndarray] = (images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH))
+            self._starts: Iterator[int] = iter(range(0, len(images), CALIBRATION_BATCH))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {input_name: batch}
+            start = next(self._starts, None)
+            if start is None:
+                return None
+            if progress is not None:
+                progress.advance(min(start + CALIBRATION_BATCH, len(images)))
+            return {input_name: images[start : start + CALIBRATION_BATCH]}
 
     return Batches()
 
 
-def quantize_onnx(model: bytes, calibration: np.ndarray, per_channel: bool = True, reduce_range: bool = True) -> bytes:
+def quantize_onnx(model: bytes, calibration: np.ndarray, per_channel: bool = True, reduce_range: bool = True,
+                  progress: StageProgress | None = None) -> bytes:
     """Static int8 QDQ quantisation after onnxruntime's recommended pre-processing: int8 weights (per output
     channel unless ``per_channel`` is False), int8 activations with MinMax ranges from ``calibration``.
 
@@ -65,7 +72,7 @@ def quantize_onnx(model: bytes, calibration: np.ndarray, per_channel: bool = Tru
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(proto, prepared)
         quantize_static(
-            prepared, quantized, _reader(proto.graph.input[0].name, calibration), quant_format=QuantFormat.QDQ,
+            prepared, quantized, _reader(proto.graph.input[0].name, calibration, progress), quant_format=QuantFormat.QDQ,
             per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
@@ -92,9 +99,11 @@ def onnx_accuracy(model: bytes, dataset: ImageSet) -> tuple[float, np.ndarray]:
 
 def quantize_model(
     loaded: LoadedModel, source: Path, output: Path, data: PreparedData, calibration: int, seed: int,
-    per_channel: bool = True, reduce_range: bool = True,
+    per_channel: bool = True, reduce_range: bool = True, console: Console | None = None,
 ) -> dict[str, Any]:
-    """Quantise ``loaded`` to int8 ONNX, compare it with the float ONNX on the test split, write model + JSON report."""
+    """Quantise ``loaded`` to int8 ONNX, compare it with the float ONNX on the test split, write model + JSON report.
+
+    With ``console``, the calibration's progress is shown there."""
     if output.resolve() == source.resolve():
         raise IgkdError(f"quantize output '{output}' is the checkpoint itself; choose another --output")
     test = data.test.remap_to(loaded.classes)
@@ -103,7 +112,10 @@ def quantize_model(
         raise IgkdError(f"images are {height}x{width}; quantize needs square images (set data.resize=true and data.image_size)")
     images = calibration_images(data, calibration, seed)
     fp32 = onnx_bytes(loaded.model, height)
-    int8 = quantize_onnx(fp32, images, per_channel, reduce_range)
+    progress = StageProgress(console, "calibration", 1, "cpu", unit="image", project=False).start(len(images)) if console else None
+    int8 = quantize_onnx(fp32, images, per_channel, reduce_range, progress)
+    if progress is not None:
+        progress.finish()
     acc_fp32, pred_fp32 = onnx_accuracy(fp32, test)
     acc_int8, pred_int8 = onnx_accuracy(int8, test)
     report = {
