@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
-from igkd.config import TrainConfig
+from igkd.config import RunConfig, TrainConfig
 from igkd.data.prepare import PreparedData
 from igkd.identity import stage_finished
 from igkd.methods import method_flags
@@ -92,6 +92,13 @@ def _training_projection(model: nn.Module, train: TrainConfig, make_inputs: Make
     return {"step_s": step, "epoch_s": epoch, "seconds": epoch * epochs}
 
 
+def _fresh_teacher(cfg: RunConfig, data: PreparedData) -> LoadedModel:
+    """An untrained teacher of the configured arch and normalisation: it costs what the trained one costs."""
+    arch = parse_arch(cfg.teacher.arch)
+    mean, std = resolve_normalization(cfg, data)
+    return LoadedModel(build_model(arch, len(data.classes), mean, std), arch, data.classes, mean, std)
+
+
 class DryRun:
     """The plan of one command on one config, from the run's own pipeline; it writes nothing itself (with a
     ``Pipeline(..., write_caches=False)`` nothing at all). A real run prints its projection from it."""
@@ -121,7 +128,7 @@ class DryRun:
                      "student_train": checked.student_train_images},
             "identities": asdict(ids), "stages": stages,
             "writes_bytes": checked.writes, "projected_total_s": total,
-            "long_run_hint": self.long_run_hint(total, device),
+            "long_run_hint": long_run_hint(total, device.type),
         }
 
     def experiment_plan(self, name: str, jobs: list, workers: int) -> dict[str, Any]:
@@ -142,20 +149,15 @@ class DryRun:
                     "to_run": len(todo), "workers": workers, "students_projected_s": students_s,
                     "seconds_per_run": {f"{arch} {method}": value for (arch, method), value in timed.items()}},
                     projected_total_s=shared_s + students_s)
-        base["long_run_hint"] = self.long_run_hint(base["projected_total_s"], self.pipeline.device)
+        base["long_run_hint"] = long_run_hint(base["projected_total_s"], self.pipeline.device.type)
         return base
 
     def student_seconds(self) -> float:
         """Projected seconds of this config's student run alone (an untrained teacher of the same arch costs the same)."""
         data = self.pipeline.data
-        mean, std = resolve_normalization(self.cfg, data)
-        teacher = LoadedModel(build_model(parse_arch(self.cfg.teacher.arch), len(data.classes), mean, std).eval(),
-                              parse_arch(self.cfg.teacher.arch), data.classes, mean, std)
+        teacher = _fresh_teacher(self.cfg, data)
         status = StageStatus("run", "", self.cfg.student.train.epochs)
         return self._student(teacher={"model": teacher}, data=data, device=self.pipeline.device, identity="", status=status)["projected_s"]
-
-    def long_run_hint(self, seconds: float, device: torch.device) -> str | None:
-        return long_run_hint(seconds, device.type)
 
     def _model_row(self, model: nn.Module) -> dict[str, int]:
         return {"params": count_params(model), "macs": count_macs(model, self.pipeline.data.pool.image_size)}
@@ -165,9 +167,8 @@ class DryRun:
         status = training_status(folder, "final.json", self.pipeline.identities.teacher, cfg.teacher.train.epochs)
         if cfg.teacher.checkpoint is not None and status.action != "reuse":
             status = StageStatus("run", f"imports {cfg.teacher.checkpoint}", 0)
-        mean, std = resolve_normalization(cfg, data)
-        loaded = load_checkpoint(folder / "model.pt") if status.action == "reuse" else None
-        model = loaded.model if loaded else build_model(parse_arch(cfg.teacher.arch), len(data.classes), mean, std)
+        teacher = load_checkpoint(folder / "model.pt") if status.action == "reuse" else _fresh_teacher(cfg, data)
+        model = teacher.model
         plan = {"stage": "teacher", "arch": cfg.teacher.arch, **self._model_row(model), "action": status.action, "why": status.why,
                 "epochs": cfg.teacher.train.epochs, "projected_s": 0.0}
         if status.epochs_left:
@@ -175,8 +176,9 @@ class DryRun:
                                           cfg.data.crop_padding, cfg.data.flip), teacher_loss(cfg), data.train_idx,
                                           data.pool.images[data.val_idx], device, status.epochs_left)
             plan.update(timing_s=timing, projected_s=timing["seconds"])
-            model = build_model(parse_arch(cfg.teacher.arch), len(data.classes), mean, std)  # fresh: the timed steps changed it
-        return {"plan": plan, "model": LoadedModel(model.eval(), parse_arch(cfg.teacher.arch), data.classes, mean, std), "status": status}
+            teacher = _fresh_teacher(cfg, data)  # the timed steps changed the other one
+        teacher.model.eval()
+        return {"plan": plan, "model": teacher, "status": status}
 
     def _maps(self, teacher: dict[str, Any], data: PreparedData, device: torch.device) -> dict[str, Any]:
         cfg, params = self.cfg, self.cfg.attribution

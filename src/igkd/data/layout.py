@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from igkd.data.image_tree import ImageTree, find_image_tree
-from igkd.data.sources import CIFAR10_CLASSES, DataConfig, expand_path, load_split
+from igkd.data.sources import CIFAR10_CLASSES, DataConfig, expand_path, load_split, split_folder
 from igkd.errors import IgkdError
 
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
@@ -69,9 +69,7 @@ def _check_size(cfg: DataConfig, split: str, size: tuple[int, int] | None, name:
 
 
 def _tree(cfg: DataConfig, split: str) -> ImageTree:
-    if cfg.root is None:
-        raise IgkdError("data.root is not set; point it at the folder that holds the class folders' parent (e.g. data.root=/data/cifar10-jpeg)")
-    folder = expand_path(cfg.root) / (cfg.train_split if split == "train" else cfg.test_split)
+    folder = split_folder(cfg, split)
     return find_image_tree(folder.parent, folder.name)
 
 

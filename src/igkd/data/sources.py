@@ -64,10 +64,14 @@ def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path
         return _load_digits(split, cfg.image_size)
     if cfg.source == "cifar10":
         return _load_cifar10(cfg, split)
-    folder_name = cfg.train_split if split == "train" else cfg.test_split
+    return load_image_folder(split_folder(cfg, split), cfg.classes, cfg.image_size, cfg.resize, cache_dir, write_cache)
+
+
+def split_folder(cfg: DataConfig, split: Literal["train", "test"]) -> Path:
+    """The folder of an ImageFolder split: ``data.root`` / ``data.train_split`` or ``data.test_split``."""
     if cfg.root is None:
         raise IgkdError("data.root is not set; point it at the folder that holds the class folders' parent (e.g. data.root=/data/cifar10-jpeg)")
-    return load_image_folder(expand_path(cfg.root) / folder_name, cfg.classes, cfg.image_size, cfg.resize, cache_dir, write_cache)
+    return expand_path(cfg.root) / (cfg.train_split if split == "train" else cfg.test_split)
 
 
 def _load_digits(split: str, image_size: int) -> ImageSet:
