@@ -134,3 +134,26 @@ def test_optimiser_starts_from_the_batch_scaled_lr(tmp_path):
     cfg = validate_config(tree)
     _, fit = train_teacher(cfg, prepare_data(cfg), CPU, tmp_path / "teacher")
     assert fit.history[0]["lr"] == pytest.approx(0.05 * 128 / 32)
+
+
+class _DeviceProbe(torch.nn.Module):
+    """Records the devices of its input and its weight at every forward; returns CPU zeros (so it also runs on meta)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2))
+        self.seen: list[tuple[torch.device, torch.device]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((x.device, self.weight.device))
+        return torch.zeros(len(x), 2)
+
+
+def test_predict_logits_moves_the_model_to_the_device():
+    from igkd.training.loop import predict_logits
+
+    meta = torch.device("meta")  # a second device on a CPU-only machine, standing in for CUDA
+    probe = _DeviceProbe().train()
+    logits = predict_logits(probe, torch.zeros(5, 3, 4, 4, dtype=torch.uint8), 2, meta)
+    assert logits.shape == (5, 2) and probe.seen == [(meta, meta)] * 3
+    assert probe.weight.device == meta and probe.training  # stays on the device; train/eval mode restored

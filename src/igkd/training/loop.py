@@ -78,9 +78,12 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str = "auto",
                    progress: StageProgress | None = None) -> torch.Tensor:
-    """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images."""
+    """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images.
+
+    The model is moved to ``device`` and stays there (a model loaded on the CPU can be passed for a GPU run); its
+    train/eval mode is restored."""
     was_training = model.training
-    model.eval()
+    model.to(device).eval()
     channels_last = use_channels_last(device, "auto")
     outputs = []
     if progress is not None:
