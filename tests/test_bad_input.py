@@ -63,7 +63,7 @@ def cases(tmp: Path, trained: Path) -> dict[str, tuple[list[str], str]]:
         "invalid config value": (["run", *sets(tiny_overrides(tmp) + ["student.train.batch_size=0"])], "student.train.batch_size"),
         "unknown config key": (["run", *sets(tiny_overrides(tmp) + ["student.lr=0.1"])], "student.lr"),
         "unwritable output dir": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={a_file}/runs"])], "choose a writable output directory"),
-        "NaN in loss": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'nan'}", "teacher.train.lr=1e30"])], "training diverged"),
+        "NaN in loss": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'nan'}", "teacher.train.lr=1e30"])], "turn amp off (--set teacher.train.amp=off)"),
         "batch larger than data": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'big'}", "teacher.train.batch_size=100000"])], "exceeds the"),
         "batch that does not split into micro-batches": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'micro'}", "teacher.train.micro_batches=7"])],
                                                          "set train.batch_size to a multiple of 7"),

@@ -104,3 +104,13 @@ def test_one_normalisation_syntax_for_the_config_and_the_command_line():
         with pytest.raises(IgkdError, match="m1,m2,m3/s1,s2,s3") as from_option:
             parse_normalize(bad)
         assert "\n" not in str(from_config.value) + str(from_option.value)
+
+
+def test_on_and_off_switches_survive_yaml_booleans(tmp_path):
+    cfg = load_config("digits", ["student.train.amp=off", "teacher.train.channels_last=on", "student.train.channels_last=off"])
+    assert (cfg.student.train.amp, cfg.teacher.train.channels_last, cfg.student.train.channels_last) == ("off", "on", "off")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: digits\nteacher:\n  train:\n    amp: off\n    channels_last: on\n")
+    assert (load_config(mine).teacher.train.amp, load_config(mine).teacher.train.channels_last) == ("off", "on")
+    with pytest.raises(IgkdError, match=r"student\.train\.amp.*write bf16 .* or auto"):
+        load_config("digits", ["student.train.amp=on"])  # on could mean bf16 or auto: refused, not guessed

@@ -46,6 +46,20 @@ class TrainConfig(_Strict):
     compile: bool = False
     eval_batch_size: int = Field(1024, ge=1)
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_from_yaml_boolean(cls, value: Any) -> Any:
+        """YAML reads ``off``/``no``/``false`` as False: that is 'off'. True (``on``) is refused: bf16 or auto?"""
+        if value is True:
+            raise ValueError("amp takes auto, bf16 or off; 'on' is ambiguous: write bf16 (always) or auto (bf16 on CUDA only)")
+        return "off" if value is False else value
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _channels_last_from_yaml_boolean(cls, value: Any) -> Any:
+        """YAML reads ``on``/``off`` as True/False: map them back to 'on'/'off'."""
+        return ("on" if value else "off") if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _scaling_needs_a_base(self) -> "TrainConfig":
         if self.lr_scaling != "none" and self.base_batch_size is None:

@@ -124,5 +124,6 @@ def distill_student(
         run.student, run.train_idx, run.make_inputs, run.loss_fn,
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
         out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).student, step_progress=step_progress,
+        section="student",
     )
     return load_checkpoint(out_dir / "best.pt"), result

@@ -210,6 +210,7 @@ def fit(
     progress: Progress | None = None,
     resume_key: str = "",
     step_progress: StageProgress | None = None,
+    section: str = "<section>",
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs; keep the best validation checkpoint via ``on_best``.
 
@@ -222,6 +223,7 @@ def fit(
     Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
     and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
     after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every step.
+    ``section`` (teacher or student) names ``cfg`` in the options a divergence error suggests.
     """
     ctx = distributed.current()
     ensure_dir(run_dir)
@@ -266,7 +268,8 @@ def fit(
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
         distributed.average_(batchnorm_statistics(model))
         if not math.isfinite(train_stats["train_loss"]):
-            raise IgkdError(f"training diverged: loss is {train_stats['train_loss']} in epoch {epoch + 1}; lower the learning rate (e.g. --set ...train.lr=...) or disable amp")
+            raise IgkdError(f"training diverged: loss is {train_stats['train_loss']} in epoch {epoch + 1}; "
+                             f"lower the learning rate (--set {section}.train.lr=...) or turn amp off (--set {section}.train.amp=off)")
         images_seen += steps_per_epoch * cfg.batch_size
         row = _validate(model, val_images, val_labels, cfg, device) if ctx.is_main else {}
         row = distributed.broadcast_object({"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"],

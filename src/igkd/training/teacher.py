@@ -62,5 +62,6 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
         model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
         out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher, step_progress=step_progress,
+        section="teacher",
     )
     return load_checkpoint(out_dir / "model.pt"), result
