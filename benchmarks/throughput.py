@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue
 import statistics
 import sys
 import time
@@ -96,6 +97,10 @@ def benchmark_teacher(cfg, data, checkpoint: Path | None, device):
     return teacher
 
 
+BARRIER_TIMEOUT_S = 600  # how long warmed-up workers wait for the slowest one (data, first CUDA context, compile)
+RESULT_TIMEOUT_S = 1800  # how long the parent waits for all timings
+
+
 def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, threads: int, barrier, results) -> None:
     """One of several concurrent training processes: warm up, wait for the others, time ``steps`` steps."""
     torch.set_num_threads(threads)
@@ -106,7 +111,7 @@ def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, thread
     run = igkd_runner(cfg, data, benchmark_teacher(cfg, data, checkpoint, device), maps, device)
     run(5)
     _sync(device)
-    barrier.wait()
+    barrier.wait(timeout=BARRIER_TIMEOUT_S)
     start = time.perf_counter()
     run(steps)
     _sync(device)
@@ -118,6 +123,7 @@ def parallel_throughput(cfg, checkpoint: Path | None, jobs: int, steps: int) -> 
 
     Every process times the same number of steps after a shared start (a barrier, after warm-up); the total is
     all images over the span from the first start to the last finish (perf_counter is one clock machine-wide).
+    A process that dies stops the others, and the error names it and its exit code within a second.
     """
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(jobs), context.Queue()
@@ -126,12 +132,36 @@ def parallel_throughput(cfg, checkpoint: Path | None, jobs: int, steps: int) -> 
                for _ in range(jobs)]
     for worker in workers:
         worker.start()
-    spans = [results.get(timeout=1800) for _ in workers]
-    for worker in workers:
-        worker.join()
+    try:
+        spans = _collect_spans(workers, results, RESULT_TIMEOUT_S)
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        raise
+    finally:
+        for worker in workers:
+            worker.join()
+    for number, worker in enumerate(workers, 1):
         if worker.exitcode != 0:
-            raise RuntimeError(f"a parallel training process failed with exit code {worker.exitcode}")
+            raise RuntimeError(f"parallel training process {number} of {jobs} failed with exit code {worker.exitcode}")
     return jobs * steps * cfg.student.train.batch_size / (max(end for _, end in spans) - min(start for start, _ in spans))
+
+
+def _collect_spans(workers: list, results, timeout_s: float) -> list[tuple[float, float]]:
+    """Each worker's (start, end); raises within a second of a worker's failed exit, or after ``timeout_s``."""
+    spans: list[tuple[float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    while len(spans) < len(workers):
+        try:
+            spans.append(results.get(timeout=0.5))
+        except queue.Empty:
+            for number, worker in enumerate(workers, 1):
+                if worker.exitcode not in (None, 0):
+                    raise RuntimeError(f"parallel training process {number} of {len(workers)} (pid {worker.pid}) failed with exit code "
+                                       f"{worker.exitcode} (its traceback, if any, is above); the others are stopped") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the parallel training processes gave no timing within {timeout_s:.0f} s; they are stopped") from None
+    return spans
 
 
 PAPER_CAPTUM = (8, None)  # the paper's call: batches of 8 images, Captum's default chunking (all path points at once)

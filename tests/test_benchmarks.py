@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from conftest import tiny_config_tree
+from igkd.config import validate_config
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -76,3 +82,30 @@ def test_suite_trains_the_teacher_runs_every_stage_and_checks_each_target(tmp_pa
     assert any(runs.glob("full-run/repeat0/*/students/*/best.pt"))
     table = (out / "suite-cpu.md").read_text()
     assert "| teacher test accuracy" in table and f"{100 * accuracy:.2f}%" in table
+
+
+class _FirstWorkerDies:
+    """A multiprocessing context whose first Process exits at once with code 3 (the rest run their target)."""
+
+    def __init__(self, context) -> None:
+        self.context, self.made = context, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.context, name)
+
+    def Process(self, target, args):  # noqa: N802 (the multiprocessing name)
+        process = self.context.Process(target=os._exit, args=(3,)) if not self.made else self.context.Process(target=target, args=args)
+        self.made.append(process)
+        return process
+
+
+@pytest.mark.timeout(60)
+def test_parallel_throughput_fails_fast_when_a_worker_dies(tmp_path, monkeypatch):
+    throughput = benchmark("throughput")
+    context = _FirstWorkerDies(multiprocessing.get_context("spawn"))
+    monkeypatch.setattr(throughput.multiprocessing, "get_context", lambda method: context)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"parallel training process 1 of 2 .*exit code 3"):
+        throughput.parallel_throughput(validate_config(tiny_config_tree(tmp_path)), None, 2, 3)
+    assert time.monotonic() - start < 30
+    assert len(context.made) == 2 and not any(process.is_alive() for process in context.made)  # the other one is stopped too
