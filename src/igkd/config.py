@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from igkd.attribution.ig import IGParams
+from igkd.corruptions import CORRUPTIONS, SEVERITIES, check_corruptions
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
 from igkd.methods import canonical_method
@@ -157,6 +158,23 @@ class ReportConfig(_Strict):
     tensorboard: bool = Field(False, description="also write per-epoch metrics and a few IG overlays as TensorBoard event files")
 
 
+class RobustnessConfig(_Strict):
+    """Evaluation under common corruptions (:mod:`igkd.corruptions`): which ones, at which severities, with which seed."""
+
+    enabled: bool = Field(False, description="evaluate teacher and students on the corrupted test split after training")
+    corruptions: list[str] = Field(default_factory=lambda: list(CORRUPTIONS))
+    severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
+    seed: int = Field(0, ge=0, description="seeds the noise, so every model sees the same corrupted images")
+
+    @model_validator(mode="after")
+    def _known(self) -> "RobustnessConfig":
+        try:
+            check_corruptions(self.corruptions, self.severities)
+        except IgkdError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class RunConfig(_Strict):
     """Everything one run of the pipeline needs."""
 
@@ -171,6 +189,7 @@ class RunConfig(_Strict):
     attribution: AttributionConfig = AttributionConfig()
     student: StudentConfig = StudentConfig()
     report: ReportConfig = ReportConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
 
     @property
     def run_dir(self) -> Path:

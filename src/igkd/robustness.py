@@ -1,0 +1,113 @@
+"""Accuracy under common corruptions and its summaries, per model, stored beside the model's checkpoint.
+
+Summaries (Hendrycks & Dietterich 2019): the mean corruption accuracy (mCA, over every corruption and severity);
+the corruption error of each corruption relative to a reference model, ``CE_c = sum_s E_{c,s} / sum_s E^ref_{c,s}``
+with ``E = 1 - accuracy``, and their mean (mCE; 1.0 = as robust as the reference, the teacher by default); and
+the relative drop from clean accuracy, ``(clean - mCA) / clean``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from igkd.atomic import atomic_write_json, read_json_object
+from igkd.config import RobustnessConfig
+from igkd.corruptions import PARAMETERS, corrupt
+from igkd.data.imageset import ImageSet
+from igkd.fingerprint import hash_file
+from igkd.progress import StageProgress
+from igkd.provenance import provenance
+from igkd.training.loop import predict_logits
+
+RECORD = "robustness.json"
+SOURCE = ("Hendrycks & Dietterich, ICLR 2019, severity parameters of make_cifar_c.py (github.com/hendrycks/robustness); "
+          "generated on the fly by igkd.corruptions")
+
+Accuracies = dict[str, dict[str, float]]  # corruption -> severity (as a string, for JSON) -> accuracy
+
+
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int) -> float:
+    predictions = predict_logits(model, images, batch_size, device).argmax(1)
+    return float((predictions == labels).float().mean())
+
+
+def corruption_accuracies(models: dict[str, nn.Module], test: ImageSet, protocol: RobustnessConfig, device: torch.device,
+                          batch_size: int = 1024, console: Console | None = None) -> dict[str, dict[str, Any]]:
+    """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models."""
+    results: dict[str, dict[str, Any]] = {
+        name: {"clean_accuracy": _accuracy(model, test.images, test.labels, device, batch_size), "accuracy": {}}
+        for name, model in models.items()}
+    cells = [(c, s) for c in protocol.corruptions for s in protocol.severities]
+    progress = StageProgress(console, "corruptions", len(test), device.type, unit="set", project=False).start(len(cells)) if console else None
+    for done, (corruption, severity) in enumerate(cells, 1):
+        images = corrupt(test.images, corruption, severity, protocol.seed, device)
+        for name, model in models.items():
+            results[name]["accuracy"].setdefault(corruption, {})[str(severity)] = _accuracy(model, images, test.labels, device, batch_size)
+        if progress is not None:
+            progress.advance(done)
+    if progress is not None:
+        progress.finish()
+    return results
+
+
+def summarize_robustness(clean_accuracy: float, accuracy: Accuracies, reference: Accuracies | None = None) -> dict[str, Any]:
+    """mCA, relative drop and, given the reference model's accuracies on the same cells, CE per corruption and mCE.
+
+    A corruption on which the reference makes no error has no CE (``None``); mCE averages the others."""
+    values = [a for per_severity in accuracy.values() for a in per_severity.values()]
+    mca = float(np.mean(values))
+    summary: dict[str, Any] = {"clean_accuracy": clean_accuracy, "accuracy": accuracy, "mean_corruption_accuracy": mca,
+                               "relative_drop": (clean_accuracy - mca) / clean_accuracy if clean_accuracy > 0 else None}
+    if reference is not None:
+        errors = {}
+        for corruption, per_severity in accuracy.items():
+            ref_error = sum(1 - reference[corruption][s] for s in per_severity)
+            errors[corruption] = sum(1 - a for a in per_severity.values()) / ref_error if ref_error > 0 else None
+        defined = [e for e in errors.values() if e is not None]
+        summary.update(corruption_error=errors, mce=float(np.mean(defined)) if defined else None)
+    return summary
+
+
+def protocol_record(protocol: RobustnessConfig) -> dict[str, Any]:
+    """The protocol as stored with every result: corruptions, severities, seed, and each corruption's parameters."""
+    return {**protocol.model_dump(exclude={"enabled"}), "parameters": {c: list(PARAMETERS[c]) for c in protocol.corruptions},
+            "source": SOURCE}
+
+
+def _up_to_date(record: dict[str, Any], checkpoint_sha256: str, protocol: dict[str, Any], reference_sha256: str | None) -> bool:
+    return (record.get("checkpoint_sha256") == checkpoint_sha256 and record.get("protocol") == protocol
+            and record.get("reference", {}).get("checkpoint_sha256") == reference_sha256)
+
+
+def robustness_current(folder: Path, checkpoint: Path, protocol: RobustnessConfig, reference: dict[str, Any] | None) -> bool:
+    """Whether ``folder/robustness.json`` holds this checkpoint's result under this protocol and reference."""
+    return _up_to_date(read_json_object(folder / RECORD), hash_file(checkpoint), protocol_record(protocol),
+                       reference["checkpoint_sha256"] if reference else None)
+
+
+def ensure_robustness(folder: Path, checkpoint: Path, model: nn.Module, test: ImageSet, protocol: RobustnessConfig,
+                      device: torch.device, reference: dict[str, Any] | None = None, console: Console | None = None,
+                      seed: int = 0) -> dict[str, Any]:
+    """``folder/robustness.json`` for ``checkpoint``: reused when current, else measured and written atomically.
+
+    ``reference`` is another model's record (the teacher's) for CE/mCE; without it the model is its own reference."""
+    digest = hash_file(checkpoint)
+    expected = protocol_record(protocol)
+    reference_sha = reference["checkpoint_sha256"] if reference else None
+    existing = read_json_object(folder / RECORD)
+    if _up_to_date(existing, digest, expected, reference_sha):
+        return existing
+    measured = corruption_accuracies({"model": model}, test, protocol, device, console=console)["model"]
+    ref_accuracy = reference["accuracy"] if reference else measured["accuracy"]
+    record = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "protocol": expected, "test_images": len(test),
+              **summarize_robustness(measured["clean_accuracy"], measured["accuracy"], ref_accuracy),
+              "reference": {"checkpoint": reference["checkpoint"], "checkpoint_sha256": reference_sha} if reference else {},
+              **provenance(device, seed)}
+    atomic_write_json(folder / RECORD, record)
+    return record

@@ -1,0 +1,76 @@
+"""Common corruptions: monotone in severity, deterministic, shape-preserving; the summaries; bad names and severities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from igkd.config import load_config
+from igkd.corruptions import CORRUPTIONS, PARAMETERS, SEVERITIES, check_corruptions, corrupt, defocus_kernel
+from igkd.data.sources import _load_digits
+from igkd.errors import IgkdError
+from igkd.robustness import summarize_robustness
+from test_cli import igkd
+
+
+@pytest.fixture(scope="module", params=[16, 32], ids=["16px", "32px"])
+def digits(request) -> torch.Tensor:
+    return _load_digits("test", request.param).images[:300]
+
+
+def _change(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> float:
+    return float((corrupt(images, name, severity, seed).float() - images.float()).abs().mean())
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_each_corruption_changes_images_more_at_each_higher_severity(digits, name):
+    changes = [_change(digits, name, severity) for severity in SEVERITIES]
+    assert changes[0] > 0.1, changes
+    assert all(a < b for a, b in zip(changes, changes[1:])), changes
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corruptions_are_deterministic_for_a_seed_and_keep_shape_dtype_and_range(name):
+    images = _load_digits("test", 16).images[:300]  # more than one noise chunk of 256
+    first, again = corrupt(images, name, 3, seed=7), corrupt(images, name, 3, seed=7)
+    assert first.shape == images.shape and first.dtype == torch.uint8 and torch.equal(first, again)
+    other_seed = corrupt(images, name, 3, seed=8)
+    assert torch.equal(first, other_seed) != name.endswith("_noise")  # only the noise models draw random numbers
+
+
+def test_the_defocus_kernel_keeps_brightness_and_grows_with_the_radius():
+    for radius, alias in PARAMETERS["defocus_blur"]:
+        assert float(defocus_kernel(radius, alias).sum()) == pytest.approx(1.0, abs=1e-5)
+    assert defocus_kernel(3.0, 0.1).shape[-1] > defocus_kernel(1.0, 0.1).shape[-1]
+
+
+def test_brightness_adds_to_the_hsv_value_exactly():
+    image = torch.tensor([[[[60]], [[120]], [[30]]]], dtype=torch.uint8)  # one pixel, V = 120/255
+    out = corrupt(image, "brightness", 5).float().flatten()  # + 0.3 to V, hue and saturation kept
+    value = 120 / 255 + 0.3
+    assert out.tolist() == pytest.approx([round(255 * value * c / 120) for c in (60, 120, 30)], abs=1)
+
+
+def test_summaries_match_a_hand_computation():
+    model = {"noise": {"1": 0.8, "2": 0.6}, "blur": {"1": 0.9, "2": 0.7}}
+    teacher = {"noise": {"1": 0.9, "2": 0.8}, "blur": {"1": 0.95, "2": 0.95}}
+    summary = summarize_robustness(0.95, model, teacher)
+    assert summary["mean_corruption_accuracy"] == pytest.approx(0.75)
+    assert summary["relative_drop"] == pytest.approx((0.95 - 0.75) / 0.95)
+    # CE_noise = (0.2 + 0.4) / (0.1 + 0.2) = 2, CE_blur = (0.1 + 0.3) / (0.05 + 0.05) = 4
+    assert summary["corruption_error"] == pytest.approx({"noise": 2.0, "blur": 4.0})
+    assert summary["mce"] == pytest.approx(3.0)
+    perfect = {"noise": {"1": 1.0, "2": 1.0}, "blur": {"1": 0.9, "2": 0.9}}
+    assert summarize_robustness(1.0, model, perfect)["corruption_error"]["noise"] is None
+
+
+def test_unknown_corruptions_and_severities_outside_1_to_5_are_one_line_errors_listing_the_valid_ones():
+    with pytest.raises(IgkdError, match="unknown corruption 'fog'; valid: gaussian_noise, shot_noise"):
+        check_corruptions(["fog"], [1])
+    with pytest.raises(IgkdError, match="severity 6 is outside 1-5"):
+        corrupt(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "contrast", 6)
+    with pytest.raises(IgkdError, match=r"robustness.*severity 0 is outside 1-5"):
+        load_config("digits", ["robustness.severities=[0,1]"])
+    result = igkd("evaluate", "missing.pt", "--corruption", "snow")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "unknown corruption 'snow'; valid:" in result.stderr and "jpeg_compression" in result.stderr
