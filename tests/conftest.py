@@ -36,6 +36,7 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
         f"out_dir={tmp_path / 'runs'}", "name=tiny", "device=cpu", "data.image_size=8", "data.crop_padding=1",
         f"teacher.arch={TINY_TEACHER}", "teacher.train.epochs=1", f"student.arch={TINY_STUDENT}",
         "student.train.epochs=1", "attribution.steps=4", "report.examples=3", "report.latency_repeats=3",
+        "robustness.corruptions=[contrast,gaussian_noise]", "robustness.severities=[1,5]",
     ]
 
 

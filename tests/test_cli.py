@@ -96,6 +96,53 @@ def test_distill_and_evaluate_commands(finished_run):
     assert metrics["accuracy"] == pytest.approx(sum(row[i] for i, row in enumerate(metrics["confusion_matrix"])) / 359)
 
 
+def _accuracy_under(checkpoint: Path, overrides: list[str], corruption: str, severity: int) -> float:
+    """One corruption cell recomputed from scratch: the test split, corrupted, through the checkpoint."""
+    from igkd.corruptions import corrupt
+
+    test = load_split(load_config("digits", overrides).data, "test", None)
+    images = corrupt(test.images, corruption, severity, seed=0)
+    with torch.no_grad():
+        predictions = load_checkpoint(checkpoint).model.eval()(images.float() / 255).argmax(1)
+    return float((predictions == test.labels).float().mean())
+
+
+def test_main_job_reports_teacher_and_student_under_common_corruptions(finished_run):
+    tmp, _ = finished_run
+    run_dir = tmp / "runs" / "tiny"
+    results = json.loads((run_dir / "results.json").read_text())
+    student_checkpoint = Path(results["student"]["checkpoint"])
+    teacher = json.loads((run_dir / "teacher" / "robustness.json").read_text())
+    student = json.loads((student_checkpoint.parent / "robustness.json").read_text())
+    assert set(student["accuracy"]) == {"contrast", "gaussian_noise"} and set(student["accuracy"]["contrast"]) == {"1", "5"}
+    assert student["accuracy"]["contrast"]["5"] == pytest.approx(_accuracy_under(student_checkpoint, tiny_overrides(tmp), "contrast", 5))
+    assert teacher["mce"] == pytest.approx(1.0) and student["reference"]["checkpoint_sha256"] == teacher["checkpoint_sha256"]
+    errors = {c: sum(1 - a for a in student["accuracy"][c].values()) / sum(1 - a for a in teacher["accuracy"][c].values())
+              for c in ("contrast", "gaussian_noise")}
+    assert student["mce"] == pytest.approx(sum(errors.values()) / 2)
+    assert results["student"]["robustness"]["mean_corruption_accuracy"] == student["mean_corruption_accuracy"]
+    row = f"| mean corruption accuracy (%) | {100 * teacher['mean_corruption_accuracy']:.2f} | {100 * student['mean_corruption_accuracy']:.2f} |"
+    assert row in (run_dir / "report.md").read_text()
+
+
+def test_evaluate_under_corruptions_gives_the_main_jobs_numbers(finished_run, tmp_path):
+    tmp, _ = finished_run
+    run_dir = tmp / "runs" / "tiny"
+    student_checkpoint = Path(json.loads((run_dir / "results.json").read_text())["student"]["checkpoint"])
+    out = tmp_path / "robust.json"
+    result = igkd("evaluate", str(student_checkpoint), "--teacher", str(run_dir / "teacher" / "model.pt"), *_sets(tiny_overrides(tmp)),
+                  "--corruptions", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "mean corruption accuracy" in result.stdout and "mCE vs teacher" in result.stdout
+    measured = json.loads(out.read_text())["robustness"]
+    recorded = json.loads((student_checkpoint.parent / "robustness.json").read_text())
+    assert measured["accuracy"] == recorded["accuracy"] and measured["mce"] == pytest.approx(recorded["mce"])
+    narrowed = igkd("evaluate", str(student_checkpoint), *_sets(tiny_overrides(tmp)), "--corruption", "brightness", "--severity", "2",
+                    "-o", str(out))
+    assert narrowed.returncode == 0, narrowed.stderr
+    assert list(json.loads(out.read_text())["robustness"]["accuracy"]) == ["brightness"]
+
+
 def test_evaluate_on_a_folder_with_a_subset_of_the_classes(finished_run, tmp_path):
     tmp, _ = finished_run
     write_image_folder(tmp_path / "subset" / "test", {"3": 4, "7": 2})

@@ -123,6 +123,11 @@ def test_ablation_runs_every_job_with_analysis_and_skips_them_when_re_run(ablati
     victim.unlink()
     resumed = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
     assert resumed.returncode == 0 and "7 finished earlier, 1 to run" in resumed.stdout and victim.is_file()
+    robustness = run_dir / "students" / plan["jobs"][2]["run_id"] / "robustness.json"
+    robustness.unlink()  # as if robustness.enabled were turned on after training: only the evaluation runs
+    backfilled = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
+    assert backfilled.returncode == 0 and "7 finished earlier, 1 to run" in backfilled.stdout
+    assert "student: reusing" in backfilled.stdout and "student epoch" not in backfilled.stdout and robustness.is_file()
 
 
 def test_report_statistics_match_an_independent_computation(ablation):
@@ -144,6 +149,13 @@ def test_report_statistics_match_an_independent_computation(ablation):
     for needle in ("## Ablation", "### Pairwise tests", "figures/ablation_box.png", "figures/ig_maps.png", "IG Spearman", "## Provenance"):
         assert needle in markdown
     assert (out / "figures" / "ablation_box.png").stat().st_size > 1000 and (out / "report.html").read_text().startswith("<!doctype html>")
+    robustness = summary["robustness"]
+    mca = {g: [float(r["mean_corruption_accuracy"]) for r in rows if r["group"] == g] for g in ("Student", "KD_IG")}
+    assert robustness["mca"]["KD_IG"]["mean"] == pytest.approx(np.mean(mca["KD_IG"])) and robustness["mca"]["KD_IG"]["n"] == 2
+    welch = next(t for t in robustness["tests"]["welch"] if {t["a"], t["b"]} == {"KD_IG", "Student"})
+    assert welch["p_value"] == pytest.approx(sps.ttest_ind(mca["KD_IG"], mca["Student"], equal_var=False).pvalue, nan_ok=True)
+    assert "### Robustness: common corruptions and distribution shift" in markdown and "Pairwise tests on mean corruption accuracy" in markdown
+    assert (out / "figures" / "robustness_severity.png").stat().st_size > 1000
 
 
 def test_transfer_evaluates_teacher_and_students_on_a_subset_of_classes(ablation, tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -17,6 +18,9 @@ from igkd.cli_experiments import register as register_experiment_commands
 from igkd.cli_options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.normalization import NORMALIZE_SYNTAX
+
+if TYPE_CHECKING:
+    from igkd.config import RobustnessConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.")
@@ -130,8 +134,11 @@ def evaluate(
     arch: Optional[str] = typer.Option(None, help="Architecture, for a plain state dict."),
     normalize: Optional[str] = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
+    corruptions: bool = typer.Option(False, "--corruptions", help="Also evaluate under common corruptions (the config's robustness section; all 9 at severities 1-5 by default)."),
+    corruption: Optional[list[str]] = typer.Option(None, "--corruption", help="Only this corruption (repeatable; implies --corruptions)."),
+    severity: Optional[list[int]] = typer.Option(None, "--severity", help="Only this severity, 1-5 (repeatable; implies --corruptions)."),
 ) -> None:
-    """Evaluate a checkpoint on any dataset whose classes map onto the checkpoint's classes."""
+    """Evaluate a checkpoint on any dataset whose classes map onto the checkpoint's classes; optionally under corruptions."""
     from igkd.atomic import atomic_write_json
     from igkd.config import load_config
     from igkd.data.sources import load_split
@@ -143,6 +150,7 @@ def evaluate(
     if split not in ("train", "test"):
         raise IgkdError(f"--split must be 'train' or 'test', got '{split}'")
     cfg = load_config(config, overrides or [])
+    protocol = corruption_protocol(cfg.robustness, corruption, severity) if corruptions or corruption or severity else None
     device = resolve_device(cfg.device)
     loaded = load_any_model(model, arch, normalize)
     data = load_split(cfg.data, split, cfg.cache_path).remap_to(loaded.classes)
@@ -153,10 +161,40 @@ def evaluate(
     present = sum(v is not None for v in metrics["per_class_accuracy"].values())
     console.print(f"{model}: accuracy {100 * metrics['accuracy']:.2f}%, balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% "
                   f"on {metrics['n']} images ({present} of {len(loaded.classes)} classes present)")
+    if protocol is not None:
+        metrics["robustness"] = evaluate_robustness(loaded.model, reference, data, protocol, device, console)
     if output:
         atomic_write_json(output, metrics)
     else:
         console.print_json(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}))
+
+
+def corruption_protocol(base: RobustnessConfig, names: list[str] | None, severities: list[int] | None) -> RobustnessConfig:
+    """The config's corruption protocol, narrowed to ``names`` / ``severities`` when given (checked, one error line)."""
+    from igkd.corruptions import check_corruptions
+
+    chosen = {"corruptions": list(names or base.corruptions), "severities": list(severities or base.severities)}
+    check_corruptions(chosen["corruptions"], chosen["severities"])
+    return base.model_copy(update=chosen)
+
+
+def evaluate_robustness(model, reference, data, protocol, device, console: Console) -> dict:
+    """Corruption accuracies of ``model`` (and of ``reference``, the teacher, for mCE), summarised and printed."""
+    from igkd.robustness import corruption_accuracies, protocol_record, summarize_robustness
+
+    models = {"model": model, **({"reference": reference} if reference is not None else {})}
+    measured = corruption_accuracies(models, data, protocol, device, console=console)
+    ref = measured.get("reference")
+    summary = summarize_robustness(measured["model"]["clean_accuracy"], measured["model"]["accuracy"], ref["accuracy"] if ref else None)
+    table = Table("corruption", *[f"s{s}" for s in protocol.severities], "mean", title="accuracy (%) under corruption")
+    for name, per_severity in summary["accuracy"].items():
+        table.add_row(name, *[f"{100 * a:.2f}" for a in per_severity.values()], f"{100 * np.mean(list(per_severity.values())):.2f}")
+    console.print(table)
+    mce = f", mCE vs teacher {summary['mce']:.3f}" if summary.get("mce") is not None else " (give --teacher for mCE)"
+    console.print(f"mean corruption accuracy {100 * summary['mean_corruption_accuracy']:.2f}%, "
+                  f"relative drop {100 * summary['relative_drop']:.1f}% of clean{mce}")
+    return {**summary, "protocol": protocol_record(protocol), **({"reference_clean_accuracy": ref["clean_accuracy"],
+                                                                 "reference_accuracy": ref["accuracy"]} if ref else {})}
 
 
 register_deploy_commands(app)

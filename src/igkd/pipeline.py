@@ -28,6 +28,7 @@ from igkd.progress import StageProgress
 from igkd.provenance import provenance
 from igkd.tensorboard_log import TensorBoardLog
 from igkd.report import comparison_rows, save_overlay_figure, write_report
+from igkd.robustness import ensure_robustness
 from igkd.runtime import seed_everything
 from igkd.training.distill import distill_student
 from igkd.training.loop import FitResult
@@ -229,6 +230,16 @@ class Pipeline:
         return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit),
                                                     "method": self.cfg.student.method})
 
+    def teacher_robustness(self) -> dict[str, Any]:
+        """The teacher's accuracy under the configured corruptions (``teacher/robustness.json``, reused when current)."""
+        return ensure_robustness(self.teacher_dir, self.teacher_dir / "model.pt", self.teacher.model, self.data.test,
+                                 self.cfg.robustness, self.device, console=self.console, seed=self.cfg.seed)
+
+    def student_robustness(self, checkpoint: Path, reference: dict[str, Any]) -> dict[str, Any]:
+        """A student's accuracy under the configured corruptions, its mCE relative to ``reference`` (the teacher's record)."""
+        return ensure_robustness(checkpoint.parent, checkpoint, load_checkpoint(checkpoint).model, self.data.test,
+                                 self.cfg.robustness, self.device, reference=reference, console=self.console, seed=self.cfg.seed)
+
     def teacher_summary(self) -> dict[str, Any]:
         _ = self.teacher
         return json.loads((self.teacher_dir / "final.json").read_text())
@@ -245,6 +256,10 @@ class Pipeline:
             summary["latency"] = measure_latency(model, image, cpu, repeats=self.cfg.report.latency_repeats)
         student["latency_note"] = (f"PyTorch eager on CPU, {torch.get_num_threads()} threads, batch 1, 5 warm-up calls, "
                                    f"median of {self.cfg.report.latency_repeats}")
+        if self.cfg.robustness.enabled:
+            reference = self.teacher_robustness()
+            for summary, record in ((teacher, reference), (student, self.student_robustness(Path(student["checkpoint"]), reference))):
+                summary["robustness"] = {k: record[k] for k in ("mean_corruption_accuracy", "relative_drop", "mce")}
         notes: dict[str, Any] = {"data": self.data_label(), "provenance": provenance(self.device, self.cfg.seed)}
         figure = None
         if self.cfg.report.examples:

@@ -53,7 +53,16 @@ def comparison_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[tu
         ("MACs / image", f"{t['macs']:,}", f"{s['macs']:,}", f"{t['macs'] / s['macs']:.2f}x fewer"),
         ("checkpoint size (bytes)", f"{t['checkpoint_bytes']:,}", f"{s['checkpoint_bytes']:,}", f"{t['checkpoint_bytes'] / s['checkpoint_bytes']:.2f}x smaller"),
         ("latency, batch 1, median (ms)", f"{t['latency']['median_ms']:.2f}", f"{s['latency']['median_ms']:.2f}", f"{t['latency']['median_ms'] / s['latency']['median_ms']:.2f}x faster"),
-    ]
+    ] + _robustness_rows(t, s)
+
+
+def _robustness_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    if "robustness" not in teacher or "robustness" not in student:
+        return []
+    t, s = teacher["robustness"], student["robustness"]
+    mce = f"mCE {s['mce']:.2f} vs teacher" if s.get("mce") is not None else ""
+    return [("mean corruption accuracy (%)", _pct(t["mean_corruption_accuracy"]), _pct(s["mean_corruption_accuracy"]),
+             f"{100 * (s['mean_corruption_accuracy'] - t['mean_corruption_accuracy']):+.2f} pts, {mce}".rstrip(", "))]
 
 
 def write_report(path: Path, title: str, teacher: dict[str, Any], student: dict[str, Any], figure: str | None, notes: dict[str, Any]) -> None:
@@ -63,7 +72,12 @@ def write_report(path: Path, title: str, teacher: dict[str, Any], student: dict[
              f"architecture `{student['arch']}`; teacher `{teacher['arch']}`.", "",
              "| metric | teacher | student | student vs teacher |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", f"Latency: {student['latency_note']}.", "",
+    lines += ["", f"Latency: {student['latency_note']}.", ""]
+    if "robustness" in student:
+        lines += ["Mean corruption accuracy: over the common corruptions and severities of the config's `robustness` section, "
+                  "generated from the test split with a fixed seed (`teacher/robustness.json` and the student's `robustness.json` "
+                  "hold every cell); mCE 1.00 = as robust as the teacher.", ""]
+    lines += [
               "Accuracy is on the test split, with the checkpoint chosen on the validation split "
               f"(teacher epoch {teacher.get('best_epoch', 'n/a')}, student epoch {student['best_epoch']}).", ""]
     if figure:

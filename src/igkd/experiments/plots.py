@@ -70,6 +70,27 @@ def sweep_plot(path: Path, series: dict[tuple[str, str], list[tuple[float, float
     _save(fig, path)
 
 
+def severity_plot(path: Path, series: dict[str, list[tuple[int, float, float, float]]], title: str) -> None:
+    """Accuracy (mean over corruptions) against severity, 0 = clean: one line per method; points are
+    (severity, mean over seeds, ci_low, ci_high)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for i, (method, points) in enumerate(series.items()):
+        x = [p[0] for p in points]
+        mean = np.array([100 * p[1] for p in points])
+        low = np.array([100 * p[2] if np.isfinite(p[2]) else 100 * p[1] for p in points])
+        high = np.array([100 * p[3] if np.isfinite(p[3]) else 100 * p[1] for p in points])
+        ax.errorbar(np.asarray(x) + 0.04 * (i - len(series) / 2), mean, yerr=[mean - low, high - mean], marker="o", markersize=3,
+                    capsize=2, color="black" if method == "teacher" else f"C{i}", linestyle="--" if method == "teacher" else "-", label=method)
+    ax.set_xticks(range(0, 6), ["clean", "1", "2", "3", "4", "5"])
+    ax.set_xlabel("corruption severity")
+    ax.set_ylabel("test accuracy (%), mean over corruptions; 95% CI over seeds")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
 def ig_grid(path: Path, images: torch.Tensor, titles: list[str], rows: dict[str, np.ndarray], power: float = 1.5) -> None:
     """Columns: test images. Rows: the image, the teacher's map overlaid as in training, then each model's IG map."""
     plt = _pyplot()

@@ -23,9 +23,10 @@ from igkd.config import RunConfig
 from igkd.errors import IgkdError
 from igkd.experiments.analysis import agreement_indices
 from igkd.experiments.document import Document
-from igkd.experiments.plots import box_plot, ig_grid, sweep_plot
+from igkd.experiments.plots import box_plot, ig_grid, severity_plot, sweep_plot
 from igkd.models.checkpoint import load_checkpoint
 from igkd.provenance import provenance
+from igkd.robustness import RECORD
 from igkd.runtime import resolve_device
 from igkd.stats import as_dicts, compare_methods, summarize
 
@@ -35,13 +36,14 @@ PAPER_NOTE = ("For orientation only: on the original CIFAR-10 (not comparable wi
 
 
 def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every finished student run: ``final.json`` plus its analysis and transfer records, by run folder name."""
+    """Every finished student run: ``final.json`` plus its analysis, transfer and corruption records, by run folder name."""
     runs = {}
     for folder in sorted((run_dir / "students").glob("*")):
         final = read_json_object(folder / "final.json")
         if final:
             transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted(folder.glob("transfer-*.json"))}
-            runs[folder.name] = {"final": final, "analysis": read_json_object(folder / "analysis.json"), "transfer": transfer}
+            runs[folder.name] = {"final": final, "analysis": read_json_object(folder / "analysis.json"), "transfer": transfer,
+                                 "robustness": read_json_object(folder / RECORD)}
     return runs
 
 
@@ -73,7 +75,8 @@ def _mean_or_nan(values: list[float | None]) -> float:
     return float(np.mean(present)) if present else float("nan")
 
 
-def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
+def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path,
+              teacher_checks: dict[str, Any]) -> dict[str, Any]:
     groups = _by_group(plan, runs)
     if not groups:
         doc.paragraph("No run of this experiment has finished yet.")
@@ -90,34 +93,97 @@ def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any
         rows.append([group, str(s.n), _pct(s.mean), _pct(s.std), f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]", _pct(s.best),
                      f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a",
                      _pct(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
-                     f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a",
-                     _pct(_mean_or_nan([_transfer_accuracy(r, "accuracy") for r in seeds.values()])),
-                     _pct(_mean_or_nan([_transfer_accuracy(r, "balanced_accuracy") for r in seeds.values()]))])
+                     f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a"])
     doc.table(["method", "runs", "mean acc (%)", "std", "95% CI", "best", "vs Student (pts)", "agrees w/ teacher (%)",
-               "IG Spearman vs teacher", "transfer acc (%)", "transfer bal. acc (%)"], rows)
+               "IG Spearman vs teacher"], rows)
     doc.paragraph("Test accuracy of the checkpoint chosen on the validation split; CI: Student-t over seeds. "
                   "`-shuffled` / `-noise`: KD_IG with each image given another image's map / a random map (controls). "
-                  "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images. Transfer: mean over "
-                  "the evaluated splits of the other dataset (`igkd transfer`).")
+                  "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images.")
     box_plot(figures / "ablation_box.png", {g: list(v.values()) for g, v in accuracy.items()},
              f"ablation at {plan['base_config']['student']['arch']}", teacher["test"]["accuracy"] if teacher else None)
     doc.image("figures/ablation_box.png", "ablation box plot")
-    tests = _pairwise(doc, accuracy)
-    return {"summary": {g: s.__dict__ for g, s in summaries.items()}, "tests": tests}
+    tests = _pairwise(doc, accuracy, "Pairwise tests", "test accuracy")
+    return {"summary": {g: s.__dict__ for g, s in summaries.items()}, "tests": tests, "robustness": _robustness(doc, groups, teacher_checks, figures)}
 
 
-def _pairwise(doc: Document, accuracy: dict[str, dict[int, float]]) -> dict[str, Any]:
-    eligible = {g: v for g, v in accuracy.items() if len(v) >= 2}
+def _mean_ci(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "n/a"
+    s = summarize(present)
+    spread = f" [{scale * s.ci_low:.{digits}f}, {scale * s.ci_high:.{digits}f}]" if s.n > 1 else ""
+    return f"{scale * s.mean:.{digits}f}{spread}"
+
+
+def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
+    """Per method over seeds: accuracy under common corruptions (mCA, mCE vs teacher, relative drop, per corruption,
+    against severity, Welch/Holm tests on mCA) and on the other dataset of ``igkd transfer``; ``teacher`` holds the
+    teacher's ``robustness`` and ``transfer`` records."""
+    doc.heading("Robustness: common corruptions and distribution shift", 3)
+    records = {g: {seed: r["robustness"] for seed, r in seeds.items() if r["robustness"]} for g, seeds in groups.items()}
+    transfer = {g: [_transfer_accuracy(r, "accuracy") for r in seeds.values()] for g, seeds in groups.items()}
+    balanced = {g: [_transfer_accuracy(r, "balanced_accuracy") for r in seeds.values()] for g, seeds in groups.items()}
+    reference = teacher["robustness"]
+    if not reference and not any(v is not None for vs in transfer.values() for v in vs):
+        doc.paragraph("No corruption or transfer evaluation yet: set `robustness.enabled=true` and re-run the experiment "
+                      "(finished students are reused; only the evaluation runs), or run `igkd transfer`.")
+        return {}
+    rows = []
+    if reference:
+        protocol = reference["protocol"]
+        doc.paragraph(f"Corruptions {', '.join(protocol['corruptions'])} at severities {', '.join(map(str, protocol['severities']))}, "
+                      f"generated from the {reference['test_images']} test images with seed {protocol['seed']}: the same images for every "
+                      f"model. Parameters: {protocol['source']} (the table in `igkd.corruptions`). mCA: mean corruption accuracy over every "
+                      "corruption and severity; mCE: mean over corruptions of the model's summed error divided by the teacher's "
+                      "(1.00 = as robust as the teacher); drop: (clean - mCA) / clean.")
+        rows.append(["teacher", "1", _pct(reference["clean_accuracy"]), _pct(reference["mean_corruption_accuracy"]), "1.00",
+                     _pct(reference["relative_drop"])])
+    for group in groups:
+        recs = list(records[group].values())
+        rows.append([group, str(len(recs)), _mean_ci([r["clean_accuracy"] for r in recs]), _mean_ci([r["mean_corruption_accuracy"] for r in recs]),
+                     _mean_ci([r.get("mce") for r in recs], 1.0), _mean_ci([r["relative_drop"] for r in recs])])
+    rows = [row + ([_pct(_transfer_accuracy(teacher, "accuracy")), _pct(_transfer_accuracy(teacher, "balanced_accuracy"))] if row[0] == "teacher"
+                   else [_mean_ci(transfer[row[0]]), _mean_ci(balanced[row[0]])]) for row in rows]
+    doc.table(["method", "runs", "clean acc (%)", "mCA (%)", "mCE vs teacher", "drop (%)", "transfer acc (%)", "transfer bal. acc (%)"], rows)
+    doc.paragraph("Mean [95% CI] over seeds. Transfer: accuracy on the evaluated splits of the other dataset (`igkd transfer`), "
+                  "their mean; n/a where not evaluated.")
+    if not reference or not any(records.values()):
+        return {"transfer": transfer}
+    corruptions, severities = reference["protocol"]["corruptions"], [str(v) for v in reference["protocol"]["severities"]]
+    by_model = {"teacher": [reference], **{g: list(recs.values()) for g, recs in records.items() if recs}}
+    doc.paragraph("Accuracy (%) per corruption, mean over severities (and seeds):")
+    doc.table(["method", *corruptions], [[g, *[_pct(float(np.mean([np.mean([r["accuracy"][c][v] for v in severities]) for r in recs])))
+                                               for c in corruptions]] for g, recs in by_model.items()])
+    series = {g: [(0, *_mean_band([r["clean_accuracy"] for r in recs]))]
+              + [(int(v), *_mean_band([float(np.mean([r["accuracy"][c][v] for c in corruptions])) for r in recs])) for v in severities]
+              for g, recs in by_model.items()}
+    severity_plot(figures / "robustness_severity.png", series, "accuracy under common corruptions")
+    doc.image("figures/robustness_severity.png", "accuracy against corruption severity")
+    mca = {g: {seed: r["mean_corruption_accuracy"] for seed, r in recs.items()} for g, recs in records.items() if recs}
+    return {"mca": {g: summarize(list(v.values())).__dict__ for g, v in mca.items()},
+            "mce": {g: summarize([r["mce"] for r in recs.values()]).__dict__ for g, recs in records.items()
+                    if recs and all(r.get("mce") is not None for r in recs.values())},
+            "tests": _pairwise(doc, mca, "Pairwise tests on mean corruption accuracy", "mean corruption accuracy", level=4),
+            "transfer": transfer}
+
+
+def _mean_band(values: list[float]) -> tuple[float, float, float]:
+    s = summarize(values)
+    return s.mean, s.ci_low, s.ci_high
+
+
+def _pairwise(doc: Document, values: dict[str, dict[int, float]], title: str, what: str, level: int = 3) -> dict[str, Any]:
+    eligible = {g: v for g, v in values.items() if len(v) >= 2}
     if len(eligible) < 2:
-        doc.paragraph("Pairwise tests need at least two runs of at least two methods.")
+        doc.paragraph(f"Pairwise tests of {what} need at least two runs of at least two methods.")
         return {}
     welch = compare_methods(eligible)
     try:
         paired = {(c.a, c.b): c for c in compare_methods(eligible, paired=True)}
     except IgkdError:
         paired = {}
-    doc.heading("Pairwise tests", 3)
-    doc.paragraph("Welch's t-test (independent runs) and Cohen's d for every pair, Holm-corrected over the family. "
+    doc.heading(title, level)
+    doc.paragraph(f"Of {what}: Welch's t-test (independent runs) and Cohen's d for every pair, Holm-corrected over the family. "
                   "Runs with the same seed share the training subset, the initial weights, the data order and the crops and flips, so the paired t-test "
                   "on shared seeds is also valid; it is given Holm-corrected beside it.")
     rows = []
@@ -197,7 +263,7 @@ def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
     buffer = io.StringIO()
     fields = ["run_id", "experiment", "group", "method", "maps", "arch", "family", "seed", "test_accuracy", "balanced_accuracy",
               "teacher_agreement", "best_val_accuracy", "best_epoch", "params", "macs", "train_seconds", "ig_spearman",
-              "transfer_accuracy", "transfer_balanced_accuracy", "git_commit", "device"]
+              "transfer_accuracy", "transfer_balanced_accuracy", "mean_corruption_accuracy", "mce", "git_commit", "device"]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for run_id, run in runs.items():
@@ -210,6 +276,7 @@ def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
             "best_epoch": final.get("best_epoch"), "params": final["params"], "macs": final["macs"], "train_seconds": final.get("train_seconds"),
             "ig_spearman": run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
             "transfer_accuracy": _transfer_accuracy(run, "accuracy"), "transfer_balanced_accuracy": _transfer_accuracy(run, "balanced_accuracy"),
+            "mean_corruption_accuracy": run["robustness"].get("mean_corruption_accuracy"), "mce": run["robustness"].get("mce"),
             "git_commit": final.get("git_commit"), "device": final.get("environment", {}).get("gpu", final.get("environment", {}).get("device")),
         })
     return buffer.getvalue()
@@ -225,6 +292,8 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
     out = run_dir / "report"
     figures = out / "figures"
     teacher = read_json_object(run_dir / "teacher" / "final.json")
+    teacher_checks = {"robustness": read_json_object(run_dir / "teacher" / RECORD),
+                      "transfer": {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))}}
     label = cfg.report.data_label or (teacher.get("data") if teacher else None) or cfg.data.source
     doc = Document(f"igkd experiments: {cfg.name}")
     doc.paragraph(f"Data: **{label}**. Every number below was measured by the runs in `runs/`; each run's JSON records its "
@@ -236,8 +305,7 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
                   [[f"`{teacher['arch']}`", _pct(teacher["test"]["accuracy"]), _pct(teacher["test"]["balanced_accuracy"]),
                     f"{teacher['params']:,}", f"{teacher['macs']:,}", str(teacher.get("best_epoch", "imported")),
                     f"{teacher.get('train_seconds', float('nan')):.0f}"]])
-        transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))}
-        for name, record in transfer.items():
+        for name, record in teacher_checks["transfer"].items():
             splits = ", ".join(f"{s}: {_pct(m['accuracy'])}% acc / {_pct(m['balanced_accuracy'])}% balanced ({m['n']} images, "
                                f"{len(m['classes_present'])} of {len(m['classes'])} classes)" for s, m in record["splits"].items())
             doc.paragraph(f"Teacher on {name}: {splits}.")
@@ -247,8 +315,8 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         finished = sum(job["run_id"] in runs for job in plan["jobs"])
         doc.paragraph(f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {plan['seeds'][0]}..{plan['seeds'][-1]}, "
                       f"each on a fresh stratified {100 * plan['train_fraction']:.0f}% subset of the training split).")
-        section = _ablation if name == "ablation" else _sweep
-        summary[name] = section(doc, plan, runs, teacher, figures)
+        summary[name] = (_ablation(doc, plan, runs, teacher, figures, teacher_checks) if name == "ablation"
+                         else _sweep(doc, plan, runs, teacher, figures))
         if name == "ablation":
             doc.paragraph(PAPER_NOTE)
     _ig_figure(doc, cfg, runs, plans, figures)

@@ -33,6 +33,7 @@ from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
+from igkd.robustness import RECORD, robustness_current
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,20 @@ def _analysis_done(path: Path, identity: str, images: int) -> bool:
     return record.get("identity") == identity and record.get("ig_agreement", {}).get("images", 0) == images
 
 
+def _robustness_done(run_dir: Path, folder: Path, cfg: RunConfig) -> bool:
+    if not cfg.robustness.enabled:
+        return True
+    reference = read_json_object(run_dir / "teacher" / RECORD)
+    return bool(reference) and robustness_current(folder, folder / "best.pt", cfg.robustness, reference)
+
+
 def job_finished(run_dir: Path, job: Job) -> bool:
-    """Whether ``job``'s student and its analysis are complete under the same identity."""
+    """Whether ``job``'s student and its analyses (IG agreement; corruptions when enabled) are complete and current."""
     folder = run_dir / "students" / job.run_id
     trained = stage_finished(folder / "final.json", job.identity)
     count = job.cfg.report.agreement_images
-    return trained and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
+    return (trained and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
+            and _robustness_done(run_dir, folder, job.cfg))
 
 
 def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: int | None = None, console: Console | None = None) -> JobOutcome:
@@ -78,6 +87,8 @@ def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: in
                 agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
                 atomic_write_json(folder / "analysis.json", {"identity": summary["identity"], "ig_agreement": agreement,
                                                              **provenance(pipeline.device, cfg.seed)})
+            if cfg.robustness.enabled:
+                pipeline.student_robustness(Path(summary["checkpoint"]), pipeline.teacher_robustness())
             return JobOutcome(run_id, "done")
         except IgkdError as exc:
             return JobOutcome(run_id, "failed", str(exc))
@@ -123,6 +134,8 @@ class ExperimentRunner:
             raise IgkdError(f"sharded experiments need one shared teacher, but {teacher_final} does not exist; run "
                             f"'igkd teacher -c CONFIG' once and copy {pipeline.teacher_dir} to every machine first")
         _ = pipeline.teacher
+        if self.base.robustness.enabled:
+            pipeline.teacher_robustness()
         if any(method_flags(job.method)[1] for job in jobs):
             pipeline.attribute(rebuild_invalid=False)
 
