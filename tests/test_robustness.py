@@ -74,3 +74,27 @@ def test_unknown_corruptions_and_severities_outside_1_to_5_are_one_line_errors_l
     result = igkd("evaluate", "missing.pt", "--corruption", "snow")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "unknown corruption 'snow'; valid:" in result.stderr and "jpeg_compression" in result.stderr
+
+
+def test_a_stored_result_is_reused_only_for_the_same_checkpoint_protocol_and_implementation(tmp_path, monkeypatch):
+    from torch import nn
+
+    from igkd import robustness
+    from igkd.config import RobustnessConfig
+    from igkd.data.imageset import ImageSet
+
+    test = ImageSet(_load_digits("test", 8).images[:40], _load_digits("test", 8).labels[:40], [str(i) for i in range(10)])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    protocol = RobustnessConfig(corruptions=["contrast"], severities=[1, 5])
+    calls = []
+    monkeypatch.setattr(robustness, "corrupt", lambda *args, **kwargs: calls.append(args[1:3]) or corrupt(*args, **kwargs))
+    first = robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
+    assert calls == [("contrast", 1), ("contrast", 5)] and first["protocol"]["version"] == robustness.VERSION
+    assert robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu")) == first and len(calls) == 2
+    monkeypatch.setattr(robustness, "VERSION", robustness.VERSION + 1)  # the corruptions' code changed
+    robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
+    assert len(calls) == 4
+    checkpoint.write_bytes(b"other weights")
+    assert not robustness.robustness_current(tmp_path, checkpoint, protocol, None)

@@ -7,15 +7,11 @@ blur covers the same fraction of the image; smaller images keep the 32x32 widths
 defocus disk would shrink to one pixel and stop growing with severity). Noise, contrast, brightness, pixelation (a
 fraction of the side) and JPEG quality need no scaling.
 
-One deliberate change: ``pixelate`` resizes down and back up bilinearly with anti-aliasing (a loss of resolution),
-where make_cifar_c.py uses PIL's BOX filter both ways, whose nearest-like up-sampling shifts the pixel grid by a
-different amount at each severity: on 300 digits test images at 32x32 its mean absolute change was 9.3, 9.2, 10.0,
-9.1, 10.5 (out of 255) for severities 1-5, not growing with severity; the bilinear version gives 2.0, 2.2, 2.4, 2.8, 3.9.
-
-Where a library does the work it is used: torchvision's Gaussian blur and resize, and Pillow's JPEG encoder and
-decoder (as make_cifar_c.py; ``torchvision.io``'s JPEG functions are deprecated since torchvision 0.29). Written here, because no library has them in batched tensor form: the noise models, the
-defocus disk kernel, the contrast and brightness formulas (brightness adds to HSV value exactly by scaling RGB,
-since every RGB channel is proportional to V at fixed hue and saturation).
+Where a library does the work it is used: torchvision's Gaussian blur, and Pillow's BOX resize (pixelate) and JPEG
+encoder and decoder, as in make_cifar_c.py (``torchvision.io``'s JPEG functions are deprecated since torchvision
+0.29). Written here, because no library has them in batched tensor form: the noise models, the defocus disk kernel,
+the contrast and brightness formulas (brightness adds to the HSV value exactly by scaling RGB, since every RGB
+channel is proportional to V at fixed hue and saturation).
 
 :func:`corrupt` is deterministic: noise is drawn on the CPU from a generator seeded by (seed, corruption, severity,
 chunk) for fixed chunks of :data:`CHUNK` images, so every model, device and batch size sees the same images.
@@ -36,6 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from igkd.errors import IgkdError
 
+VERSION = 2  # raise with any change to how a corruption is computed: stored results of another version are re-measured
 SEVERITIES = (1, 2, 3, 4, 5)
 REFERENCE_SIDE = 32  # the image side the CIFAR-10-C parameters are defined for
 CHUNK = 256  # images per noise draw; fixed so results do not depend on the evaluation batch size
@@ -48,7 +45,7 @@ PARAMETERS: dict[str, tuple] = {
     "defocus_blur": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1)),  # (disk radius, anti-alias sigma)
     "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor towards each image's per-channel mean
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to HSV value
-    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # down-sampling to this fraction of the side, then back (see below)
+    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # Pillow BOX down-sampling to this fraction of the side, then back
     "jpeg_compression": (80, 65, 58, 50, 40),  # JPEG quality
 }
 CORRUPTIONS = tuple(PARAMETERS)
@@ -108,8 +105,8 @@ def _brightness(x: torch.Tensor, shift: float, generator: torch.Generator) -> to
 
 def _pixelate(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
     height, width = x.shape[-2:]
-    small = TF.resize(x, [int(height * fraction), int(width * fraction)], antialias=True)
-    return TF.resize(small, [height, width], antialias=True)
+    small = (int(width * fraction), int(height * fraction))
+    return _per_image(x, lambda image: np.asarray(Image.fromarray(image).resize(small, Image.BOX).resize((width, height), Image.BOX)))
 
 
 def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -119,9 +116,14 @@ def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
 
 
 def _jpeg(x: torch.Tensor, quality: int, generator: torch.Generator) -> torch.Tensor:
+    return _per_image(x, lambda image: _jpeg_round_trip(image, quality))
+
+
+def _per_image(x: torch.Tensor, function: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
+    """Apply a Pillow round trip to each image of a float batch (as uint8 HWC, on the CPU)."""
     images = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    decoded = np.stack([_jpeg_round_trip(image, quality) for image in images])
-    return torch.from_numpy(decoded).permute(0, 3, 1, 2).to(x.device).float() / 255
+    out = np.stack([function(image) for image in images])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 
 _FUNCTIONS: dict[str, Callable[[torch.Tensor, object, torch.Generator], torch.Tensor]] = {

@@ -18,7 +18,7 @@ from torch import nn
 
 from igkd.atomic import atomic_write_json, read_json_object
 from igkd.config import RobustnessConfig
-from igkd.corruptions import PARAMETERS, corrupt
+from igkd.corruptions import PARAMETERS, VERSION, corrupt
 from igkd.data.imageset import ImageSet
 from igkd.fingerprint import hash_file
 from igkd.progress import StageProgress
@@ -75,9 +75,10 @@ def summarize_robustness(clean_accuracy: float, accuracy: Accuracies, reference:
 
 
 def protocol_record(protocol: RobustnessConfig) -> dict[str, Any]:
-    """The protocol as stored with every result: corruptions, severities, seed, and each corruption's parameters."""
+    """The protocol as stored with every result: corruptions, severities, seed, each corruption's parameters and the
+    version of their implementation (a result of another protocol is stale)."""
     return {**protocol.model_dump(exclude={"enabled"}), "parameters": {c: list(PARAMETERS[c]) for c in protocol.corruptions},
-            "source": SOURCE}
+            "source": SOURCE, "version": VERSION}
 
 
 def _up_to_date(record: dict[str, Any], checkpoint_sha256: str, protocol: dict[str, Any], reference_sha256: str | None) -> bool:
