@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import json
 import multiprocessing
 import os
+import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import tiny_config_tree
 from igkd.config import validate_config
@@ -109,3 +114,67 @@ def test_parallel_throughput_fails_fast_when_a_worker_dies(tmp_path, monkeypatch
         throughput.parallel_throughput(validate_config(tiny_config_tree(tmp_path)), None, 2, 3)
     assert time.monotonic() - start < 30
     assert len(context.made) == 2 and not any(process.is_alive() for process in context.made)  # the other one is stopped too
+
+
+def run_gpu_session(out: Path, runs: Path, **settings: str) -> subprocess.CompletedProcess:
+    """``benchmarks/gpu_session.sh`` at tiny scale on the CPU, its output in ``out`` and its run folder ``runs``."""
+    env = {**os.environ, "OUT": str(out), "GPU_SESSION_TINY": "1", "GPU_SESSION_RUNS": str(runs), **settings}
+    return subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], env=env, capture_output=True, text=True, timeout=540)
+
+
+def archive_files(out: Path) -> dict[str, bytes]:
+    with tarfile.open(out / "gpu-session.tar.gz") as archive:
+        return {member.name: archive.extractfile(member).read() for member in archive.getmembers() if member.isfile()}
+
+
+def stage_statuses(files: dict[str, bytes]) -> dict[str, str]:
+    rows = csv.DictReader(io.StringIO(files["gpu-session/stages.tsv"].decode()), delimiter="\t")
+    return {row["stage"]: row["status"] for row in rows}
+
+
+@pytest.mark.timeout(600)
+def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_failed_stage(tmp_path):
+    runs = tmp_path / "runs"
+    done = run_gpu_session(tmp_path / "first", runs)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert sorted(p.relative_to(tmp_path / "first").as_posix() for p in (tmp_path / "first").rglob("*") if p.is_file()) == [
+        "gpu-session.tar.gz", "gpu-session/log.txt"]  # few files come back from a device call: one archive and the log
+    files = archive_files(tmp_path / "first")
+    log = files["gpu-session/log.txt"].decode()
+    assert stage_statuses(files) == dict.fromkeys(["wheels", "smoke", "throughput", "latency", "teacher"], "OK")
+
+    smoke = json.loads(files["gpu-session/results/gpu-smoke-cpu.json"])
+    assert [check["name"] for check in smoke["checks"]] == list(benchmark("gpu_smoke").CHECKS)
+    assert {check["name"]: check["status"] for check in smoke["checks"] if check["status"] != "OK"} == {
+        "cuda_events_latency": "SKIP", "compile": "SKIP"}  # CUDA only; torch.compile is left out on the CPU
+    for check in smoke["checks"]:
+        assert f"{check['status']} {check['name']}: {check['detail']}" in log
+
+    for name in ("throughput-cpu", "latency-cpu"):
+        result = json.loads(files[f"gpu-session/results/{name}.json"])
+        assert {"command", "git_commit", "environment"} <= set(result.get("provenance", result))
+        assert f"gpu-session/results/{name}.md" in files
+    summary = json.loads(files["gpu-session/summary.json"])
+    assert summary["git_commit"] != "unknown" and "gpu_session.sh" in summary["command"] and summary["device"].startswith("cpu")
+    assert any(row["figure"].startswith("IG maps/s") and "50,000 images in" in row["value"] for row in summary["speed"])
+    assert summary["teacher"]["finished"] and summary["teacher"]["epochs"] == 2
+    assert {"runs/tiny/teacher/model.pt", "runs/tiny/teacher/final.json"} <= set(files)
+    assert "runs/tiny/teacher/state.pt" not in files and not any("/cache/" in name for name in files)  # not needed to resume
+
+    failed = run_gpu_session(tmp_path / "second", runs, GPU_SESSION_STAGES="latency teacher", GPU_SESSION_TIMEOUT_LATENCY="1")
+    assert failed.returncode == 1, failed.stdout[-4000:]
+    files = archive_files(tmp_path / "second")
+    assert stage_statuses(files) == {"wheels": "OK", "latency": "FAIL", "teacher": "OK"}
+    output = failed.stdout
+    assert "FAIL latency: stopped at its limit of 1 s" in output and output.index("FAIL latency") < output.index("OK teacher: finished")
+    assert "failed stages: latency" in output
+
+
+def test_provenance_names_the_recorded_commit_where_git_cannot(monkeypatch):
+    from igkd import provenance
+
+    monkeypatch.setenv("IGKD_GIT_COMMIT", "abc123-dirty")
+    monkeypatch.setattr(provenance, "git_commit", lambda: "unknown")
+    assert provenance.provenance(torch.device("cpu"), 0)["git_commit"] == "abc123-dirty"
+    monkeypatch.setattr(provenance, "git_commit", lambda: "def456")
+    assert provenance.source_commit() == "def456"

@@ -31,11 +31,18 @@ def command_line() -> str:
     return shlex.join(sys.argv)
 
 
+def source_commit() -> str:
+    """The git commit of the source in use; in a copy without git history (the working tree a GPU session gets), the
+    one ``$IGKD_GIT_COMMIT`` names (``benchmarks/gpu_session.sh`` sets it from what ``prepare_gpu_session.sh`` recorded)."""
+    commit = git_commit()
+    return os.environ.get("IGKD_GIT_COMMIT", commit) if commit == "unknown" else commit
+
+
 def provenance(device: torch.device, seed: int) -> dict[str, Any]:
     """The command line, git commit, igkd version, environment, seed and number of processes of this run."""
     return {
         "command": command_line(),
-        "git_commit": git_commit(),
+        "git_commit": source_commit(),
         "igkd_version": igkd.__version__,
         "seed": seed,
         "world_size": distributed.current().world_size,
