@@ -132,5 +132,5 @@ def test_random_streams_are_independent_and_resume_from_their_state():
     saved = a.state()
     expected = torch.rand(4, generator=a.overlay)
     c = RandomStreams.seeded(99, cpu)
-    c.load_state(saved)
+    assert c.load_state(saved, seed=99, epoch=1)
     assert torch.equal(torch.rand(4, generator=c.overlay), expected)

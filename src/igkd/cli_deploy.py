@@ -83,7 +83,9 @@ def bench(
     from igkd.atomic import atomic_write_json
     from igkd.deploy.bench import bench as run_bench
     from igkd.deploy.bench import bench_caption, comparison_rows
+    from igkd.runtime import configure_kernels
 
+    configure_kernels()  # the kernels the pipeline times its models with
     result = run_bench(models, batch or [1, 64], threads, warmup, repeats, cold, image_size, backend)
     console.print(bench_table(*comparison_rows(result), caption=bench_caption(result)))
     if output:

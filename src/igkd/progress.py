@@ -132,7 +132,11 @@ class StageProgress:
         self.console.print(text, highlight=False, soft_wrap=True)
         hint = long_run_hint(whole, self.device_type)
         if hint:
-            self.console.print(f"note: {hint}", highlight=False, soft_wrap=True)
+            self.note(hint)
+
+    def note(self, text: str) -> None:
+        """Print one ``note: ...`` line."""
+        self.console.print(f"note: {text}", highlight=False, soft_wrap=True)
 
     def finish(self) -> None:
         if self._bar is not None:

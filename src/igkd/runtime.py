@@ -7,10 +7,12 @@ import os
 import random
 import zlib
 from dataclasses import dataclass, fields
-from typing import ContextManager
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices  # torch's own list (private)
 
 from igkd.errors import IgkdError
 
@@ -28,17 +30,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def configure_kernels(deterministic: bool = False) -> None:
+    """The one place kernel choice is set: deterministic kernels, or the fastest (cudnn autotuning) otherwise.
+
+    Every process that trains, attributes or times models calls this (the pipeline through :func:`seed_everything`),
+    so all of them run the same kernels.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; in deterministic mode also force deterministic kernels."""
+    """Seed Python, NumPy and torch, and choose the kernels (:func:`configure_kernels`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    configure_kernels(deterministic)
 
 
 def micro_batch_seed(seed: int, step: int, chunk: int) -> int:
@@ -74,10 +83,21 @@ class RandomStreams:
         """Every generator's state, for a training checkpoint."""
         return {f.name: getattr(self, f.name).get_state() for f in fields(self)}
 
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore the states saved by :meth:`state`."""
-        for f in fields(self):
-            getattr(self, f.name).set_state(state[f.name].cpu())
+    def load_state(self, state: dict[str, torch.Tensor], seed: int, epoch: int) -> bool:
+        """Restore the states saved by :meth:`state` before ``epoch``; True when they were restored exactly.
+
+        A state saved by generators of another kind (CUDA's Philox state is 16 bytes, the CPU's Mersenne Twister
+        5056) cannot be: each stream is then re-seeded from the run seed, its name and ``epoch``, so the resumed run
+        is deterministic but draws other numbers than the interrupted one would have (False).
+        """
+        saved = {f.name: state[f.name].cpu() for f in fields(self)}
+        if all(saved[name].numel() == getattr(self, name).get_state().numel() for name in saved):
+            for name, value in saved.items():
+                getattr(self, name).set_state(value)
+            return True
+        for name in saved:
+            getattr(self, name).manual_seed(stream_seed(seed, f"{name}/resumed-epoch-{epoch}"))
+        return False
 
 
 def seed_device_rng(seed: int, device: torch.device) -> None:
@@ -99,6 +119,40 @@ def autocast(device: torch.device, amp: str) -> ContextManager:
 def use_channels_last(device: torch.device, setting: str) -> bool:
     """Channels-last memory format: on CUDA by default, off on CPU."""
     return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """Move ``model`` to ``device`` and, with ``channels_last``, its 4-D weights to that memory format (in place)."""
+    model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether ``model``'s convolutions are channels_last: its inputs should be too (one conversion per batch, not per layer).
+
+    A weight with one input channel or a 1x1 kernel is both layouts at once, so only the others decide.
+    """
+    for p in model.parameters():
+        if p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) != p.is_contiguous():
+            return p.is_contiguous(memory_format=torch.channels_last)
+    return False
+
+
+def fused_optimizers(device: torch.device) -> bool:
+    """Whether torch has fused (one kernel per step) SGD/Adam/AdamW for parameters on ``device``: CUDA and the CPU."""
+    return device.type in _get_fused_kernels_supported_devices()
+
+
+def copy_to_host(tensors: Sequence[torch.Tensor], device: torch.device) -> tuple[list[torch.Tensor], Callable[[], None]]:
+    """Start copying ``tensors`` (on ``device``) to the CPU without waiting for the device; call the returned
+    function before reading the copies. On CUDA the copies are asynchronous (into pinned memory) and the wait
+    covers the work queued up to this call only, so work queued after it keeps the GPU busy meanwhile."""
+    host = [t.to("cpu", non_blocking=True) for t in tensors]
+    if device.type != "cuda":
+        return host, lambda: None
+    copied = torch.cuda.Event()
+    copied.record()
+    return host, copied.synchronize
 
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")

@@ -18,6 +18,7 @@ from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
+from igkd.runtime import place_model, use_channels_last
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import FitResult, LossFn, MakeInputs, Progress, fit
 from igkd.training.teacher_logits import cached_teacher_logits
@@ -84,7 +85,8 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
         raise IgkdError(f"IG maps have shape {tuple(maps.shape)} but the training pool is {(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'")
     torch.manual_seed(cfg.seed)
     student = build_model(parse_arch(cfg.student.arch), len(data.classes), teacher.mean, teacher.std).to(device)
-    teacher_model = teacher.model.to(device).eval()
+    channels_last = use_channels_last(device, cfg.student.train.channels_last)  # the student, its frozen teacher and the batches
+    teacher_model = place_model(teacher.model, device, channels_last).eval()
     for p in teacher_model.parameters():
         p.requires_grad_(False)
     weights = loss_weights(cfg)
@@ -95,7 +97,8 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
     pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None
-    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, overlay_maps_, cfg.student.ig if use_ig else None)
+    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, overlay_maps_, cfg.student.ig if use_ig else None,
+                              channels_last)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
     return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, teacher_model, pairs, cached))
 

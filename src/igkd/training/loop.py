@@ -27,7 +27,8 @@ from igkd.config import TrainConfig
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError
 from igkd.progress import StageProgress
-from igkd.runtime import RandomStreams, autocast, micro_batch_seed, seed_device_rng, use_channels_last
+from igkd.runtime import (RandomStreams, autocast, fused_optimizers, is_channels_last, micro_batch_seed, place_model, seed_device_rng,
+                          use_channels_last)
 
 MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -47,11 +48,12 @@ class FitResult:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (Nesterov), Adam or AdamW at the batch-scaled lr; fused kernels on CUDA; no weight decay on norms and biases."""
+    """SGD (Nesterov), Adam or AdamW at the batch-scaled lr; fused kernels where the device has them; no weight decay on
+    norms and biases."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = {"fused": True} if device.type == "cuda" else {}
+    fused = {"fused": True} if fused_optimizers(device) else {}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     if cfg.optimizer == "adam":
@@ -81,10 +83,10 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, devi
     """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images.
 
     The model is moved to ``device`` and stays there (a model loaded on the CPU can be passed for a GPU run); its
-    train/eval mode is restored."""
+    train/eval mode is restored. Inputs take the model's memory format (channels_last or not)."""
     was_training = model.training
     model.to(device).eval()
-    channels_last = use_channels_last(device, "auto")
+    channels_last = is_channels_last(model)
     outputs = []
     if progress is not None:
         progress.start(len(images))
@@ -164,7 +166,7 @@ def make_train_step(
 
     def step(indices: torch.Tensor, streams: RandomStreams) -> dict[str, torch.Tensor]:
         inputs, labels = make_inputs(indices, streams)
-        if channels_last:
+        if channels_last:  # a no-op for batch_maker's batches, which come in this layout already
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         global_step = schedule.last_epoch
         optimizer.zero_grad(set_to_none=True)
@@ -218,7 +220,8 @@ def fit(
     from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
     one batch, drawing only from ``streams.augment`` and ``streams.overlay``;
     ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
-    holds a state saved under the same ``resume_key``, training continues from it.
+    holds a state saved under the same ``resume_key``, training continues from it (one saved on another kind of
+    device re-seeds the random streams, with a note through ``step_progress``: their states do not carry over).
 
     Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
     and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
@@ -227,9 +230,7 @@ def fit(
     """
     ctx = distributed.current()
     ensure_dir(run_dir)
-    model.to(device)
-    if use_channels_last(device, cfg.channels_last):
-        model.to(memory_format=torch.channels_last)
+    place_model(model, device, use_channels_last(device, cfg.channels_last))
     num_train = len(train_indices)
     if num_train < cfg.batch_size:
         raise IgkdError(f"batch size {cfg.batch_size} exceeds the {num_train} training images; lower train.batch_size")
@@ -247,8 +248,11 @@ def fit(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
-            streams.load_state(state["random_streams"])
             history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+            if not streams.load_state(state["random_streams"], seed, start_epoch) and step_progress is not None:
+                step_progress.note(f"the training state in '{state_file}' was saved on another kind of device; its random "
+                                   f"streams (epoch order, crops and flips, overlay) are re-seeded from the seed for epoch "
+                                   f"{start_epoch + 1}: the run goes on deterministically, not as the interrupted run would have")
     train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
     started = time.perf_counter()
     images_seen = 0

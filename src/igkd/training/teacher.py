@@ -16,6 +16,7 @@ from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoi
 from igkd.models.mobilenetv2 import build_model, parse_arch
 from igkd.normalization import normalization_values
 from igkd.progress import StageProgress
+from igkd.runtime import use_channels_last
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import FitResult, LossFn, Progress, fit
 
@@ -58,8 +59,10 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
         save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
                                                                          "image_size": data.pool.image_size[0]})
 
+    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip,
+                              channels_last=use_channels_last(device, cfg.teacher.train.channels_last))
     result = fit(
-        model, data.train_idx.to(device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), loss_fn,
+        model, data.train_idx.to(device), make_inputs, loss_fn,
         data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
         out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher, step_progress=step_progress,
         section="teacher",
