@@ -166,6 +166,31 @@ def test_interrupted_build_resumes(tmp_path, teacher, data, reference):
     assert not cache.shard_path(key, 0, 1).with_suffix(".json").exists()
 
 
+def test_progress_is_made_durable_at_checkpoints_not_after_every_batch(tmp_path, teacher, data, monkeypatch):
+    import igkd.attribution.cache as cache_module
+
+    flushes: list[int] = []
+    written: list[int] = []
+    flush, write = np.memmap.flush, cache_module.atomic_write_json
+    monkeypatch.setattr(np.memmap, "flush", lambda self: flushes.append(1) or flush(self))
+    monkeypatch.setattr(cache_module, "atomic_write_json", lambda path, obj: written.append(obj["images_done"]) or write(path, obj))
+    cache = AttributionCache(tmp_path)
+    key = attribution_key(teacher, *data, PARAMS)
+    cache.build_shard(key, teacher, *data, PARAMS, CPU)  # three batches, well within one checkpoint interval
+    assert written == [5] and len(flushes) == 1
+
+
+def test_checkpoints_record_the_images_done(tmp_path, teacher, data, reference):
+    cache = AttributionCache(tmp_path, checkpoint_s=0.0)  # a checkpoint after every batch
+    key = attribution_key(teacher, *data, PARAMS)
+    state = cache.shard_path(key, 0, 1).with_suffix(".json")
+    recorded: list[int] = []
+    cache.build_shard(key, teacher, *data, PARAMS, CPU, progress=lambda d, t: recorded.append(json.loads(state.read_text())["images_done"]))
+    assert recorded == [2, 4, 5]
+    cache.merge_shards(key, 1)
+    np.testing.assert_array_equal(cache.load(key, (5, 8, 8)).numpy(), reference)
+
+
 def test_partial_for_other_shape_is_not_resumed(tmp_path, teacher, data, reference):
     cache = AttributionCache(tmp_path)
     key = attribution_key(teacher, *data, PARAMS)

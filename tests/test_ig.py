@@ -228,3 +228,37 @@ def test_params_validation():
         IGParams(method="riemann_left", steps=1)
     with pytest.raises(ValueError):
         IGParams(unknown=1)
+
+
+def test_channels_last_is_a_throughput_knob_that_keeps_the_maps(dataset):
+    from igkd.attribution import attribution_key
+
+    images, labels = dataset
+    model = tiny_teacher()  # its own copy: channels_last converts the model
+    layouts: list[bool] = []
+    model.register_forward_pre_hook(lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    plain, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"))
+    assert layouts and not any(layouts)  # the default stays NCHW float32
+    layouts.clear()
+    fast, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3, channels_last="on"), torch.device("cpu"))
+    assert layouts and all(layouts)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
+    np.testing.assert_allclose(fast, plain, atol=2e-3)
+    assert attribution_key(model, images, labels, IGParams(steps=8)) == attribution_key(model, images, labels, IGParams(steps=8, channels_last="on"))
+    assert IGParams(channels_last=False).channels_last == "off"  # YAML's off
+
+
+def test_a_batch_is_read_back_only_after_the_next_is_queued(model, dataset, monkeypatch):
+    """The host waits for batch k's maps only once batch k+1 is on its way, so a GPU never idles on the copy."""
+    import igkd.attribution.ig as ig
+
+    images, labels = dataset
+    events: list[tuple[str, int]] = []
+
+    def logged(*args):
+        events.append(("ig", len(args[1])))
+        return integrated_gradients(*args)
+
+    monkeypatch.setattr(ig, "integrated_gradients", logged)
+    compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"), progress=lambda d, t: events.append(("done", d)))
+    assert events == [("ig", 3), ("ig", 3), ("done", 3), ("ig", 1), ("done", 6), ("done", 7)]

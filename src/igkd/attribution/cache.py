@@ -4,15 +4,18 @@ Each entry is ``ig-<key[:16]>.npy`` ([N, H, W], float16 or uint8 = round(map * 2
 ``ig-<key[:16]>.json`` holding the full key, shape, dtype, source hashes and the .npy's SHA-256.
 
 A build is split into shards, one per process (a single process builds one): shard i of n computes its
-contiguous rows into ``ig-<key16>.part<i>of<n>.npy`` and records its progress in the ``.json`` beside it after
-every batch, so an interrupted build resumes each shard from its last finished batch. Once every shard is
-complete, :meth:`AttributionCache.merge_shards` joins them; the entry's final names appear only then.
+contiguous rows into ``ig-<key16>.part<i>of<n>.npy`` and records its progress in the ``.json`` beside it (the
+rows flushed to disk first, then the record, both durable) at checkpoints: at most every ``checkpoint_s``
+seconds, when the build is interrupted by an exception, and when the shard is done. An interrupted build
+resumes each shard from its last recorded batch (a killed process recomputes at most one interval). Once every
+shard is complete, :meth:`AttributionCache.merge_shards` joins them; the entry's final names appear only then.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +35,8 @@ FORMAT_VERSION = 1
 CacheDtype = Literal["float16", "uint8"]
 _REBUILD = "re-run 'igkd attribute' (it rebuilds the cache)"
 # Throughput knobs: they do not change the maps, so they do not invalidate a cache.
-_NON_KEY_PARAMS = {"batch_size", "internal_batch_size"}
+_NON_KEY_PARAMS = {"batch_size", "internal_batch_size", "channels_last"}
+CHECKPOINT_SECONDS = 30.0  # at most this long between durable records of a build's progress (two fsyncs each)
 
 
 def teacher_hash(teacher: nn.Module | Mapping[str, torch.Tensor]) -> str:
@@ -111,11 +115,13 @@ def load_maps_file(
 
 
 class AttributionCache:
-    """A directory of IG map caches, one .npy + .json manifest per key."""
+    """A directory of IG map caches, one .npy + .json manifest per key; a build records its progress every
+    ``checkpoint_s`` seconds at most (and when interrupted or done)."""
 
-    def __init__(self, directory: str | Path, dtype: CacheDtype = "float16") -> None:
+    def __init__(self, directory: str | Path, dtype: CacheDtype = "float16", checkpoint_s: float = CHECKPOINT_SECONDS) -> None:
         self.directory = Path(directory)
         self.dtype = dtype
+        self.checkpoint_s = checkpoint_s
 
     def path(self, key: str) -> Path:
         """The .npy path for ``key`` (its manifest has the same name with .json)."""
@@ -162,7 +168,7 @@ class AttributionCache:
         *,
         data_digest: str | None = None,
     ) -> Path:
-        """Compute shard ``index`` of ``count`` (a contiguous block of rows), resuming from its last finished batch.
+        """Compute shard ``index`` of ``count`` (a contiguous block of rows), resuming from its last recorded batch.
 
         ``progress(done, total)`` counts this shard's images. A shard that is already complete is left as it is.
         ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already.
@@ -190,12 +196,22 @@ class AttributionCache:
                                                           "batches_done": -(-done // params.batch_size),
                                                           "stats": asdict(stats), "complete": finished})
 
-        def checkpoint(done: int, total: int) -> None:
-            record(done, finished=False)
+        done, recorded_at = start, time.monotonic()
+
+        def checkpoint(images_done: int, total: int) -> None:
+            nonlocal done, recorded_at
+            done = images_done
+            if time.monotonic() - recorded_at >= self.checkpoint_s:
+                record(done, finished=False)
+                recorded_at = time.monotonic()
             if progress is not None:
                 progress(done, total)
 
-        compute_ig_maps(model, images_uint8[lo:hi], labels[lo:hi], params, device, checkpoint, out, start, stats)
+        try:
+            compute_ig_maps(model, images_uint8[lo:hi], labels[lo:hi], params, device, checkpoint, out, start, stats)
+        except BaseException:
+            record(done, finished=False)  # the batches finished so far are kept
+            raise
         record(hi - lo, finished=True)
         return path
 
