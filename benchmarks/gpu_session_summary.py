@@ -39,9 +39,11 @@ def speed_rows(results: Path) -> list[dict[str, str]]:
     throughput = first_result(results, "throughput-*.json")
     if throughput:
         train, ig = throughput["train"], throughput["ig"]
-        rows.append({"figure": "student training vs the paper-style loop",
-                     "value": f"{train['speedup_median']:.1f}x ({train['igkd_images_per_s']['median']:,.0f} vs "
-                              f"{train['paper_baseline_images_per_s']['median']:,.0f} images/s, batch {train['igkd_batch_size']} vs 64)"})
+        for name, variant in train["variants"].items():
+            rows.append({"figure": f"student training vs the paper-style loop, `{name}` (amp {variant['amp']}, channels_last "
+                                   f"{variant['channels_last']}, teacher logits {variant['teacher_logits']})",
+                         "value": f"{variant['speedup_median']:.1f}x ({variant['images_per_s']['median']:,.0f} vs "
+                                  f"{train['paper_baseline_images_per_s']['median']:,.0f} images/s, batch {train['igkd_batch_size']} vs 64)"})
         rate = ig["igkd_maps_per_s"]["median"]
         rows.append({"figure": f"IG maps/s ({ig['steps']} steps, {ig['precision']}, measured on {ig['igkd_images']:,} images)",
                      "value": f"{rate:,.1f}: {IG_TARGET_IMAGES:,} images in {IG_TARGET_IMAGES / rate:,.1f} s"})

@@ -29,7 +29,7 @@ from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import RandomStreams, resolve_device  # noqa: E402
+from igkd.runtime import RandomStreams, configure_kernels, native_bf16, place_model, resolve_device, use_channels_last  # noqa: E402
 from igkd.training.distill import loss_weights, make_distill_loss  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
 from igkd.training.teacher import resolve_normalization  # noqa: E402
@@ -49,14 +49,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def igkd_runner(cfg, data, teacher, maps, device):
-    """``run(n)``: n of igkd's own training steps (data on device, batched crop/flip/overlay, online teacher)."""
-    student = build_model(cfg.student.arch, len(data.classes), teacher.mean, teacher.std).to(device)
-    if cfg.student.train.channels_last != "off" and device.type == "cuda":
-        student.to(memory_format=torch.channels_last)
+def igkd_runner(cfg, data, teacher, maps, device, cached_logits: torch.Tensor | None = None):
+    """``run(n)``: n of igkd's own training steps (data on device, batched crop/flip/overlay), with the teacher's
+    logits online (on the student's exact input) or, given ``cached_logits`` [pool, classes], looked up by index."""
+    channels_last = use_channels_last(device, cfg.student.train.channels_last)
+    student = place_model(build_model(cfg.student.arch, len(data.classes), teacher.mean, teacher.std), device, channels_last)
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
-    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, maps.to(device), cfg.student.ig)
-    loss_fn = make_distill_loss(loss_weights(cfg), teacher.model.to(device).eval(), [], None)
+    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, maps.to(device), cfg.student.ig, channels_last)
+    frozen = place_model(teacher.model, device, channels_last).eval()
+    loss_fn = make_distill_loss(loss_weights(cfg), frozen, [], None if cached_logits is None else cached_logits.to(device))
     optimizer = make_optimizer(student, cfg.student.train, device)
     step = make_train_step(student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device)
     streams = RandomStreams.seeded(0, device)
@@ -70,9 +71,10 @@ def igkd_runner(cfg, data, teacher, maps, device):
     return run
 
 
-def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int) -> list[float]:
+def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int,
+                    cached_logits: torch.Tensor | None = None) -> list[float]:
     """Images/s of igkd's training step, ``repeats`` times ``steps`` steps after ``warmup`` steps."""
-    run, batch = igkd_runner(cfg, data, teacher, maps, device), cfg.student.train.batch_size
+    run, batch = igkd_runner(cfg, data, teacher, maps, device, cached_logits), cfg.student.train.batch_size
     run(warmup)
     figures = []
     for _ in range(repeats):
@@ -82,6 +84,41 @@ def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, r
         _sync(device)
         figures.append(steps * batch / (time.perf_counter() - start))
     return figures
+
+
+def fast_settings(device: torch.device) -> dict[str, str]:
+    """The speed settings this device supports: bf16 autocast where bf16 is native (else float32) and channels_last."""
+    return {"amp": "bf16" if native_bf16(device) else "off", "channels_last": "on"}
+
+
+def with_student_train(cfg, **train: str):
+    """``cfg`` with the student's training settings changed (amp, channels_last, ...)."""
+    student = cfg.student.model_copy(update={"train": cfg.student.train.model_copy(update=train)})
+    return cfg.model_copy(update={"student": student})
+
+
+TRAIN_VARIANTS = {  # name: (teacher logits cached by index?, fast settings?)
+    "igkd_same_work": (True, False),  # the baseline's work: cached logits, float32, NCHW
+    "igkd_fast": (True, True),  # the same work with this device's fast settings
+    "igkd_online_teacher": (False, True),  # fast settings, teacher logits computed online on the student's input
+}
+
+
+def train_throughput(cfg, data, teacher, maps, teacher_logits, device, steps: int, repeats: int) -> dict:
+    """The paper-style loop and igkd's step in :data:`TRAIN_VARIANTS`, in one run: images/s and ratios to the loop."""
+    baseline_dataset = PaperStyleDataset(data.pool.images, data.pool.labels, maps.numpy(), teacher_logits, cfg.student.ig.prob, cfg.data.crop_padding)
+    baseline = paper_style_throughput(build_model(cfg.student.arch, len(data.classes)), baseline_dataset, device, steps, warmup=5, repeats=repeats)
+    fast = fast_settings(device)
+    result = {"paper_baseline_images_per_s": summary(baseline), "paper_baseline_batch_size": 64, "paper_baseline_workers": 1,
+              "igkd_batch_size": cfg.student.train.batch_size, "fast_settings": fast, "variants": {}}
+    for name, (cached, use_fast) in TRAIN_VARIANTS.items():
+        settings = fast if use_fast else {"amp": "off", "channels_last": "off"}
+        figures = igkd_throughput(with_student_train(cfg, **settings), data, teacher, maps, device, steps, 5, repeats,
+                                  teacher_logits if cached else None)
+        result["variants"][name] = {**settings, "teacher_logits": "cached" if cached else "online", "images_per_s": summary(figures),
+                                    "speedup_median": statistics.median(figures) / statistics.median(baseline)}
+    result["speedup_median"] = result["variants"]["igkd_fast"]["speedup_median"]
+    return result
 
 
 def benchmark_teacher(cfg, data, checkpoint: Path | None, device):
@@ -106,6 +143,7 @@ def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, thread
     torch.set_num_threads(threads)
     cfg = validate_config(cfg_tree)
     device = resolve_device(cfg.device)
+    configure_kernels(cfg.deterministic)
     data = prepare_data(cfg)
     maps = torch.rand(len(data.pool), *data.pool.image_size, generator=torch.Generator().manual_seed(0))
     run = igkd_runner(cfg, data, benchmark_teacher(cfg, data, checkpoint, device), maps, device)
@@ -214,6 +252,24 @@ def captum_sweep(model, images_uint8, labels, steps: int, device, grid: list[tup
     return rows
 
 
+def ig_throughput(model, images, labels, params: IGParams, device, repeats: int) -> dict[str, dict]:
+    """igkd's IG maps/s in float32 NCHW (the reference numerics) and with this device's fast settings (bf16 autocast
+    where native, channels_last), each with its maps and completeness error (mean and max |delta| / |f(x)-f(x0)|)."""
+    fast = fast_settings(device)
+    variants = {"float32": params.model_copy(update={"precision": "float32", "channels_last": "off"}),
+                "fast": params.model_copy(update={"precision": "bfloat16" if fast["amp"] == "bf16" else "float32", "channels_last": "on"})}
+    runs = {}
+    for name, variant in variants.items():
+        seconds, (maps, stats) = timed(lambda: compute_ig_maps(model, images, labels, variant, device), device, repeats)
+        rates = [len(images) / s for s in seconds]
+        runs[name] = {"precision": variant.precision, "channels_last": variant.channels_last, "maps_per_s": summary(rates),
+                      "maps_per_s_list": rates, "maps": torch.from_numpy(maps.astype("float32")),
+                      "completeness_mean_rel_delta": stats.sum_rel_delta / max(1, stats.images), "completeness_max_rel_delta": stats.max_rel_delta}
+    place_model(model, device, False)  # compute_ig_maps leaves the model in the last variant's memory format
+    runs["fast"]["max_abs_map_difference_vs_float32"] = float((runs["fast"]["maps"] - runs["float32"]["maps"]).abs().max())
+    return runs
+
+
 def timed(fn, device, repeats: int) -> tuple[list[float], object]:
     """Seconds per call over ``repeats`` calls (after one warm-up call) and the last result."""
     result = fn()
@@ -246,14 +302,16 @@ def main(argv: list[str] | None = None) -> dict:
     config = "digits" if args.tiny else args.config
     cfg = load_config(config, (TINY_SETS if args.tiny else []) + args.overrides)
     device = resolve_device(cfg.device)
+    configure_kernels(cfg.deterministic)
     data = prepare_data(cfg)
     teacher = benchmark_teacher(cfg, data, args.teacher, device)
     params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
     n_ig = min(args.ig_images, len(data.pool))
-    ig_seconds, maps_np = timed(lambda: compute_ig_maps(teacher.model, data.pool.images[:n_ig], data.pool.labels[:n_ig], params, device)[0], device, args.repeats)
-    ig_ours = [n_ig / s for s in ig_seconds]
+    ig_runs = ig_throughput(teacher.model, data.pool.images[:n_ig], data.pool.labels[:n_ig], params, device, args.repeats)
+    ig_ours = ig_runs["float32"]["maps_per_s_list"]
     maps = torch.zeros(len(data.pool), *data.pool.image_size)
-    maps[:n_ig] = torch.from_numpy(maps_np.astype("float32"))
+    maps[:n_ig] = ig_runs["float32"].pop("maps")
+    fast_maps = ig_runs["fast"].pop("maps")
     n_cap = min(args.captum_images, n_ig)
     images, labels = data.pool.images[:n_cap], data.pool.labels[:n_cap]
     grid = parse_captum_grid(args.captum_grid)
@@ -264,24 +322,20 @@ def main(argv: list[str] | None = None) -> dict:
     captum = {}
     for label, (batch, internal) in (("paper", PAPER_CAPTUM), ("fastest", best_setting)):
         seconds, cap = timed(lambda: captum_maps(teacher.model, images, labels, params.steps, device, batch, internal), device, 1)
+        rate = n_cap / statistics.median(seconds)
         captum[label] = {"batch_size": batch, "internal_batch_size": internal, "maps_per_s": summary([n_cap / s for s in seconds]),
-                         "speedup_median": statistics.median(ig_ours) / (n_cap / statistics.median(seconds)),
-                         "max_abs_map_difference": float((cap - maps[:n_cap]).abs().max())}
+                         "speedup_median": statistics.median(ig_ours) / rate,
+                         "fast_speedup_median": ig_runs["fast"]["maps_per_s"]["median"] / rate,
+                         "max_abs_map_difference": float((cap - maps[:n_cap]).abs().max()),
+                         "fast_max_abs_map_difference": float((cap - fast_maps[:n_cap]).abs().max())}
     teacher_logits = predict_logits(teacher.model, data.pool.images, 1024, device)
-    baseline_dataset = PaperStyleDataset(data.pool.images, data.pool.labels, maps.numpy(), teacher_logits, cfg.student.ig.prob, cfg.data.crop_padding)
-    baseline_student = build_model(cfg.student.arch, len(data.classes))
-    baseline = paper_style_throughput(baseline_student, baseline_dataset, device, args.steps, warmup=5, repeats=args.repeats)
-    ours = igkd_throughput(cfg, data, teacher, maps, device, args.steps, warmup=5, repeats=args.repeats)
+    train = train_throughput(cfg, data, teacher, maps, teacher_logits, device, args.steps, args.repeats)
     small = cfg.model_copy(update={"student": cfg.student.model_copy(update={"arch": args.parallel_arch or cfg.student.arch})})
     concurrent = {int(j): parallel_throughput(small, args.teacher, int(j), args.steps) for j in args.parallel.split(",")}
     result = {
         "benchmark": "throughput", **provenance(device, cfg.seed), "config": config, "overrides": args.overrides,
         "student_arch": cfg.student.arch, "teacher_arch": str(teacher.arch), "trained_teacher": bool(args.teacher),
-        "train": {
-            "paper_baseline_images_per_s": summary(baseline), "paper_baseline_batch_size": 64, "paper_baseline_workers": 1,
-            "igkd_images_per_s": summary(ours), "igkd_batch_size": cfg.student.train.batch_size,
-            "igkd_amp": cfg.student.train.amp, "speedup_median": statistics.median(ours) / statistics.median(baseline),
-        },
+        "train": train,
         "parallel": {
             "student_arch": small.student.arch, "steps_per_process": args.steps, "batch_size": cfg.student.train.batch_size,
             "total_images_per_s": {str(j): v for j, v in concurrent.items()},
@@ -294,6 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
             "captum_sweep": {"images": n_sweep, "settings": sweep},
             "speedup_median": captum["paper"]["speedup_median"], "speedup_vs_fastest_captum_median": captum["fastest"]["speedup_median"],
             "max_abs_map_difference": captum["paper"]["max_abs_map_difference"],
+            "igkd_runs": {k: {key: v for key, v in run.items() if key != "maps_per_s_list"} for k, run in ig_runs.items()},
+            "fast_speedup_vs_fastest_captum_median": captum["fastest"]["fast_speedup_median"],
         },
     }
     write_results(result, args.output_dir, device)
@@ -308,14 +364,24 @@ def write_results(result: dict, output_dir: Path, device: torch.device) -> None:
     fmt = lambda s: f"{s['median']:.1f} (min {s['min']:.1f}, max {s['max']:.1f}, n={s['repeats']})"  # noqa: E731
     lines = [f"# Throughput on {tag}", "", f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`", "",
              "| figure | paper-style baseline | igkd | ratio |", "|---|---|---|---|",
-             f"| student training, images/s (batch {t['paper_baseline_batch_size']} vs {t['igkd_batch_size']}) | {fmt(t['paper_baseline_images_per_s'])} | {fmt(t['igkd_images_per_s'])} | {t['speedup_median']:.1f}x |",
+             *[f"| student training, images/s, batch {t['paper_baseline_batch_size']} vs {t['igkd_batch_size']}: `{name}` (amp {v['amp']}, "
+               f"channels_last {v['channels_last']}, teacher logits {v['teacher_logits']}) | {fmt(t['paper_baseline_images_per_s'])} | "
+               f"{fmt(v['images_per_s'])} | {v['speedup_median']:.2f}x |" for name, v in t["variants"].items()],
              *[f"| IG maps/s ({ig['steps']} steps; Captum {which} setting: batch {c['batch_size']}, internal_batch_size "
                f"{c['internal_batch_size'] or 'default'}; igkd batch {ig['igkd_batch_size']}) | {fmt(c['maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | "
                f"{c['speedup_median']:.1f}x |" for which, c in (("the paper's", ig["captum_paper"]), ("the fastest", ig["captum_fastest"]))],
              *[f"| {j} concurrent student trainings (`{result['parallel']['student_arch']}`), total images/s | | {v:.1f} | "
                f"{result['parallel']['gain_vs_one'][j]:.2f}x vs {min(result['parallel']['total_images_per_s'], key=int)} |"
                for j, v in result["parallel"]["total_images_per_s"].items()],
-             "", f"Max |map difference| igkd vs Captum over {ig['captum_images']} images: {ig['max_abs_map_difference']:.2e}", "",
+             *[f"| IG maps/s, igkd `{name}` ({run['precision']}, channels_last {run['channels_last']}) vs Captum's fastest | "
+               f"{fmt(ig['captum_fastest']['maps_per_s'])} | {fmt(run['maps_per_s'])} | "
+               f"{run['maps_per_s']['median'] / ig['captum_fastest']['maps_per_s']['median']:.2f}x |" for name, run in ig["igkd_runs"].items()],
+             "", f"Max |map difference| igkd float32 vs Captum over {ig['captum_images']} images: {ig['max_abs_map_difference']:.2e}; "
+             f"igkd fast vs Captum: {ig['captum_fastest']['fast_max_abs_map_difference']:.2e}; igkd fast vs igkd float32: "
+             f"{ig['igkd_runs']['fast']['max_abs_map_difference_vs_float32']:.2e} (maps are min-max normalised to [0, 1]).", "",
+             "Completeness (mean / max |sum of attributions - (f(x) - f(x0))| / |f(x) - f(x0)|): "
+             + "; ".join(f"{name} {run['completeness_mean_rel_delta']:.2e} / {run['completeness_max_rel_delta']:.2e}" for name, run in ig["igkd_runs"].items()),
+             "",
              f"Captum sweep ({ig['captum_sweep']['images']} images per setting, one timed call after one warm-up call):", "",
              "| images per call | internal_batch_size | maps/s |", "|---|---|---|",
              *[f"| {r['batch_size']} | {r['internal_batch_size'] or 'default (all points)'} | {r.get('error') or format(r['maps_per_s'], '.2f')} |"

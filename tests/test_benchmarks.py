@@ -38,8 +38,15 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     (json_file,) = tmp_path.glob("throughput-*.json")
     saved = json.loads(json_file.read_text())
     assert saved["train"]["speedup_median"] == result["train"]["speedup_median"] > 0
-    for figure in (saved["train"]["paper_baseline_images_per_s"], saved["train"]["igkd_images_per_s"], saved["ig"]["igkd_maps_per_s"]):
+    train = saved["train"]
+    assert set(train["variants"]) == {"igkd_same_work", "igkd_fast", "igkd_online_teacher"}
+    assert train["variants"]["igkd_same_work"]["amp"] == "off" and train["variants"]["igkd_fast"]["channels_last"] == "on"
+    assert train["speedup_median"] == train["variants"]["igkd_fast"]["speedup_median"]
+    variants = [v["images_per_s"] for v in train["variants"].values()]
+    for figure in (train["paper_baseline_images_per_s"], *variants, saved["ig"]["igkd_maps_per_s"], saved["ig"]["igkd_runs"]["fast"]["maps_per_s"]):
         assert 0 < figure["min"] <= figure["median"] <= figure["max"] and figure["repeats"] == 2
+    fast_ig = saved["ig"]["igkd_runs"]["fast"]
+    assert fast_ig["completeness_mean_rel_delta"] <= fast_ig["completeness_max_rel_delta"] and fast_ig["max_abs_map_difference_vs_float32"] < 0.5
     ig = saved["ig"]
     assert ig["max_abs_map_difference"] < 2e-3  # float16 storage vs Captum's float32 maps
     assert (ig["captum_paper"]["batch_size"], ig["captum_paper"]["internal_batch_size"]) == (8, None)
@@ -178,3 +185,13 @@ def test_provenance_names_the_recorded_commit_where_git_cannot(monkeypatch):
     assert provenance.provenance(torch.device("cpu"), 0)["git_commit"] == "abc123-dirty"
     monkeypatch.setattr(provenance, "git_commit", lambda: "def456")
     assert provenance.source_commit() == "def456"
+
+
+def test_precision_accuracy_benchmark_tiny_cpu(tmp_path):
+    result = benchmark("precision_accuracy").main(["--tiny", "--seeds", "0", "--set", f"out_dir={tmp_path / 'runs'}", "--output-dir", str(tmp_path)])
+    saved = json.loads(next(tmp_path.glob("precision-accuracy-*.json")).read_text())
+    assert set(saved["runs"]) == {"float32", "fast"} and saved["arms"]["float32"] == {"amp": "off", "channels_last": "off"}
+    assert saved["arms"]["fast"]["channels_last"] == "on" and saved["mean_test_accuracy"] == result["mean_test_accuracy"]
+    fp32, fast = saved["runs"]["float32"][0], saved["runs"]["fast"][0]
+    assert fp32["run"] != fast["run"] and 0 <= fp32["test_accuracy"] <= 1 and 0 <= fast["test_accuracy"] <= 1
+    assert "| mean |" in next(tmp_path.glob("precision-accuracy-*.md")).read_text()

@@ -177,6 +177,15 @@ def cpu_description() -> dict[str, str]:
     return {"cpu": model, "cpu_flags": " ".join(flag for flag in SPEED_FLAGS if flag in flags) or "none detected"}
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX-512 BF16 or
+    AMX (elsewhere bf16 is emulated and slower than float32, so fast settings fall back to float32 there)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    flags = cpu_description()["cpu_flags"].split()
+    return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
 def environment_info(device: torch.device) -> dict[str, str]:
     """Library versions, CPU model and speed flags, and device name, for result files."""
     import platform
