@@ -23,6 +23,7 @@ from igkd.data.imageset import ImageSet
 from igkd.fingerprint import hash_file
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
+from igkd.runtime import place_model
 from igkd.training.loop import predict_logits
 
 RECORD = "robustness.json"
@@ -39,7 +40,11 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devi
 
 def corruption_accuracies(models: dict[str, nn.Module], test: ImageSet, protocol: RobustnessConfig, device: torch.device,
                           batch_size: int = 1024, console: Console | None = None) -> dict[str, dict[str, Any]]:
-    """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models."""
+    """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models.
+
+    The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluate.evaluate_model`."""
+    for model in models.values():
+        place_model(model, device, channels_last=True)
     results: dict[str, dict[str, Any]] = {
         name: {"clean_accuracy": _accuracy(model, test.images, test.labels, device, batch_size), "accuracy": {}}
         for name, model in models.items()}
