@@ -35,7 +35,7 @@ from igkd.data.prepare import PreparedData, prepare_data  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, bench  # noqa: E402
 from igkd.models.checkpoint import LoadedModel  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import autocast, resolve_device  # noqa: E402
+from igkd.runtime import autocast, configure_kernels, resolve_device  # noqa: E402
 from igkd.training.distill import DistillationRun, distillation_run  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
 from igkd.training.loop import LossFn, fit, make_optimizer, predict_logits  # noqa: E402
@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    configure_kernels()
     rows = []
     with tempfile.TemporaryDirectory(prefix="igkd-smoke-") as scratch:
         setup = Setup(device, prepare_data(load_config("digits", SETS)), Path(scratch))

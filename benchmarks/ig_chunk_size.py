@@ -20,7 +20,7 @@ from igkd.config import load_config
 from igkd.data.prepare import prepare_data
 from igkd.models.checkpoint import load_checkpoint
 from igkd.provenance import provenance
-from igkd.runtime import resolve_device
+from igkd.runtime import configure_kernels, resolve_device
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     device = resolve_device(cfg.device)
+    configure_kernels(cfg.deterministic)
     data = prepare_data(cfg)
     teacher = load_checkpoint(args.teacher).model.to(device)
     images, labels = data.pool.images[: args.images], data.pool.labels[: args.images]

@@ -28,6 +28,7 @@ from igkd.deploy.bench import CUDA_BACKEND, bench, bench_caption, comparison_row
 from igkd.errors import IgkdError  # noqa: E402
 from igkd.models.checkpoint import save_checkpoint  # noqa: E402
 from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
+from igkd.runtime import configure_kernels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WIDE_TABLE_MODELS = 3  # up to this many models side by side; more get one row each
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--image-size", type=int, default=32, help="used when a checkpoint does not record its own")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    configure_kernels()
     with tempfile.TemporaryDirectory(prefix="igkd-latency-") as scratch:
         paths = args.models + [untrained_checkpoint(arch, args.image_size, Path(scratch)) for arch in args.arch]
         result = bench(paths, args.batch or [1, 64], args.threads, args.warmup, args.repeats, args.cold, args.image_size)
