@@ -42,7 +42,7 @@ def evaluate_model(
     """Metrics of ``model`` on ``dataset``; with ``reference`` (the teacher) also their agreement.
 
     Both models run channels_last on ``device`` (and stay so): float32 as before, equal up to rounding, and on this
-    project's 2-core CPU 1.7x the images/s of NCHW for the CIFAR teacher. With ``console``, progress is shown there
+    project's 2-core CPU, in an ad-hoc check, 1.7x the images/s of NCHW for the CIFAR teacher. With ``console``, progress is shown there
     (a bar, or a few plain lines, with the time left)."""
     def progress(label: str) -> StageProgress | None:
         return StageProgress(console, label, 1, device.type, unit="image", project=False) if console else None

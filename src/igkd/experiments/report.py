@@ -52,9 +52,7 @@ def _pct(x: float) -> str:
 
 
 def _ci(values: list[float]) -> str:
-    s = summarize(values)
-    spread = f" [{_pct(s.ci_low)}, {_pct(s.ci_high)}]" if s.n > 1 else ""
-    return f"{_pct(s.mean)}{spread} (n={s.n})"
+    return f"{_mean_ci(values)} (n={len(values)})"
 
 
 def _by_group(plan: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -137,13 +135,13 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
                       "corruption and severity; mCE: mean over corruptions of the model's summed error divided by the teacher's "
                       "(1.00 = as robust as the teacher); drop: (clean - mCA) / clean.")
         rows.append(["teacher", "1", _pct(reference["clean_accuracy"]), _pct(reference["mean_corruption_accuracy"]), "1.00",
-                     _pct(reference["relative_drop"])])
+                     _pct(reference["relative_drop"]), _pct(_transfer_accuracy(teacher, "accuracy")),
+                     _pct(_transfer_accuracy(teacher, "balanced_accuracy"))])
     for group in groups:
         recs = list(records[group].values())
         rows.append([group, str(len(recs)), _mean_ci([r["clean_accuracy"] for r in recs]), _mean_ci([r["mean_corruption_accuracy"] for r in recs]),
-                     _mean_ci([r.get("mce") for r in recs], 1.0), _mean_ci([r["relative_drop"] for r in recs])])
-    rows = [row + ([_pct(_transfer_accuracy(teacher, "accuracy")), _pct(_transfer_accuracy(teacher, "balanced_accuracy"))] if row[0] == "teacher"
-                   else [_mean_ci(transfer[row[0]]), _mean_ci(balanced[row[0]])]) for row in rows]
+                     _mean_ci([r.get("mce") for r in recs], 1.0), _mean_ci([r["relative_drop"] for r in recs]),
+                     _mean_ci(transfer[group]), _mean_ci(balanced[group])])
     doc.table(["method", "runs", "clean acc (%)", "mCA (%)", "mCE vs teacher", "drop (%)", "transfer acc (%)", "transfer bal. acc (%)"], rows)
     doc.paragraph("Mean [95% CI] over seeds. Transfer: accuracy on the evaluated splits of the other dataset (`igkd transfer`), "
                   "their mean; n/a where not evaluated.")
