@@ -27,7 +27,7 @@ from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
 from igkd.models.checkpoint import save_checkpoint  # noqa: E402
-from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
+from igkd.models.registry import build_model, parse_arch  # noqa: E402
 from igkd.runtime import configure_kernels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -27,7 +27,7 @@ from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, mak
 from igkd.config import load_config, validate_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
-from igkd.models.mobilenetv2 import build_model, parse_arch  # noqa: E402
+from igkd.models.registry import build_model, parse_arch  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import RandomStreams, configure_kernels, native_bf16, place_model, resolve_device, use_channels_last  # noqa: E402
 from igkd.training.distill import loss_weights, make_distill_loss  # noqa: E402

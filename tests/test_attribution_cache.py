@@ -10,7 +10,7 @@ import torch
 
 from igkd.attribution import AttributionCache, IGParams, attribution_key, compute_ig_maps, load_maps_file
 from igkd.errors import IgkdError
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 
 CPU = torch.device("cpu")
 PARAMS = IGParams(steps=4, batch_size=2)

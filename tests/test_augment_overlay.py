@@ -7,7 +7,7 @@ import torch
 
 from conftest import TINY_STUDENT
 from igkd.config import OverlayConfig, TrainConfig
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 from igkd.losses import LossWeights, distillation_loss
 from igkd.data.augment import random_crop_flip
 from igkd.overlay import map_source, overlay_maps

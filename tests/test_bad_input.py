@@ -13,7 +13,7 @@ import torch
 
 from conftest import TINY_TEACHER, run_cli, sets, tiny_overrides, write_image_folder
 from igkd.cli import main
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 
 
 

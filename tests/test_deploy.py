@@ -20,7 +20,7 @@ from igkd.deploy.export import EXPORT_BATCH, export_model, exported_logits, onnx
 from igkd.deploy.quantize import calibration_images, quantize_model, quantize_onnx
 from igkd.errors import IgkdError
 from igkd.models.checkpoint import load_checkpoint, save_checkpoint
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 from igkd.modelstats import interleaved_latency
 from igkd.training.teacher import train_teacher
 

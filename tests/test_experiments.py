@@ -17,7 +17,7 @@ from igkd.errors import IgkdError
 from igkd.experiments.analysis import map_agreement
 from igkd.experiments.document import Document
 from igkd.experiments.plan import PlanOptions, parse_shard, plan_jobs, shard, sweep_archs
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 from igkd.modelstats import count_params
 from test_cli import _sets, igkd
 

@@ -15,7 +15,7 @@ from conftest import TINY_STUDENT, tiny_config_tree
 from igkd.config import TrainConfig, validate_config
 from igkd.data.prepare import prepare_data
 from igkd.models.checkpoint import LoadedModel
-from igkd.models.mobilenetv2 import build_model, parse_arch
+from igkd.models.registry import build_model, parse_arch
 from igkd.progress import StageProgress
 from igkd.runtime import RandomStreams
 

@@ -47,6 +47,21 @@ def test_each_change_reaches_exactly_the_stages_that_depend_on_it(tmp_path):
     assert _ids(tmp_path, name="other", out_dir=str(tmp_path / "elsewhere"), report__examples=1) == base
 
 
+def test_settings_added_later_keep_old_identities_at_their_default_and_count_when_set(tmp_path):
+    """student.normalize and teacher.rename came after format 1: runs made before them keep their folders."""
+    base = _ids(tmp_path)
+    assert _ids(tmp_path, student__normalize="teacher", teacher__rename=[]) == base
+    hashed = {"format": 1, "stage": "student", "data": base.data, "teacher": base.teacher, "maps": base.maps, "seed": 0,
+              "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(mode="json", exclude={"normalize"})}
+    from igkd.fingerprint import hash_jsonable
+
+    assert hash_jsonable(hashed) == base.student  # exactly the hash of the settings as they were before
+    own = _ids(tmp_path, student__normalize="cifar10")
+    assert (own.teacher, own.maps, own.student != base.student) == (base.teacher, base.maps, True)
+    renamed = _ids(tmp_path, teacher__rename=["module.="])
+    assert renamed.teacher != base.teacher and renamed.data == base.data
+
+
 def test_an_imported_teacher_is_identified_by_its_bytes_not_its_path(tmp_path):
     first, copy = tmp_path / "a.pt", tmp_path / "b.pt"
     torch.save({"w": torch.zeros(2)}, first)

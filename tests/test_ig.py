@@ -17,7 +17,7 @@ from igkd.attribution import (
     select_targets,
 )
 from igkd.errors import IgkdError
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 
 ARCH = "mobilenetv2_cifar:width=0.25:k=12"
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)

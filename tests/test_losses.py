@@ -25,16 +25,23 @@ def test_attention_maps_are_unit_norm_and_at_loss_handles_size_mismatch():
     assert float(at_loss([torch.randn(3, 8, 2, 2)], [f])) > 1e-3
 
 
-def test_at_loss_is_zero_when_the_resized_student_attention_equals_the_teachers():
-    """Student features at 2x2 whose attention map, resized to 4x4, is the teacher's: the loss must vanish.
+def test_at_loss_compares_maps_of_different_sizes_at_the_smaller_one_by_area_averaging():
+    """A 4x4 map whose 2x2 blocks average to a 2x2 map's values is the same attention, whichever side is larger.
 
-    (Squaring the resized map a second time, as an earlier version did, gave 9e-4 here.)
+    (Squaring a resized map a second time, as an earlier version did, gave 9e-4 here; bilinear resizing of the
+    smaller map to the larger invented attention between pixels.)
     """
-    student = torch.rand(3, 8, 2, 2) + 0.5
-    resized = F.interpolate(student.pow(2).mean(1, keepdim=True), size=(4, 4), mode="bilinear", align_corners=False)
-    teacher = resized.sqrt().expand(3, 5, 4, 4)  # any channel count: its channel mean of squares is ``resized``
-    assert float(at_loss([student], [teacher])) == pytest.approx(0.0, abs=1e-10)
-    torch.testing.assert_close(attention_map(student, (4, 4)), attention_map(teacher))
+    small = torch.rand(3, 8, 2, 2) + 0.5
+    energy = small.pow(2).mean(1, keepdim=True)  # 3 x 1 x 2 x 2
+    offsets = torch.tensor([[0.1, -0.1], [-0.2, 0.2]]).repeat(2, 2)  # zero mean in every 2x2 block
+    large_energy = F.interpolate(energy, scale_factor=2, mode="nearest") * (1 + offsets)
+    large = large_energy.sqrt().expand(3, 5, 4, 4)  # any channel count: its channel mean of squares is ``large_energy``
+    assert float(at_loss([small], [large])) == pytest.approx(0.0, abs=1e-10)
+    assert float(at_loss([large], [small])) == pytest.approx(0.0, abs=1e-10)
+    torch.testing.assert_close(attention_map(large, (2, 2)), attention_map(small))
+    assert float(at_loss([small], [large.flip(-1)])) > 1e-3  # and a different map is not
+    rect = torch.rand(3, 4, 6, 3) + 0.5  # rectangular maps: both sides pooled to min height x min width
+    assert attention_map(rect, (2, 3)).shape == (3, 6) and float(at_loss([rect], [small])) > 0
 
 
 def test_distillation_loss_combines_terms_with_paper_weights():

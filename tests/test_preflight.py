@@ -11,7 +11,7 @@ import torch
 
 from conftest import TINY_TEACHER, run_cli, sets, tiny_overrides, write_image_folder
 from igkd.models.checkpoint import save_checkpoint
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 
 
 

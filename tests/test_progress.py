@@ -12,7 +12,7 @@ from rich.console import Console
 from conftest import TINY_STUDENT, run_cli, sets, tiny_overrides
 from igkd.config import TrainConfig
 from igkd.losses import LossWeights, distillation_loss
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 from igkd.progress import StageProgress
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import fit
@@ -75,7 +75,7 @@ def test_igkd_info_prints_what_matters_for_a_run(capsys, monkeypatch, tmp_path):
     assert code == 0 and report["torch"] == torch.__version__ and report["device"] == "cpu"
     assert {"model", "threads", "avx512", "bf16", "amx"} <= set(report["cpu"]) and report["cpu"]["threads"] == torch.get_num_threads()
     assert report["cuda"]["available"] is False and report["cuda"]["devices"] == []
-    assert report["extras"] == {"deploy": True, "tensorboard": True, "test": True}
+    assert report["extras"] == {"deploy": True, "tensorboard": True, "test": True, "timm": True}
     assert report["data"]["value"] == str(tmp_path) and report["data"]["found"] == ["cifar10-jpeg-train.tar.gz"]
     code, out, _ = run_cli(["info"], capsys, monkeypatch)
     text = " ".join(out.split())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from igkd.errors import IgkdError
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 from igkd.training import teacher_logits
 from igkd.training.loop import predict_logits
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from igkd.cli_deploy import register as register_deploy_commands
 from igkd.cli_experiments import register as register_experiment_commands
-from igkd.cli_options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt
+from igkd.cli_options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.normalization import NORMALIZE_SYNTAX
 
@@ -76,8 +76,9 @@ def teacher(
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = SetOpt,
     import_path: Optional[Path] = typer.Option(None, "--import", help="Import this checkpoint or plain state dict instead of training."),
-    arch: Optional[str] = typer.Option(None, help="Architecture of an imported plain state dict (e.g. mobilenetv2_cifar)."),
+    arch: Optional[str] = ArchOpt,
     normalize: Optional[str] = typer.Option(None, help=f"Input normalisation of an imported state dict: {NORMALIZE_SYNTAX}."),
+    rename: Optional[list[str]] = RenameOpt,
     deterministic: bool = DeterministicOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
@@ -87,6 +88,7 @@ def teacher(
     extra += [f"teacher.checkpoint={import_path}"] if import_path else []
     extra += [f"teacher.arch={arch}"] if arch else []
     extra += [f"teacher.normalize={normalize}"] if normalize else []
+    extra += [f"teacher.rename={json.dumps(rename)}"] if rename else []
     pipeline = _pipeline(config, extra, deterministic, "teacher", dry_run, as_json)
     if pipeline is None:
         return
@@ -131,8 +133,9 @@ def evaluate(
     overrides: Optional[list[str]] = SetOpt,
     split: str = typer.Option("test", help="Which split of the configured data: test or train."),
     teacher_path: Optional[Path] = typer.Option(None, "--teacher", help="A teacher checkpoint: also report agreement with it."),
-    arch: Optional[str] = typer.Option(None, help="Architecture, for a plain state dict."),
+    arch: Optional[str] = ArchOpt,
     normalize: Optional[str] = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}."),
+    rename: Optional[list[str]] = RenameOpt,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
     corruptions: bool = typer.Option(False, "--corruptions", help="Also evaluate under common corruptions (the config's robustness section; all 9 at severities 1-5 by default)."),
     corruption: Optional[list[str]] = typer.Option(None, "--corruption", help="Only this corruption (repeatable; implies --corruptions)."),
@@ -152,7 +155,7 @@ def evaluate(
     cfg = load_config(config, overrides or [])
     protocol = corruption_protocol(cfg.robustness, corruption, severity) if corruptions or corruption or severity else None
     device = resolve_device(cfg.device)
-    loaded = load_any_model(model, arch, normalize)
+    loaded = load_any_model(model, arch, normalize, rename=rename)
     data = load_split(cfg.data, split, cfg.cache_path).remap_to(loaded.classes)
     reference = load_any_model(teacher_path, None, None).model if teacher_path else None
     metrics = evaluate_model(loaded.model, data, device, reference=reference, console=console)

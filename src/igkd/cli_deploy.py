@@ -9,13 +9,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from igkd.cli_options import ConfigOpt, SetOpt, add_commands
+from igkd.cli_options import ArchOpt, ConfigOpt, RenameOpt, SetOpt, add_commands
 from igkd.normalization import NORMALIZE_SYNTAX
 
 console = Console()
 
 ModelArg = typer.Argument(..., help="An igkd checkpoint (or a plain state dict with --arch and --normalize).")
-ArchOpt = typer.Option(None, help="Architecture, for a plain state dict.")
 NormalizeOpt = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}.")
 
 
@@ -27,13 +26,14 @@ def export(
     atol: float = typer.Option(1e-3, help="Largest accepted |exported - PyTorch| logit difference."),
     arch: Optional[str] = ArchOpt,
     normalize: Optional[str] = NormalizeOpt,
+    rename: Optional[list[str]] = RenameOpt,
 ) -> None:
     """Export a model (input normalisation included; float [0,1] NCHW input, dynamic batch) and check it against PyTorch."""
     from igkd.deploy.export import check_format, default_output, export_model, image_size_of, report_path
     from igkd.models.loading import load_any_model
 
     check_format(fmt)
-    loaded = load_any_model(model, arch, normalize)
+    loaded = load_any_model(model, arch, normalize, rename=rename)
     target = output or default_output(model, fmt)
     report = export_model(loaded, model, target, fmt, image_size_of(loaded, image_size), atol)
     console.print(f"{fmt} -> {target} ({report['bytes'] / 1e6:.2f} MB); max |diff| vs PyTorch "
@@ -50,6 +50,7 @@ def quantize(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write the int8 model (default: MODEL with .int8.onnx)."),
     arch: Optional[str] = ArchOpt,
     normalize: Optional[str] = NormalizeOpt,
+    rename: Optional[list[str]] = RenameOpt,
 ) -> None:
     """Int8 static quantisation (onnxruntime, QDQ) calibrated on training images; reports test accuracy and size before/after."""
     from igkd.config import load_config
@@ -59,7 +60,7 @@ def quantize(
     from igkd.models.loading import load_any_model
 
     cfg = load_config(config, overrides or [])
-    loaded = load_any_model(model, arch, normalize)
+    loaded = load_any_model(model, arch, normalize, rename=rename)
     target = output or model.with_suffix(".int8.onnx")
     report = quantize_model(loaded, model, target, prepare_data(cfg), calibration, cfg.seed, per_channel, reduce_range, console)
     test, size = report["test"], report["size"]

@@ -10,6 +10,9 @@ ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or 
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
 DryRunOpt = typer.Option(False, "--dry-run", help="Check everything and print the plan (stages run or reused, sizes, projected time); write nothing.")
 JsonOpt = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON.")
+RenameOpt = typer.Option(None, "--rename", help="For a foreign state dict: rewrite key prefix OLD to NEW, e.g. --rename module.= "
+                         "--rename backbone.=features. (repeatable, applied in order).")
+ArchOpt = typer.Option(None, "--arch", help="Architecture of a plain state dict: mobilenetv2_cifar[:width=W][:k=K], torchvision:NAME, timm:NAME.")
 DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: same seed, bit-identical results on the same machine.")
 
 

@@ -14,7 +14,8 @@ from igkd.corruptions import CORRUPTIONS, SEVERITIES, check_corruptions
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
 from igkd.methods import canonical_method
-from igkd.models.mobilenetv2 import parse_arch
+from igkd.models.registry import arch_text, parse_arch
+from igkd.models.rename import parse_rename_rules
 from igkd.normalization import NormSetting, parse_normalization
 from igkd.overlay import Blend, MapSource
 
@@ -79,13 +80,24 @@ class TrainConfig(_Strict):
 class TeacherConfig(_Strict):
     """The teacher: trained here, or imported from a checkpoint."""
 
-    arch: str = "mobilenetv2_cifar"
+    arch: str = Field("mobilenetv2_cifar", description="an architecture name (igkd.models.registry) or a {name, options...} mapping")
     seed: int = Field(0, ge=0)
     checkpoint: Path | None = None
-    normalize: NormSetting = Field("dataset", description="dataset, cifar10, none, m1,m2,m3/s1,s2,s3 or {mean, std}")
+    rename: list[str] = Field([], description="OLD=NEW key-prefix rewrites for a foreign checkpoint, applied in order")
+    normalize: NormSetting = Field("dataset", description="dataset, cifar10, pretrained, none, m1,m2,m3/s1,s2,s3 or {mean, std}")
     train: TrainConfig = TrainConfig()
 
     _parse_normalize = field_validator("normalize", mode="before")(parse_normalization)
+    _arch_from_mapping = field_validator("arch", mode="before")(arch_text)
+
+    @field_validator("rename")
+    @classmethod
+    def _rules(cls, value: list[str]) -> list[str]:
+        try:
+            parse_rename_rules(value)
+        except IgkdError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _check_arch(self) -> "TeacherConfig":
@@ -102,10 +114,11 @@ class KDConfig(_Strict):
 
 
 class ATConfig(_Strict):
-    """Attention transfer between (teacher block, student block) pairs; empty = the student's middle block."""
+    """Attention transfer between (teacher layer, student layer) pairs, by module path (``[layer3, features.9]``);
+    an integer I is block ``features.I`` of the built-in MobileNetV2. Empty: its student's middle block."""
 
     gamma: float = Field(0.8, ge=0)
-    pairs: list[tuple[int, int]] = []
+    pairs: list[tuple[int | str, int | str]] = []
 
 
 class OverlayConfig(_Strict):
@@ -127,13 +140,21 @@ class OverlayConfig(_Strict):
 class StudentConfig(_Strict):
     """The student architecture, distillation method and its training."""
 
-    arch: str = "mobilenetv2_cifar:k=5"
+    arch: str = Field("mobilenetv2_cifar:k=5", description="an architecture name (igkd.models.registry) or a {name, options...} mapping")
+    normalize: Literal["teacher"] | NormSetting = Field("teacher", description="teacher (the teacher's mean/std) or any teacher.normalize value")
     method: str = "KD_IG"
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     kd: KDConfig = KDConfig()
     at: ATConfig = ATConfig()
     ig: OverlayConfig = OverlayConfig()
     train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="none", batch_size=64, epochs=100)
+
+    _arch_from_mapping = field_validator("arch", mode="before")(arch_text)
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _parse_normalize(cls, value: Any) -> Any:
+        return value if value == "teacher" else parse_normalization(value)
 
     @model_validator(mode="after")
     def _check(self) -> "StudentConfig":

@@ -21,7 +21,7 @@ from igkd.data.prepare import PreparedData
 from igkd.identity import stage_finished
 from igkd.methods import method_flags
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
-from igkd.models.mobilenetv2 import build_model, parse_arch
+from igkd.models.registry import build_model, parse_arch
 from igkd.modelstats import count_macs, count_params
 from igkd.pipeline import Pipeline
 from igkd.preflight import Preflight, stages_for

@@ -11,6 +11,7 @@ from igkd.errors import IgkdError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "deploy": ("onnx", "onnxruntime", "onnxscript"),
     "tensorboard": ("tensorboard",),
+    "timm": ("timm",),
     "test": ("pytest", "captum"),
 }
 

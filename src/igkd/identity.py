@@ -30,6 +30,14 @@ from igkd.methods import method_flags
 FORMAT_VERSION = 1
 # Where the data lives is not what it is: its content is hashed instead.
 _DATA_LOCATION = {"root", "download"}
+# Settings added after format 1, hashed only when they differ from their default, so that every run made
+# before they existed keeps its identity (and its folder, cache and resume state).
+_LATER_SETTINGS: dict[str, dict[str, object]] = {"teacher": {"rename": []}, "student": {"normalize": "teacher"}}
+
+
+def _settings(section: str, values: dict) -> dict:
+    """A config section's settings as hashed: later settings left out while at their default."""
+    return {k: v for k, v in values.items() if not (k in _LATER_SETTINGS.get(section, {}) and v == _LATER_SETTINGS[section][k])}
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     """Every stage's identity for ``cfg``, given the content digest of its data (``PreparedData.content_digest``)."""
     data = hash_jsonable({"format": FORMAT_VERSION, "stage": "data", "content": data_content,
                           "settings": cfg.data.model_dump(mode="json", exclude=_DATA_LOCATION)})
-    teacher_settings = cfg.teacher.model_dump(mode="json", exclude={"checkpoint"})
+    teacher_settings = _settings("teacher", cfg.teacher.model_dump(mode="json", exclude={"checkpoint"}))
     imported = checkpoint_digest(cfg.teacher.checkpoint) if cfg.teacher.checkpoint is not None else None
     teacher = hash_jsonable({"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings,
                              "imported_checkpoint": imported})
@@ -68,7 +76,7 @@ def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     maps = hash_jsonable({"format": FORMAT_VERSION, "stage": "maps", "data": data, "teacher": teacher,
                           "settings": map_params(cfg.attribution)}) if uses_maps else None
     student = hash_jsonable({"format": FORMAT_VERSION, "stage": "student", "data": data, "teacher": teacher, "maps": maps,
-                             "settings": cfg.student.model_dump(mode="json"), "seed": cfg.seed})
+                             "settings": _settings("student", cfg.student.model_dump(mode="json")), "seed": cfg.seed})
     return StageIdentities(data, teacher, maps, student)
 
 

@@ -16,20 +16,21 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def attention_map(features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Zagoruyko & Komodakis attention: channel mean of squared activations, optionally resized (bilinear) to
+    """Zagoruyko & Komodakis attention: channel mean of squared activations, optionally area-averaged down to
     ``size``, flattened and L2-normalised."""
     spatial = features.float().pow(2).mean(dim=1, keepdim=True)
     if size is not None and tuple(spatial.shape[-2:]) != tuple(size):
-        spatial = F.interpolate(spatial, size=tuple(size), mode="bilinear", align_corners=False)
+        spatial = F.adaptive_avg_pool2d(spatial, tuple(size))
     return F.normalize(spatial.flatten(1), dim=1)
 
 
 def at_loss(student_features: list[torch.Tensor], teacher_features: list[torch.Tensor]) -> torch.Tensor:
-    """Mean squared difference of attention maps over layer pairs (student maps resized to the teacher's size)."""
+    """Mean squared difference of attention maps over layer pairs. Maps of different sizes are compared at the
+    smaller height and width, the larger map area-averaged down (no interpolation invents attention)."""
     losses = []
     for s, t in zip(student_features, teacher_features, strict=True):
-        size = tuple(t.shape[-2:])
-        losses.append((attention_map(s, size) - attention_map(t)).pow(2).mean())
+        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
+        losses.append((attention_map(s, size) - attention_map(t, size)).pow(2).mean())
     return torch.stack(losses).mean()
 
 

@@ -11,8 +11,9 @@ if TYPE_CHECKING:
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-NORMALIZE_SYNTAX = "dataset (the training split's statistics), cifar10, none, or m1,m2,m3/s1,s2,s3"
-NAMED = ("dataset", "cifar10", "none")
+NORMALIZE_SYNTAX = ("dataset (the training split's statistics), cifar10, pretrained (what the architecture's pretrained "
+                    "weights expect), none, or m1,m2,m3/s1,s2,s3")
+NAMED = ("dataset", "cifar10", "pretrained", "none")
 
 
 class NormSpec(BaseModel):
@@ -30,7 +31,7 @@ class NormSpec(BaseModel):
         return self
 
 
-NormSetting = Union[Literal["dataset", "cifar10", "none"], NormSpec]
+NormSetting = Union[Literal["dataset", "cifar10", "pretrained", "none"], NormSpec]
 
 
 def parse_normalization(value: Any) -> Any:
@@ -52,10 +53,17 @@ def parse_normalization(value: Any) -> Any:
         raise ValueError(f"'{value}' is not one of {NORMALIZE_SYNTAX} (three means, three positive stds)") from None
 
 
-def normalization_values(setting: NormSetting, data: "PreparedData | None") -> tuple[list[float], list[float]]:
-    """Mean and std of a validated setting; ``dataset`` takes the training split's statistics from ``data``."""
+def normalization_values(setting: NormSetting, data: "PreparedData | None", arch: str | None = None) -> tuple[list[float], list[float]]:
+    """Mean and std of a validated setting; ``dataset`` takes the training split's statistics from ``data``,
+    ``pretrained`` those of ``arch``'s pretrained weights (timm's ``pretrained_cfg``, ImageNet's for torchvision)."""
     if isinstance(setting, NormSpec):
         return list(setting.mean), list(setting.std)
+    if setting == "pretrained":
+        from igkd.models.registry import pretrained_normalization  # the models import this module's constants
+
+        if arch is None:
+            raise ValueError("'pretrained' needs the architecture whose weights it follows")
+        return pretrained_normalization(arch)
     if setting == "cifar10":
         return list(CIFAR10_MEAN), list(CIFAR10_STD)
     if setting == "none":

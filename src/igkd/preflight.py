@@ -23,7 +23,8 @@ from igkd.errors import IgkdError, IgkdErrors
 from igkd.extras import require
 from igkd.methods import method_flags
 from igkd.models.checkpoint import import_state_dict
-from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
+from igkd.models.base import NormalizedModel
+from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import NormSpec, normalization_values
 from igkd.training.distill import attention_pairs, loss_weights
 from igkd.training.loop import micro_batch_count
@@ -39,8 +40,8 @@ class Preflight:
 
     layout: DataLayout
     student_train_images: int
-    teacher: ImageClassifier
-    student: ImageClassifier | None
+    teacher: NormalizedModel
+    student: NormalizedModel | None
     writes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -60,7 +61,7 @@ def _teacher_problems(cfg: RunConfig, layout: DataLayout) -> list[str]:
     if cfg.teacher.checkpoint is None:
         return []
     try:
-        loaded = import_state_dict(cfg.teacher.checkpoint, cfg.teacher.arch, layout.classes, (0.0,) * 3, (1.0,) * 3)
+        loaded = import_state_dict(cfg.teacher.checkpoint, cfg.teacher.arch, layout.classes, (0.0,) * 3, (1.0,) * 3, cfg.teacher.rename)
     except IgkdError as exc:
         return [f"teacher.checkpoint: {exc}"]
     problems = []
@@ -71,8 +72,8 @@ def _teacher_problems(cfg: RunConfig, layout: DataLayout) -> list[str]:
         problems.append(f"teacher '{cfg.teacher.checkpoint}' predicts classes {loaded.classes}, but the data has {layout.classes}; "
                         "use a teacher trained on these classes or set data.classes to its class list")
     setting = cfg.teacher.normalize
-    if "imported_from" not in loaded.metadata and (setting in ("cifar10", "none") or isinstance(setting, NormSpec)):
-        asked = normalization_values(setting, None)
+    if "imported_from" not in loaded.metadata and (setting in ("cifar10", "pretrained", "none") or isinstance(setting, NormSpec)):
+        asked = normalization_values(setting, None, cfg.teacher.arch)
         if not (torch.allclose(torch.tensor(asked[0]), torch.tensor(loaded.mean), atol=1e-4)
                 and torch.allclose(torch.tensor(asked[1]), torch.tensor(loaded.std), atol=1e-4)):
             problems.append(f"teacher.normalize asks for mean {asked[0]} / std {asked[1]}, but the checkpoint "
@@ -150,6 +151,20 @@ def estimate_writes(cfg: RunConfig, preflight: Preflight, stages: Iterable[str])
     return writes
 
 
+def _structures(cfg: RunConfig, classes: int, with_student: bool) -> tuple[NormalizedModel, NormalizedModel | None]:
+    """Teacher and student built for their structure only (their normalisation needs the decoded data); an
+    unknown model or option stops the checks, which need both."""
+    models, problems = {}, []
+    for section, arch in (("teacher", cfg.teacher.arch), ("student", cfg.student.arch))[: 2 if with_student else 1]:
+        try:
+            models[section] = build_model(arch, classes)
+        except IgkdError as exc:
+            problems.append(f"{section}.arch: {exc}")
+    if problems:
+        raise IgkdErrors(problems)
+    return models["teacher"], models.get("student")
+
+
 def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout: DataLayout | None = None) -> Preflight:
     """Check everything ``stages`` need that is known without training; raise :class:`IgkdErrors` listing every problem.
 
@@ -162,8 +177,7 @@ def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout
     train_idx, _ = stratified_split(labels, cfg.data.val_fraction, cfg.data.split_seed)
     student_idx = stratified_subset(train_idx, labels, cfg.student.train_fraction, cfg.seed)
     classes = len(layout.classes)
-    teacher = build_model(cfg.teacher.arch, classes)  # structure only: its normalisation needs the decoded data
-    student = build_model(cfg.student.arch, classes) if "student" in stages else None
+    teacher, student = _structures(cfg, classes, "student" in stages)
     problems = _teacher_problems(cfg, layout)
     if "teacher" in stages and cfg.teacher.checkpoint is None:
         problems += _training_problems("teacher", cfg.teacher.train, len(train_idx), world_size)

@@ -14,7 +14,7 @@ from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_sessio
 from igkd.errors import IgkdError
 from igkd.extras import installed, require
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
-from igkd.models.mobilenetv2 import build_model
+from igkd.models.registry import build_model
 from igkd.modelstats import LATENCY_BLOCK, count_macs, count_params, file_size, interleaved_latency, time_call_ms
 from igkd.provenance import provenance
 

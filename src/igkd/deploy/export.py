@@ -51,9 +51,6 @@ def onnx_bytes(model: nn.Module, image_size: int) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        # The exporter passes forward's default return_features=False as a constant tensor and warns about the
-        # branch on it; the branch is constant (logits only), and every export is checked against PyTorch.
-        warnings.filterwarnings("ignore", "Converting a tensor to a Python boolean", torch.jit.TracerWarning)
         torch.onnx.export(
             model.eval(), (_example(image_size),), buffer, dynamo=False, opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],

@@ -8,7 +8,8 @@ from typing import Any, Callable, TypeVar
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
 from igkd.methods import METHODS, canonical_method
-from igkd.models.mobilenetv2 import NUM_FEATURE_BLOCKS, parse_arch
+from igkd.models.mobilenetv2 import NUM_FEATURE_BLOCKS, ArchSpec
+from igkd.models.registry import parse_arch
 from igkd.identity import stage_identities, student_run_id
 
 T = TypeVar("T")
@@ -94,6 +95,9 @@ def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str | Non
 def sweep_archs(teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, widths: tuple[float, ...] = SWEEP_WIDTHS) -> list[tuple[str, str]]:
     """(family, arch): the teacher minus its last k blocks, and the teacher at smaller width multipliers."""
     teacher = parse_arch(teacher_arch)
+    if not isinstance(teacher, ArchSpec):
+        raise IgkdError(f"the compression sweep removes blocks and narrows widths of mobilenetv2_cifar; the teacher '{teacher_arch}' "
+                        "is another family: run its students one by one with --set student.arch=...")
     most = NUM_FEATURE_BLOCKS - 2 - teacher.drop_last_blocks
     if any(not 1 <= k <= most for k in blocks):
         raise IgkdError(f"--blocks {list(blocks)}: the teacher '{teacher_arch}' allows removing 1..{most} more blocks")

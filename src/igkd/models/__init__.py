@@ -1,14 +1,24 @@
-"""Model architectures and checkpoints."""
+"""Model architectures (one registry of families) and checkpoints."""
 
-from igkd.models.mobilenetv2 import ArchSpec, ImageClassifier, build_model, parse_arch
-from igkd.models.checkpoint import load_checkpoint, save_checkpoint, import_state_dict
+from igkd.models.base import NormalizedModel, WrappedClassifier
+from igkd.models.registry import ModelFamily, build_model, families, parse_arch, register_family
+from igkd.models import mobilenetv2, timm_family, torchvision_family  # noqa: F401  (each registers its family)
+from igkd.models.mobilenetv2 import ArchSpec, ImageClassifier
+from igkd.models.hub import HubSpec
+from igkd.models.checkpoint import import_state_dict, load_checkpoint, save_checkpoint
 
 __all__ = [
     "ArchSpec",
+    "HubSpec",
     "ImageClassifier",
+    "ModelFamily",
+    "NormalizedModel",
+    "WrappedClassifier",
     "build_model",
-    "parse_arch",
-    "load_checkpoint",
-    "save_checkpoint",
+    "families",
     "import_state_dict",
+    "load_checkpoint",
+    "parse_arch",
+    "register_family",
+    "save_checkpoint",
 ]

@@ -6,13 +6,15 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
 from igkd.atomic import atomic_torch_save
 from igkd.errors import IgkdError
-from igkd.models.mobilenetv2 import ArchSpec, ImageClassifier, build_model, parse_arch
+from igkd.models.base import NormalizedModel
+from igkd.models.registry import ModelSpec, build_model, parse_arch, spec_from_record, spec_record
+from igkd.models.rename import rename_keys
 
 CHECKPOINT_FORMAT = "igkd.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -22,8 +24,8 @@ CHECKPOINT_VERSION = 1
 class LoadedModel:
     """A model restored from a checkpoint with everything needed to use it."""
 
-    model: ImageClassifier
-    arch: ArchSpec
+    model: NormalizedModel
+    arch: ModelSpec
     classes: list[str]
     mean: list[float]
     std: list[float]
@@ -32,21 +34,22 @@ class LoadedModel:
 
 def save_checkpoint(
     path: str | Path,
-    model: ImageClassifier,
-    arch: ArchSpec | str,
+    model: NormalizedModel,
+    arch: ModelSpec | str,
     classes: Sequence[str],
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    """Save ``model`` atomically with its architecture, classes and normalisation."""
+    """Save ``model`` atomically with its architecture, classes and normalisation (the weights under the
+    network's own key names, e.g. torchvision's for a ``torchvision:`` model)."""
     spec = parse_arch(arch)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "arch": spec.model_dump(),
+        "arch": spec_record(spec),
         "classes": list(classes),
         "mean": model.mean.flatten().tolist(),
         "std": model.std.flatten().tolist(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
         "metadata": metadata or {},
     }
     atomic_torch_save(path, payload)
@@ -61,15 +64,20 @@ def _read(path: Path) -> Any:
         raise IgkdError(f"checkpoint '{path}' is not a readable PyTorch file ({type(exc).__name__}); re-create or re-download it") from None
 
 
-def _load_weights(model: ImageClassifier, state_dict: dict[str, torch.Tensor], source: str, arch: ArchSpec) -> None:
-    expected = model.state_dict()
+def _first(keys: list[str], n: int = 3) -> str:
+    return ", ".join(f"'{k}'" for k in keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def _load_weights(model: NormalizedModel, state_dict: dict[str, torch.Tensor], source: str, arch: ModelSpec) -> None:
+    expected = model.network.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
-        detail = f"missing key '{missing[0]}'" if missing else f"unexpected key '{unexpected[0]}'"
+        sides = "; ".join(part for part in (f"{len(missing)} missing: {_first(missing)}" if missing else "",
+                                            f"{len(unexpected)} unexpected: {_first(unexpected)}" if unexpected else "") if part)
         raise IgkdError(
-            f"checkpoint '{source}' does not match architecture '{arch}' ({detail}, "
-            f"{len(missing)} missing, {len(unexpected)} unexpected); pass the architecture it was saved with"
+            f"checkpoint '{source}' does not match architecture '{arch}' ({sides}); pass the architecture it was saved with, "
+            "or map its key names with --rename OLD=NEW (teacher.rename)"
         )
     for key, tensor in state_dict.items():
         if tensor.shape != expected[key].shape:
@@ -78,7 +86,7 @@ def _load_weights(model: ImageClassifier, state_dict: dict[str, torch.Tensor], s
                 f"{tuple(tensor.shape)}, expected {tuple(expected[key].shape)}; pass the architecture or class "
                 "count it was saved with"
             )
-    model.load_state_dict(state_dict)
+    model.network.load_state_dict(state_dict)
 
 
 def load_checkpoint(path: str | Path) -> LoadedModel:
@@ -94,7 +102,7 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
         )
     if payload.get("version") != CHECKPOINT_VERSION:
         raise IgkdError(f"checkpoint '{path}' has format version {payload.get('version')}; this igkd reads version {CHECKPOINT_VERSION}")
-    arch = ArchSpec(**payload["arch"])
+    arch = spec_from_record(payload["arch"])
     classes = list(payload["classes"])
     model = build_model(arch, len(classes), payload["mean"], payload["std"])
     _load_weights(model, payload["state_dict"], str(path), arch)
@@ -104,12 +112,14 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 
 def import_state_dict(
     path: str | Path,
-    arch: ArchSpec | str,
+    arch: ModelSpec | str,
     classes: Sequence[str],
     mean: Sequence[float],
     std: Sequence[float],
+    rename: Iterable[str] = (),
 ) -> LoadedModel:
-    """Load a foreign state dict (CIFAR-10 MobileNetV2 key layout) into an igkd model."""
+    """Load a foreign state dict into an igkd model of ``arch``: keys as the network names them (after a
+    ``module.`` prefix is stripped and the ``rename`` rules, OLD=NEW prefixes, are applied in order)."""
     path = Path(path)
     payload = _read(path)
     if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
@@ -118,7 +128,7 @@ def import_state_dict(
         payload = payload["state_dict"]
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise IgkdError(f"'{path}' holds no state dict of tensors; save one with torch.save(model.state_dict(), path)")
-    state_dict = {k.removeprefix("module."): v for k, v in payload.items()}
+    state_dict = rename_keys({k.removeprefix("module."): v for k, v in payload.items()}, rename)
     spec = parse_arch(arch)
     model = build_model(spec, len(classes), mean, std)
     _load_weights(model, state_dict, str(path), spec)

@@ -1,14 +1,14 @@
-"""CIFAR MobileNetV2 teacher and its students (truncated or width-reduced).
+"""The built-in family ``mobilenetv2_cifar``: the paper's CIFAR MobileNetV2 teacher and its students (truncated or
+width-reduced).
 
-Every model takes images in [0, 1] and normalises them itself (non-persistent buffers), so teacher and
-student always see the same input, exported models carry their normalisation, and state-dict keys stay
-exactly those of the widely used CIFAR-10 MobileNetV2 checkpoints (``features.0..18.*``, ``classifier.1.*``).
+State-dict keys are exactly those of the widely used CIFAR-10 MobileNetV2 checkpoints (``features.0..18.*``,
+``classifier.1.*``); attention transfer names its blocks ``features.I``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +16,9 @@ from torch import nn
 from torchvision.models import MobileNetV2
 
 from igkd.errors import IgkdError
+from igkd.models.base import NormalizedModel
+from igkd.models.registry import ModelFamily, register_family
+from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 NUM_FEATURE_BLOCKS = 19  # stem, 17 inverted residual blocks, final 1x1 conv
 
@@ -24,6 +27,7 @@ class ArchSpec(BaseModel):
     """An architecture: CIFAR MobileNetV2 with an optional width multiplier and dropped last blocks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    family: ClassVar[str] = "mobilenetv2_cifar"
 
     name: str = "mobilenetv2_cifar"
     width_mult: float = Field(1.0, gt=0.0, le=4.0)
@@ -41,10 +45,8 @@ class ArchSpec(BaseModel):
 _ARCH_RE = re.compile(r"^(?P<name>[a-z0-9_]+)(?P<opts>(:[a-z_]+=[0-9.]+)*)$")
 
 
-def parse_arch(text: str | ArchSpec) -> ArchSpec:
+def parse_mobilenetv2_cifar(text: str) -> ArchSpec:
     """Parse ``mobilenetv2_cifar[:width=0.5][:k=5]`` into an :class:`ArchSpec`."""
-    if isinstance(text, ArchSpec):
-        return text
     match = _ARCH_RE.match(text.strip())
     if not match or match["name"] != "mobilenetv2_cifar":
         raise IgkdError(
@@ -66,7 +68,7 @@ def parse_arch(text: str | ArchSpec) -> ArchSpec:
         raise IgkdError(f"invalid architecture '{text}': {exc.errors()[0]['msg']}") from None
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(NormalizedModel):
     """A feature extractor plus a ``Dropout, Linear`` head, fed with [0, 1] images it normalises itself."""
 
     def __init__(
@@ -78,9 +80,7 @@ class ImageClassifier(nn.Module):
         std: Sequence[float],
         dropout: float = 0.2,
     ) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        super().__init__(mean, std)
         self.features = features
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_channels, num_classes))
 
@@ -88,20 +88,9 @@ class ImageClassifier(nn.Module):
         """Global-average-pool the last feature map and classify it."""
         return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1))
 
-    def forward(self, images: torch.Tensor, return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits; with ``return_features`` also the output of every feature block (for attention transfer).
-
-        Features go through ``forward`` (not a separate method) so that wrappers such as DistributedDataParallel
-        and ``torch.compile`` see the whole computation.
-        """
-        x = (images - self.mean) / self.std
-        if not return_features:
-            return self.head(self.features(x))
-        outputs = []
-        for block in self.features:
-            x = block(x)
-            outputs.append(x)
-        return self.head(x), outputs
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of [0, 1] images."""
+        return self.head(self.features(self.normalize(images)))
 
 
 def _cifar_mobilenetv2_features(width_mult: float) -> nn.Sequential:
@@ -117,15 +106,16 @@ def _out_channels(block: nn.Module) -> int:
     return convs[-1].out_channels
 
 
-def build_model(
-    arch: ArchSpec | str,
-    num_classes: int,
-    mean: Sequence[float] = (0.0, 0.0, 0.0),
-    std: Sequence[float] = (1.0, 1.0, 1.0),
-) -> ImageClassifier:
+def build_mobilenetv2_cifar(spec: ArchSpec, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> ImageClassifier:
     """Build a CIFAR MobileNetV2 (optionally width-reduced and/or with its last k blocks removed)."""
-    spec = parse_arch(arch)
     features = _cifar_mobilenetv2_features(spec.width_mult)
     kept = nn.Sequential(*list(features.children())[: NUM_FEATURE_BLOCKS - spec.drop_last_blocks])
     return ImageClassifier(kept, _out_channels(kept[-1]), num_classes, mean, std)
 
+
+
+register_family(ModelFamily(
+    name=ArchSpec.family, spec_type=ArchSpec, parse=parse_mobilenetv2_cifar, build=build_mobilenetv2_cifar,
+    pretrained_normalization=lambda spec: (list(CIFAR10_MEAN), list(CIFAR10_STD)),
+    syntax="'mobilenetv2_cifar[:width=W][:k=K]'",
+))

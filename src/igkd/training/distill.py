@@ -14,8 +14,12 @@ from igkd.errors import IgkdError
 from igkd.identity import stage_identities
 from igkd.losses import LossWeights, distillation_loss
 from igkd.methods import method_flags
+from igkd.normalization import normalization_values
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from igkd.models.mobilenetv2 import ImageClassifier, build_model, parse_arch
+from igkd.models.base import NormalizedModel
+from igkd.models.features import FeatureTap, check_layer
+from igkd.models.mobilenetv2 import ImageClassifier
+from igkd.models.registry import build_model, parse_arch
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
 from igkd.runtime import place_model, use_channels_last
@@ -31,31 +35,57 @@ def loss_weights(cfg: RunConfig) -> LossWeights:
     return LossWeights(use_kd, kd.alpha, kd.temperature, use_at, at.gamma, cfg.student.train.label_smoothing)
 
 
-def attention_pairs(cfg: RunConfig, teacher: ImageClassifier, student: ImageClassifier) -> list[tuple[int, int]]:
-    """Configured (teacher block, student block) pairs, or the student's middle block with the same teacher block."""
-    pairs = cfg.student.at.pairs or [((len(student.features) - 1) // 2,) * 2]
+def _block_path(model: NormalizedModel, layer: int | str) -> str | None:
+    """An integer layer as the built-in MobileNetV2's block path ``features.I`` (None when out of range or not that family)."""
+    if isinstance(layer, str):
+        return layer
+    return f"features.{layer}" if isinstance(model, ImageClassifier) and 0 <= layer < len(model.features) else None
+
+
+def attention_pairs(cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> list[tuple[str, str]]:
+    """Configured (teacher layer, student layer) module paths; by default, for the built-in MobileNetV2, the
+    student's middle block and the same teacher block. Integers name blocks of the built-in family."""
+    pairs = cfg.student.at.pairs
+    if not pairs:
+        if not (isinstance(teacher, ImageClassifier) and isinstance(student, ImageClassifier)):
+            raise IgkdError(f"attention transfer from {cfg.teacher.arch} to {cfg.student.arch} needs its layers: set "
+                            "student.at.pairs=[[TEACHER_LAYER,STUDENT_LAYER]] with module paths (e.g. [[layer3,features.9]])")
+        pairs = [((len(student.features) - 1) // 2,) * 2]
+    paths = []
     for t, s in pairs:
-        if not (0 <= t < len(teacher.features) and 0 <= s < len(student.features)):
-            raise IgkdError(f"attention pair ({t}, {s}) is out of range: the teacher has {len(teacher.features)} blocks, the student {len(student.features)}; fix student.at.pairs")
-    return [tuple(p) for p in pairs]
+        tp, sp = _block_path(teacher, t), _block_path(student, s)
+        if tp is None or sp is None:
+            if isinstance(teacher, ImageClassifier) and isinstance(student, ImageClassifier):
+                raise IgkdError(f"attention pair ({t}, {s}) is out of range: the teacher has {len(teacher.features)} blocks, "
+                                f"the student {len(student.features)}; fix student.at.pairs")
+            raise IgkdError(f"attention pair ({t}, {s}): integer layers name blocks of mobilenetv2_cifar only; "
+                            "fix student.at.pairs with module paths (e.g. [[layer3,features.9]])")
+        paths.append((check_layer(teacher, tp, "teacher", "student.at.pairs"), check_layer(student, sp, "student", "student.at.pairs")))
+    return paths
 
 
 def make_distill_loss(
-    weights: LossWeights, teacher: ImageClassifier, pairs: list[tuple[int, int]], cached_logits: torch.Tensor | None
+    weights: LossWeights, teacher: NormalizedModel, pairs: list[tuple[str, str]], cached_logits: torch.Tensor | None,
+    student_tap: FeatureTap | None = None,
 ) -> LossFn:
-    """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index."""
+    """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index.
+
+    With attention transfer, ``student_tap`` records the student's paired layers (hooks registered before the
+    student is wrapped for DDP or compiled); the teacher's are recorded for the one pass.
+    """
+    teacher_paths = [t for t, _ in pairs]
 
     def loss_fn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor):
         student_feats = teacher_feats = teacher_logits = None
+        logits = student(x)
         if weights.use_at:
-            logits, feats = student(x, return_features=True)
-            student_feats = [feats[s] for _, s in pairs]
-        else:
-            logits = student(x)
+            assert student_tap is not None, "AT needs the student's feature tap"
+            student_feats = student_tap.take()
         with torch.no_grad():
             if weights.use_at:
-                online_logits, t_all = teacher(x, return_features=True)
-                teacher_feats = [t_all[t] for t, _ in pairs]
+                with FeatureTap(teacher, teacher_paths) as tap:
+                    online_logits = teacher(x)
+                    teacher_feats = tap.take()
                 teacher_logits = online_logits if weights.use_kd and cached_logits is None else None
             elif weights.use_kd and cached_logits is None:
                 teacher_logits = teacher(x)
@@ -66,11 +96,24 @@ def make_distill_loss(
     return loss_fn
 
 
+def student_normalization(cfg: RunConfig, data: PreparedData, teacher: LoadedModel) -> tuple[list[float], list[float]]:
+    """The student's input mean/std: the teacher's (``student.normalize: teacher``, the default) or its own setting."""
+    setting = cfg.student.normalize
+    return (list(teacher.mean), list(teacher.std)) if setting == "teacher" else normalization_values(setting, data, cfg.student.arch)
+
+
+def new_student(cfg: RunConfig, data: PreparedData, teacher: LoadedModel) -> NormalizedModel:
+    """The configured student, freshly initialised from the run seed, with a head for the data's classes."""
+    torch.manual_seed(cfg.seed)
+    mean, std = student_normalization(cfg, data, teacher)
+    return build_model(parse_arch(cfg.student.arch), len(data.classes), mean, std)
+
+
 @dataclass
 class DistillationRun:
     """Everything one student run trains with: the fresh student, its training indices, inputs and loss."""
 
-    student: ImageClassifier
+    student: NormalizedModel
     train_idx: torch.Tensor
     make_inputs: MakeInputs
     loss_fn: LossFn
@@ -83,8 +126,7 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
         raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
     if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
         raise IgkdError(f"IG maps have shape {tuple(maps.shape)} but the training pool is {(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'")
-    torch.manual_seed(cfg.seed)
-    student = build_model(parse_arch(cfg.student.arch), len(data.classes), teacher.mean, teacher.std).to(device)
+    student = new_student(cfg, data, teacher).to(device)
     channels_last = use_channels_last(device, cfg.student.train.channels_last)  # the student, its frozen teacher and the batches
     teacher_model = place_model(teacher.model, device, channels_last).eval()
     for p in teacher_model.parameters():
@@ -95,12 +137,13 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
         cached = cached_teacher_logits(teacher_model, data.pool.images, data.pool.labels, cfg.cache_path,
                                        cfg.student.train.eval_batch_size, device, data_digest=data.pool.digest).to(device)
     pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
+    student_tap = FeatureTap(student, [s for _, s in pairs]) if weights.use_at else None
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None
     make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, overlay_maps_, cfg.student.ig if use_ig else None,
                               channels_last)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
-    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, teacher_model, pairs, cached))
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, teacher_model, pairs, cached, student_tap))
 
 
 def distill_student(

@@ -13,7 +13,7 @@ from igkd.errors import IgkdError
 from igkd.identity import stage_identities
 from igkd.losses import LossWeights, distillation_loss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
-from igkd.models.mobilenetv2 import build_model, parse_arch
+from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
 from igkd.progress import StageProgress
 from igkd.runtime import use_channels_last
@@ -23,13 +23,13 @@ from igkd.training.loop import FitResult, LossFn, Progress, fit
 
 def resolve_normalization(cfg: RunConfig, data: PreparedData) -> tuple[list[float], list[float]]:
     """The teacher's input mean/std (``teacher.normalize``; ``dataset`` = the training split's statistics)."""
-    return normalization_values(cfg.teacher.normalize, data)
+    return normalization_values(cfg.teacher.normalize, data, cfg.teacher.arch)
 
 
 def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> LoadedModel:
     """Load an igkd checkpoint, or a foreign state dict with the configured arch and normalisation."""
     mean, std = resolve_normalization(cfg, data)
-    loaded = import_state_dict(checkpoint, cfg.teacher.arch, data.classes, mean, std)
+    loaded = import_state_dict(checkpoint, cfg.teacher.arch, data.classes, mean, std, cfg.teacher.rename)
     if loaded.classes != data.classes:
         raise IgkdError(f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the data has {data.classes}; use a teacher trained on these classes")
     return loaded

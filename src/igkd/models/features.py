@@ -1,0 +1,79 @@
+"""Feature layers addressed by module path (``features.9``, ``layer3``), recorded by forward hooks.
+
+Hooks work for any model, under DistributedDataParallel and ``torch.compile`` alike (registered before the
+model is wrapped), and leave the model's forward and state dict untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from igkd.errors import IgkdError
+from igkd.models.base import NormalizedModel
+from igkd.models.registry import closest
+
+
+def layer_names(model: NormalizedModel) -> list[str]:
+    """Every module path of the model's network (what a layer may be called)."""
+    return [name for name, _ in model.network.named_modules() if name]
+
+
+def check_layer(model: NormalizedModel, path: str, role: str, setting: str) -> str:
+    """``path`` when the model's network has that module, else a one-line error with the closest names."""
+    names = layer_names(model)
+    if path not in names:
+        raise IgkdError(f"the {role} has no layer '{path}'{closest(path, names)}; fix {setting} with a module path of the {role} "
+                        f"(its top-level layers: {', '.join(n for n in names if '.' not in n)[:200]})")
+    return path
+
+
+def _feature_map(output: Any, path: str) -> torch.Tensor:
+    tensor = output[0] if isinstance(output, (tuple, list)) else output
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 4:
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise IgkdError(f"layer '{path}' outputs {shape}, not an N x C x H x W feature map; pick a convolutional layer")
+    return tensor
+
+
+class FeatureTap:
+    """Keeps the output of each named layer of ``model.network`` on every forward pass; :meth:`take` hands them over.
+
+    Use it for the whole life of a model (``tap.remove()`` at the end) or for one pass (``with FeatureTap(...)``).
+    """
+
+    def __init__(self, model: NormalizedModel, paths: Iterable[str]) -> None:
+        self.paths = list(paths)
+        modules = dict(model.network.named_modules())
+        self._outputs: dict[str, torch.Tensor] = {}
+        self._handles: list[RemovableHandle] = [modules[p].register_forward_hook(self._keeper(p)) for p in dict.fromkeys(self.paths)]
+
+    def _keeper(self, path: str):
+        def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+            self._outputs[path] = _feature_map(output, path)
+        return keep
+
+    def take(self) -> list[torch.Tensor]:
+        """The latest output of each path, in the order asked (then forgotten)."""
+        missing = [p for p in self.paths if p not in self._outputs]
+        if missing:
+            raise IgkdError(f"layer '{missing[0]}' did not run in the forward pass; pick a layer the model's forward uses")
+        taken = [self._outputs[p] for p in self.paths]
+        self._outputs.clear()
+        return taken
+
+    def remove(self) -> None:
+        """Unregister the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._outputs.clear()
+
+    def __enter__(self) -> "FeatureTap":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
