@@ -180,3 +180,15 @@ def test_tiny_imagenet_subset_maps_to_cifar_classes():
     data = load_image_folder(Path(os.environ["IGKD_DATA_DIR"]) / "tiny-imagenet-cifar10" / "val", CIFAR10_CLASSES, 32, resize=True)
     assert len(data) == 1000 and data.images.shape[1:] == (3, 32, 32)
     assert sorted({CIFAR10_CLASSES[i] for i in data.labels.tolist()}) == ["automobile", "bird", "cat", "dog", "frog", "ship"]
+
+
+@pytest.mark.skipif(not os.environ.get("IGKD_DATA_DIR"), reason="IGKD_DATA_DIR (the shared data) not set")
+def test_the_tiny_imagenet_config_plans_a_torchvision_run_on_its_own_classes(tmp_path):
+    result = igkd("run", "-c", "tiny_imagenet", "--dry-run", "--json", "--set", f"out_dir={tmp_path}", "--set", "student.method=KD_IG_AT",
+                  cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout[result.stdout.index("{"):])
+    assert plan["data"]["classes"] == ["automobile", "bird", "cat", "dog", "frog", "ship"] and plan["data"]["image_size"] == [64, 64]
+    stages = {stage["stage"]: stage for stage in plan["stages"]}
+    assert stages["teacher"]["arch"] == "torchvision:resnet18" and stages["student"]["arch"] == "torchvision:mobilenet_v2:width_mult=0.5"
+    assert not any(tmp_path.rglob("*.pt"))

@@ -151,3 +151,21 @@ def test_two_process_run_killed_mid_training_resumes_to_the_same_weights(tmp_pat
     assert len(metrics.read_text().splitlines()) == 5
     final, reference = (torch.load(d / "tiny" / "teacher" / "state.pt", weights_only=True)["model"] for d in (tmp_path / "killed", tmp_path / "full"))
     assert final.keys() == reference.keys() and all(torch.equal(final[k], reference[k]) for k in final)
+
+
+def test_two_process_attention_transfer_by_module_path_on_a_torchvision_student_matches_one_process(tmp_path):
+    """Forward hooks on a hub student under DistributedDataParallel record what one process records."""
+    hub = ["data.image_size=16", "data.crop_padding=2", "student.arch=torchvision:mobilenet_v2:width_mult=0.25",
+           "student.at.pairs=[[3, features.3]]", "student.train.epochs=1", "teacher.train.epochs=1"]
+    single_out, out = tmp_path / "single", tmp_path / "runs"
+    igkd(single_out, "run", ONE_PROCESS + hub)
+    for stage in ("teacher", "cache"):
+        shutil.copytree(single_out / "tiny" / stage, out / "tiny" / stage)
+    igkd(out, "distill", ONE_PROCESS[:1] + hub, processes=2)
+    params, running = weights(student_dir(out) / "state.pt")
+    reference_params, reference_running = weights(student_dir(single_out) / "state.pt")
+    assert any("features.3." in k for k in params)
+    assert_close(params, reference_params, atol=1e-6)
+    assert_close(running, reference_running, atol=1e-5)
+    (row,), (reference_row,) = ([json.loads(line) for line in (student_dir(d) / "metrics.jsonl").read_text().splitlines()] for d in (out, single_out))
+    assert row["train_at"] > 0 and row["train_at"] == pytest.approx(reference_row["train_at"], rel=1e-5)

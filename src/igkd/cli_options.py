@@ -6,7 +6,7 @@ from typing import Callable, Iterable
 
 import typer
 
-ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg.")
+ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg, tiny_imagenet.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
 DryRunOpt = typer.Option(False, "--dry-run", help="Check everything and print the plan (stages run or reused, sizes, projected time); write nothing.")
 JsonOpt = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON.")
