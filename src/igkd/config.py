@@ -243,12 +243,16 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), raw
 
 
+def builtin_config_names() -> list[str]:
+    """The configs shipped with igkd (``digits``, ``cifar10``, ``cifar10_jpeg``, ``tiny_imagenet``)."""
+    return sorted(p.stem for p in Path(str(resources.files("igkd") / "configs")).glob("*.yaml"))
+
+
 def builtin_config_path(name: str) -> Path:
-    """The path of a config shipped with igkd (``digits``, ``cifar10``, ``cifar10_jpeg``)."""
+    """The path of a config shipped with igkd."""
     path = Path(str(resources.files("igkd") / "configs" / f"{name}.yaml"))
     if not path.is_file():
-        shipped = sorted(p.stem for p in Path(path).parent.glob("*.yaml"))
-        raise IgkdError(f"no built-in config '{name}'; choose one of {shipped} or pass a YAML file path")
+        raise IgkdError(f"no built-in config '{name}'; choose one of {builtin_config_names()} or pass a YAML file path")
     return path
 
 
@@ -270,7 +274,7 @@ def _config_path(source: str, relative_to: Path | None = None) -> Path:
     if relative_to is not None and not path.is_absolute():
         path = relative_to.parent / path
     if not path.is_file():
-        raise IgkdError(f"config file '{path}' not found; pass an existing YAML file or a built-in name (digits, cifar10, cifar10_jpeg)")
+        raise IgkdError(f"config file '{path}' not found; pass an existing YAML file or a built-in name ({', '.join(builtin_config_names())})")
     return path
 
 
