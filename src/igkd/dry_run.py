@@ -28,7 +28,7 @@ from igkd.preflight import Preflight, stages_for
 from igkd.progress import duration, long_run_hint
 from igkd.runtime import RandomStreams
 from igkd.training.distill import distillation_run
-from igkd.training.inputs import batch_maker
+from igkd.training.inputs import input_maker
 from igkd.training.loop import LossFn, MakeInputs, make_optimizer, make_schedule, make_train_step, predict_logits
 from igkd.training.teacher import resolve_normalization, teacher_loss
 
@@ -172,9 +172,8 @@ class DryRun:
         plan = {"stage": "teacher", "arch": cfg.teacher.arch, **self._model_row(model), "action": status.action, "why": status.why,
                 "epochs": cfg.teacher.train.epochs, "projected_s": 0.0}
         if status.epochs_left:
-            timing = _training_projection(model, cfg.teacher.train, batch_maker(data.pool.images.to(device), data.pool.labels.to(device),
-                                          cfg.data.crop_padding, cfg.data.flip), teacher_loss(cfg), data.train_idx,
-                                          data.pool.images[data.val_idx], device, status.epochs_left)
+            timing = _training_projection(model, cfg.teacher.train, input_maker(cfg.data, data.pool, device, False), teacher_loss(cfg), data.train_idx,
+                                          data.val_images, device, status.epochs_left)
             plan.update(timing_s=timing, projected_s=timing["seconds"])
             teacher = _fresh_teacher(cfg, data)  # the timed steps changed the other one
         teacher.model.eval()
@@ -213,7 +212,7 @@ class DryRun:
                 "epochs": cfg.student.train.epochs, "projected_s": 0.0}
         if status.epochs_left:
             timing = _training_projection(run.student, cfg.student.train, run.make_inputs, run.loss_fn, run.train_idx,
-                                          data.pool.images[data.val_idx], device, status.epochs_left)
+                                          data.val_images, device, status.epochs_left)
             plan.update(timing_s=timing, projected_s=timing["seconds"])
         return plan
 

@@ -28,11 +28,14 @@ from igkd.fingerprint import hash_file, hash_jsonable
 from igkd.methods import method_flags
 
 FORMAT_VERSION = 1
-# Where the data lives is not what it is: its content is hashed instead.
-_DATA_LOCATION = {"root", "download"}
+# Where the data lives is not what it is (its content is hashed instead), and how it is loaded changes no batch.
+_DATA_LOCATION = {"root", "download", "loader", "workers"}
 # Settings added after format 1, hashed only when they differ from their default, so that every run made
 # before they existed keeps its identity (and its folder, cache and resume state).
-_LATER_SETTINGS: dict[str, dict[str, object]] = {"teacher": {"rename": []}, "student": {"normalize": "teacher"}}
+_LATER_SETTINGS: dict[str, dict[str, object]] = {
+    "data": {"augment": "crop_flip", "crop_scale": [0.35, 1.0], "crop_ratio": [0.75, 4 / 3], "eval_crop": 1.0},
+    "teacher": {"rename": []}, "student": {"normalize": "teacher"},
+}
 
 
 def _settings(section: str, values: dict) -> dict:
@@ -67,7 +70,7 @@ def checkpoint_digest(path: Path) -> str:
 def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     """Every stage's identity for ``cfg``, given the content digest of its data (``PreparedData.content_digest``)."""
     data = hash_jsonable({"format": FORMAT_VERSION, "stage": "data", "content": data_content,
-                          "settings": cfg.data.model_dump(mode="json", exclude=_DATA_LOCATION)})
+                          "settings": _settings("data", cfg.data.model_dump(mode="json", exclude=_DATA_LOCATION))})
     teacher_settings = _settings("teacher", cfg.teacher.model_dump(mode="json", exclude={"checkpoint"}))
     imported = checkpoint_digest(cfg.teacher.checkpoint) if cfg.teacher.checkpoint is not None else None
     teacher = hash_jsonable({"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings,

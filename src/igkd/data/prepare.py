@@ -8,6 +8,7 @@ from functools import cached_property
 import torch
 
 from igkd.config import RunConfig
+from igkd.data.augment import center_crop_resized
 from igkd.data.imageset import ImageSet
 from igkd.data.layout import check_split_classes
 from igkd.data.sources import load_split
@@ -24,9 +25,16 @@ class PreparedData:
     val_idx: torch.Tensor
     test: ImageSet
 
+    eval_crop: float = 1.0
+
     @property
     def classes(self) -> list[str]:
         return self.pool.classes
+
+    @cached_property
+    def val_images(self) -> torch.Tensor:
+        """The validation split's images as models are evaluated on them (``data.eval_crop``)."""
+        return center_crop_resized(self.pool.images[self.val_idx], self.eval_crop)
 
     @cached_property
     def content_digest(self) -> str:
@@ -48,5 +56,7 @@ def prepare_data(cfg: RunConfig, write_cache: bool = True) -> PreparedData:
     test = load_split(cfg.data, "test", cfg.cache_path, write_cache)
     check_split_classes(test.name, test.classes, pool.classes, cfg.data.classes is not None)
     test = test.remap_to(pool.classes)
+    if cfg.data.eval_crop < 1.0:
+        test = ImageSet(center_crop_resized(test.images, cfg.data.eval_crop), test.labels, test.classes, test.name)
     train_idx, val_idx = stratified_split(pool.labels, cfg.data.val_fraction, cfg.data.split_seed)
-    return PreparedData(pool, train_idx, val_idx, test)
+    return PreparedData(pool, train_idx, val_idx, test, cfg.data.eval_crop)

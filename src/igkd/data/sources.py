@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from igkd.atomic import atomic_torch_save
 from igkd.data.image_tree import find_image_tree
@@ -41,6 +41,24 @@ class DataConfig(BaseModel):
     split_seed: int = Field(0, ge=0)
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
+    augment: Literal["crop_flip", "resized_crop_flip"] = Field(
+        "crop_flip", description="training crops: crop_flip (zero-pad by crop_padding, random crop, flip) or resized_crop_flip "
+        "(RandomResizedCrop with crop_scale/crop_ratio back to image_size, flip); the map always moves with its image")
+    crop_scale: tuple[float, float] = Field((0.35, 1.0), description="resized_crop_flip: the crop's area fraction range")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="resized_crop_flip: the crop's aspect ratio range")
+    eval_crop: float = Field(1.0, gt=0.0, le=1.0, description="validation/test: center-crop this fraction and resize back (1: the whole image)")
+    loader: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: the pool and maps on the device, batches made there; stream: DataLoader workers "
+        "augment each image with its map; auto: stream for resized_crop_flip or a pool over 2 GiB, else memory")
+    workers: int = Field(2, ge=0, description="stream: DataLoader worker processes (0: in the main process)")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "DataConfig":
+        if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1 and 0 < self.crop_ratio[0] <= self.crop_ratio[1]):
+            raise ValueError("crop_scale needs 0 < min <= max <= 1 and crop_ratio 0 < min <= max")
+        if self.loader == "memory" and self.augment == "resized_crop_flip":
+            raise ValueError("augment resized_crop_flip runs on the streaming path: set data.loader=stream (or auto)")
+        return self
 
     @field_validator("classes", mode="before")
     @classmethod

@@ -23,7 +23,7 @@ from igkd.models.registry import build_model, parse_arch
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
 from igkd.runtime import place_model, use_channels_last
-from igkd.training.inputs import batch_maker
+from igkd.training.inputs import input_maker
 from igkd.training.loop import FitResult, LossFn, MakeInputs, Progress, fit
 from igkd.training.teacher_logits import cached_teacher_logits
 
@@ -138,10 +138,8 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
                                        cfg.student.train.eval_batch_size, device, data_digest=data.pool.digest).to(device)
     pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
     student_tap = FeatureTap(student, [s for _, s in pairs]) if weights.use_at else None
-    images, labels = data.pool.images.to(device), data.pool.labels.to(device)
-    overlay_maps_ = map_source(maps, cfg.student.ig.maps, cfg.seed).to(device) if use_ig and maps is not None else None
-    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, overlay_maps_, cfg.student.ig if use_ig else None,
-                              channels_last)
+    overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
+    make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
     return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, teacher_model, pairs, cached, student_tap))
 
@@ -168,7 +166,7 @@ def distill_student(
 
     result = fit(
         run.student, run.train_idx, run.make_inputs, run.loss_fn,
-        data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
+        data.val_images, data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
         out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).student, step_progress=step_progress,
         section="student",
     )

@@ -1,14 +1,23 @@
-"""Batch construction on the device: gather, crop/flip (maps move with their images), IG overlay."""
+"""Batch construction: on the device (gather, crop/flip with maps moving with their images, IG overlay) or on the
+streaming path (:mod:`igkd.data.stream`); :func:`input_maker` picks the one ``data.loader`` asks for."""
 
 from __future__ import annotations
 
+from typing import Literal
+
+import numpy as np
 import torch
 
 from igkd.config import OverlayConfig
 from igkd.data.augment import random_crop_flip
+from igkd.data.imageset import ImageSet
+from igkd.data.sources import DataConfig
+from igkd.data.stream import AugmentedPool, StreamingBatches
 from igkd.overlay import overlay_maps
 from igkd.runtime import RandomStreams
 from igkd.training.loop import MakeInputs
+
+DEVICE_POOL_LIMIT = 2 * 1024**3  # bytes of uint8 pool images above which data.loader=auto streams
 
 
 def batch_maker(
@@ -40,3 +49,28 @@ def batch_maker(
         return blended.contiguous(memory_format=layout), labels[indices]
 
     return make
+
+
+def data_path(cfg: DataConfig, pool: ImageSet) -> Literal["memory", "stream"]:
+    """The data path ``data.loader`` means for this pool (auto: stream for resized crops or a pool over 2 GiB)."""
+    if cfg.loader != "auto":
+        return cfg.loader
+    return "stream" if cfg.augment == "resized_crop_flip" or pool.images.numel() > DEVICE_POOL_LIMIT else "memory"
+
+
+def input_maker(cfg: DataConfig, pool: ImageSet, device: torch.device, channels_last: bool,
+                maps: torch.Tensor | np.ndarray | None = None, overlay: OverlayConfig | None = None) -> MakeInputs:
+    """The training batches of ``pool`` (and the overlay of its ``maps``, pool order) on the configured data path."""
+    if data_path(cfg, pool) == "memory":
+        device_maps = torch.as_tensor(np.asarray(maps)) if isinstance(maps, np.ndarray) else maps
+        return batch_maker(pool.images.to(device), pool.labels.to(device), cfg.crop_padding, cfg.flip,
+                           None if device_maps is None or overlay is None else device_maps.to(device), overlay, channels_last)
+
+    def blend(images: torch.Tensor, batch_maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        assert overlay is not None
+        return overlay_maps(images, batch_maps, overlay.prob, overlay.blend, (overlay.power_min, overlay.power_max), generator)
+
+    with_maps = maps is not None and overlay is not None
+    dataset = AugmentedPool(pool.images, pool.labels, maps if with_maps else None, cfg.augment, cfg.crop_padding)
+    return StreamingBatches(dataset, pool.image_size, cfg.flip, cfg.crop_scale, cfg.crop_ratio, device, channels_last, cfg.workers,
+                            blend if with_maps else None)

@@ -218,7 +218,8 @@ def fit(
 
     ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
     from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
-    one batch, drawing only from ``streams.augment`` and ``streams.overlay``;
+    one batch, drawing only from ``streams.augment`` and ``streams.overlay`` (a ``make_inputs`` with a
+``start_epoch(batches, streams)`` method is handed each epoch's batches first, to load them ahead);
     ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
     holds a state saved under the same ``resume_key``, training continues from it (one saved on another kind of
     device re-seeds the random streams, with a note through ``step_progress``: their states do not carry over).
@@ -262,9 +263,12 @@ def fit(
         model.train()
         epoch_start = time.perf_counter()
         order = torch.randperm(num_train, device=device, generator=streams.order)
+        batches = [train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]] for step in range(steps_per_epoch)]
+        plan_epoch = getattr(make_inputs, "start_epoch", None)
+        if plan_epoch is not None:  # the streaming path loads the epoch's batches ahead of the steps
+            plan_epoch(batches, streams)
         sums: dict[str, torch.Tensor] = {}
-        for step in range(steps_per_epoch):
-            idx = train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]]
+        for step, idx in enumerate(batches):
             for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
             if step_progress is not None:  # the loss is read (a device sync) only when a line or the bar shows it

@@ -17,7 +17,7 @@ from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
 from igkd.progress import StageProgress
 from igkd.runtime import use_channels_last
-from igkd.training.inputs import batch_maker
+from igkd.training.inputs import input_maker
 from igkd.training.loop import FitResult, LossFn, Progress, fit
 
 
@@ -52,18 +52,16 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
     mean, std = resolve_normalization(cfg, data)
     torch.manual_seed(cfg.teacher.seed)
     model = build_model(arch, len(data.classes), mean, std)
-    images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     loss_fn = teacher_loss(cfg)
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
                                                                          "image_size": data.pool.image_size[0]})
 
-    make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip,
-                              channels_last=use_channels_last(device, cfg.teacher.train.channels_last))
+    make_inputs = input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last))
     result = fit(
         model, data.train_idx.to(device), make_inputs, loss_fn,
-        data.pool.images[data.val_idx], data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
+        data.val_images, data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
         out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher, step_progress=step_progress,
         section="teacher",
     )

@@ -1,0 +1,111 @@
+"""The streaming data path: maps move with their images under every transform, and it makes the device path's batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import run_cli, sets, tiny_overrides
+from igkd.config import OverlayConfig, load_config
+from igkd.data.augment import center_crop_resized
+from igkd.data.imageset import ImageSet
+from igkd.data.sources import DataConfig
+from igkd.data.stream import StreamingBatches
+from igkd.runtime import RandomStreams
+from igkd.training.inputs import batch_maker, data_path, input_maker
+
+CPU = torch.device("cpu")
+
+
+def _pool(n: int = 40, size: int = 12) -> ImageSet:
+    torch.manual_seed(0)
+    return ImageSet(torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8), torch.arange(n) % 4, ["a", "b", "c", "d"])
+
+
+def _epoch(make, batches, seed=5):
+    streams = RandomStreams.seeded(seed, CPU)
+    if hasattr(make, "start_epoch"):
+        make.start_epoch(batches, streams)
+    out = [make(indices, streams) for indices in batches]
+    return out, streams
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_both_data_paths_make_the_same_batches_for_the_same_crop_and_flip(workers):
+    pool = _pool()
+    maps = torch.rand(len(pool), 12, 12)
+    overlay = OverlayConfig(prob=0.5)
+    batches = list(torch.randperm(len(pool), generator=torch.Generator().manual_seed(1)).split(8))
+    cfg = DataConfig(crop_padding=3, flip=True, loader="stream", workers=workers)
+    device_path, device_streams = _epoch(batch_maker(pool.images, pool.labels, 3, True, maps, overlay), batches)
+    stream_path, stream_streams = _epoch(input_maker(cfg, pool, CPU, False, maps, overlay), batches)
+    assert isinstance(input_maker(cfg, pool, CPU, False, maps, overlay), StreamingBatches)
+    for (x, y), (xs, ys) in zip(device_path, stream_path, strict=True):
+        assert torch.equal(x, xs) and torch.equal(y, ys)
+    for name in ("augment", "overlay", "order"):  # the streams end where the device path leaves them
+        assert torch.equal(getattr(device_streams, name).get_state(), getattr(stream_streams, name).get_state())
+    plain_device, _ = _epoch(batch_maker(pool.images, pool.labels, 3, True), batches)
+    plain_stream, _ = _epoch(input_maker(cfg, pool, CPU, False), batches)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(plain_device, plain_stream))
+
+
+def test_streaming_keeps_each_map_on_its_image_under_resized_crop_and_flip():
+    """A map equal to its image's first channel stays equal to it after any crop, resize and flip."""
+    pool = _pool(32, 16)
+    maps = pool.images[:, 0].float() / 255
+    cfg = DataConfig(augment="resized_crop_flip", crop_scale=(0.2, 0.6), flip=True, workers=0)
+    make = input_maker(cfg, pool, CPU, False, maps, OverlayConfig(prob=0.0))
+    streams = RandomStreams.seeded(0, CPU)
+    batches = [torch.arange(16), torch.arange(16, 32)]
+    make.start_epoch(batches, streams)
+    stacked_batches = [next(make._batches)[0] for _ in batches]  # image + map channels, before the overlay
+    resized = 0
+    for stacked, indices in zip(stacked_batches, batches):
+        torch.testing.assert_close(stacked[:, 3], stacked[:, 0], rtol=0, atol=1e-6)
+        resized += sum(not torch.equal(stacked[i, :3], pool.images[j].float() / 255) for i, j in enumerate(indices.tolist()))
+    assert resized == 32 and stacked_batches[0].shape == (16, 4, 16, 16)
+    assert data_path(cfg, pool) == "stream" and data_path(DataConfig(), pool) == "memory"
+
+
+def test_resized_crops_do_not_depend_on_the_number_of_workers():
+    pool = _pool(24, 16)
+    maps = torch.rand(24, 16, 16)
+    batches = [torch.arange(12), torch.arange(12, 24)]
+    runs = []
+    for workers in (0, 2):
+        cfg = DataConfig(augment="resized_crop_flip", workers=workers)
+        runs.append(_epoch(input_maker(cfg, pool, CPU, False, maps, OverlayConfig(prob=0.5)), batches)[0])
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(*runs))
+
+
+def test_resized_crops_need_the_streaming_path_and_sane_ranges():
+    with pytest.raises(ValueError, match="resized_crop_flip runs on the streaming path"):
+        DataConfig(augment="resized_crop_flip", loader="memory")
+    with pytest.raises(ValueError, match="crop_scale needs"):
+        DataConfig(crop_scale=(0.5, 0.2))
+
+
+def test_evaluation_views_center_crop_and_resize_the_validation_and_test_images(tmp_path):
+    from igkd.data.prepare import prepare_data
+
+    full = prepare_data(load_config("digits", [f"out_dir={tmp_path}"]))
+    cropped = prepare_data(load_config("digits", [f"out_dir={tmp_path}", "data.eval_crop=0.5"]))
+    assert torch.equal(cropped.pool.images, full.pool.images)  # training images (and their maps) are untouched
+    assert torch.equal(cropped.val_images, center_crop_resized(full.pool.images[full.val_idx], 0.5))
+    assert torch.equal(cropped.test.images, center_crop_resized(full.test.images, 0.5))
+    assert not torch.equal(cropped.test.images, full.test.images) and torch.equal(full.val_images, full.pool.images[full.val_idx])
+    center = center_crop_resized(torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(1, 3, 4, 4), 0.5)
+    assert center.shape == (1, 3, 4, 4) and int(center.min()) >= 5 and int(center.max()) <= 10  # only the middle 2x2 (5, 6, 9, 10)
+
+
+def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(tmp_path, capsys, monkeypatch):
+    states = []
+    for loader in ("memory", "stream"):
+        out = tmp_path / loader
+        code, _, err = run_cli(["distill", *sets(tiny_overrides(out) + [f"data.loader={loader}", "data.workers=1", "student.method=KD_IG"])],
+                               capsys, monkeypatch)
+        assert code == 0, err
+        (state,) = (out / "runs" / "tiny" / "students").glob("*/state.pt")
+        states.append(torch.load(state, weights_only=True)["model"])
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
