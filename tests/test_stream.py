@@ -98,14 +98,22 @@ def test_evaluation_views_center_crop_and_resize_the_validation_and_test_images(
     assert center.shape == (1, 3, 4, 4) and int(center.min()) >= 5 and int(center.max()) <= 10  # only the middle 2x2 (5, 6, 9, 10)
 
 
-def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float16", "uint8"])
+def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(dtype, tmp_path, capsys, monkeypatch):
+    """On the streaming path the maps are read per sample from the memory-mapped cache (float16 or uint8)."""
+    from igkd.pipeline import Pipeline
+
+    opened = []
+    real = Pipeline.attribute
+    monkeypatch.setattr(Pipeline, "attribute", lambda self, rebuild_invalid=True, mmap=False: opened.append(mmap) or real(self, rebuild_invalid, mmap))
     states = []
     for loader in ("memory", "stream"):
         out = tmp_path / loader
-        code, _, err = run_cli(["distill", *sets(tiny_overrides(out) + [f"data.loader={loader}", "data.workers=1", "student.method=KD_IG"])],
-                               capsys, monkeypatch)
+        code, _, err = run_cli(["distill", *sets(tiny_overrides(out) + [f"data.loader={loader}", "data.workers=1", "student.method=KD_IG",
+                                                                        f"attribution.dtype={dtype}"])], capsys, monkeypatch)
         assert code == 0, err
         (state,) = (out / "runs" / "tiny" / "students").glob("*/state.pt")
         states.append(torch.load(state, weights_only=True)["model"])
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert opened[-1] is True and False in opened  # the streaming run memory-mapped the cache, the device run loaded it

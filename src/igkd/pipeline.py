@@ -9,6 +9,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -31,6 +32,7 @@ from igkd.report import comparison_rows, save_overlay_figure, write_report
 from igkd.robustness import ensure_robustness
 from igkd.runtime import seed_everything
 from igkd.training.distill import distill_student
+from igkd.training.inputs import data_path
 from igkd.training.loop import FitResult
 from igkd.training.teacher import import_teacher, train_teacher
 
@@ -172,8 +174,9 @@ class Pipeline:
         """IG maps of the teacher for every training-pool image, in dataset order; a bad cache is refused."""
         return self.attribute(rebuild_invalid=False)
 
-    def attribute(self, rebuild_invalid: bool = True) -> torch.Tensor:
-        """Load the verified IG maps, building them if absent (or, with ``rebuild_invalid``, if refused).
+    def attribute(self, rebuild_invalid: bool = True, mmap: bool = False) -> torch.Tensor | np.ndarray:
+        """Load the verified IG maps, building them if absent (or, with ``rebuild_invalid``, if refused); with
+        ``mmap`` the cache file memory-mapped instead (the streaming path reads it per sample).
 
         Under torchrun every rank computes one shard of the maps; rank 0 joins them.
         """
@@ -183,7 +186,7 @@ class Pipeline:
         expected = (len(self.data.pool), *self.data.pool.image_size)
         if cache.lookup(key) is not None:
             try:
-                maps = cache.load(key, expected)
+                maps = cache.load(key, expected, mmap)
                 self.console.print(f"attributions: reusing verified cache {cache.lookup(key)}")
                 return maps
             except IgkdError as exc:
@@ -204,7 +207,7 @@ class Pipeline:
             _, stats = cache.merge_shards(key, self.dist.world_size)
             self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
         distributed.barrier()
-        return cache.load(key, expected)
+        return cache.load(key, expected, mmap)
 
     def completeness(self) -> float:
         """Mean relative completeness error |delta| / |f(x)-f(x0)| of the cached maps."""
@@ -219,12 +222,13 @@ class Pipeline:
             self.console.print(f"student: reusing {self.student_dir}")
             return json.loads(summary_file.read_text())
         uses_ig = method_flags(self.cfg.student.method)[1]
-        maps = self.maps if uses_ig else None
+        streamed = data_path(self.cfg.data, self.data.pool) == "stream" and self.cfg.student.ig.maps == "aligned"
+        maps = (self.attribute(rebuild_invalid=False, mmap=True) if streamed else self.maps) if uses_ig else None
         teacher = self.teacher
         self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
         with _epoch_callbacks(self.console, "student", self.student_dir, self.cfg.report.tensorboard, self.dist.is_main) as (each, log):
             if log is not None and maps is not None:
-                log.overlays(self.data.pool.images[self.data.train_idx], maps[self.data.train_idx], self.cfg.student.ig)
+                log.overlays(self.data.pool.images[self.data.train_idx], self.maps[self.data.train_idx], self.cfg.student.ig)
             loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, each,
                                           self.step_progress("student", self.cfg.student.train.batch_size))
         return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit),

@@ -86,9 +86,10 @@ def read_manifest(npy_path: str | Path) -> dict[str, Any]:
 
 
 def load_maps_file(
-    npy_path: str | Path, expected_shape: Sequence[int] | None = None, expected_key: str | None = None
-) -> torch.Tensor:
-    """Load a cached .npy as float32 maps [N, H, W] in [0, 1], verified against its manifest.
+    npy_path: str | Path, expected_shape: Sequence[int] | None = None, expected_key: str | None = None, mmap: bool = False
+) -> torch.Tensor | np.ndarray:
+    """Load a cached .npy as float32 maps [N, H, W] in [0, 1], verified against its manifest; with ``mmap``, the
+    verified file memory-mapped as stored (float16, or uint8 = round(map * 255)), read per sample by its user.
 
     Checks the manifest, the key (if given), the shape (if given), the file size and the SHA-256.
     """
@@ -110,6 +111,8 @@ def load_maps_file(
         raise _fail(path, "is not a readable .npy file") from None
     if list(data.shape) != list(manifest["shape"]) or str(data.dtype) != manifest["dtype"]:
         raise _fail(path, "does not match its manifest's shape/dtype")
+    if mmap:
+        return data
     maps = torch.from_numpy(np.asarray(data, dtype=np.float32))
     return maps.div_(255.0) if data.dtype == np.uint8 else maps
 
@@ -136,9 +139,10 @@ class AttributionCache:
         path = self.path(key)
         return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
-    def load(self, key: str, expected_shape: Sequence[int]) -> torch.Tensor:
-        """Verified float32 maps [N, H, W] in [0, 1] for ``key``; IgkdError if missing, stale or corrupted."""
-        return load_maps_file(self.path(key), expected_shape, expected_key=key)
+    def load(self, key: str, expected_shape: Sequence[int], mmap: bool = False) -> torch.Tensor | np.ndarray:
+        """Verified float32 maps [N, H, W] in [0, 1] for ``key`` (with ``mmap`` the file memory-mapped as stored);
+        IgkdError if missing, stale or corrupted."""
+        return load_maps_file(self.path(key), expected_shape, expected_key=key, mmap=mmap)
 
     def build(
         self,

@@ -55,7 +55,11 @@ class AugmentedPool(Dataset):
         image = self.images[index].float().div(255)
         if self.maps is None:
             return image
-        map_ = torch.as_tensor(np.asarray(self.maps[index], dtype=np.float32)) if isinstance(self.maps, np.ndarray) else self.maps[index].float()
+        if isinstance(self.maps, np.ndarray):  # a memory-mapped cache: float16, or uint8 = round(map * 255)
+            map_ = torch.from_numpy(np.asarray(self.maps[index], dtype=np.float32))
+            map_ = map_.div_(255.0) if self.maps.dtype == np.uint8 else map_
+        else:
+            map_ = self.maps[index].float()
         return torch.cat([image, map_.unsqueeze(0)])
 
     def __getitem__(self, item: SampleParams) -> tuple[torch.Tensor, torch.Tensor]:
