@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -117,3 +119,53 @@ def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(dt
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert opened[-1] is True and False in opened  # the streaming run memory-mapped the cache, the device run loaded it
+
+
+def _rectangular_folder(root, counts, height=8, width=12):
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, count in counts.items():
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("loader", ["memory", "stream"])
+def test_rectangular_images_train_attribute_distil_and_export(loader, tmp_path, capsys, monkeypatch):
+    root = _rectangular_folder(tmp_path / "rect", {"a": 24, "b": 24})
+    overrides = tiny_overrides(tmp_path) + ["data.source=imagefolder", f"data.root={root}", "data.image_size=[8, 12]", f"data.loader={loader}",
+                                            "data.workers=0", "student.method=KD_IG", "robustness.enabled=false", "teacher.train.batch_size=16",
+                                            "student.train.batch_size=16"]
+    code, _, err = run_cli(["run", *sets(overrides)], capsys, monkeypatch)
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / "tiny"
+    (maps,) = (run_dir / "cache").glob("ig-*.npy")
+    import numpy as np
+
+    assert np.load(maps).shape == (48, 8, 12)  # one 8x12 map per training-pool image
+    (best,) = run_dir.glob("students/*/best.pt")
+    assert list(torch.load(best, weights_only=True)["metadata"]["image_size"]) == [8, 12]
+    code, out, err = run_cli(["export", str(best)], capsys, monkeypatch)
+    assert code == 0, err
+    report = json.loads(best.with_name("best.onnx.json").read_text())
+    assert report["input"]["shape"] == ["batch", 3, 8, 12] and report["check"]["max_abs_diff"] < 1e-3
+
+
+def test_a_size_mismatch_names_the_rectangular_setting(tmp_path, capsys, monkeypatch):
+    root = _rectangular_folder(tmp_path / "rect", {"a": 3, "b": 3})
+    code, _, err = run_cli(["run", "--dry-run", *sets(tiny_overrides(tmp_path) + ["data.source=imagefolder", f"data.root={root}"])], capsys, monkeypatch)
+    assert code == 2 and "are 12x8 (width x height" in err and "data.image_size=[8,12]" in err
+
+
+def test_every_corruption_keeps_a_rectangular_image_rectangular():
+    from igkd.corruptions import CORRUPTIONS, corrupt
+
+    images = torch.randint(0, 256, (2, 3, 8, 12), dtype=torch.uint8)
+    for name in CORRUPTIONS:
+        out = corrupt(images, name, 5)
+        assert out.shape == images.shape and out.dtype == torch.uint8 and not torch.equal(out, images), name

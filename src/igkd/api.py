@@ -34,7 +34,7 @@ from igkd.overlay import Blend, overlay_maps
 from igkd.runtime import resolve_device
 
 
-def load_images(source: str = "digits", split: str = "train", image_size: int = 32, root: str | Path | None = None,
+def load_images(source: str = "digits", split: str = "train", image_size: int | tuple[int, int] = 32, root: str | Path | None = None,
                 classes: Sequence[str] | None = None) -> ImageSet:
     """A labelled image set in memory (``.images`` uint8 N x 3 x H x W, ``.labels``, ``.classes``): the embedded
     ``digits``, ``cifar10`` (torchvision's download) or an ``imagefolder`` under ``root``/``split``."""

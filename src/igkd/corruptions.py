@@ -69,7 +69,7 @@ def _scaled(width: float, side: int) -> float:
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    sigma = _scaled(sigma, x.shape[-1])
+    sigma = _scaled(sigma, min(x.shape[-2:]))
     radius = max(1, int(4.0 * sigma + 0.5))  # scikit-image's truncate=4, as in make_cifar_c.py
     return TF.gaussian_blur(x, [2 * radius + 1] * 2, [sigma, sigma])
 
@@ -84,7 +84,7 @@ def defocus_kernel(radius: float, alias_sigma: float) -> torch.Tensor:
 
 
 def _defocus_blur(x: torch.Tensor, params: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    radius, alias_sigma = (_scaled(p, x.shape[-1]) for p in params)
+    radius, alias_sigma = (_scaled(p, min(x.shape[-2:])) for p in params)
     kernel = defocus_kernel(radius, alias_sigma).to(x.device)
     pad = kernel.shape[-1] // 2
     channels = x.shape[1]

@@ -133,7 +133,7 @@ def _output_problems(cfg: RunConfig, write_bytes: int) -> list[str]:
 
 def estimate_writes(cfg: RunConfig, preflight: Preflight, stages: Iterable[str]) -> dict[str, int]:
     """Upper estimates of the bytes each stage writes (files that exist already are counted too)."""
-    layout, (height, width) = preflight.layout, (cfg.data.image_size, cfg.data.image_size)
+    layout, (height, width) = preflight.layout, cfg.data.size_hw
     writes: dict[str, int] = {}
     if cfg.data.source == "imagefolder":
         writes["decoded images"] = (len(layout.train) + len(layout.test)) * 3 * height * width

@@ -10,6 +10,23 @@ import torch
 from igkd.errors import IgkdError
 from igkd.fingerprint import data_hash
 
+ImageSize = int | tuple[int, int]  # a side, or (height, width)
+
+
+def image_hw(size: ImageSize | list[int]) -> tuple[int, int]:
+    """(height, width) of a configured or recorded image size (one number: a square)."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def size_record(hw: tuple[int, int]) -> ImageSize:
+    """How an image size is recorded (checkpoints, configs): one number for a square, else [height, width]."""
+    return hw[0] if hw[0] == hw[1] else (hw[0], hw[1])
+
+
+def size_setting(hw: tuple[int, int]) -> str:
+    """The ``data.image_size`` value that asks for images of ``hw`` (for error lines)."""
+    return str(hw[0]) if hw[0] == hw[1] else f"[{hw[0]},{hw[1]}]"
+
 
 @dataclass
 class ImageSet:

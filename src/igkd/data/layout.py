@@ -15,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from igkd.data.image_tree import ImageTree, find_image_tree
+from igkd.data.imageset import size_setting
 from igkd.data.sources import CIFAR10_CLASSES, DataConfig, expand_path, load_split, split_folder
 from igkd.errors import IgkdError
 
@@ -63,9 +64,10 @@ def _header_size(name: str, data: bytes) -> tuple[int, int]:
 
 
 def _check_size(cfg: DataConfig, split: str, size: tuple[int, int] | None, name: str) -> None:
-    if size is not None and not cfg.resize and size != (cfg.image_size, cfg.image_size):
-        raise IgkdError(f"the {split} split's images are {size[0]}x{size[1]} ('{name}'), but data.image_size is {cfg.image_size}; "
-                        f"set data.resize=true or data.image_size={size[0]}")
+    height, width = cfg.size_hw
+    if size is not None and not cfg.resize and size != (width, height):
+        raise IgkdError(f"the {split} split's images are {size[0]}x{size[1]} (width x height, '{name}'), but data.image_size is "
+                        f"{size_setting(cfg.size_hw)}; set data.resize=true or data.image_size={size_setting((size[1], size[0]))}")
 
 
 def _tree(cfg: DataConfig, split: str) -> ImageTree:
@@ -84,8 +86,8 @@ def _folder_split(cfg: DataConfig, split: str, tree: ImageTree, classes: list[st
 
 def _cifar10_split(cfg: DataConfig, split: str) -> SplitLayout:
     root = expand_path(cfg.root or "data/cifar10")
-    if cfg.image_size != 32 and not cfg.resize:
-        raise IgkdError(f"CIFAR-10 images are 32x32, but data.image_size is {cfg.image_size}; set data.image_size=32")
+    if cfg.size_hw != (32, 32) and not cfg.resize:
+        raise IgkdError(f"CIFAR-10 images are 32x32, but data.image_size is {size_setting(cfg.size_hw)}; set data.image_size=32")
     present = (root / "cifar-10-batches-py").is_dir()
     if not present and not cfg.download:
         raise IgkdError(f"CIFAR-10 not found under '{root}'; set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py")

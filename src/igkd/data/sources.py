@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from igkd.atomic import atomic_torch_save
 from igkd.data.image_tree import find_image_tree
-from igkd.data.imageset import ImageSet
+from igkd.data.imageset import ImageSet, ImageSize, image_hw, size_record, size_setting
 from igkd.errors import IgkdError
 from igkd.fingerprint import hash_jsonable
 from igkd.integrity import verify, write_manifest
@@ -22,6 +22,9 @@ from igkd.integrity import verify, write_manifest
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 1234  # fixed: the digits test set never changes with the run's seed
+
+
+Side = Annotated[int, Field(ge=8, le=512)]
 
 
 class DataConfig(BaseModel):
@@ -34,7 +37,7 @@ class DataConfig(BaseModel):
     train_split: str = "train"
     test_split: str = "test"
     classes: list[str] | None = None
-    image_size: int = Field(32, ge=8, le=512)
+    image_size: Side | tuple[Side, Side] = Field(32, description="one side (square), or [height, width]")
     resize: bool = False
     download: bool = True
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
@@ -51,6 +54,11 @@ class DataConfig(BaseModel):
         "auto", description="memory: the pool and maps on the device, batches made there; stream: DataLoader workers "
         "augment each image with its map; auto: stream for resized_crop_flip or a pool over 2 GiB, else memory")
     workers: int = Field(2, ge=0, description="stream: DataLoader worker processes (0: in the main process)")
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        """(height, width) of the images as models see them."""
+        return image_hw(self.image_size)
 
     @model_validator(mode="after")
     def _ranges(self) -> "DataConfig":
@@ -92,7 +100,7 @@ def split_folder(cfg: DataConfig, split: Literal["train", "test"]) -> Path:
     return expand_path(cfg.root) / (cfg.train_split if split == "train" else cfg.test_split)
 
 
-def _load_digits(split: str, image_size: int) -> ImageSet:
+def _load_digits(split: str, image_size: ImageSize) -> ImageSet:
     """scikit-learn's 8x8 digits, upsampled to ``image_size`` and repeated to RGB (ships with sklearn)."""
     from sklearn.datasets import load_digits
 
@@ -100,7 +108,7 @@ def _load_digits(split: str, image_size: int) -> ImageSet:
 
     digits = load_digits()
     x = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)
-    x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=image_hw(image_size), mode="bilinear", align_corners=False)
     images = x.clamp(0, 1).mul(255).round().to(torch.uint8).repeat(1, 3, 1, 1)
     labels = torch.from_numpy(digits.target).long()
     train_idx, test_idx = stratified_split(labels, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
@@ -122,30 +130,32 @@ def _load_cifar10(cfg: DataConfig, split: str) -> ImageSet:
     return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes), f"cifar10-{split}")
 
 
-def decode_image(data: bytes, name: str, image_size: int, resize: bool) -> np.ndarray:
+def decode_image(data: bytes, name: str, image_size: ImageSize, resize: bool) -> np.ndarray:
     """Decode one image file's bytes to H x W x 3 uint8; grayscale and RGBA are converted to RGB."""
+    height, width = image_hw(image_size)
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise IgkdError(f"cannot decode image '{name}' ({exc.__class__.__name__}); replace or delete the file") from None
-    if rgb.size != (image_size, image_size):
+    if rgb.size != (width, height):
         if not resize:
-            raise IgkdError(f"image '{name}' is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}; set data.resize=true or data.image_size={rgb.size[0]}")
-        rgb = rgb.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            raise IgkdError(f"image '{name}' is {rgb.size[0]}x{rgb.size[1]} (width x height), expected {width}x{height}; set data.resize=true "
+                            f"or data.image_size={size_setting((rgb.size[1], rgb.size[0]))}")
+        rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(rgb, dtype=np.uint8)
 
 
 def load_image_folder(
-    folder: Path, classes: list[str] | None, image_size: int, resize: bool, cache_dir: Path | None = None, write_cache: bool = True
+    folder: Path, classes: list[str] | None, image_size: ImageSize, resize: bool, cache_dir: Path | None = None, write_cache: bool = True
 ) -> ImageSet:
     """Decode an ImageFolder split ``folder/<class>/*.jpg`` (or its archive, see :mod:`igkd.data.image_tree`).
 
     Classes map to indices by name via ``classes``; decoded arrays are cached in ``cache_dir`` with a manifest.
     """
     tree = find_image_tree(folder.parent, folder.name)
-    key = hash_jsonable({**tree.identity, "classes": classes, "size": image_size, "resize": resize})
+    key = hash_jsonable({**tree.identity, "classes": classes, "size": size_record(image_hw(image_size)), "resize": resize})
     cache_file = cache_dir / f"imagefolder-{key[:16]}.pt" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
         verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{tree.location}'")

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from igkd.data.imageset import ImageSize, image_hw, size_record
 from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_session
 from igkd.errors import IgkdError
 from igkd.extras import installed, require
@@ -62,9 +63,9 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, image_size: int, threads: int) -> Call:
+def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, image_size: ImageSize, threads: int) -> Call:
     """A zero-argument forward pass of a fresh runner (module moved to its device, or a new ORT session)."""
-    images = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(batch, 3, *image_hw(image_size), generator=torch.Generator().manual_seed(0))
     if backend == ORT_BACKEND:
         session = ort_session(onnx, threads)
         feed = {session.get_inputs()[0].name: images.numpy()}
@@ -115,7 +116,7 @@ def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequ
                 model_rows.append({"backend": backend, "batch": batch, **({"cold_ms": cold_call_ms} if cold else {}), **timing})
     for model in loaded:
         model.model.cpu()
-    return [{"path": str(path), "arch": str(model.arch), "image_size": size, "params": count_params(model.model),
+    return [{"path": str(path), "arch": str(model.arch), "image_size": size_record(size), "params": count_params(model.model),
              "macs": count_macs(model.model, (size, size)), "file_bytes": file_size(path), "latency": model_rows}
             for path, model, size, model_rows in zip(paths, loaded, sizes, rows)]
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from igkd.atomic import atomic_write_bytes, atomic_write_json
+from igkd.data.imageset import ImageSize, image_hw
 from igkd.errors import IgkdError
 from igkd.extras import require
 from igkd.models.checkpoint import LoadedModel
@@ -25,9 +26,9 @@ CHECK_BATCHES = (1, 5)  # checked batch sizes, deliberately different from EXPOR
 DEFAULT_ATOL = 1e-3
 
 
-def image_size_of(loaded: LoadedModel, default: int) -> int:
-    """The image size recorded in the checkpoint's metadata, else ``default``."""
-    return int(loaded.metadata.get("image_size", default))
+def image_size_of(loaded: LoadedModel, default: ImageSize) -> tuple[int, int]:
+    """(height, width) of the images recorded in the checkpoint's metadata, else of ``default``."""
+    return image_hw(loaded.metadata.get("image_size", default))
 
 
 def check_format(fmt: str) -> str:
@@ -37,11 +38,11 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def _example(image_size: int, batch: int = EXPORT_BATCH) -> torch.Tensor:
-    return torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+def _example(image_size: ImageSize, batch: int = EXPORT_BATCH, seed: int = 0) -> torch.Tensor:
+    return torch.rand(batch, 3, *image_hw(image_size), generator=torch.Generator().manual_seed(seed))
 
 
-def onnx_bytes(model: nn.Module, image_size: int) -> bytes:
+def onnx_bytes(model: nn.Module, image_size: ImageSize) -> bytes:
     """ONNX (opset 18) of ``model`` taking float [0, 1] NCHW ``images`` with a dynamic batch dimension.
 
     Uses the TorchScript-based exporter: mature for CNNs, offline, and fast (the dynamo exporter takes
@@ -59,7 +60,7 @@ def onnx_bytes(model: nn.Module, image_size: int) -> bytes:
     return buffer.getvalue()
 
 
-def torchscript_bytes(model: nn.Module, image_size: int) -> bytes:
+def torchscript_bytes(model: nn.Module, image_size: ImageSize) -> bytes:
     """A traced TorchScript module of ``model`` (batch size is free: the graph has no batch-specific ops)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -96,18 +97,18 @@ def exported_logits(fmt: str, data: bytes, images: torch.Tensor) -> np.ndarray:
         return torch.jit.load(io.BytesIO(data)).eval()(images).numpy()
 
 
-def max_abs_diff(model: nn.Module, fmt: str, data: bytes, image_size: int) -> float:
+def max_abs_diff(model: nn.Module, fmt: str, data: bytes, image_size: ImageSize) -> float:
     """Largest |exported - PyTorch| logit over random [0, 1] inputs at each of ``CHECK_BATCHES``."""
     worst = 0.0
     for i, batch in enumerate(CHECK_BATCHES):
-        images = torch.rand(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(100 + i))
+        images = _example(image_size, batch, seed=100 + i)
         with torch.no_grad():
             expected = model.eval()(images).numpy()
         worst = max(worst, float(np.abs(exported_logits(fmt, data, images) - expected).max()))
     return worst
 
 
-def export_bytes(model: nn.Module, fmt: str, image_size: int) -> bytes:
+def export_bytes(model: nn.Module, fmt: str, image_size: ImageSize) -> bytes:
     """The exported model in ``fmt`` as bytes."""
     return onnx_bytes(model, image_size) if check_format(fmt) == "onnx" else torchscript_bytes(model, image_size)
 
@@ -122,7 +123,7 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-def export_model(loaded: LoadedModel, source: Path, output: Path, fmt: str, image_size: int, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
+def export_model(loaded: LoadedModel, source: Path, output: Path, fmt: str, image_size: ImageSize, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
     """Export, check against PyTorch, then write the model and its check report (nothing if the check fails)."""
     if output.resolve() == source.resolve():
         raise IgkdError(f"export output '{output}' is the checkpoint itself; choose another --output")
@@ -134,7 +135,7 @@ def export_model(loaded: LoadedModel, source: Path, output: Path, fmt: str, imag
     report = {
         "source": str(source), "output": str(output), "format": fmt, "bytes": len(data),
         "arch": str(loaded.arch), "classes": loaded.classes, "mean": loaded.mean, "std": loaded.std,
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, image_size, image_size], "dtype": "float32", "range": [0.0, 1.0],
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, *image_hw(image_size)], "dtype": "float32", "range": [0.0, 1.0],
                   "normalisation": "inside the model"},
         "output_name": OUTPUT_NAME, "opset": ONNX_OPSET if fmt == "onnx" else None,
         "check": {"max_abs_diff": diff, "atol": atol, "batch_sizes": list(CHECK_BATCHES), "export_batch": EXPORT_BATCH,

@@ -11,7 +11,7 @@ import torch
 from rich.console import Console
 
 from igkd.atomic import atomic_write_bytes, atomic_write_json
-from igkd.data.imageset import ImageSet
+from igkd.data.imageset import ImageSet, size_record
 from igkd.data.prepare import PreparedData
 from igkd.deploy.export import ONNX_OPSET, onnx_bytes, onnx_logits, ort_session, report_path
 from igkd.errors import IgkdError
@@ -107,11 +107,8 @@ def quantize_model(
     if output.resolve() == source.resolve():
         raise IgkdError(f"quantize output '{output}' is the checkpoint itself; choose another --output")
     test = data.test.remap_to(loaded.classes)
-    height, width = data.pool.image_size
-    if height != width:
-        raise IgkdError(f"images are {height}x{width}; quantize needs square images (set data.resize=true and data.image_size)")
     images = calibration_images(data, calibration, seed)
-    fp32 = onnx_bytes(loaded.model, height)
+    fp32 = onnx_bytes(loaded.model, data.pool.image_size)
     progress = StageProgress(console, "calibration", 1, "cpu", unit="image", project=False).start(len(images)) if console else None
     int8 = quantize_onnx(fp32, images, per_channel, reduce_range, progress)
     if progress is not None:
@@ -120,7 +117,7 @@ def quantize_model(
     acc_int8, pred_int8 = onnx_accuracy(int8, test)
     report = {
         "source": str(source), "output": str(output), "arch": str(loaded.arch), "classes": loaded.classes,
-        "image_size": height, "opset": ONNX_OPSET,
+        "image_size": size_record(data.pool.image_size), "opset": ONNX_OPSET,
         "quantization": {"format": "QDQ", "weights": ("int8 (7-bit range), " if reduce_range else "int8, ") + ("per channel" if per_channel else "per tensor"),
                          "activations": "int8, per tensor", "calibration_method": "MinMax"},
         "calibration": {"split": "train", "images": len(images), "seed": seed, "data": data.pool.name},

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from igkd.config import RunConfig
+from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
@@ -161,7 +162,7 @@ def distill_student(
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(out_dir / "best.pt", net, arch, data.classes, {
             "role": "student", "method": cfg.student.method, "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
-            "image_size": data.pool.image_size[0],
+            "image_size": size_record(data.pool.image_size),
         })
 
     result = fit(

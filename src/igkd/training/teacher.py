@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from igkd.config import RunConfig
+from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
@@ -56,7 +57,7 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
-                                                                         "image_size": data.pool.image_size[0]})
+                                                                         "image_size": size_record(data.pool.image_size)})
 
     make_inputs = input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last))
     result = fit(
