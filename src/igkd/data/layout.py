@@ -66,7 +66,8 @@ def _header_size(name: str, data: bytes) -> tuple[int, int]:
 def _check_size(cfg: DataConfig, split: str, size: tuple[int, int] | None, name: str) -> None:
     height, width = cfg.size_hw
     if size is not None and not cfg.resize and size != (width, height):
-        raise IgkdError(f"the {split} split's images are {size[0]}x{size[1]} (width x height, '{name}'), but data.image_size is "
+        order = "" if size[0] == size[1] and width == height else "width x height, "
+        raise IgkdError(f"the {split} split's images are {size[0]}x{size[1]} ({order}'{name}'), but data.image_size is "
                         f"{size_setting(cfg.size_hw)}; set data.resize=true or data.image_size={size_setting((size[1], size[0]))}")
 
 

@@ -141,7 +141,8 @@ def decode_image(data: bytes, name: str, image_size: ImageSize, resize: bool) ->
         raise IgkdError(f"cannot decode image '{name}' ({exc.__class__.__name__}); replace or delete the file") from None
     if rgb.size != (width, height):
         if not resize:
-            raise IgkdError(f"image '{name}' is {rgb.size[0]}x{rgb.size[1]} (width x height), expected {width}x{height}; set data.resize=true "
+            order = "" if rgb.size[0] == rgb.size[1] and width == height else " (width x height)"
+            raise IgkdError(f"image '{name}' is {rgb.size[0]}x{rgb.size[1]}, expected {width}x{height}{order}; set data.resize=true "
                             f"or data.image_size={size_setting((rgb.size[1], rgb.size[0]))}")
         rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(rgb, dtype=np.uint8)

@@ -117,7 +117,7 @@ def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequ
     for model in loaded:
         model.model.cpu()
     return [{"path": str(path), "arch": str(model.arch), "image_size": size_record(size), "params": count_params(model.model),
-             "macs": count_macs(model.model, (size, size)), "file_bytes": file_size(path), "latency": model_rows}
+             "macs": count_macs(model.model, size), "file_bytes": file_size(path), "latency": model_rows}
             for path, model, size, model_rows in zip(paths, loaded, sizes, rows)]
 
 
