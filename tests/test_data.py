@@ -71,20 +71,20 @@ def test_image_folder_converts_grayscale_and_rgba_and_resizes_on_request(tmp_pat
 def test_image_folder_cache_is_reused_and_keyed_to_the_files(tmp_path):
     root = write_image_folder(tmp_path / "d", {"a": 2, "b": 2})
     first = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.npy"))) == 1
     assert len(list((tmp_path / "cache").glob("imagefolder-*.json"))) == 1
     again = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
     assert torch.equal(first.images, again.images)
     write_image_folder(root, {"a": 3}, seed=5)
     changed = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
-    assert len(changed) == 5 and len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 2
+    assert len(changed) == 5 and len(list((tmp_path / "cache").glob("imagefolder-*.npy"))) == 2
 
 
 @pytest.mark.parametrize(("damage", "message"), [("truncate", "truncated"), ("flip", "corrupted"), ("manifest", "no readable manifest")])
 def test_damaged_prepared_dataset_cache_is_refused_naming_the_file(tmp_path, damage, message):
     root = write_image_folder(tmp_path / "d", {"a": 2, "b": 2})
     load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
-    (cached,) = (tmp_path / "cache").glob("imagefolder-*.pt")
+    (cached,) = (tmp_path / "cache").glob("imagefolder-*.npy")
     data = cached.read_bytes()
     if damage == "truncate":
         cached.write_bytes(data[:-100])
@@ -124,3 +124,39 @@ def test_imageset_remap_refuses_unknown_classes(tmp_path):
     data = load_image_folder(write_image_folder(tmp_path / "d", {"cat": 1, "unicorn": 1}), None, 8, False)
     with pytest.raises(IgkdError, match="unicorn"):
         data.remap_to(CIFAR10_CLASSES)
+
+
+def test_a_cached_image_folder_is_decoded_into_a_memory_mapped_array_and_used_mapped(tmp_path, monkeypatch):
+    """The pool is never held as one in-memory copy: decoded straight into the cache's .npy, then mapped."""
+    import numpy as np
+
+    from igkd.data import imageset
+    from igkd.fingerprint import data_hash
+
+    root = write_image_folder(tmp_path / "d", {"a": 5, "b": 4})
+    plain = load_image_folder(root, None, 8, False)  # no cache: decoded in memory, as before
+    mapped_modes = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda path, mmap_mode=None, **kw: mapped_modes.append(mmap_mode) or real_load(path, mmap_mode=mmap_mode, **kw))
+    first = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    again = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
+    assert mapped_modes == ["c", "c"] and not list((tmp_path / "cache").glob(".*partial*"))
+    for loaded in (first, again):
+        assert torch.equal(loaded.images, plain.images) and torch.equal(loaded.labels, plain.labels)
+        assert loaded.digest == data_hash(plain.images, plain.labels)
+    monkeypatch.setattr(imageset, "STATS_IN_ONE_PASS", 64)  # the block-wise float64 statistics of a large pool
+    blocked = again.channel_stats(torch.tensor([0, 2, 4, 6, 8]))
+    exact = plain.subset(torch.tensor([0, 2, 4, 6, 8])).channel_stats()
+    assert blocked[0] == pytest.approx(exact[0], abs=1e-6) and blocked[1] == pytest.approx(exact[1], abs=1e-6)
+
+
+def test_block_wise_hashing_gives_the_one_pass_digest(monkeypatch):
+    import hashlib
+
+    from igkd import fingerprint
+
+    images = torch.randint(0, 256, (37, 3, 5, 7), dtype=torch.uint8)
+    expected = hashlib.sha256(f"{images.dtype}{tuple(images.shape)}".encode() + images.numpy().tobytes()).hexdigest()
+    monkeypatch.setattr(fingerprint, "HASH_ROWS_BYTES", 300)  # 2 images per block
+    assert fingerprint.hash_tensor(images) == expected == fingerprint.hash_tensor(images.clone())
+    assert fingerprint.hash_tensor(torch.tensor(3.0)) == hashlib.sha256(b"torch.float32()" + torch.tensor(3.0).numpy().tobytes()).hexdigest()

@@ -58,7 +58,7 @@ def test_archive_cache_skips_the_archive_and_is_keyed_to_it(tmp_path, split_fold
     write_image_folder(split_folder, {"dog": 2}, seed=3)
     pack(archive, split_folder, "train")
     assert len(load_image_folder(folder, None, 8, False, cache)) == 8
-    assert len(list(cache.glob("imagefolder-*.pt"))) == 2
+    assert len(list(cache.glob("imagefolder-*.npy"))) == 2
 
 
 @pytest.mark.parametrize(

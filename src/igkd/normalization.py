@@ -70,5 +70,5 @@ def normalization_values(setting: NormSetting, data: "PreparedData | None", arch
         return [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
     if data is None:
         raise ValueError("'dataset' needs the training data the model was trained on; give the statistics as m1,m2,m3/s1,s2,s3")
-    mean, std = data.pool.subset(data.train_idx).channel_stats()
+    mean, std = data.pool.channel_stats(data.train_idx)
     return mean, [max(s, 1e-3) for s in std]

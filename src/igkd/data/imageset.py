@@ -11,6 +11,7 @@ from igkd.errors import IgkdError
 from igkd.fingerprint import data_hash
 
 ImageSize = int | tuple[int, int]  # a side, or (height, width)
+STATS_IN_ONE_PASS = 256 << 20  # bytes of uint8 images whose statistics are computed in one float32 pass
 
 
 def image_hw(size: ImageSize | list[int]) -> tuple[int, int]:
@@ -63,10 +64,25 @@ class ImageSet:
         """The images at ``indices``, in that order."""
         return ImageSet(self.images[indices], self.labels[indices], self.classes, name or self.name)
 
-    def channel_stats(self) -> tuple[list[float], list[float]]:
-        """Per-channel mean and std of the images in [0, 1]."""
-        x = self.images.float().div_(255)
-        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+    def channel_stats(self, indices: torch.Tensor | None = None) -> tuple[list[float], list[float]]:
+        """Per-channel mean and (unbiased) std of the images in [0, 1] (those at ``indices`` when given).
+
+        Up to ``STATS_IN_ONE_PASS`` bytes of images are converted at once, as before; a larger set (a memory-mapped
+        pool) is read in blocks and summed in float64, so it never needs a float copy of itself."""
+        count = len(self) if indices is None else len(indices)
+        if count * self.images[0].numel() <= STATS_IN_ONE_PASS:
+            x = (self.images if indices is None else self.images[indices]).float().div_(255)
+            return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+        total = torch.zeros(3, dtype=torch.float64)
+        squares = torch.zeros(3, dtype=torch.float64)
+        order = torch.arange(len(self)) if indices is None else indices.cpu()
+        for block in order.split(max(1, STATS_IN_ONE_PASS // (4 * self.images[0].numel()))):
+            x = self.images[block].double().div_(255)
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.pow(2).sum(dim=(0, 2, 3))
+        n = count * self.images.shape[2] * self.images.shape[3]
+        mean = total / n
+        return mean.tolist(), ((squares - n * mean.pow(2)) / max(1, n - 1)).clamp_min(0).sqrt().tolist()
 
     def remap_to(self, classes: list[str]) -> "ImageSet":
         """Re-index labels to another class list (every class here must appear in it)."""

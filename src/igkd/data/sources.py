@@ -12,7 +12,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from igkd.atomic import atomic_torch_save
 from igkd.data.image_tree import find_image_tree
 from igkd.data.imageset import ImageSet, ImageSize, image_hw, size_record, size_setting
 from igkd.errors import IgkdError
@@ -153,23 +152,43 @@ def load_image_folder(
 ) -> ImageSet:
     """Decode an ImageFolder split ``folder/<class>/*.jpg`` (or its archive, see :mod:`igkd.data.image_tree`).
 
-    Classes map to indices by name via ``classes``; decoded arrays are cached in ``cache_dir`` with a manifest.
+    Classes map to indices by name via ``classes``. With ``cache_dir`` the images are decoded straight into a
+    ``.npy`` there (with a manifest holding labels and classes) and used memory-mapped, then and on every later
+    load: a pool larger than memory is read page by page as batches need it.
     """
     tree = find_image_tree(folder.parent, folder.name)
     key = hash_jsonable({**tree.identity, "classes": classes, "size": size_record(image_hw(image_size)), "resize": resize})
-    cache_file = cache_dir / f"imagefolder-{key[:16]}.pt" if cache_dir else None
+    cache_file = cache_dir / f"imagefolder-{key[:16]}.npy" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
-        verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{tree.location}'")
-        cached = torch.load(cache_file, map_location="cpu", weights_only=True)
-        return ImageSet(cached["images"], cached["labels"], cached["classes"], folder.name)
+        manifest = verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{tree.location}'")
+        return ImageSet(_mapped(cache_file), torch.tensor(manifest["labels"], dtype=torch.int64), manifest["classes"], folder.name)
     from rich.progress import track
 
     class_list, samples = tree.samples(classes)
-    arrays = [decode_image(read(), name, image_size, resize)
-              for name, _, read in track(samples, description=f"decoding {folder.name}", transient=True, disable=len(samples) < 2000)]
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label for _, label, _ in samples], dtype=torch.int64)
-    if cache_file is not None and write_cache:
-        atomic_torch_save(cache_file, {"key": key, "images": images, "labels": labels, "classes": class_list})
-        write_manifest(cache_file, key, {"source": tree.location, "shape": list(images.shape), "dtype": "uint8", "classes": class_list})
-    return ImageSet(images, labels, class_list, folder.name)
+    decoded = (decode_image(read(), name, image_size, resize)
+               for name, _, read in track(samples, description=f"decoding {folder.name}", transient=True, disable=len(samples) < 2000))
+    if cache_file is None or not write_cache:
+        images = torch.from_numpy(np.stack(list(decoded))).permute(0, 3, 1, 2).contiguous()
+        return ImageSet(images, labels, class_list, folder.name)
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_name(f".{cache_file.name}.partial.npy")
+    height, width = image_hw(image_size)
+    try:
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(samples), 3, height, width))
+        for i, array in enumerate(decoded):
+            out[i] = array.transpose(2, 0, 1)
+        out.flush()
+        del out
+        os.replace(partial, cache_file)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a corrupt image or an interrupt leaves no half-written cache
+        raise
+    write_manifest(cache_file, key, {"source": tree.location, "shape": [len(samples), 3, height, width], "dtype": "uint8",
+                                     "classes": class_list, "labels": labels.tolist()})
+    return ImageSet(_mapped(cache_file), labels, class_list, folder.name)
+
+
+def _mapped(path: Path) -> torch.Tensor:
+    """A decoded-image cache memory-mapped copy-on-write (writable for torch, never written back)."""
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
