@@ -9,13 +9,13 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from rich.console import Console
 
 from igkd import distributed
 from igkd.atomic import atomic_write_json
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
+from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
 from igkd.errors import IgkdError
@@ -27,7 +27,7 @@ from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.preflight import STAGES, Preflight, preflight, stages_for
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
-from igkd.tensorboard_log import TensorBoardLog
+from igkd.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
 from igkd.report import comparison_rows, save_overlay_figure, write_report
 from igkd.robustness import ensure_robustness
 from igkd.runtime import seed_everything
@@ -170,11 +170,13 @@ class Pipeline:
                                data_digest=self.data.pool.digest)
 
     @cached_property
-    def maps(self) -> torch.Tensor:
-        """IG maps of the teacher for every training-pool image, in dataset order; a bad cache is refused."""
-        return self.attribute(rebuild_invalid=False)
+    def maps(self) -> torch.Tensor | MappedMaps:
+        """IG maps of the teacher for every training-pool image, in dataset order; a bad cache is refused. On the
+        streaming path (aligned maps) the cache file memory-mapped, rows read as they are needed."""
+        streamed = data_path(self.cfg.data, self.data.pool) == "stream" and self.cfg.student.ig.maps == "aligned"
+        return self.attribute(rebuild_invalid=False, mmap=streamed)
 
-    def attribute(self, rebuild_invalid: bool = True, mmap: bool = False) -> torch.Tensor | np.ndarray:
+    def attribute(self, rebuild_invalid: bool = True, mmap: bool = False) -> torch.Tensor | MappedMaps:
         """Load the verified IG maps, building them if absent (or, with ``rebuild_invalid``, if refused); with
         ``mmap`` the cache file memory-mapped instead (the streaming path reads it per sample).
 
@@ -222,13 +224,13 @@ class Pipeline:
             self.console.print(f"student: reusing {self.student_dir}")
             return json.loads(summary_file.read_text())
         uses_ig = method_flags(self.cfg.student.method)[1]
-        streamed = data_path(self.cfg.data, self.data.pool) == "stream" and self.cfg.student.ig.maps == "aligned"
-        maps = (self.attribute(rebuild_invalid=False, mmap=True) if streamed else self.maps) if uses_ig else None
+        maps = self.maps if uses_ig else None
         teacher = self.teacher
         self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
         with _epoch_callbacks(self.console, "student", self.student_dir, self.cfg.report.tensorboard, self.dist.is_main) as (each, log):
             if log is not None and maps is not None:
-                log.overlays(self.data.pool.images[self.data.train_idx], self.maps[self.data.train_idx], self.cfg.student.ig)
+                shown = self.data.train_idx[:OVERLAY_IMAGES]  # a few: indexing the whole split would copy it
+                log.overlays(self.data.pool.images[shown], self.maps[shown], self.cfg.student.ig)
             loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, each,
                                           self.step_progress("student", self.cfg.student.train.batch_size))
         return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit),

@@ -85,11 +85,31 @@ def read_manifest(npy_path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+class MappedMaps:
+    """A verified cache file memory-mapped and indexed like a tensor of maps: rows come back as float32 tensors in
+    [0, 1] (uint8 caches divided by 255), read from disk only when asked for."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        index = index.cpu().numpy() if isinstance(index, torch.Tensor) else index
+        rows = torch.from_numpy(np.asarray(self.array[index], dtype=np.float32))
+        return rows.div_(255.0) if self.array.dtype == np.uint8 else rows
+
+
 def load_maps_file(
     npy_path: str | Path, expected_shape: Sequence[int] | None = None, expected_key: str | None = None, mmap: bool = False
-) -> torch.Tensor | np.ndarray:
+) -> torch.Tensor | MappedMaps:
     """Load a cached .npy as float32 maps [N, H, W] in [0, 1], verified against its manifest; with ``mmap``, the
-    verified file memory-mapped as stored (float16, or uint8 = round(map * 255)), read per sample by its user.
+    verified file memory-mapped (:class:`MappedMaps`), read per sample by its user.
 
     Checks the manifest, the key (if given), the shape (if given), the file size and the SHA-256.
     """
@@ -112,7 +132,7 @@ def load_maps_file(
     if list(data.shape) != list(manifest["shape"]) or str(data.dtype) != manifest["dtype"]:
         raise _fail(path, "does not match its manifest's shape/dtype")
     if mmap:
-        return data
+        return MappedMaps(data)
     maps = torch.from_numpy(np.asarray(data, dtype=np.float32))
     return maps.div_(255.0) if data.dtype == np.uint8 else maps
 
@@ -139,7 +159,7 @@ class AttributionCache:
         path = self.path(key)
         return path if path.is_file() and path.with_suffix(".json").is_file() else None
 
-    def load(self, key: str, expected_shape: Sequence[int], mmap: bool = False) -> torch.Tensor | np.ndarray:
+    def load(self, key: str, expected_shape: Sequence[int], mmap: bool = False) -> torch.Tensor | MappedMaps:
         """Verified float32 maps [N, H, W] in [0, 1] for ``key`` (with ``mmap`` the file memory-mapped as stored);
         IgkdError if missing, stale or corrupted."""
         return load_maps_file(self.path(key), expected_shape, expected_key=key, mmap=mmap)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Literal, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from igkd.attribution.cache import MappedMaps
 from igkd.data.augment import apply_crop_flip, crop_flip_params
 from igkd.runtime import RandomStreams
 
@@ -44,7 +44,7 @@ class AugmentedPool(Dataset):
     """Image ``i`` with its map stacked as a fourth channel (float in [0, 1]), augmented by the parameters it is
     asked with; ``(index, params)`` in, ``(stacked C+1 x H x W, label)`` out."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor | np.ndarray | None, augment: Augment,
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor | MappedMaps | None, augment: Augment,
                  padding: int) -> None:
         self.images, self.labels, self.maps, self.augment, self.padding = images, labels, maps, augment, padding
 
@@ -55,11 +55,7 @@ class AugmentedPool(Dataset):
         image = self.images[index].float().div(255)
         if self.maps is None:
             return image
-        if isinstance(self.maps, np.ndarray):  # a memory-mapped cache: float16, or uint8 = round(map * 255)
-            map_ = torch.from_numpy(np.asarray(self.maps[index], dtype=np.float32))
-            map_ = map_.div_(255.0) if self.maps.dtype == np.uint8 else map_
-        else:
-            map_ = self.maps[index].float()
+        map_ = self.maps[index].float()  # a tensor row, or one read from the memory-mapped cache (MappedMaps)
         return torch.cat([image, map_.unsqueeze(0)])
 
     def __getitem__(self, item: SampleParams) -> tuple[torch.Tensor, torch.Tensor]:

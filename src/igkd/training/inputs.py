@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 
+from igkd.attribution.cache import MappedMaps
 from igkd.config import OverlayConfig
 from igkd.data.augment import random_crop_flip
 from igkd.data.imageset import ImageSet
@@ -59,10 +59,10 @@ def data_path(cfg: DataConfig, pool: ImageSet) -> Literal["memory", "stream"]:
 
 
 def input_maker(cfg: DataConfig, pool: ImageSet, device: torch.device, channels_last: bool,
-                maps: torch.Tensor | np.ndarray | None = None, overlay: OverlayConfig | None = None) -> MakeInputs:
+                maps: torch.Tensor | MappedMaps | None = None, overlay: OverlayConfig | None = None) -> MakeInputs:
     """The training batches of ``pool`` (and the overlay of its ``maps``, pool order) on the configured data path."""
     if data_path(cfg, pool) == "memory":
-        device_maps = torch.as_tensor(np.asarray(maps)) if isinstance(maps, np.ndarray) else maps
+        device_maps = maps[:] if isinstance(maps, MappedMaps) else maps
         return batch_maker(pool.images.to(device), pool.labels.to(device), cfg.crop_padding, cfg.flip,
                            None if device_maps is None or overlay is None else device_maps.to(device), overlay, channels_last)
 
