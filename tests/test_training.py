@@ -88,7 +88,7 @@ def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control, monk
     from igkd.training.loop import predict_logits
 
     made_inputs, made_losses = [], []
-    _spy(monkeypatch, distill, "batch_maker", made_inputs)
+    _spy(monkeypatch, distill, "input_maker", made_inputs)
     _spy(monkeypatch, distill, "make_distill_loss", made_losses)
     tmp, cfg, data, teacher, _, maps = tiny_run
     student_cfg = cfg.student.model_copy(update={
@@ -97,7 +97,7 @@ def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control, monk
     })
     distill_student(cfg.model_copy(update={"student": student_cfg}), data, teacher, maps, CPU, tmp / control)
     assert (tmp / control / "best.pt").is_file()
-    used = made_inputs[0][0][4]  # batch_maker(images, labels, padding, flip, maps, overlay)
+    used = made_inputs[0][0][4]  # input_maker(data_cfg, pool, device, channels_last, maps, overlay)
     assert used.shape == maps.shape and not any(torch.equal(used[i], maps[i]) for i in range(len(maps)))
     if control == "shuffled":  # every image gets another image's map
         rows = {tuple(m.flatten().tolist()) for m in maps}
