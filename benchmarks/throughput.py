@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     best_setting = (fastest["batch_size"], fastest["internal_batch_size"])
     captum = {}
     for label, (batch, internal) in (("paper", PAPER_CAPTUM), ("fastest", best_setting)):
-        seconds, cap = timed(lambda: captum_maps(teacher.model, images, labels, params.steps, device, batch, internal), device, 1)
+        seconds, cap = timed(lambda: captum_maps(teacher.model, images, labels, params.steps, device, batch, internal), device, args.repeats)
         rate = n_cap / statistics.median(seconds)
         captum[label] = {"batch_size": batch, "internal_batch_size": internal, "maps_per_s": summary([n_cap / s for s in seconds]),
                          "speedup_median": statistics.median(ig_ours) / rate,
