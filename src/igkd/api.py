@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from igkd.attribution.cache import AttributionCache, attribution_key
+from igkd.fingerprint import data_hash
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.attribution.ig import BaselineKind, IGParams, Method, TargetKind, compute_ig_maps
@@ -83,9 +84,10 @@ def compute_attributions(
         maps, _ = compute_ig_maps(teacher, images, labels, params, target_device, progress)
         return torch.from_numpy(maps.astype("float32"))
     cache = AttributionCache(cache_dir)
-    key = attribution_key(teacher, images, labels, params)
+    digest = data_hash(images, labels)  # hashed once: the key and the build both need it
+    key = attribution_key(teacher, images, labels, params, data_digest=digest)
     if cache.lookup(key) is None:
-        cache.build(key, teacher, images, labels, params, target_device, progress)
+        cache.build(key, teacher, images, labels, params, target_device, progress, data_digest=digest)
     return cache.load(key, (len(images), *images.shape[2:]))
 
 

@@ -173,9 +173,13 @@ class AttributionCache:
         params: IGParams,
         device: torch.device,
         progress: Callable[[int, int], None] | None = None,
+        *,
+        data_digest: str | None = None,
     ) -> tuple[Path, IGRunStats]:
-        """Compute all maps in this process (resuming an interrupted build of ``key``); return path and stats."""
-        self.build_shard(key, model, images_uint8, labels, params, device, 0, 1, progress)
+        """Compute all maps in this process (resuming an interrupted build of ``key``); return path and stats.
+
+        ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already."""
+        self.build_shard(key, model, images_uint8, labels, params, device, 0, 1, progress, data_digest=data_digest)
         return self.merge_shards(key, 1)
 
     def build_shard(
