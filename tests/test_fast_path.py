@@ -335,3 +335,75 @@ def test_seed_device_rng_seeds_that_cuda_devices_generator(monkeypatch):
     seed_device_rng(5, torch.device("cuda:1"))
     assert calls == [("device", torch.device("cuda:1")), ("seed", 5)]
     assert torch.equal(torch.random.default_generator.get_state(), state)  # the CPU's generator is left alone
+
+
+def _spy_convolutions(monkeypatch) -> list[tuple[torch.nn.Conv2d, torch.dtype, bool, bool]]:
+    """Record each convolution's computation: (module, input dtype, whether autocast was on, whether in training mode)."""
+    seen: list[tuple[torch.nn.Conv2d, torch.dtype, bool, bool]] = []
+    real = torch.nn.Conv2d._conv_forward
+
+    def spy(self, input, weight, bias):
+        seen.append((self, input.dtype, torch.is_autocast_enabled("cpu"), self.training))
+        return real(self, input, weight, bias)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
+    return seen
+
+
+def _assert_strided_depthwise_in_float32(model: torch.nn.Module, seen: list) -> None:
+    from igkd.runtime import slow_bf16_convolutions
+
+    slow = slow_bf16_convolutions(model)
+    assert slow and seen
+    for conv, dtype, autocast_on, _ in seen:
+        if any(conv is s for s in slow):
+            assert dtype == torch.float32 and not autocast_on
+        else:
+            assert autocast_on
+    assert {type(m) for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {torch.nn.Conv2d}  # restored afterwards
+
+
+def test_cpu_bf16_training_runs_strided_depthwise_convolutions_in_float32(tiny, monkeypatch):
+    """Their bf16 input gradient is 5-40x slower than float32 on the CPU (issue 15): under bf16 autocast they compute
+    in float32, every other convolution in bf16."""
+    tmp, _, data = tiny
+    seen = _spy_convolutions(monkeypatch)
+    model, result = _tiny_fit(tmp / "float32-convs", data, _train_cfg(amp="bf16", channels_last="on"))
+    _assert_strided_depthwise_in_float32(model, [row for row in seen if row[3]])  # validation keeps bf16: forward only
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_cpu_bf16_integrated_gradients_run_strided_depthwise_convolutions_in_float32(monkeypatch):
+    from igkd.attribution.ig import integrated_gradients
+
+    torch.manual_seed(0)
+    model = build_model(parse_arch(TINY_STUDENT), 10, [0.5] * 3, [0.25] * 3)
+    images = torch.rand(3, 3, 8, 8)
+    seen = _spy_convolutions(monkeypatch)
+    attributions, delta = integrated_gradients(model, images, torch.tensor([0, 1, 2]), torch.zeros_like(images), steps=4,
+                                               autocast_dtype=torch.bfloat16)
+    _assert_strided_depthwise_in_float32(model, seen)
+    assert attributions.dtype == torch.float32 and torch.isfinite(delta).all()
+
+
+def test_float32_convolution_matches_a_conv2d_and_hands_on_the_autocast_dtype():
+    from igkd.runtime import Float32Conv2d, float32_slow_bf16_convolutions
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
+    x = torch.randn(2, 8, 6, 6)
+    reference = conv(x)
+    model = torch.nn.Sequential(conv)
+    keys = list(model.state_dict())
+    with float32_slow_bf16_convolutions(model, torch.device("cuda"), torch.bfloat16) as switched:
+        assert switched == 0 and type(conv) is torch.nn.Conv2d  # CUDA's kernels are not affected: no-op
+    with float32_slow_bf16_convolutions(model, CPU, None) as switched:
+        assert switched == 0  # no autocast: no-op
+    with float32_slow_bf16_convolutions(model, CPU, torch.bfloat16) as switched:
+        assert switched == 1 and type(conv) is Float32Conv2d and list(model.state_dict()) == keys
+        torch.testing.assert_close(conv(x), reference, rtol=0, atol=0)  # outside autocast: a Conv2d
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x.bfloat16())
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), conv(x.bfloat16().float()).bfloat16().float(), rtol=0, atol=0)
+    assert type(conv) is torch.nn.Conv2d

@@ -7,7 +7,7 @@ internally. Quadrature rules match Captum's ``approximation_methods`` so results
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from igkd.errors import IgkdError
-from igkd.runtime import copy_to_host, is_channels_last, use_channels_last
+from igkd.runtime import autocast, copy_to_host, float32_slow_bf16_convolutions, is_channels_last, use_channels_last
 
 Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 BaselineKind = Literal["zero", "black", "mean", "blur"]
@@ -169,10 +169,6 @@ def select_targets(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     raise IgkdError(f"unknown IG target '{kind}': use label or prediction")
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _weighted_path_grads(
     model: nn.Module,
     images: torch.Tensor,
@@ -188,7 +184,7 @@ def _weighted_path_grads(
     steps_view = (1, k) + (1,) * len(shape)
     path = baselines.unsqueeze(1) + alphas.view(steps_view) * (images - baselines).unsqueeze(1)
     path = path.reshape(n * k, *shape).contiguous(memory_format=layout).requires_grad_(True)
-    with torch.enable_grad(), _autocast(images.device, autocast_dtype):
+    with torch.enable_grad(), autocast(images.device, autocast_dtype):
         logits = model(path)
     selected = logits.float().gather(1, targets.repeat_interleave(k).unsqueeze(1)).sum()
     (grads,) = torch.autograd.grad(selected, path)
@@ -204,7 +200,7 @@ def _target_gap(
     gaps, pairs = [], max(1, chunk // 2)
     for i in range(0, len(images), pairs):
         j = i + pairs
-        with _autocast(images.device, autocast_dtype):
+        with autocast(images.device, autocast_dtype):
             logits = model(torch.cat([images[i:j], baselines[i:j]]).contiguous(memory_format=layout)).float()
         t = targets[i:j].unsqueeze(1)
         gaps.append(logits[: len(t)].gather(1, t) - logits[len(t):].gather(1, t))
@@ -237,7 +233,7 @@ def integrated_gradients(
     layout = torch.channels_last if is_channels_last(model) else torch.contiguous_format
     per_chunk, step_chunk = max(1, internal_batch_size // steps), min(steps, internal_batch_size)
     attributions = torch.empty_like(images)
-    with eval_mode(model):
+    with eval_mode(model), float32_slow_bf16_convolutions(model, images.device, autocast_dtype):
         for i in range(0, len(images), per_chunk):
             x, x0, t = images[i : i + per_chunk], baselines[i : i + per_chunk], targets[i : i + per_chunk]
             total = torch.zeros_like(x)

@@ -27,8 +27,8 @@ from igkd.config import TrainConfig
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError
 from igkd.progress import StageProgress
-from igkd.runtime import (RandomStreams, autocast, fused_optimizers, is_channels_last, micro_batch_seed, place_model, seed_device_rng,
-                          use_channels_last)
+from igkd.runtime import (RandomStreams, autocast, autocast_dtype, float32_slow_bf16_convolutions, fused_optimizers, is_channels_last,
+                          micro_batch_seed, place_model, seed_device_rng, use_channels_last)
 
 MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -151,13 +151,15 @@ def make_train_step(
     :func:`micro_batch_seed` (seed, s, c): the result does not depend on which process computes a chunk.
     BatchNorm normalises each chunk by its own statistics, and its running statistics move by the mean of
     the chunks' updates (within a process here; across processes once per epoch in :func:`fit`, which is the
-    same since the running average is linear in them).
+    same since the running average is linear in them). Under bf16 autocast on the CPU, the student's strided
+    depthwise convolutions compute in float32 (:func:`igkd.runtime.slow_bf16_convolutions`).
     """
     ctx = distributed.current()
     chunks_per_rank = cfg.micro_batches
     total_chunks = micro_batch_count(cfg.batch_size, chunks_per_rank, ctx)
     size = cfg.batch_size // total_chunks
     channels_last = use_channels_last(device, cfg.channels_last)
+    dtype = autocast_dtype(device, cfg.amp)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                   broadcast_buffers=False) if ctx.enabled else None
     bn_stats = batchnorm_statistics(model) if chunks_per_rank > 1 else []
@@ -180,8 +182,8 @@ def make_train_step(
             part = slice(chunk * size, (chunk + 1) * size)
             seed_device_rng(micro_batch_seed(seed, global_step, chunk), device)
             defer_sync = ddp is not None and local < chunks_per_rank - 1
-            with ddp.no_sync() if defer_sync else contextlib.nullcontext():
-                with autocast(device, cfg.amp):
+            with ddp.no_sync() if defer_sync else contextlib.nullcontext(), float32_slow_bf16_convolutions(model, device, dtype):
+                with autocast(device, dtype):
                     loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
                 (loss / chunks_per_rank).backward()
             for key, value in {"loss": loss, **parts}.items():

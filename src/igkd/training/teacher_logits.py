@@ -18,7 +18,7 @@ from igkd.attribution.cache import teacher_hash
 from igkd.errors import IgkdError
 from igkd.fingerprint import data_hash, hash_jsonable
 from igkd.integrity import manifest_path, verify, write_manifest
-from igkd.runtime import autocast
+from igkd.runtime import autocast_dtype
 from igkd.training.loop import predict_logits
 
 FORMAT_VERSION = 1
@@ -26,8 +26,7 @@ FORMAT_VERSION = 1
 
 def logits_precision(device: torch.device) -> str:
     """The precision :func:`predict_logits` computes in on ``device`` (bf16 autocast on CUDA)."""
-    with autocast(device, "auto"):
-        return "bfloat16" if torch.is_autocast_enabled(device.type) else "float32"
+    return "bfloat16" if autocast_dtype(device, "auto") == torch.bfloat16 else "float32"
 
 
 def cached_teacher_logits(

@@ -1,0 +1,104 @@
+"""Which convolutions are slower in bf16 than in float32 on this device: forward, input gradient and weight gradient.
+
+    python3 benchmarks/bf16_convolutions.py --device cpu
+
+Times MobileNetV2's depthwise convolutions (stride 1 and 2, at the CIFAR teacher's shapes) and a pointwise one,
+channels_last, batch 64, each pass alone in float32 and bf16 (median of ``--repeats`` after two warm-up calls). It
+is the measurement behind :func:`igkd.runtime.slow_bf16_convolutions`: the layers it lists should be the ones whose
+bf16 input gradient is slower here. Writes ``benchmarks/results/bf16-convolutions-<device>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from igkd.atomic import atomic_write_json, atomic_write_text
+from igkd.provenance import provenance
+from igkd.runtime import configure_kernels, resolve_device, slow_bf16_convolutions
+
+# (channels in, channels out, groups, size, stride): MobileNetV2-CIFAR's depthwise layers around its strided blocks
+LAYERS = [(144, 144, 144, 32, 2), (192, 192, 192, 16, 2), (384, 384, 384, 8, 2), (144, 144, 144, 32, 1), (192, 192, 192, 16, 1),
+          (576, 576, 576, 8, 1), (144, 24, 1, 32, 1)]
+PASSES = ("forward", "input_grad", "weight_grad")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pass(conv: nn.Conv2d, x: torch.Tensor, which: str, repeats: int) -> float:
+    """Median milliseconds of one pass of ``conv`` on ``x``: its forward, or the forward and one gradient."""
+    conv.weight.requires_grad_(which == "weight_grad")
+    x = x.detach().requires_grad_(which == "input_grad")
+
+    def call() -> None:
+        out = conv(x)
+        if which != "forward":
+            out.backward(torch.ones_like(out))
+
+    times = []
+    for i in range(repeats + 2):
+        _sync(x.device)
+        start = time.perf_counter()
+        call()
+        _sync(x.device)
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def measure(device: torch.device, batch: int, repeats: int) -> list[dict]:
+    """One row per layer: its shape, ms per pass and dtype, and whether igkd keeps it in float32."""
+    rows = []
+    for c_in, c_out, groups, size, stride in LAYERS:
+        conv = nn.Conv2d(c_in, c_out, 3 if groups > 1 else 1, stride, 1 if groups > 1 else 0, groups=groups, bias=False)
+        row = {"in": c_in, "out": c_out, "groups": groups, "size": size, "stride": stride,
+               "kept_float32": bool(slow_bf16_convolutions(nn.Sequential(conv)))}
+        for dtype in (torch.float32, torch.bfloat16):
+            layer = conv.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+            x = torch.randn(batch, c_in, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            for which in PASSES:
+                row[f"{which}_{str(dtype).removeprefix('torch.')}_ms"] = time_pass(layer, x, which, repeats)
+        rows.append(row)
+        print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# bf16 against float32 convolutions on {result['environment'].get('gpu', result['environment']['cpu'])}", "",
+             f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`, "
+             f"batch {result['batch']}, channels_last, median of {result['repeats']} after 2 warm-up calls", "",
+             "| layer (in, out, groups, size, stride) | igkd keeps float32 | " + " | ".join(f"{p} fp32 / bf16 ms" for p in PASSES) + " |",
+             "|---|---|" + "---:|" * len(PASSES)]
+    for r in result["rows"]:
+        cells = [f"{r[f'{p}_float32_ms']:.2f} / {r[f'{p}_bfloat16_ms']:.2f}" for p in PASSES]
+        lines.append(f"| {r['in']}, {r['out']}, {r['groups']}, {r['size']}, {r['stride']} | {'yes' if r['kept_float32'] else 'no'} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    configure_kernels(False)
+    result = {"benchmark": "bf16_convolutions", **provenance(device, 0), "batch": args.batch, "repeats": args.repeats, "rows": measure(device, args.batch, args.repeats)}
+    name = f"bf16-convolutions-{result['environment'].get('gpu', device.type).replace(' ', '_')}"
+    atomic_write_json(args.output_dir / f"{name}.json", result)
+    atomic_write_text(args.output_dir / f"{name}.md", markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
