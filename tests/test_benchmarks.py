@@ -48,6 +48,8 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     fast_ig = saved["ig"]["igkd_runs"]["fast"]
     assert fast_ig["completeness_mean_rel_delta"] <= fast_ig["completeness_max_rel_delta"] and fast_ig["max_abs_map_difference_vs_float32"] < 0.5
     ig = saved["ig"]
+    assert set(ig["igkd_runs"]) == {"float32", "float32_channels_last", "fast"}
+    assert ig["igkd_runs"]["float32_channels_last"]["max_abs_map_difference_vs_float32"] < 2e-3  # the same maps, another layout
     assert ig["max_abs_map_difference"] < 2e-3  # float16 storage vs Captum's float32 maps
     assert (ig["captum_paper"]["batch_size"], ig["captum_paper"]["internal_batch_size"]) == (8, None)
     sweep = [row for row in ig["captum_sweep"]["settings"] if "maps_per_s" in row]

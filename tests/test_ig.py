@@ -262,3 +262,47 @@ def test_a_batch_is_read_back_only_after_the_next_is_queued(model, dataset, monk
     monkeypatch.setattr(ig, "integrated_gradients", logged)
     compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"), progress=lambda d, t: events.append(("done", d)))
     assert events == [("ig", 3), ("ig", 3), ("done", 3), ("ig", 1), ("done", 6), ("done", 7)]
+
+
+def test_folded_batchnorm_copy_computes_the_same_logits_and_leaves_the_model_alone(model, images):
+    from igkd.models.fold import fold_batchnorm
+
+    model.train()
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded, count = fold_batchnorm(model)
+    assert count == norms > 0 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert model.training and sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == norms  # the model is untouched
+    assert not folded.training and not any(p.requires_grad for p in folded.parameters())
+    assert {n for n, _ in folded.named_modules()} == {n for n, _ in model.named_modules()}  # hooks address the same paths
+    with torch.no_grad():
+        torch.testing.assert_close(folded(images), model.eval()(images), atol=1e-5, rtol=1e-5)
+
+
+def test_folding_keeps_batchnorms_it_cannot_fold():
+    from igkd.models.fold import fold_batchnorm
+
+    torch.manual_seed(0)
+    free = torch.nn.BatchNorm2d(4, track_running_stats=False)  # normalises by batch statistics even in eval mode
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), free, torch.nn.Conv2d(4, 4, 1), torch.nn.ReLU(), torch.nn.BatchNorm2d(4),
+                              torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4))
+    net.eval()
+    folded, count = fold_batchnorm(net)
+    assert count == 1 and [type(m).__name__ for m in folded] == ["Conv2d", "BatchNorm2d", "Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "Identity"]
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-6, rtol=1e-5)
+
+
+def test_ig_maps_of_the_folded_teacher_match_those_of_the_teacher_itself(model, dataset):
+    images, labels = dataset
+    params = IGParams(steps=8, batch_size=4)
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    maps, _ = compute_ig_maps(model, images, labels, params, torch.device("cpu"))
+    for hook in hooks:
+        hook.remove()
+    assert hooks and not calls  # the folded copy ran, not the teacher's BatchNorms
+    x = images.float() / 255
+    attributions, _ = integrated_gradients(model, x, labels, make_baselines(model, x, "zero"), steps=8)
+    np.testing.assert_allclose(maps, attribution_maps(attributions).numpy(), atol=1e-3)  # float16 storage
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from igkd.errors import IgkdError
+from igkd.models.fold import fold_batchnorm
 from igkd.runtime import autocast, copy_to_host, float32_slow_bf16_convolutions, is_channels_last, use_channels_last
 
 Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
@@ -292,7 +293,8 @@ def compute_ig_maps(
 ) -> tuple[np.ndarray, IGRunStats]:
     """IG maps [N, H, W] of uint8 images [N, C, H, W] in dataset order (no augmentation, no shuffling).
 
-    The model is moved to ``device`` in the memory format ``params.channels_last`` asks for, and stays so. Images
+    The model is moved to ``device`` in the memory format ``params.channels_last`` asks for, and stays so; the maps are
+    computed by its eval-mode copy with BatchNorm folded into the convolutions (:func:`fold_batchnorm`). Images
     ``start:`` are processed in batches of ``params.batch_size`` and written to ``out`` (float16 by default; a uint8
     ``out`` gets round(map * 255)), so a caller can resume after the last finished batch; ``progress(done, total)``
     follows each batch once its maps are in ``out``. A batch is read back to the host only once the next one is
@@ -310,28 +312,29 @@ def compute_ig_maps(
     chunk = params.internal_batch_size or (GPU_INTERNAL_BATCH if device.type == "cuda" else CPU_INTERNAL_BATCH)
     autocast = torch.bfloat16 if params.precision == "bfloat16" else None
     channels_last = use_channels_last(device, params.channels_last)
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout)
+    folded = fold_batchnorm(model)[0].to(memory_format=layout)
     pending: Pending | None = None
-    with eval_mode(model):
-        for i in range(start, n, params.batch_size):
-            j = min(i + params.batch_size, n)
-            x = images_uint8[i:j].to(device, non_blocking=True).float().div_(255.0)
-            t = select_targets(model, x, labels[i:j].to(device, non_blocking=True), params.target)
-            x0 = make_baselines(model, x, params.baseline)
-            while True:
-                try:
-                    attr, delta = integrated_gradients(model, x, t, x0, params.steps, params.method, chunk, autocast)
-                    break
-                except torch.cuda.OutOfMemoryError:
-                    if params.internal_batch_size is not None or chunk == 1:
-                        raise IgkdError(f"out of GPU memory computing IG with {chunk} path points per pass; "
-                                        "set a smaller attribution.internal_batch_size, or unset it to size it automatically") from None
-                    chunk //= 2
-                    torch.cuda.empty_cache()
-            queued = (i, *copy_to_host([attribution_maps(attr), delta, attr.flatten(1).sum(dim=1) - delta], device))
-            if pending is not None:
-                _finish(pending, out, stats, progress, n)
-            pending = queued
+    for i in range(start, n, params.batch_size):
+        j = min(i + params.batch_size, n)
+        x = images_uint8[i:j].to(device, non_blocking=True).float().div_(255.0)
+        t = select_targets(folded, x, labels[i:j].to(device, non_blocking=True), params.target)
+        x0 = make_baselines(folded, x, params.baseline)
+        while True:
+            try:
+                attr, delta = integrated_gradients(folded, x, t, x0, params.steps, params.method, chunk, autocast)
+                break
+            except torch.cuda.OutOfMemoryError:
+                if params.internal_batch_size is not None or chunk == 1:
+                    raise IgkdError(f"out of GPU memory computing IG with {chunk} path points per pass; "
+                                    "set a smaller attribution.internal_batch_size, or unset it to size it automatically") from None
+                chunk //= 2
+                torch.cuda.empty_cache()
+        queued = (i, *copy_to_host([attribution_maps(attr), delta, attr.flatten(1).sum(dim=1) - delta], device))
         if pending is not None:
             _finish(pending, out, stats, progress, n)
+        pending = queued
+    if pending is not None:
+        _finish(pending, out, stats, progress, n)
     return out, stats
