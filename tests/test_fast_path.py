@@ -364,7 +364,7 @@ def _assert_strided_depthwise_in_float32(model: torch.nn.Module, seen: list) -> 
 
 
 def test_cpu_bf16_training_runs_strided_depthwise_convolutions_in_float32(tiny, monkeypatch):
-    """Their bf16 input gradient is 5-40x slower than float32 on the CPU (issue 15): under bf16 autocast they compute
+    """Their bf16 input gradient was 4-60x slower than float32 on this CPU (issue 15): under bf16 autocast they compute
     in float32, every other convolution in bf16."""
     tmp, _, data = tiny
     seen = _spy_convolutions(monkeypatch)

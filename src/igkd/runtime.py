@@ -135,9 +135,10 @@ class Float32Conv2d(nn.Conv2d):
 def slow_bf16_convolutions(model: nn.Module) -> list[nn.Conv2d]:
     """The convolutions whose bf16 input gradient is slow on the CPU: depthwise (one group per input channel) and strided.
 
-    With torch 2.14.1 (oneDNN 3.12) on an AVX-512 BF16/AMX Xeon, that gradient took 81-86 ms in bf16 against 2-18 ms
-    in float32 for MobileNetV2's two strided depthwise layers (batch 64), which made bf16 training no faster than
-    float32; every other layer was as fast or faster in bf16 (``benchmarks/bf16_convolutions.py`` re-measures it).
+    With torch 2.14.1 (oneDNN 3.12) on an AVX-512 BF16/AMX Xeon, that gradient took 73-95 ms in bf16 against 1.3-25 ms
+    in float32 for MobileNetV2-CIFAR's three strided depthwise shapes (batch 64,
+    ``benchmarks/results/bf16-convolutions-cpu.md``), which made bf16 training no faster than float32; the other
+    layers measured were about as fast or faster in bf16 (``benchmarks/bf16_convolutions.py`` re-measures it).
     Only plain ``nn.Conv2d`` modules count (subclasses may change the computation).
     """
     return [m for m in model.modules() if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels
