@@ -407,3 +407,25 @@ def test_float32_convolution_matches_a_conv2d_and_hands_on_the_autocast_dtype():
         assert out.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), conv(x.bfloat16().float()).bfloat16().float(), rtol=0, atol=0)
     assert type(conv) is torch.nn.Conv2d
+
+
+def test_online_teacher_runs_with_its_batchnorm_folded(tiny):
+    """Online KD and AT run the teacher's eval-mode copy with BatchNorm folded: none of its BatchNorms runs, and the
+    copy's logits are the teacher's."""
+    import igkd.training.distill as distill
+
+    tmp, cfg, data = tiny
+    teacher = random_teacher(cfg, data)
+    norms = [m for m in teacher.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    calls: list[int] = []
+    for norm in norms:
+        norm.register_forward_hook(lambda *_: calls.append(1))
+    run_cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"method": "KD_AT"})})
+    assert run_cfg.student.kd.teacher_logits == "online"
+    run = distill.distillation_run(run_cfg, data, teacher, None, CPU)
+    x = data.pool.images[:8].float() / 255
+    loss, parts = run.loss_fn(run.student, x, data.pool.labels[:8], torch.arange(8))
+    assert norms and not calls and math.isfinite(loss.item()) and "at" in parts
+    folded = distill.online_teacher_model(teacher.model, CPU, False)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), teacher.model.eval()(x), atol=1e-5, rtol=1e-5)

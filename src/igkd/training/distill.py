@@ -19,6 +19,7 @@ from igkd.normalization import normalization_values
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.base import NormalizedModel
 from igkd.models.features import FeatureTap, check_layer
+from igkd.models.fold import fold_batchnorm
 from igkd.models.mobilenetv2 import ImageClassifier
 from igkd.models.registry import build_model, parse_arch
 from igkd.overlay import map_source
@@ -110,6 +111,12 @@ def new_student(cfg: RunConfig, data: PreparedData, teacher: LoadedModel) -> Nor
     return build_model(parse_arch(cfg.student.arch), len(data.classes), mean, std)
 
 
+def online_teacher_model(teacher: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """The frozen teacher as the loss runs it online: an eval-mode copy with BatchNorm folded into its convolutions
+    (the same logits and features up to rounding, at the same module paths), on ``device`` in the student's layout."""
+    return place_model(fold_batchnorm(teacher)[0], device, channels_last)
+
+
 @dataclass
 class DistillationRun:
     """Everything one student run trains with: the fresh student, its training indices, inputs and loss."""
@@ -132,17 +139,18 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
     teacher_model = place_model(teacher.model, device, channels_last).eval()
     for p in teacher_model.parameters():
         p.requires_grad_(False)
+    online_teacher = online_teacher_model(teacher_model, device, channels_last)  # cached logits come from the teacher itself (their key is its hash)
     weights = loss_weights(cfg)
     cached = None
     if weights.use_kd and cfg.student.kd.teacher_logits == "cached":
         cached = cached_teacher_logits(teacher_model, data.pool.images, data.pool.labels, cfg.cache_path,
                                        cfg.student.train.eval_batch_size, device, data_digest=data.pool.digest).to(device)
-    pairs = attention_pairs(cfg, teacher_model, student) if weights.use_at else []
+    pairs = attention_pairs(cfg, online_teacher, student) if weights.use_at else []
     student_tap = FeatureTap(student, [s for _, s in pairs]) if weights.use_at else None
     overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
-    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, teacher_model, pairs, cached, student_tap))
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, online_teacher, pairs, cached, student_tap))
 
 
 def distill_student(
