@@ -44,8 +44,8 @@ class IGParams(BaseModel):
     method: Method = "gausslegendre"
     baseline: BaselineKind = "zero"
     target: TargetKind = "label"
-    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast the model (faster on a GPU, "
-                                                      "an approximation: on a tiny test model maps moved by 0.025 on average)")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast the model (faster on a GPU and on a "
+                                                      "CPU with native bf16; an approximation: on a tiny test model maps moved by 0.025 on average)")
     batch_size: int = Field(256, ge=1, description="images per attribution batch")
     internal_batch_size: int | None = Field(None, ge=1, description="max model inputs (images*steps) per forward/backward; "
                                             "unset: 64 on a CPU, on a GPU 4096 halved until it fits in memory")
