@@ -137,8 +137,9 @@ def slow_bf16_convolutions(model: nn.Module) -> list[nn.Conv2d]:
 
     With torch 2.14.1 (oneDNN 3.12) on an AVX-512 BF16/AMX Xeon, that gradient took 73-95 ms in bf16 against 1.3-25 ms
     in float32 for MobileNetV2-CIFAR's three strided depthwise shapes (batch 64,
-    ``benchmarks/results/bf16-convolutions-cpu.md``), which made bf16 training no faster than float32 (both channels_last); the other
-    layers measured were about as fast or faster in bf16 (``benchmarks/bf16_convolutions.py`` re-measures it).
+    ``benchmarks/results/bf16-convolutions-cpu.md``), which made bf16 training no faster than float32 (both
+    channels_last); the other layers measured were about as fast or faster in bf16
+    (``benchmarks/bf16_convolutions.py`` re-measures it).
     Only plain ``nn.Conv2d`` modules count (subclasses may change the computation).
     """
     return [m for m in model.modules() if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels
