@@ -56,7 +56,7 @@ def igkd_runner(cfg, data, teacher, maps, device, cached_logits: torch.Tensor | 
     student = place_model(build_model(cfg.student.arch, len(data.classes), teacher.mean, teacher.std), device, channels_last)
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, maps.to(device), cfg.student.ig, channels_last)
-    frozen = online_teacher_model(place_model(teacher.model, device, channels_last), device, channels_last)
+    frozen = online_teacher_model(teacher.model, device, channels_last)
     loss_fn = make_distill_loss(loss_weights(cfg), frozen, [], None if cached_logits is None else cached_logits.to(device))
     optimizer = make_optimizer(student, cfg.student.train, device)
     step = make_train_step(student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device)

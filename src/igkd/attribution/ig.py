@@ -310,7 +310,7 @@ def compute_ig_maps(
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {(n, h, w)}")
     stats = IGRunStats() if stats is None else stats
     chunk = params.internal_batch_size or (GPU_INTERNAL_BATCH if device.type == "cuda" else CPU_INTERNAL_BATCH)
-    autocast = torch.bfloat16 if params.precision == "bfloat16" else None
+    dtype = torch.bfloat16 if params.precision == "bfloat16" else None  # the autocast dtype (None: float32)
     channels_last = use_channels_last(device, params.channels_last)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
@@ -323,7 +323,7 @@ def compute_ig_maps(
         x0 = make_baselines(folded, x, params.baseline)
         while True:
             try:
-                attr, delta = integrated_gradients(folded, x, t, x0, params.steps, params.method, chunk, autocast)
+                attr, delta = integrated_gradients(folded, x, t, x0, params.steps, params.method, chunk, dtype)
                 break
             except torch.cuda.OutOfMemoryError:
                 if params.internal_batch_size is not None or chunk == 1:

@@ -31,7 +31,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         names = list(container._modules)
         for conv_name, norm_name in zip(names, names[1:]):
             conv, norm = container._modules[conv_name], container._modules[norm_name]
-            if conv is not None and norm is not None and _foldable(conv, norm):
+            if _foldable(conv, norm):
                 container._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
                 container._modules[norm_name] = nn.Identity()
                 folded += 1

@@ -139,7 +139,8 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
     teacher_model = place_model(teacher.model, device, channels_last).eval()
     for p in teacher_model.parameters():
         p.requires_grad_(False)
-    online_teacher = online_teacher_model(teacher_model, device, channels_last)  # cached logits come from the teacher itself (their key is its hash)
+    # the loss runs the folded copy; cached logits come from the teacher itself (their key is its hash)
+    online_teacher = online_teacher_model(teacher_model, device, channels_last)
     weights = loss_weights(cfg)
     cached = None
     if weights.use_kd and cfg.student.kd.teacher_logits == "cached":

@@ -175,21 +175,22 @@ def make_train_step(
         sums: dict[str, torch.Tensor] = {}
         stats_before = [t.clone() for t in bn_stats]
         stats_sum = [torch.zeros_like(t) for t in bn_stats]
-        for local in range(chunks_per_rank):
-            if local and bn_stats:
-                torch._foreach_copy_(bn_stats, stats_before)
-            chunk = ctx.rank * chunks_per_rank + local
-            part = slice(chunk * size, (chunk + 1) * size)
-            seed_device_rng(micro_batch_seed(seed, global_step, chunk), device)
-            defer_sync = ddp is not None and local < chunks_per_rank - 1
-            with ddp.no_sync() if defer_sync else contextlib.nullcontext(), float32_slow_bf16_convolutions(model, device, dtype):
-                with autocast(device, dtype):
-                    loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
-                (loss / chunks_per_rank).backward()
-            for key, value in {"loss": loss, **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value.detach().float() / total_chunks
-            if bn_stats:
-                torch._foreach_add_(stats_sum, bn_stats)
+        with float32_slow_bf16_convolutions(model, device, dtype):  # once per step, for every micro-batch
+            for local in range(chunks_per_rank):
+                if local and bn_stats:
+                    torch._foreach_copy_(bn_stats, stats_before)
+                chunk = ctx.rank * chunks_per_rank + local
+                part = slice(chunk * size, (chunk + 1) * size)
+                seed_device_rng(micro_batch_seed(seed, global_step, chunk), device)
+                defer_sync = ddp is not None and local < chunks_per_rank - 1
+                with ddp.no_sync() if defer_sync else contextlib.nullcontext():
+                    with autocast(device, dtype):
+                        loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
+                    (loss / chunks_per_rank).backward()
+                for key, value in {"loss": loss, **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().float() / total_chunks
+                if bn_stats:
+                    torch._foreach_add_(stats_sum, bn_stats)
         if bn_stats:
             torch._foreach_copy_(bn_stats, torch._foreach_div(stats_sum, chunks_per_rank))
         optimizer.step()
