@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from igkd.atomic import atomic_write_json, atomic_write_text
+from igkd.errors import IgkdError
 from igkd.provenance import provenance
 from igkd.runtime import configure_kernels, resolve_device, slow_bf16_convolutions
 
@@ -91,6 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1:
+        parser.error("--batch and --repeats must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise IgkdError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     device = resolve_device(args.device)
     configure_kernels(False)
     result = {"benchmark": "bf16_convolutions", **provenance(device, 0), "batch": args.batch, "repeats": args.repeats, "rows": measure(device, args.batch, args.repeats)}
@@ -101,4 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except IgkdError as exc:
+        sys.exit(f"error: {exc}")

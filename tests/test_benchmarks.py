@@ -77,6 +77,14 @@ def test_bf16_convolutions_benchmark_times_every_pass_and_marks_the_layers_igkd_
     assert (tmp_path / "bf16-convolutions-cpu.md").read_text().count("\n| ") == len(saved["rows"]) + 1
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_bf16_convolutions_benchmark_refuses_a_missing_device_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bf16_convolutions.py"), "--device", "cuda", "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == ["error: --device cuda: CUDA is not available here; use --device cpu"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_full_run_benchmark_times_attribution_and_student_from_scratch(tmp_path):
     result = benchmark("full_run").main(["--tiny", "--epochs", "1", "--repeats", "2", "--output-dir", str(tmp_path)])
     saved = json.loads((tmp_path / "full-run-cpu.json").read_text())
