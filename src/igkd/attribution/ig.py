@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from igkd.errors import IgkdError
-from igkd.models.fold import fold_batchnorm
+from igkd.models.fuse import fast_frozen_copy
 from igkd.runtime import autocast, copy_to_host, float32_slow_bf16_convolutions, is_channels_last, use_channels_last
 
 Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
@@ -294,8 +294,8 @@ def compute_ig_maps(
     """IG maps [N, H, W] of uint8 images [N, C, H, W] in dataset order (no augmentation, no shuffling).
 
     The model is moved to ``device`` in the memory format ``params.channels_last`` asks for, and stays so; the maps are
-    computed by its eval-mode copy with BatchNorm folded into the convolutions (:func:`fold_batchnorm`). Images
-    ``start:`` are processed in batches of ``params.batch_size`` and written to ``out`` (float16 by default; a uint8
+    computed by its eval-mode copy with BatchNorm folded and ReLU/ReLU6 fused into the convolutions
+    (:func:`igkd.models.fuse.fast_frozen_copy`). Images ``start:`` are processed in batches of ``params.batch_size`` and written to ``out`` (float16 by default; a uint8
     ``out`` gets round(map * 255)), so a caller can resume after the last finished batch; ``progress(done, total)``
     follows each batch once its maps are in ``out``. A batch is read back to the host only once the next one is
     queued, so a GPU does not wait for the host. Returns ``out`` and the completeness stats, accumulated into
@@ -314,16 +314,16 @@ def compute_ig_maps(
     channels_last = use_channels_last(device, params.channels_last)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=layout)
-    folded = fold_batchnorm(model)[0].to(memory_format=layout)
+    frozen = fast_frozen_copy(model).to(memory_format=layout)
     pending: Pending | None = None
     for i in range(start, n, params.batch_size):
         j = min(i + params.batch_size, n)
         x = images_uint8[i:j].to(device, non_blocking=True).float().div_(255.0)
-        t = select_targets(folded, x, labels[i:j].to(device, non_blocking=True), params.target)
-        x0 = make_baselines(folded, x, params.baseline)
+        t = select_targets(frozen, x, labels[i:j].to(device, non_blocking=True), params.target)
+        x0 = make_baselines(frozen, x, params.baseline)
         while True:
             try:
-                attr, delta = integrated_gradients(folded, x, t, x0, params.steps, params.method, chunk, dtype)
+                attr, delta = integrated_gradients(frozen, x, t, x0, params.steps, params.method, chunk, dtype)
                 break
             except torch.cuda.OutOfMemoryError:
                 if params.internal_batch_size is not None or chunk == 1:

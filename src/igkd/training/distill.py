@@ -19,7 +19,7 @@ from igkd.normalization import normalization_values
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.base import NormalizedModel
 from igkd.models.features import FeatureTap, check_layer
-from igkd.models.fold import fold_batchnorm
+from igkd.models.fuse import fast_frozen_copy
 from igkd.models.mobilenetv2 import ImageClassifier
 from igkd.models.registry import build_model, parse_arch
 from igkd.overlay import map_source
@@ -112,9 +112,10 @@ def new_student(cfg: RunConfig, data: PreparedData, teacher: LoadedModel) -> Nor
 
 
 def online_teacher_model(teacher: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """The frozen teacher as the loss runs it online: an eval-mode copy with BatchNorm folded into its convolutions
-    (the same logits and features up to rounding, at the same module paths), on ``device`` in the student's layout."""
-    return place_model(fold_batchnorm(teacher)[0], device, channels_last)
+    """The frozen teacher as the loss runs it online: its :func:`igkd.models.fuse.fast_frozen_copy` (BatchNorm folded,
+    ReLU/ReLU6 fused: the same logits and features up to rounding, at the same module paths), on ``device`` in the
+    student's layout."""
+    return place_model(fast_frozen_copy(teacher), device, channels_last)
 
 
 @dataclass
