@@ -132,13 +132,6 @@ class Float32Conv2d(nn.Conv2d):
         return out.to(torch.get_autocast_dtype(device_type))
 
 
-def slow_bf16_convolution(module: nn.Module) -> bool:
-    """Whether ``module`` is a plain ``nn.Conv2d`` whose bf16 input gradient is slow on the CPU: depthwise (one group per
-    input channel) and strided (see :func:`slow_bf16_convolutions`)."""
-    return (type(module) is nn.Conv2d and module.groups > 1 and module.groups == module.in_channels
-            and max(module.stride) > 1)
-
-
 def slow_bf16_convolutions(model: nn.Module) -> list[nn.Conv2d]:
     """The convolutions whose bf16 input gradient is slow on the CPU: depthwise (one group per input channel) and strided.
 
@@ -149,7 +142,8 @@ def slow_bf16_convolutions(model: nn.Module) -> list[nn.Conv2d]:
     (``benchmarks/bf16_convolutions.py`` re-measures it).
     Only plain ``nn.Conv2d`` modules count (subclasses may change the computation).
     """
-    return [m for m in model.modules() if slow_bf16_convolution(m)]
+    return [m for m in model.modules() if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels
+            and max(m.stride) > 1]
 
 
 @contextlib.contextmanager
