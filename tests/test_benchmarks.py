@@ -52,6 +52,9 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     assert ig["igkd_runs"]["float32_channels_last"]["max_abs_map_difference_vs_float32"] < 2e-3  # the same maps, another layout
     assert ig["max_abs_map_difference"] < 2e-3  # float16 storage vs Captum's float32 maps
     assert (ig["captum_paper"]["batch_size"], ig["captum_paper"]["internal_batch_size"]) == (8, None)
+    # Captum runs the teacher as users call it (NCHW), even after igkd's channels_last runs; once more channels_last
+    assert [ig[k]["model_channels_last"] for k in ("captum_paper", "captum_fastest", "captum_fastest_channels_last")] == [False, False, True]
+    assert ig["captum_fastest_channels_last"]["max_abs_map_difference"] < 2e-3
     sweep = [row for row in ig["captum_sweep"]["settings"] if "maps_per_s" in row]
     assert len(ig["captum_sweep"]["settings"]) == 3 and all(row["maps_per_s"] > 0 for row in sweep)
     fastest = max(sweep, key=lambda row: row["maps_per_s"])

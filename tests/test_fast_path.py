@@ -115,6 +115,16 @@ def test_predict_logits_feeds_a_channels_last_model_channels_last_inputs():
     torch.testing.assert_close(logits, predict_logits(model.to(memory_format=torch.contiguous_format), images, 4, CPU), atol=1e-5, rtol=1e-5)
 
 
+def test_place_model_sets_the_memory_format_both_ways():
+    """A model left channels_last (compute_ig_maps does so) goes back to NCHW when placed with channels_last off."""
+    from igkd.runtime import is_channels_last, place_model
+
+    model = build_model(parse_arch(TINY_STUDENT), 10, [0.5] * 3, [0.25] * 3)
+    assert is_channels_last(place_model(model, CPU, True))
+    assert not is_channels_last(place_model(model, CPU, False))
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
 def _train_cfg(**update) -> TrainConfig:
     return TrainConfig(**{"epochs": 1, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, **update})
 

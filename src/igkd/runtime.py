@@ -170,9 +170,8 @@ def use_channels_last(device: torch.device, setting: str) -> bool:
 
 
 def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """Move ``model`` to ``device`` and, with ``channels_last``, its 4-D weights to that memory format (in place)."""
-    model.to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    """Move ``model`` to ``device`` with its 4-D weights channels_last or, without ``channels_last``, contiguous (in place)."""
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def is_channels_last(model: nn.Module) -> bool:
