@@ -125,6 +125,16 @@ def test_place_model_sets_the_memory_format_both_ways():
     assert all(p.is_contiguous() for p in model.parameters())
 
 
+def test_cpu_description_names_the_family_and_model_and_the_speed_flags(tmp_path):
+    from igkd.runtime import cpu_description
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+                       "flags\t\t: fpu avx2 avx512f avx512_bf16 sse\nprocessor\t: 1\nmodel name\t: other\n")
+    assert cpu_description(str(cpuinfo)) == {"cpu": "AMD EPYC (family 26, model 2)", "cpu_flags": "avx2 avx512f avx512_bf16"}
+    assert cpu_description(str(tmp_path / "missing"))["cpu_flags"] == "none detected"
+
+
 def _train_cfg(**update) -> TrainConfig:
     return TrainConfig(**{"epochs": 1, "batch_size": 32, "optimizer": "sgd", "lr": 0.05, **update})
 

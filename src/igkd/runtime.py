@@ -205,22 +205,25 @@ def copy_to_host(tensors: Sequence[torch.Tensor], device: torch.device) -> tuple
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
-def cpu_description() -> dict[str, str]:
-    """The CPU's model name and the instruction-set flags that change igkd's speed (from /proc/cpuinfo on Linux)."""
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The CPU's model name with its family and model numbers (one name covers several generations) and the
+    instruction-set flags that change igkd's speed (from /proc/cpuinfo on Linux)."""
     import platform
 
-    model, flags = platform.processor() or platform.machine(), set()
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as handle:
+        with open(cpuinfo) as handle:
             for line in handle:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
+                fields.setdefault(key.strip(), value.strip())
+                if key.strip() == "flags":
                     break
     except OSError:
         pass
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
+    flags = set(fields.get("flags", "").split())
     return {"cpu": model, "cpu_flags": " ".join(flag for flag in SPEED_FLAGS if flag in flags) or "none detected"}
 
 
