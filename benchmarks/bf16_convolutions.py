@@ -3,9 +3,10 @@
     python3 benchmarks/bf16_convolutions.py --device cpu
 
 Times MobileNetV2's depthwise convolutions (stride 1 and 2, at the CIFAR teacher's shapes) and a pointwise one,
-channels_last, batch 64, each pass alone in float32 and bf16 (median of ``--repeats`` after two warm-up calls). It
-is the measurement behind :func:`igkd.runtime.slow_bf16_convolutions`: the layers it lists should be the ones whose
-bf16 input gradient is slower here. Writes ``benchmarks/results/bf16-convolutions-<device>.{json,md}``.
+channels_last, batch 64, each pass alone in float32 and bf16 (median of ``--repeats`` after two warm-up calls), and,
+on the CPU, the bf16 input gradient of the depthwise ones as igkd computes it under bf16 autocast (from the flipped
+kernel, :func:`igkd.models.depthwise.bf16_depthwise_convolutions`). Writes
+``benchmarks/results/bf16-convolutions-<device>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from torch import nn
 from igkd.atomic import atomic_write_json, atomic_write_text
 from igkd.errors import IgkdError
 from igkd.provenance import provenance
-from igkd.runtime import configure_kernels, resolve_device, slow_bf16_convolutions
+from igkd.models.depthwise import bf16_depthwise_convolutions
+from igkd.runtime import configure_kernels, resolve_device
 
 # (channels in, channels out, groups, size, stride): MobileNetV2-CIFAR's depthwise layers around its strided blocks
 LAYERS = [(144, 144, 144, 32, 2), (192, 192, 192, 16, 2), (384, 384, 384, 8, 2), (144, 144, 144, 32, 1), (192, 192, 192, 16, 1),
@@ -35,13 +37,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_pass(conv: nn.Conv2d, x: torch.Tensor, which: str, repeats: int) -> float:
-    """Median milliseconds of one pass of ``conv`` on ``x``: its forward, or the forward and one gradient."""
+def time_pass(conv: nn.Conv2d, x: torch.Tensor, which: str, repeats: int, amp: torch.dtype | None = None) -> float:
+    """Median milliseconds of one pass of ``conv`` on ``x`` (under ``amp`` autocast if given): its forward, or the
+    forward and one gradient."""
     conv.weight.requires_grad_(which == "weight_grad")
     x = x.detach().requires_grad_(which == "input_grad")
 
     def call() -> None:
-        out = conv(x)
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            out = conv(x)
         if which != "forward":
             out.backward(torch.ones_like(out))
 
@@ -57,17 +61,20 @@ def time_pass(conv: nn.Conv2d, x: torch.Tensor, which: str, repeats: int) -> flo
 
 
 def measure(device: torch.device, batch: int, repeats: int) -> list[dict]:
-    """One row per layer: its shape, ms per pass and dtype, and whether igkd keeps it in float32."""
+    """One row per layer: its shape, ms per pass and dtype, and igkd's bf16 input-gradient ms (None where igkd uses
+    torch's: not depthwise, or not the CPU)."""
     rows = []
     for c_in, c_out, groups, size, stride in LAYERS:
         conv = nn.Conv2d(c_in, c_out, 3 if groups > 1 else 1, stride, 1 if groups > 1 else 0, groups=groups, bias=False)
-        row = {"in": c_in, "out": c_out, "groups": groups, "size": size, "stride": stride,
-               "kept_float32": bool(slow_bf16_convolutions(nn.Sequential(conv)))}
+        row = {"in": c_in, "out": c_out, "groups": groups, "size": size, "stride": stride}
         for dtype in (torch.float32, torch.bfloat16):
             layer = conv.to(device=device, dtype=dtype, memory_format=torch.channels_last)
             x = torch.randn(batch, c_in, size, size, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
             for which in PASSES:
                 row[f"{which}_{str(dtype).removeprefix('torch.')}_ms"] = time_pass(layer, x, which, repeats)
+        layer = conv.float()  # float32 weights as in training (autocast casts them), bf16 inputs as from the layer before
+        with bf16_depthwise_convolutions(layer, device, torch.bfloat16) as switched:
+            row["igkd_input_grad_bfloat16_ms"] = time_pass(layer, x, "input_grad", repeats, torch.bfloat16) if switched else None
         rows.append(row)
         print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return rows
@@ -77,12 +84,12 @@ def markdown(result: dict) -> str:
     lines = [f"# bf16 against float32 convolutions on {result['environment'].get('gpu', result['environment']['cpu'])}", "",
              f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`, "
              f"batch {result['batch']}, channels_last, median of {result['repeats']} after 2 warm-up calls", "",
-             "| layer (in, out, groups, size, stride) | igkd keeps float32 | " + " | ".join(f"{p} fp32 / bf16 ms" for p in PASSES) + " |",
-             "|---|---|" + "---:|" * len(PASSES)]
+             "| layer (in, out, groups, size, stride) | " + " | ".join(f"{p} fp32 / bf16 ms" for p in PASSES)
+             + " | igkd's bf16 input_grad ms (flipped kernel, under autocast) |", "|---|" + "---:|" * (len(PASSES) + 1)]
     for r in result["rows"]:
         cells = [f"{r[f'{p}_float32_ms']:.2f} / {r[f'{p}_bfloat16_ms']:.2f}" for p in PASSES]
-        lines.append(f"| {r['in']}, {r['out']}, {r['groups']}, {r['size']}, {r['stride']} | {'yes' if r['kept_float32'] else 'no'} | "
-                     + " | ".join(cells) + " |")
+        ours = "torch's" if r["igkd_input_grad_bfloat16_ms"] is None else f"{r['igkd_input_grad_bfloat16_ms']:.2f}"
+        lines.append(f"| {r['in']}, {r['out']}, {r['groups']}, {r['size']}, {r['stride']} | " + " | ".join(cells) + f" | {ours} |")
     return "\n".join(lines) + "\n"
 
 

@@ -70,12 +70,12 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     assert "| student training, images/s" in (tmp_path / json_file.name.replace(".json", ".md")).read_text()
 
 
-def test_bf16_convolutions_benchmark_times_every_pass_and_marks_the_layers_igkd_keeps_in_float32(tmp_path):
+def test_bf16_convolutions_benchmark_times_every_pass_and_igkds_depthwise_input_gradients(tmp_path):
     result = benchmark("bf16_convolutions").main(["--device", "cpu", "--batch", "2", "--repeats", "1", "--output-dir", str(tmp_path)])
     saved = json.loads((tmp_path / "bf16-convolutions-cpu.json").read_text())
     assert saved["rows"] == result["rows"] and saved["environment"]["cpu"] and saved["git_commit"]
-    assert [r["kept_float32"] for r in saved["rows"]] == [r["groups"] > 1 and r["stride"] > 1 for r in saved["rows"]] == \
-        [True, True, True, False, False, False, False]
+    assert [r["igkd_input_grad_bfloat16_ms"] is not None for r in saved["rows"]] == [True] * 6 + [False]  # depthwise: igkd's own
+    assert all(r["igkd_input_grad_bfloat16_ms"] > 0 for r in saved["rows"][:6])
     assert all(r[f"{p}_{d}_ms"] > 0 for r in saved["rows"] for p in ("forward", "input_grad", "weight_grad") for d in ("float32", "bfloat16"))
     assert (tmp_path / "bf16-convolutions-cpu.md").read_text().count("\n| ") == len(saved["rows"]) + 1
 

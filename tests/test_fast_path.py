@@ -357,76 +357,110 @@ def test_seed_device_rng_seeds_that_cuda_devices_generator(monkeypatch):
     assert torch.equal(torch.random.default_generator.get_state(), state)  # the CPU's generator is left alone
 
 
-def _spy_convolutions(monkeypatch) -> list[tuple[torch.nn.Conv2d, torch.dtype, bool, bool]]:
-    """Record each convolution's computation: (module, input dtype, whether autocast was on, whether in training mode)."""
-    seen: list[tuple[torch.nn.Conv2d, torch.dtype, bool, bool]] = []
-    real = torch.nn.Conv2d._conv_forward
+def _spy_depthwise(monkeypatch) -> tuple[list[tuple[torch.nn.Conv2d, torch.dtype]], list[torch.dtype]]:
+    """Record each convolution that runs as igkd's depthwise convolution (module, input dtype) and the dtype of each
+    flipped-kernel input gradient."""
+    import igkd.models.depthwise as depthwise
 
-    def spy(self, input, weight, bias):
-        seen.append((self, input.dtype, torch.is_autocast_enabled("cpu"), self.training))
-        return real(self, input, weight, bias)
+    forwards: list[tuple[torch.nn.Conv2d, torch.dtype]] = []
+    gradients: list[torch.dtype] = []
+    real_apply, real_gradient = depthwise._DepthwiseConvolution.apply, depthwise.depthwise_input_gradient
 
-    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", spy)
-    return seen
+    def apply(x, weight, bias, conv):
+        forwards.append((conv, x.dtype))
+        return real_apply(x, weight, bias, conv)
+
+    def gradient(grad, weight, conv, shape):
+        result = real_gradient(grad, weight, conv, shape)
+        gradients.append(None if result is None else result.dtype)
+        return result
+
+    monkeypatch.setattr(depthwise._DepthwiseConvolution, "apply", apply)
+    monkeypatch.setattr(depthwise, "depthwise_input_gradient", gradient)
+    return forwards, gradients
 
 
-def _assert_strided_depthwise_in_float32(model: torch.nn.Module, seen: list) -> None:
-    from igkd.runtime import slow_bf16_convolutions
+def _assert_depthwise_in_bf16(model: torch.nn.Module, forwards: list, gradients: list) -> None:
+    from igkd.models.depthwise import depthwise_convolutions
 
-    slow = slow_bf16_convolutions(model)
-    assert slow and seen
-    for conv, dtype, autocast_on, _ in seen:
-        if any(conv is s for s in slow):
-            assert dtype == torch.float32 and not autocast_on
-        else:
-            assert autocast_on
+    depthwise = depthwise_convolutions(model)
+    assert depthwise and any(max(m.stride) > 1 for m in depthwise)  # strided ones too: oneDNN's slowest bf16 case
+    assert {id(conv) for conv, _ in forwards} == {id(m) for m in depthwise}
+    assert {dtype for _, dtype in forwards} == {torch.bfloat16} and gradients and set(gradients) == {torch.bfloat16}
     assert {type(m) for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {torch.nn.Conv2d}  # restored afterwards
 
 
-def test_cpu_bf16_training_runs_strided_depthwise_convolutions_in_float32(tiny, monkeypatch):
-    """Their bf16 input gradient was 4-60x slower than float32 on this CPU (issue 15): under bf16 autocast they compute
-    in float32, every other convolution in bf16."""
+def test_cpu_bf16_training_takes_depthwise_input_gradients_from_the_flipped_kernel_in_bf16(tiny, monkeypatch):
+    """oneDNN's bf16 depthwise input gradient was 2x (stride 1) to 60x (strided) slower than a forward convolution
+    (issue 15): under bf16 autocast every depthwise layer computes in bf16 and its input gradient is the forward
+    convolution of the output gradient with the flipped kernel."""
     tmp, _, data = tiny
-    seen = _spy_convolutions(monkeypatch)
-    model, result = _tiny_fit(tmp / "float32-convs", data, _train_cfg(amp="bf16", channels_last="on"))
-    _assert_strided_depthwise_in_float32(model, [row for row in seen if row[3]])  # validation keeps bf16: forward only
+    forwards, gradients = _spy_depthwise(monkeypatch)
+    model, result = _tiny_fit(tmp / "bf16-depthwise", data, _train_cfg(amp="bf16", channels_last="on"))
+    _assert_depthwise_in_bf16(model, forwards, gradients)
     assert math.isfinite(result.history[0]["train_loss"])
 
 
-def test_cpu_bf16_integrated_gradients_run_strided_depthwise_convolutions_in_float32(monkeypatch):
+def test_cpu_bf16_integrated_gradients_take_depthwise_input_gradients_from_the_flipped_kernel(monkeypatch):
     from igkd.attribution.ig import integrated_gradients
 
     torch.manual_seed(0)
     model = build_model(parse_arch(TINY_STUDENT), 10, [0.5] * 3, [0.25] * 3)
     images = torch.rand(3, 3, 8, 8)
-    seen = _spy_convolutions(monkeypatch)
+    forwards, gradients = _spy_depthwise(monkeypatch)
     attributions, delta = integrated_gradients(model, images, torch.tensor([0, 1, 2]), torch.zeros_like(images), steps=4,
                                                autocast_dtype=torch.bfloat16)
-    _assert_strided_depthwise_in_float32(model, seen)
+    _assert_depthwise_in_bf16(model, forwards, gradients)
     assert attributions.dtype == torch.float32 and torch.isfinite(delta).all()
 
 
-def test_float32_convolution_matches_a_conv2d_and_hands_on_the_autocast_dtype():
-    from igkd.runtime import Float32Conv2d, float32_slow_bf16_convolutions
+@pytest.mark.parametrize("stride, size, bias", [(1, 7, False), (2, 8, True), (2, 7, False), (3, 8, True)])
+def test_bf16_depthwise_convolution_matches_a_conv2d_in_values_and_gradients(stride, size, bias):
+    from igkd.models.depthwise import Bf16DepthwiseConv2d, bf16_depthwise_convolutions
 
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8)
-    x = torch.randn(2, 8, 6, 6)
-    reference = conv(x)
+    conv = torch.nn.Conv2d(8, 8, 3, stride=stride, padding=1, groups=8, bias=bias)
+    x = torch.randn(2, 8, size, size).contiguous(memory_format=CL)
+
+    def run(module: torch.nn.Module, autocast_on: bool) -> list[torch.Tensor]:
+        inputs = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_on):
+            out = module(inputs)
+        grad = torch.linspace(-1, 1, out.numel()).view_as(out)
+        out.float().backward(grad)
+        params = [p.grad.detach() for p in module.parameters()]
+        module.zero_grad(set_to_none=True)
+        return [out.detach().float(), inputs.grad, *params]
+
     model = torch.nn.Sequential(conv)
     keys = list(model.state_dict())
-    with float32_slow_bf16_convolutions(model, torch.device("cuda"), torch.bfloat16) as switched:
+    reference, reference_bf16 = run(conv, False), run(conv, True)
+    with bf16_depthwise_convolutions(model, torch.device("cuda"), torch.bfloat16) as switched:
         assert switched == 0 and type(conv) is torch.nn.Conv2d  # CUDA's kernels are not affected: no-op
-    with float32_slow_bf16_convolutions(model, CPU, None) as switched:
+    with bf16_depthwise_convolutions(model, CPU, None) as switched:
         assert switched == 0  # no autocast: no-op
-    with float32_slow_bf16_convolutions(model, CPU, torch.bfloat16) as switched:
-        assert switched == 1 and type(conv) is Float32Conv2d and list(model.state_dict()) == keys
-        torch.testing.assert_close(conv(x), reference, rtol=0, atol=0)  # outside autocast: a Conv2d
+    with bf16_depthwise_convolutions(model, CPU, torch.bfloat16) as switched:
+        assert switched == 1 and type(conv) is Bf16DepthwiseConv2d and list(model.state_dict()) == keys
+        for ours, theirs in zip(run(conv, False), reference):  # outside autocast: a Conv2d
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+        ours_bf16 = run(conv, True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = conv(x.bfloat16())
-        assert out.dtype == torch.bfloat16
-        torch.testing.assert_close(out.float(), conv(x.bfloat16().float()).bfloat16().float(), rtol=0, atol=0)
+            assert conv(x).dtype == torch.bfloat16
     assert type(conv) is torch.nn.Conv2d
+    torch.testing.assert_close(ours_bf16[0], reference_bf16[0], rtol=0, atol=0)  # the same bf16 forward
+    for ours, theirs in zip(ours_bf16[1:], reference[1:]):  # gradients: float32's up to bf16 rounding
+        torch.testing.assert_close(ours.float(), theirs, rtol=2e-2, atol=2e-2 * float(theirs.abs().max()))
+
+
+def test_depthwise_convolutions_are_the_plain_zero_padded_ones_with_one_channel_per_group():
+    from torch import nn
+
+    from igkd.models.depthwise import depthwise_convolutions
+
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 3, padding=1, groups=4),
+                          nn.Conv2d(4, 4, 3, padding="same", groups=4), nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect"),
+                          nn.Conv2d(4, 4, 1), nn.Conv2d(1, 1, 3))
+    assert depthwise_convolutions(model) == [model[0]]
 
 
 def test_online_teacher_runs_with_its_batchnorm_folded(tiny):

@@ -7,7 +7,7 @@ import os
 import random
 import zlib
 from dataclasses import dataclass, fields
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -118,50 +118,6 @@ def autocast(device: torch.device, amp: str | torch.dtype | None) -> ContextMana
     """Autocast to the dtype ``amp`` names (a training setting, see :func:`autocast_dtype`, or a dtype); None: a no-op."""
     dtype = autocast_dtype(device, amp) if isinstance(amp, str) else amp
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class Float32Conv2d(nn.Conv2d):
-    """A Conv2d that computes in float32 inside autocast and hands on its output in the autocast dtype."""
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        device_type = input.device.type
-        if not torch.is_autocast_enabled(device_type):
-            return super().forward(input)
-        with torch.autocast(device_type=device_type, enabled=False):
-            out = super().forward(input.float())
-        return out.to(torch.get_autocast_dtype(device_type))
-
-
-def slow_bf16_convolutions(model: nn.Module) -> list[nn.Conv2d]:
-    """The convolutions whose bf16 input gradient is slow on the CPU: depthwise (one group per input channel) and strided.
-
-    With torch 2.14.1 (oneDNN 3.12) on an AVX-512 BF16/AMX Xeon, that gradient took 73-95 ms in bf16 against 1.3-25 ms
-    in float32 for MobileNetV2-CIFAR's three strided depthwise shapes (batch 64,
-    ``benchmarks/results/bf16-convolutions-cpu.md``), which made bf16 training no faster than float32 (both
-    channels_last); the other layers measured were about as fast or faster in bf16
-    (``benchmarks/bf16_convolutions.py`` re-measures it).
-    Only plain ``nn.Conv2d`` modules count (subclasses may change the computation).
-    """
-    return [m for m in model.modules() if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels
-            and max(m.stride) > 1]
-
-
-@contextlib.contextmanager
-def float32_slow_bf16_convolutions(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> Iterator[int]:
-    """While inside, under bf16 autocast on the CPU, :func:`slow_bf16_convolutions` of ``model`` compute in float32.
-
-    A no-op elsewhere (on CUDA, or without bf16). The modules become :class:`Float32Conv2d` for the duration (their
-    parameters, state dict keys and results outside autocast are those of a Conv2d) and are restored afterwards.
-    Yields how many modules were switched.
-    """
-    convs = slow_bf16_convolutions(model) if device.type == "cpu" and dtype == torch.bfloat16 else []
-    for conv in convs:
-        conv.__class__ = Float32Conv2d
-    try:
-        yield len(convs)
-    finally:
-        for conv in convs:
-            conv.__class__ = nn.Conv2d
 
 
 def use_channels_last(device: torch.device, setting: str) -> bool:

@@ -18,8 +18,9 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from igkd.errors import IgkdError
+from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.models.fuse import fast_frozen_copy
-from igkd.runtime import autocast, copy_to_host, float32_slow_bf16_convolutions, is_channels_last, use_channels_last
+from igkd.runtime import autocast, copy_to_host, is_channels_last, use_channels_last
 
 Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 BaselineKind = Literal["zero", "black", "mean", "blur"]
@@ -234,7 +235,7 @@ def integrated_gradients(
     layout = torch.channels_last if is_channels_last(model) else torch.contiguous_format
     per_chunk, step_chunk = max(1, internal_batch_size // steps), min(steps, internal_batch_size)
     attributions = torch.empty_like(images)
-    with eval_mode(model), float32_slow_bf16_convolutions(model, images.device, autocast_dtype):
+    with eval_mode(model), bf16_depthwise_convolutions(model, images.device, autocast_dtype):
         for i in range(0, len(images), per_chunk):
             x, x0, t = images[i : i + per_chunk], baselines[i : i + per_chunk], targets[i : i + per_chunk]
             total = torch.zeros_like(x)

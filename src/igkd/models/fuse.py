@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from igkd.models.depthwise import convolution_gradients
 from igkd.models.fold import fold_batchnorm
 
 FUSED_DTYPES = (torch.float32, torch.bfloat16)
@@ -47,40 +48,7 @@ class _ConvActivation(torch.autograd.Function):
             grad = torch.ops.aten.threshold_backward(grad, out, 0.0)
         else:
             grad = torch.ops.aten.hardtanh_backward(grad, out, *conv.activation_range)
-        grad_x = _depthwise_input_gradient(grad, weight, conv, x.shape) if ctx.needs_input_grad[0] else None
-        mask = [ctx.needs_input_grad[0] and grad_x is None, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        grad_w = grad_b = None
-        if any(mask):
-            backward_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, list(conv.stride), list(conv.padding),
-                list(conv.dilation), False, [0, 0], conv.groups, mask)
-            grad_x = backward_x if grad_x is None else grad_x
-        return grad_x, grad_w, grad_b, None
-
-
-def _depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d, input_shape: torch.Size) -> torch.Tensor | None:
-    """The input gradient of a depthwise convolution as a forward convolution with the flipped kernel over the output
-    gradient (spread out with zeros by the stride), or None where that does not apply (not depthwise, padding above
-    the kernel's reach). oneDNN's own backward kernel took about twice as long for MobileNetV2-CIFAR's stride-1
-    depthwise layers, and 4-60x as long in bf16 for the strided ones (``benchmarks/results/bf16-convolutions-cpu.md``).
-    """
-    channels = conv.in_channels
-    if not (conv.groups == channels == conv.out_channels and channels > 1):
-        return None
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight.shape[-2:], conv.stride, conv.padding, conv.dilation
-    qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # padding of the equivalent stride-1 correlation
-    if qh < 0 or qw < 0:
-        return None
-    if sh > 1 or sw > 1:
-        (n, _, ho, wo), (h, w) = grad.shape, input_shape[-2:]
-        # rows/columns of the input that no output reached (floor in the output size), as zeros at the end
-        rh, rw = h - ((ho - 1) * sh + dh * (kh - 1) + 1 - 2 * ph), w - ((wo - 1) * sw + dw * (kw - 1) + 1 - 2 * pw)
-        layout = torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        spread = torch.empty(n, channels, (ho - 1) * sh + 1 + rh, (wo - 1) * sw + 1 + rw, dtype=grad.dtype,
-                             device=grad.device, memory_format=layout).zero_()
-        spread[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw] = grad
-        grad = spread
-    return F.conv2d(grad, weight.flip(-2, -1), None, 1, (qh, qw), (dh, dw), channels)
+        return (*convolution_gradients(grad, x, weight, conv, ctx.has_bias, ctx.needs_input_grad[:3]), None)
 
 
 class FusedConvActivation(nn.Conv2d):

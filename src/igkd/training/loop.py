@@ -26,8 +26,9 @@ from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError
+from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.progress import StageProgress
-from igkd.runtime import (RandomStreams, autocast, autocast_dtype, float32_slow_bf16_convolutions, fused_optimizers, is_channels_last,
+from igkd.runtime import (RandomStreams, autocast, autocast_dtype, fused_optimizers, is_channels_last,
                           micro_batch_seed, place_model, seed_device_rng, use_channels_last)
 
 MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
@@ -151,8 +152,8 @@ def make_train_step(
     :func:`micro_batch_seed` (seed, s, c): the result does not depend on which process computes a chunk.
     BatchNorm normalises each chunk by its own statistics, and its running statistics move by the mean of
     the chunks' updates (within a process here; across processes once per epoch in :func:`fit`, which is the
-    same since the running average is linear in them). Under bf16 autocast on the CPU, the student's strided
-    depthwise convolutions compute in float32 (:func:`igkd.runtime.slow_bf16_convolutions`).
+    same since the running average is linear in them). Under bf16 autocast on the CPU, the student's depthwise
+    convolutions take their input gradient from the flipped kernel (:func:`igkd.models.depthwise.bf16_depthwise_convolutions`).
     """
     ctx = distributed.current()
     chunks_per_rank = cfg.micro_batches
@@ -175,7 +176,7 @@ def make_train_step(
         sums: dict[str, torch.Tensor] = {}
         stats_before = [t.clone() for t in bn_stats]
         stats_sum = [torch.zeros_like(t) for t in bn_stats]
-        with float32_slow_bf16_convolutions(model, device, dtype):  # once per step, for every micro-batch
+        with bf16_depthwise_convolutions(model, device, dtype):  # once per step, for every micro-batch
             for local in range(chunks_per_rank):
                 if local and bn_stats:
                     torch._foreach_copy_(bn_stats, stats_before)
