@@ -15,6 +15,7 @@ import queue
 import statistics
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -252,24 +253,40 @@ def captum_sweep(model, images_uint8, labels, steps: int, device, grid: list[tup
     return rows
 
 
-def ig_throughput(model, images, labels, params: IGParams, device, repeats: int) -> dict[str, dict]:
-    """igkd's IG maps/s in float32 NCHW (the reference numerics), float32 channels_last (the same maps up to rounding)
-    and with this device's fast settings (bf16 autocast where native, channels_last), each with its maps and
-    completeness error (mean and max |delta| / |f(x)-f(x0)|)."""
+def ig_variants(params: IGParams, device) -> dict[str, IGParams]:
+    """igkd's IG settings to time: float32 NCHW (the reference numerics), float32 channels_last (the same maps up to
+    rounding) and this device's fast settings (bf16 autocast where native, channels_last)."""
     fast = fast_settings(device)
-    variants = {"float32": params.model_copy(update={"precision": "float32", "channels_last": "off"}),
-                "float32_channels_last": params.model_copy(update={"precision": "float32", "channels_last": "on"}),
-                "fast": params.model_copy(update={"precision": "bfloat16" if fast["amp"] == "bf16" else "float32", "channels_last": "on"})}
-    runs = {}
-    for name, variant in variants.items():
-        seconds, (maps, stats) = timed(lambda: compute_ig_maps(model, images, labels, variant, device), device, repeats)
-        rates = [len(images) / s for s in seconds]
-        runs[name] = {"precision": variant.precision, "channels_last": variant.channels_last, "maps_per_s": summary(rates),
-                      "maps_per_s_list": rates, "maps": torch.from_numpy(maps.astype("float32")),
-                      "completeness_mean_rel_delta": stats.sum_rel_delta / max(1, stats.images), "completeness_max_rel_delta": stats.max_rel_delta}
-    for name in ("float32_channels_last", "fast"):
-        runs[name]["max_abs_map_difference_vs_float32"] = float((runs[name]["maps"] - runs["float32"]["maps"]).abs().max())
-    return runs
+    return {"float32": params.model_copy(update={"precision": "float32", "channels_last": "off"}),
+            "float32_channels_last": params.model_copy(update={"precision": "float32", "channels_last": "on"}),
+            "fast": params.model_copy(update={"precision": "bfloat16" if fast["amp"] == "bf16" else "float32", "channels_last": "on"})}
+
+
+def ig_run(variant: IGParams, seconds: list[float], result: tuple, images: int) -> dict:
+    """One igkd IG variant's record: maps/s, its maps and completeness error (mean and max |delta| / |f(x)-f(x0)|)."""
+    maps, stats = result
+    rates = [images / s for s in seconds]
+    return {"precision": variant.precision, "channels_last": variant.channels_last, "maps_per_s": summary(rates),
+            "maps_per_s_list": rates, "maps": torch.from_numpy(maps.astype("float32")),
+            "completeness_mean_rel_delta": stats.sum_rel_delta / max(1, stats.images), "completeness_max_rel_delta": stats.max_rel_delta}
+
+
+def timed_interleaved(calls: dict[str, tuple[Callable[[], object], Callable[[], object]]], device, repeats: int) -> dict[str, tuple[list[float], object]]:
+    """Seconds per call of each ``(setup, fn)`` of ``calls``, timed in rounds: one warm-up round, then ``repeats``
+    rounds that call every ``fn`` once in turn (after its untimed ``setup``), so a drift in the machine's speed over
+    minutes falls on all of them alike. Returns, per name, the seconds and the last result."""
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    results: dict[str, object] = {}
+    for round_index in range(repeats + 1):
+        for name, (setup, fn) in calls.items():
+            setup()
+            _sync(device)
+            start = time.perf_counter()
+            results[name] = fn()
+            _sync(device)
+            if round_index:
+                seconds[name].append(time.perf_counter() - start)
+    return {name: (seconds[name], results[name]) for name in calls}
 
 
 def timed(fn, device, repeats: int) -> tuple[list[float], object]:
@@ -309,11 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = benchmark_teacher(cfg, data, args.teacher, device)
     params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
     n_ig = min(args.ig_images, len(data.pool))
-    ig_runs = ig_throughput(teacher.model, data.pool.images[:n_ig], data.pool.labels[:n_ig], params, device, args.repeats)
-    ig_ours = ig_runs["float32"]["maps_per_s_list"]
-    maps = torch.zeros(len(data.pool), *data.pool.image_size)
-    run_maps = {name: run.pop("maps") for name, run in ig_runs.items()}
-    maps[:n_ig], fast_maps = run_maps["float32"], run_maps["fast"]
+    ig_images, ig_labels = data.pool.images[:n_ig], data.pool.labels[:n_ig]
     n_cap = min(args.captum_images, n_ig)
     images, labels = data.pool.images[:n_cap], data.pool.labels[:n_cap]
     grid = parse_captum_grid(args.captum_grid)
@@ -321,16 +334,31 @@ def main(argv: list[str] | None = None) -> dict:
     sweep = captum_sweep(teacher.model, images[:n_sweep], labels[:n_sweep], params.steps, device, grid)
     fastest = max((row for row in sweep if "maps_per_s" in row), key=lambda row: row["maps_per_s"])
     best_setting = (fastest["batch_size"], fastest["internal_batch_size"])
+    variants = ig_variants(params, device)
+    captum_settings = {"paper": (*PAPER_CAPTUM, False), "fastest": (*best_setting, False), "fastest_channels_last": (*best_setting, True)}
+    calls = {name: (lambda: None, lambda variant=variant: compute_ig_maps(teacher.model, ig_images, ig_labels, variant, device))
+             for name, variant in variants.items()}
+    calls |= {f"captum_{label}": (lambda cl=cl: place_model(teacher.model, device, cl),  # as users call it (NCHW), and in igkd's layout
+                                  lambda batch=batch, internal=internal: (is_channels_last(teacher.model),
+                                                                          captum_maps(teacher.model, images, labels, params.steps, device, batch, internal)))
+              for label, (batch, internal, cl) in captum_settings.items()}
+    timings = timed_interleaved(calls, device, args.repeats)
+    ig_runs = {name: ig_run(variant, *timings[name], n_ig) for name, variant in variants.items()}
+    for name in ("float32_channels_last", "fast"):
+        ig_runs[name]["max_abs_map_difference_vs_float32"] = float((ig_runs[name]["maps"] - ig_runs["float32"]["maps"]).abs().max())
+    ig_ours = ig_runs["float32"]["maps_per_s_list"]
+    maps = torch.zeros(len(data.pool), *data.pool.image_size)
+    run_maps = {name: run.pop("maps") for name, run in ig_runs.items()}
+    maps[:n_ig], fast_maps = run_maps["float32"], run_maps["fast"]
     captum = {}
-    for label, (batch, internal), channels_last in (("paper", PAPER_CAPTUM, False), ("fastest", best_setting, False),
-                                                    ("fastest_channels_last", best_setting, True)):
-        place_model(teacher.model, device, channels_last)  # Captum as users call it (NCHW), and with igkd's layout
-        seconds, cap = timed(lambda: captum_maps(teacher.model, images, labels, params.steps, device, batch, internal), device, args.repeats)
-        rate = statistics.median([n_cap / s for s in seconds])  # the median of the rates the summary reports
-        captum[label] = {"batch_size": batch, "internal_batch_size": internal, "model_channels_last": is_channels_last(teacher.model),
-                         "maps_per_s": summary([n_cap / s for s in seconds]),
-                         "speedup_median": statistics.median(ig_ours) / rate,
-                         "fast_speedup_median": ig_runs["fast"]["maps_per_s"]["median"] / rate,
+    for label, (batch, internal, cl) in captum_settings.items():
+        seconds, (model_channels_last, cap) = timings[f"captum_{label}"]
+        rates = [n_cap / s for s in seconds]
+        captum[label] = {"batch_size": batch, "internal_batch_size": internal, "model_channels_last": model_channels_last,
+                         "maps_per_s": summary(rates),
+                         "speedup_median": statistics.median(ig_ours) / statistics.median(rates),
+                         "fast_speedup_median": ig_runs["fast"]["maps_per_s"]["median"] / statistics.median(rates),
+                         "fast_speedup_per_round": summary([ours / theirs for ours, theirs in zip(ig_runs["fast"]["maps_per_s_list"], rates)]),
                          "max_abs_map_difference": float((cap - maps[:n_cap]).abs().max()),
                          "fast_max_abs_map_difference": float((cap - fast_maps[:n_cap]).abs().max())}
     place_model(teacher.model, device, False)
@@ -391,6 +419,12 @@ def write_results(result: dict, output_dir: Path, device: torch.device) -> None:
                          if "max_abs_map_difference_vs_float32" in run) + " (maps are min-max normalised to [0, 1]).", "",
              "Completeness (mean / max |sum of attributions - (f(x) - f(x0))| / |f(x) - f(x0)|): "
              + "; ".join(f"{name} {run['completeness_mean_rel_delta']:.2e} / {run['completeness_max_rel_delta']:.2e}" for name, run in ig["igkd_runs"].items()),
+             "",
+             f"IG timings interleaved: a warm-up round, then {ig['captum_fastest']['maps_per_s']['repeats']} rounds that each ran every igkd "
+             "variant and Captum setting once. igkd `fast` / Captum per round: "
+             + "; ".join(f"vs {which} {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f})" for which, r in
+                         (("the fastest setting", ig["captum_fastest"]["fast_speedup_per_round"]),
+                          ("the fastest setting, teacher channels_last", ig["captum_fastest_channels_last"]["fast_speedup_per_round"]))) + ".",
              "",
              f"Captum sweep ({ig['captum_sweep']['images']} images per setting, one timed call after one warm-up call):", "",
              "| images per call | internal_batch_size | maps/s |", "|---|---|---|",

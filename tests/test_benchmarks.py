@@ -55,6 +55,9 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     # Captum runs the teacher as users call it (NCHW), even after igkd's channels_last runs; once more channels_last
     assert [ig[k]["model_channels_last"] for k in ("captum_paper", "captum_fastest", "captum_fastest_channels_last")] == [False, False, True]
     assert ig["captum_fastest_channels_last"]["max_abs_map_difference"] < 2e-3
+    per_round = ig["captum_fastest"]["fast_speedup_per_round"]  # timings interleaved: one ratio per round
+    assert per_round["repeats"] == 2 and 0 < per_round["min"] <= per_round["median"] <= per_round["max"]
+    assert "IG timings interleaved" in (tmp_path / json_file.name.replace(".json", ".md")).read_text()
     sweep = [row for row in ig["captum_sweep"]["settings"] if "maps_per_s" in row]
     assert len(ig["captum_sweep"]["settings"]) == 3 and all(row["maps_per_s"] > 0 for row in sweep)
     fastest = max(sweep, key=lambda row: row["maps_per_s"])
