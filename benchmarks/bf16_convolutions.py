@@ -74,7 +74,7 @@ def measure(device: torch.device, batch: int, repeats: int) -> list[dict]:
                 row[f"{which}_{str(dtype).removeprefix('torch.')}_ms"] = time_pass(layer, x, which, repeats)
         layer = conv.float()  # float32 weights as in training (autocast casts them), bf16 inputs as from the layer before
         with bf16_depthwise_convolutions(layer, device, torch.bfloat16) as switched:
-            row["igkd_input_grad_bfloat16_ms"] = time_pass(layer, x, "input_grad", repeats, torch.bfloat16) if switched else None
+            row["igkd_input_grad_bfloat16_ms"] = time_pass(layer, x.bfloat16(), "input_grad", repeats, torch.bfloat16) if switched else None
         rows.append(row)
         print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     return rows

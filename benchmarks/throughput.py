@@ -15,8 +15,8 @@ import queue
 import statistics
 import sys
 import time
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import torch
 

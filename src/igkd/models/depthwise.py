@@ -17,15 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """One group per channel and as many outputs as inputs: the convolutions :func:`depthwise_input_gradient` handles."""
+    return conv.groups == conv.in_channels == conv.out_channels > 1
+
+
 def depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d, input_shape: torch.Size) -> torch.Tensor | None:
     """The input gradient of a depthwise convolution as a forward convolution with the flipped kernel over the output
     gradient (spread out with zeros by the stride), or None where that does not apply (not depthwise, padding above
     the kernel's reach). oneDNN's own backward kernel took about twice as long for MobileNetV2-CIFAR's stride-1
     depthwise layers, and 4-60x as long in bf16 for the strided ones (``benchmarks/results/bf16-convolutions-cpu*.md``).
     """
-    channels = conv.in_channels
-    if not (conv.groups == channels == conv.out_channels and channels > 1):
+    if not is_depthwise(conv):
         return None
+    channels = conv.in_channels
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight.shape[-2:], conv.stride, conv.padding, conv.dilation
     qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # padding of the equivalent stride-1 correlation
     if qh < 0 or qw < 0:
@@ -91,7 +96,7 @@ def depthwise_convolutions(model: nn.Module) -> list[nn.Conv2d]:
     """``model``'s plain zero-padded depthwise ``nn.Conv2d`` layers (one group per channel, as many outputs as
     inputs), the ones :func:`depthwise_input_gradient` applies to. Subclasses do not count (they may compute otherwise)."""
     return [m for m in model.modules() if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-            and m.groups == m.in_channels == m.out_channels > 1]
+            and is_depthwise(m)]
 
 
 @contextlib.contextmanager
