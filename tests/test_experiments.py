@@ -38,6 +38,18 @@ def test_ablation_plan_has_eight_methods_two_controls_per_seed_with_unique_runs(
     assert {j.cfg.student.ig.maps for j in jobs if j.group == "KD_IG-noise"} == {"noise"}
 
 
+def test_ablation_runs_only_the_chosen_controls_and_duplicate_options_plan_one_job_each():
+    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0,), methods=("Student", "kd_ig", "KD_IG"),
+                                                                    controls=("shuffled", "shuffled")), DATA)
+    assert [j.group for j in jobs] == ["Student", "KD_IG", "KD_IG-shuffled"]
+    none = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0,), methods=("KD_IG",), controls=()), DATA)
+    assert [j.group for j in none] == ["KD_IG"]
+    sweep = plan_jobs("sweep", load_config("digits"), PlanOptions(seeds=(0,), methods=("kd", "KD"), blocks=(3, 3), widths=(0.5, 0.5)), DATA)
+    assert [(j.family, j.method) for j in sweep] == [("blocks", "KD"), ("width", "KD")]
+    with pytest.raises(IgkdError, match="--controls blurred: unknown map control"):
+        plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0,), controls=("blurred",)), DATA)
+
+
 def test_sweep_students_span_the_papers_compression_range():
     archs = sweep_archs("mobilenetv2_cifar")
     teacher = count_params(build_model("mobilenetv2_cifar", 10))

@@ -23,6 +23,7 @@ def experiment(
     first_seed: int = typer.Option(0, min=0, help="First seed."),
     train_fraction: float = typer.Option(0.8, min=0.01, max=1.0, help="Stratified fraction of the training split each run trains on, fresh per seed."),
     methods: Optional[str] = typer.Option(None, help="Only these methods, comma-separated (default: all of the experiment's)."),
+    controls: str = typer.Option("shuffled,noise", help="Ablation: KD_IG's map controls to run, comma-separated (shuffled, noise; none for neither)."),
     blocks: str = typer.Option("3,5,7,9,11,13,15,17", help="Sweep: numbers of last blocks removed (k), comma-separated."),
     widths: str = typer.Option("0.75,0.5,0.35,0.25,0.1,0.05", help="Sweep: width multipliers relative to the teacher, comma-separated."),
     shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
@@ -45,6 +46,7 @@ def experiment(
     base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
     options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
                           tuple(parse_list(methods, str, "--methods")) if methods else None,
+                          () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
                           tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
     runner = ExperimentRunner(base, console, write_caches=not dry_run)
     runner.check([job.cfg for job in take_shard(plan_jobs(name, base, options, None), index, count)])

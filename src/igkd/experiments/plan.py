@@ -73,6 +73,7 @@ class PlanOptions:
     seeds: tuple[int, ...] = tuple(range(10))
     train_fraction: float = 0.8
     methods: tuple[str, ...] | None = None  # default: all eight + controls (ablation), SWEEP_METHODS (sweep)
+    controls: tuple[str, ...] = ABLATION_CONTROLS  # ablation: KD_IG's map controls to run (when KD_IG is in methods)
     blocks: tuple[int, ...] = SWEEP_BLOCKS
     widths: tuple[float, ...] = SWEEP_WIDTHS
 
@@ -80,7 +81,7 @@ class PlanOptions:
 def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
     """The eight methods plus KD_IG with shuffled and with noise maps, at the configured student, per seed."""
     arch = base.student.arch
-    variants = [(method, "aligned") for method in METHODS] + [(CONTROL_METHOD, control) for control in ABLATION_CONTROLS]
+    variants = [(method, "aligned") for method in METHODS] + [(CONTROL_METHOD, control) for control in options.controls]
     if options.methods is not None:
         variants = [(m, c) for m, c in variants if m in options.methods]
     jobs = []
@@ -129,7 +130,12 @@ def plan_jobs(name: str, base: RunConfig, options: PlanOptions, data_content: st
     if not options.seeds:
         raise IgkdError("an experiment needs at least one seed; pass --seeds N with N >= 1")
     if options.methods is not None:
-        options = replace(options, methods=tuple(canonical_method(m) for m in options.methods))
+        options = replace(options, methods=tuple(dict.fromkeys(canonical_method(m) for m in options.methods)))
+    unknown = [c for c in options.controls if c not in ABLATION_CONTROLS]
+    if unknown:
+        raise IgkdError(f"--controls {','.join(unknown)}: unknown map control; choose from {', '.join(ABLATION_CONTROLS)} (or none)")
+    options = replace(options, controls=tuple(dict.fromkeys(options.controls)), blocks=tuple(dict.fromkeys(options.blocks)),
+                      widths=tuple(dict.fromkeys(options.widths)))
     jobs = (ablation_jobs if name == "ablation" else sweep_jobs)(base, options, data_content)
     if not jobs:
         raise IgkdError(f"the {name} plan is empty with methods {list(options.methods or [])}; choose methods it runs")
