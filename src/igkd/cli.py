@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from igkd.budget import BudgetReached, resume_command
 from igkd.cli_deploy import register as register_deploy_commands
 from igkd.cli_experiments import register as register_experiment_commands
 from igkd.cli_options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
@@ -228,7 +229,8 @@ def methods() -> None:
 
 
 def main() -> None:
-    """Entry point: user-facing problems become one error line and exit code 2."""
+    """Entry point: user-facing problems become one error line and exit code 2; a deadline reached exits 0 with the
+    command that resumes."""
     try:
         app()
     except IgkdError as exc:
@@ -236,6 +238,10 @@ def main() -> None:
         for problem in exc.problems if isinstance(exc, IgkdErrors) else [str(exc)]:
             errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except BudgetReached as exc:
+        Console().print(f"budget: {exc}; everything finished so far is saved\nresume with: "
+                        f"{resume_command(sys.argv[1:])}", highlight=False, soft_wrap=True, markup=False)
+        sys.exit(0)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: re-run the same command to resume from the last finished epoch")
         sys.exit(130)

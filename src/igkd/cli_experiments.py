@@ -28,6 +28,9 @@ def experiment(
     widths: str = typer.Option("0.75,0.5,0.35,0.25,0.1,0.05", help="Sweep: width multipliers relative to the teacher, comma-separated."),
     shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),
+    budget: Optional[str] = typer.Option(None, help="Stop before this much time has passed (e.g. 2h30m), at an epoch or IG-batch "
+                                         "boundary, saved; exit 0. Re-run to resume."),
+    stop_at: Optional[str] = typer.Option(None, help="Stop before this time (HH:MM local, or ISO 8601), like --budget."),
     deterministic: bool = DeterministicOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
@@ -37,38 +40,44 @@ def experiment(
     from igkd.distributed import launched_by_torchrun
     from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
     from igkd.experiments.plan import shard as take_shard
+    from igkd.budget import BudgetReached, deadline_at, resolve_deadline
     from igkd.experiments.runner import ExperimentRunner
 
-    if launched_by_torchrun():
-        raise IgkdError("igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
-                        "not torchrun; torchrun is for one large run (igkd teacher/attribute/distill/run)")
-    index, count = parse_shard(shard)
-    base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
-    options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
-                          tuple(parse_list(methods, str, "--methods")) if methods else None,
-                          () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
-                          tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
-    runner = ExperimentRunner(base, console, write_caches=not dry_run)
-    runner.check([job.cfg for job in take_shard(plan_jobs(name, base, options, None), index, count)])
-    planned = plan_jobs(name, base, options, runner.data_content)
-    selected = take_shard(planned, index, count)
-    if dry_run:
-        from igkd.dry_run import DryRun, describe
+    with deadline_at(resolve_deadline(budget, stop_at)):
+        if launched_by_torchrun():
+            raise IgkdError("igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
+                            "not torchrun; torchrun is for one large run (igkd teacher/attribute/distill/run)")
+        index, count = parse_shard(shard)
+        base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
+        options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
+                              tuple(parse_list(methods, str, "--methods")) if methods else None,
+                              () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
+                              tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
+        runner = ExperimentRunner(base, console, write_caches=not dry_run)
+        runner.check([job.cfg for job in take_shard(plan_jobs(name, base, options, None), index, count)])
+        planned = plan_jobs(name, base, options, runner.data_content)
+        selected = take_shard(planned, index, count)
+        if dry_run:
+            from igkd.dry_run import DryRun, describe
 
-        plan = DryRun(runner.pipeline, "experiment").experiment_plan(name, selected, jobs)
-        if as_json:
-            print(json.dumps(plan, indent=2))
-        else:
-            describe(plan, console.print)
-        return
-    runner.prepare(selected, sharded=count > 1)
-    plan_file = runner.write_plan(name, planned, options)
-    console.print(f"{name}: shard {index}/{count} holds {len(selected)} of {len(planned)} runs; plan: {plan_file}")
-    outcomes = runner.run(selected, jobs)
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
-        raise IgkdError(f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: {failed[0].detail}); fix it and re-run the same command")
-    console.print(f"{name}: all {len(outcomes)} runs of this shard are finished; summarise them with 'igkd report' and the same -c/--set options")
+            plan = DryRun(runner.pipeline, "experiment").experiment_plan(name, selected, jobs)
+            if as_json:
+                print(json.dumps(plan, indent=2))
+            else:
+                describe(plan, console.print)
+            return
+        runner.prepare(selected, sharded=count > 1)
+        plan_file = runner.write_plan(name, planned, options)
+        console.print(f"{name}: shard {index}/{count} holds {len(selected)} of {len(planned)} runs; plan: {plan_file}")
+        outcomes = runner.run(selected, jobs)
+        stopped = [o for o in outcomes if o.status == "stopped"]
+        failed = [o for o in outcomes if o.status == "failed"]
+        if failed:
+            raise IgkdError(f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: {failed[0].detail}); fix it and re-run the same command")
+        if stopped:
+            finished = sum(o.status in ("done", "skipped") for o in outcomes)
+            raise BudgetReached(f"{finished} of {len(selected)} runs of this shard finished; {stopped[0].detail}")
+        console.print(f"{name}: all {len(outcomes)} runs of this shard are finished; summarise them with 'igkd report' and the same -c/--set options")
 
 
 def transfer(

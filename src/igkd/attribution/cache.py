@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import igkd
+from igkd import budget
 from igkd.atomic import atomic_write_json, read_json_object
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
@@ -224,18 +225,21 @@ class AttributionCache:
                                                           "batches_done": -(-done // params.batch_size),
                                                           "stats": asdict(stats), "complete": finished})
 
-        done, recorded_at = start, time.monotonic()
+        done, recorded_at, batch_ended = start, time.monotonic(), time.monotonic()
 
         def checkpoint(images_done: int, total: int) -> None:
-            nonlocal done, recorded_at
+            nonlocal done, recorded_at, batch_ended
             done = images_done
             if time.monotonic() - recorded_at >= self.checkpoint_s:
                 record(done, finished=False)
                 recorded_at = time.monotonic()
             if progress is not None:
                 progress(done, total)
+            last_batch, batch_ended = time.monotonic() - batch_ended, time.monotonic()
+            if done < total:  # the record below, on the way out, keeps this batch
+                budget.stop_if_past(last_batch, f"IG image {done + 1} of {total}")
 
-        try:
+        try:  # also on igkd.budget.BudgetReached, raised between batches
             compute_ig_maps(model, images_uint8[lo:hi], labels[lo:hi], params, device, checkpoint, out, start, stats)
         except BaseException:
             record(done, finished=False)  # the batches finished so far are kept

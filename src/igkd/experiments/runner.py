@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from igkd import budget
 from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
@@ -41,7 +42,7 @@ class JobOutcome:
     """What became of one job."""
 
     run_id: str
-    status: str  # "done", "skipped" or "failed"
+    status: str  # "done", "skipped", "failed" or "stopped" (at the deadline; it resumes)
     detail: str = ""
 
 
@@ -66,15 +67,23 @@ def job_finished(run_dir: Path, job: Job) -> bool:
             and _robustness_done(run_dir, folder, job.cfg))
 
 
-def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: int | None = None, console: Console | None = None) -> JobOutcome:
+def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: int | None = None, console: Console | None = None,
+            deadline: float | None = None) -> JobOutcome:
     """Train one student and analyse it (teacher and maps must exist); safe to call in a worker process.
 
-    Without ``console`` the run's output goes to ``<student_dir>/log.txt``.
+    Without ``console`` the run's output goes to ``<student_dir>/log.txt``. Under a ``deadline`` (``time.time()``
+    seconds, :mod:`igkd.budget`) a job not started before it, or an epoch that would end after it, ends the job as
+    "stopped", its last finished epoch saved.
     """
     if threads:
         torch.set_num_threads(threads)
-    folder = ensure_dir(Path(student_dir))
     with contextlib.ExitStack() as stack:
+        stack.enter_context(budget.deadline_at(deadline))
+        try:
+            budget.stop_if_past(0.0, f"run {run_id}")
+        except budget.BudgetReached as exc:
+            return JobOutcome(run_id, "stopped", str(exc))
+        folder = ensure_dir(Path(student_dir))
         if console is None:
             console = Console(file=stack.enter_context(open(folder / "log.txt", "a")), width=120)
         try:
@@ -92,6 +101,8 @@ def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: in
             return JobOutcome(run_id, "done")
         except IgkdError as exc:
             return JobOutcome(run_id, "failed", str(exc))
+        except budget.BudgetReached as exc:
+            return JobOutcome(run_id, "stopped", str(exc))
 
 
 class ExperimentRunner:
@@ -158,6 +169,8 @@ class ExperimentRunner:
             outcomes.append(outcome)
             self.console.print(f"  {outcome.status}: {outcome.run_id}" + (f" ({outcome.detail})" if outcome.detail else ""), highlight=False)
             bar.advance(done)
+            if outcome.status == "stopped" and workers <= 1:
+                break  # the deadline has come: the jobs after it would stop at once
         bar.finish()
         return outcomes
 
@@ -165,12 +178,12 @@ class ExperimentRunner:
         calls = [(job.cfg.model_dump(mode="json"), str(self.run_dir / "students" / job.run_id), job.run_id) for job in todo]
         if workers <= 1:
             for call in calls:
-                yield run_job(*call, console=self.console)
+                yield run_job(*call, console=self.console, deadline=budget.deadline())
             return
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(run_job, *call, threads) for call in calls]
+            futures = [pool.submit(run_job, *call, threads, None, budget.deadline()) for call in calls]
             for future in as_completed(futures):
                 yield future.result()
 

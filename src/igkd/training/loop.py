@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from igkd import distributed
+from igkd import budget, distributed
 from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
 from igkd.distributed import DistContext
@@ -231,7 +231,10 @@ def fit(
     Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
     and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
     after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every step.
-    ``section`` (teacher or student) names ``cfg`` in the options a divergence error suggests.
+    ``section`` (teacher or student) names ``cfg`` in the options a divergence error suggests. Under a deadline
+    (:mod:`igkd.budget`) an epoch that would end after it is not started: :class:`igkd.budget.BudgetReached` is raised
+    with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
+    so ranks cannot disagree).
     """
     ctx = distributed.current()
     ensure_dir(run_dir)
@@ -264,6 +267,8 @@ def fit(
     if step_progress is not None:
         step_progress.start(cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs):
+        last_epoch = history[-1]["seconds"] if history else budget.last_seconds(f"{section} epoch")
+        budget.stop_if_past(last_epoch, f"{section} epoch {epoch + 1} of {cfg.epochs}")
         model.train()
         epoch_start = time.perf_counter()
         order = torch.randperm(num_train, device=device, generator=streams.order)
@@ -287,6 +292,7 @@ def fit(
         row = distributed.broadcast_object({"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"],
                                             "seconds": time.perf_counter() - epoch_start})
         history.append(row)
+        budget.remember(f"{section} epoch", row["seconds"])
         improved = row["val_accuracy"] > best["val_accuracy"]
         if improved:
             best = {"epoch": epoch + 1, "val_accuracy": row["val_accuracy"]}
