@@ -59,7 +59,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One pairwise test between two methods."""
+    """One test between two methods; ``n_a``/``n_b`` runs entered it (for a paired test, both the shared seeds)."""
 
     a: str
     b: str
@@ -69,33 +69,46 @@ class Comparison:
     p_value: float
     p_holm: float
     cohens_d: float
+    n_a: int = 0
+    n_b: int = 0
+
+
+def _samples(runs: dict[str, dict[int, float]], a: str, b: str, paired: bool) -> tuple[list[float], list[float]]:
+    if paired:
+        seeds = sorted(set(runs[a]) & set(runs[b]))
+        return [runs[a][s] for s in seeds], [runs[b][s] for s in seeds]
+    return list(runs[a].values()), list(runs[b].values())
+
+
+def compare_pairs(runs: dict[str, dict[int, float]], pairs: Sequence[tuple[str, str]], paired: bool = False) -> list[Comparison]:
+    """Tests of ``pairs`` (a - b), Holm-corrected over the pairs that can be tested (the family: say which it is).
+
+    ``runs[method][seed] = accuracy``. Independent runs get Welch's t-test, which needs 2 runs of each; ``paired=True``
+    (only valid when the runs of a seed share the same data split and initialisation seed) the paired t-test on the
+    seeds both have, which needs 2 of them. A pair short of that is left out of the result and of the family.
+    """
+    rows = []
+    for a, b in pairs:
+        x, y = _samples(runs, a, b, paired)
+        if min(len(x), len(y)) < 2:
+            continue
+        result = sps.ttest_rel(x, y) if paired else sps.ttest_ind(x, y, equal_var=False)
+        rows.append((a, b, float(np.mean(x) - np.mean(y)), "paired t" if paired else "Welch t", float(result.statistic),
+                     float(result.pvalue), cohens_d(x, y), len(x), len(y)))
+    adjusted = holm([r[5] for r in rows]) if rows else []
+    return [Comparison(a, b, diff, name, stat, p, p_adj, d, na, nb) for (a, b, diff, name, stat, p, d, na, nb), p_adj in zip(rows, adjusted)]
 
 
 def compare_methods(runs: dict[str, dict[int, float]], paired: bool = False) -> list[Comparison]:
-    """All pairwise tests between methods, Holm-corrected over the family.
-
-    ``runs[method][seed] = accuracy``. Independent runs get Welch's t-test. ``paired=True`` (only valid when
-    the runs of a seed share the same data split and initialisation seed) uses the paired t-test on the
-    seeds both methods have.
-    """
-    rows = []
-    for a, b in itertools.combinations(sorted(runs), 2):
-        if paired:
-            seeds = sorted(set(runs[a]) & set(runs[b]))
-            if len(seeds) < 2:
-                raise IgkdError(f"paired test of {a} vs {b} needs at least 2 shared seeds, got {len(seeds)}")
-            x, y = [runs[a][s] for s in seeds], [runs[b][s] for s in seeds]
-            result = sps.ttest_rel(x, y)
-            name = "paired t"
-        else:
-            x, y = list(runs[a].values()), list(runs[b].values())
-            if min(len(x), len(y)) < 2:
-                raise IgkdError(f"Welch test of {a} vs {b} needs at least 2 runs of each, got {len(x)} and {len(y)}")
-            result = sps.ttest_ind(x, y, equal_var=False)
-            name = "Welch t"
-        rows.append((a, b, float(np.mean(x) - np.mean(y)), name, float(result.statistic), float(result.pvalue), cohens_d(x, y)))
-    adjusted = holm([r[5] for r in rows]) if rows else []
-    return [Comparison(a, b, diff, name, stat, p, p_adj, d) for (a, b, diff, name, stat, p, d), p_adj in zip(rows, adjusted)]
+    """All pairwise tests between methods, Holm-corrected over all of them (:func:`compare_pairs`); a pair short of
+    runs (or, paired, of shared seeds) is an error."""
+    pairs = list(itertools.combinations(sorted(runs), 2))
+    for a, b in pairs:
+        x, y = _samples(runs, a, b, paired)
+        if min(len(x), len(y)) < 2:
+            raise IgkdError(f"paired test of {a} vs {b} needs at least 2 shared seeds, got {len(x)}" if paired else
+                            f"Welch test of {a} vs {b} needs at least 2 runs of each, got {len(x)} and {len(y)}")
+    return compare_pairs(runs, pairs, paired)
 
 
 def as_dicts(items: Sequence[Summary | Comparison]) -> list[dict]:

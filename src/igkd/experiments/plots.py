@@ -32,7 +32,7 @@ def box_plot(path: Path, groups: dict[str, list[float]], title: str, teacher_acc
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names)), 4.2))
     data = [[100 * v for v in groups[n]] for n in names]
     ax.boxplot(data, showmeans=True)
-    ax.set_xticks(range(1, len(names) + 1), names)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=25, ha="right")
     for i, values in enumerate(data, start=1):
         ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=10, alpha=0.6, color="tab:blue")
     if teacher_accuracy is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +29,7 @@ from igkd.models.checkpoint import load_checkpoint
 from igkd.provenance import provenance
 from igkd.robustness import RECORD
 from igkd.runtime import resolve_device
-from igkd.stats import as_dicts, compare_methods, summarize
+from igkd.stats import as_dicts, compare_pairs, summarize
 
 PAPER_NOTE = ("For orientation only: on the original CIFAR-10 (not comparable with other data, CIFAR-10 JPEG q75 included) "
               "the paper reports means over 10 runs at 4.12x of Student 91.18%, KD 91.62%, KD_IG 92.02%, KD_IG_AT 91.86% "
@@ -55,12 +56,42 @@ def _ci(values: list[float]) -> str:
     return f"{_mean_ci(values)} (n={len(values)})"
 
 
-def _by_group(plan: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+def arm_label(group: str, arch: str, base_arch: str) -> str:
+    """An ablation arm's name: the job's group (method and map control), plus its student where that is not the base's."""
+    return group if arch == base_arch else f"{group} @ {arch.split(':', 1)[-1]}"
+
+
+def _by_group(plan: dict[str, Any], runs: dict[str, dict[str, Any]], base_arch: str) -> dict[str, dict[int, dict[str, Any]]]:
+    """Finished runs of ``plan`` by arm (:func:`arm_label`) and seed, arms in plan order."""
     groups: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    order = []
     for job in plan["jobs"]:
+        label = arm_label(job["group"], job["arch"], base_arch)
+        order.append(label)
         if job["run_id"] in runs:
-            groups[job["group"]][job["seed"]] = {**runs[job["run_id"]], "job": job}
-    return {g: groups[g] for g in dict.fromkeys(j["group"] for j in plan["jobs"]) if g in groups}
+            groups[label][job["seed"]] = {**runs[job["run_id"]], "job": job}
+    return {g: groups[g] for g in dict.fromkeys(order) if g in groups}
+
+
+def planned_pairs(arms: list[str]) -> list[tuple[str, str]]:
+    """The comparisons the ablation is for, where both arms exist: KD_IG vs KD, KD_IG vs KD_IG with shuffled maps
+    (does the teacher's map of *the same image* matter?), KD vs Student, and each arm at the base student against the
+    same arm at another student of similar size (truncation vs width)."""
+    pairs = [("KD_IG", "KD"), ("KD_IG", "KD_IG-shuffled"), ("KD", "Student")]
+    pairs += [(arm.split(" @ ")[0], arm) for arm in arms if " @ " in arm]
+    return [(a, b) for a, b in pairs if a in arms and b in arms]
+
+
+def robustness_record_problem(record: dict[str, Any], reference: dict[str, Any]) -> str | None:
+    """Why a student's corruption record cannot be set beside the teacher's ``reference`` (None if it can)."""
+    if record.get("protocol") != reference.get("protocol"):
+        return "measured under another corruption protocol than the teacher's"
+    if record.get("reference", {}).get("checkpoint_sha256") != reference.get("checkpoint_sha256"):
+        return "its mCE is relative to another teacher"
+    cells = [(c, str(v)) for c in reference["protocol"]["corruptions"] for v in reference["protocol"]["severities"]]
+    if any(v not in record.get("accuracy", {}).get(c, {}) for c, v in cells):
+        return "it lacks a corruption or severity of the protocol"
+    return None
 
 
 def _transfer_accuracy(run: dict[str, Any], key: str) -> float | None:
@@ -74,8 +105,8 @@ def _mean_or_nan(values: list[float | None]) -> float:
 
 
 def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path,
-              teacher_checks: dict[str, Any]) -> dict[str, Any]:
-    groups = _by_group(plan, runs)
+              teacher_checks: dict[str, Any], base_arch: str) -> dict[str, Any]:
+    groups = _by_group(plan, runs, base_arch)
     if not groups:
         doc.paragraph("No run of this experiment has finished yet.")
         return {}
@@ -88,20 +119,24 @@ def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any
         summaries[group] = s
         agreement = [r["analysis"].get("ig_agreement", {}).get("spearman_mean") for r in seeds.values()]
         delta = s.mean - float(np.mean(list(baseline.values()))) if baseline else float("nan")
+        final = next(iter(seeds.values()))["final"]
         rows.append([group, str(s.n), _pct(s.mean), _pct(s.std), f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]", _pct(s.best),
-                     f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a",
+                     f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a", f"{final['params']:,}", f"{final['macs']:,}",
                      _pct(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
                      f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a"])
-    doc.table(["method", "runs", "mean acc (%)", "std", "95% CI", "best", "vs Student (pts)", "agrees w/ teacher (%)",
+    doc.table(["arm", "runs", "mean acc (%)", "std", "95% CI", "best", "vs Student (pts)", "params", "MACs", "agrees w/ teacher (%)",
                "IG Spearman vs teacher"], rows)
-    doc.paragraph("Test accuracy of the checkpoint chosen on the validation split; CI: Student-t over seeds. "
+    doc.paragraph(f"Test accuracy of the checkpoint chosen on the validation split; CI: Student-t over seeds. Student `{base_arch}` "
+                  "unless the arm names another after `@`. "
                   "`-shuffled` / `-noise`: KD_IG with each image given another image's map / a random map (controls). "
                   "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images.")
     box_plot(figures / "ablation_box.png", {g: list(v.values()) for g, v in accuracy.items()},
-             f"ablation at {plan['base_config']['student']['arch']}", teacher["test"]["accuracy"] if teacher else None)
+             f"ablation at {base_arch}", teacher["test"]["accuracy"] if teacher else None)
     doc.image("figures/ablation_box.png", "ablation box plot")
-    tests = _pairwise(doc, accuracy, "Pairwise tests", "test accuracy")
-    return {"summary": {g: s.__dict__ for g, s in summaries.items()}, "tests": tests, "robustness": _robustness(doc, groups, teacher_checks, figures)}
+    planned = _pairwise(doc, accuracy, "Planned comparisons", "test accuracy", planned_pairs(list(accuracy)))
+    tests = _pairwise(doc, accuracy, "All pairwise tests", "test accuracy")
+    return {"summary": {g: s.__dict__ for g, s in summaries.items()}, "planned": planned, "tests": tests,
+            "robustness": _robustness(doc, groups, teacher_checks, figures)}
 
 
 def _mean_ci(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
@@ -118,10 +153,23 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
     against severity, Welch/Holm tests on mCA) and on the other dataset of ``igkd transfer``; ``teacher`` holds the
     teacher's ``robustness`` and ``transfer`` records."""
     doc.heading("Robustness: common corruptions and distribution shift", 3)
-    records = {g: {seed: r["robustness"] for seed, r in seeds.items() if r["robustness"]} for g, seeds in groups.items()}
+    reference = teacher["robustness"]
+    records: dict[str, dict[int, dict[str, Any]]] = {g: {} for g in groups}
+    left_out: dict[str, int] = defaultdict(int)
+    for group, seeds in groups.items():
+        for seed, run in seeds.items():
+            if not run["robustness"]:
+                continue
+            problem = robustness_record_problem(run["robustness"], reference) if reference else "the teacher has no corruption record"
+            if problem is None:
+                records[group][seed] = run["robustness"]
+            else:
+                left_out[problem] += 1
     transfer = {g: [_transfer_accuracy(r, "accuracy") for r in seeds.values()] for g, seeds in groups.items()}
     balanced = {g: [_transfer_accuracy(r, "balanced_accuracy") for r in seeds.values()] for g, seeds in groups.items()}
-    reference = teacher["robustness"]
+    if left_out:
+        doc.paragraph("Left out of this section: " + "; ".join(f"{n} student record(s): {why}" for why, n in left_out.items())
+                      + ". Re-run the experiment with `robustness.enabled=true` to measure them again under the teacher's protocol.")
     if not reference and not any(v is not None for vs in transfer.values() for v in vs):
         doc.paragraph("No corruption or transfer evaluation yet: set `robustness.enabled=true` and re-run the experiment "
                       "(finished students are reused; only the evaluation runs), or run `igkd transfer`.")
@@ -170,27 +218,38 @@ def _mean_band(values: list[float]) -> tuple[float, float, float]:
     return s.mean, s.ci_low, s.ci_high
 
 
-def _pairwise(doc: Document, values: dict[str, dict[int, float]], title: str, what: str, level: int = 3) -> dict[str, Any]:
-    eligible = {g: v for g, v in values.items() if len(v) >= 2}
-    if len(eligible) < 2:
-        doc.paragraph(f"Pairwise tests of {what} need at least two runs of at least two methods.")
-        return {}
-    welch = compare_methods(eligible)
-    try:
-        paired = {(c.a, c.b): c for c in compare_methods(eligible, paired=True)}
-    except IgkdError:
-        paired = {}
+def _pairwise(doc: Document, values: dict[str, dict[int, float]], title: str, what: str,
+              pairs: list[tuple[str, str]] | None = None, level: int = 3) -> dict[str, Any]:
+    """Welch and paired tests of ``pairs`` (default: every pair of arms), each Holm-corrected over the pairs it could test."""
+    family = "planned" if pairs is not None else "all"
+    pairs = pairs if pairs is not None else list(itertools.combinations(values, 2))
+    welch = compare_pairs(values, pairs)
+    paired = {(c.a, c.b): c for c in compare_pairs(values, pairs, paired=True)}
     doc.heading(title, level)
-    doc.paragraph(f"Of {what}: Welch's t-test (independent runs) and Cohen's d for every pair, Holm-corrected over the family. "
-                  "Runs with the same seed share the training subset, the initial weights, the data order and the crops and flips, so the paired t-test "
-                  "on shared seeds is also valid; it is given Holm-corrected beside it.")
+    if not welch and not paired:
+        doc.paragraph(f"No {family} pair of arms has two runs each yet, so no test of {what} yet.")
+        return {}
+    scope = "the comparisons listed" if family == "planned" else "every pair of arms"
+    doc.paragraph(f"Of {what}, for {scope}: Welch's t-test (independent runs) with Cohen's d, Holm-corrected over the m = {len(welch)} "
+                  "pairs with at least 2 runs in each arm; and the paired t-test on the seeds both arms share, Holm-corrected over the "
+                  f"m = {len(paired)} pairs sharing at least 2 seeds. Runs with the same seed share the training subset, the initial "
+                  "weights, the data order and the crops and flips, so pairing by seed is valid. n: runs in the test.")
+    welch_by_pair = {(c.a, c.b): c for c in welch}
     rows = []
-    for c in sorted(welch, key=lambda c: c.p_value):
-        p = paired.get((c.a, c.b))
-        rows.append([f"{c.a} - {c.b}", f"{100 * c.mean_difference:+.2f}", f"{c.p_value:.3g}", f"{c.p_holm:.3g}",
-                     f"{c.cohens_d:+.2f}", f"{p.p_holm:.3g}" if p else "n/a"])
-    doc.table(["pair", "diff (pts)", "Welch p", "Welch p (Holm)", "Cohen's d", "paired p (Holm)"], rows)
-    return {"welch": as_dicts(welch), "paired": as_dicts(list(paired.values()))}
+    for a, b in pairs:
+        w, p = welch_by_pair.get((a, b)), paired.get((a, b))
+        if w is None and p is None:
+            continue
+        diff = (w or p).mean_difference if w else float(np.mean(list(values[a].values())) - np.mean(list(values[b].values())))
+        rows.append([f"{a} - {b}", f"{100 * diff:+.2f}", f"{w.n_a}/{w.n_b}" if w else f"{len(values[a])}/{len(values[b])}",
+                     f"{w.p_value:.3g}" if w else "n/a", f"{w.p_holm:.3g}" if w else "n/a", f"{w.cohens_d:+.2f}" if w else "n/a",
+                     str(p.n_a) if p else str(len(set(values[a]) & set(values[b]))), f"{p.p_value:.3g}" if p else "n/a",
+                     f"{p.p_holm:.3g}" if p else "n/a"])
+    if family == "all":
+        rows.sort(key=lambda r: float(r[3]) if r[3] != "n/a" else 2.0)
+    doc.table(["pair", "diff (pts)", "n", "Welch p", f"Welch p (Holm, m={len(welch)})", "Cohen's d", "paired n", "paired p",
+               f"paired p (Holm, m={len(paired)})"], rows)
+    return {"family": family, "pairs": [list(pair) for pair in pairs], "welch": as_dicts(welch), "paired": as_dicts(list(paired.values()))}
 
 
 def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
@@ -280,6 +339,24 @@ def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
     return buffer.getvalue()
 
 
+def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
+    """How far an experiment is: runs finished of those planned, over which seeds and training fractions, and where
+    each unfinished run stands (epochs done, from its metrics)."""
+    calls = plan.get("calls") or [plan]  # a plan written before calls were recorded holds one call's options at its top
+    seeds = sorted({job["seed"] for job in plan["jobs"]})
+    fractions = ", ".join(sorted({f"{100 * call['train_fraction']:.0f}%" for call in calls}))
+    finished = sum(job["run_id"] in runs for job in plan["jobs"])
+    text = (f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {', '.join(map(str, seeds))}, each on a fresh stratified "
+            f"{fractions} subset of the training split).")
+    waiting = []
+    for job in plan["jobs"]:
+        if job["run_id"] not in runs:
+            metrics = run_dir / "students" / job["run_id"] / "metrics.jsonl"
+            epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+            waiting.append(f"`{job['run_id']}` ({epochs} epochs done)" if epochs else f"`{job['run_id']}` (not started)")
+    return text + (f" Status: still to finish: {', '.join(waiting)}." if waiting else " Status: every planned run has finished.")
+
+
 def build_report(cfg: RunConfig, console: Console) -> Path:
     """Render the report of every experiment planned in ``cfg.run_dir``; returns the Markdown file."""
     run_dir = cfg.run_dir
@@ -310,10 +387,8 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         summary["teacher"] = {k: teacher[k] for k in ("arch", "params", "macs", "test") if k in teacher}
     for name, plan in plans.items():
         doc.heading(f"{name.capitalize()}", 2)
-        finished = sum(job["run_id"] in runs for job in plan["jobs"])
-        doc.paragraph(f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {plan['seeds'][0]}..{plan['seeds'][-1]}, "
-                      f"each on a fresh stratified {100 * plan['train_fraction']:.0f}% subset of the training split).")
-        summary[name] = (_ablation(doc, plan, runs, teacher, figures, teacher_checks) if name == "ablation"
+        doc.paragraph(_status(plan, runs, run_dir))
+        summary[name] = (_ablation(doc, plan, runs, teacher, figures, teacher_checks, cfg.student.arch) if name == "ablation"
                          else _sweep(doc, plan, runs, teacher, figures))
         if name == "ablation":
             doc.paragraph(PAPER_NOTE)

@@ -9,6 +9,7 @@ All runs of an experiment live in the base config's run directory: ``teacher/`` 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -151,11 +152,17 @@ class ExperimentRunner:
             pipeline.attribute(rebuild_invalid=False)
 
     def write_plan(self, name: str, jobs: list[Job], options: PlanOptions) -> Path:
-        """Record the full plan (every shard writes the same one) for the report."""
+        """Add this call's full plan (every shard writes the same one) to the experiment's record for the report.
+
+        The record keeps every job any call planned (a later call with other methods, seeds or ``student.arch`` adds
+        to it), and each call's options under ``calls``; the same call twice changes nothing."""
         path = self.run_dir / "experiments" / f"{name}.json"
-        atomic_write_json(path, {"experiment": name, **asdict(options),
-                                 "base_config": self.base.model_dump(mode="json"),
-                                 "jobs": [job.describe() for job in jobs]})
+        earlier = read_json_object(path)
+        calls = earlier.get("calls", [{k: earlier[k] for k in asdict(options) if k in earlier}] if earlier.get("jobs") else [])
+        call = json.loads(json.dumps({**asdict(options), "student_arch": self.base.student.arch}))  # as read back
+        jobs_by_run = {job["run_id"]: job for job in earlier.get("jobs", [])} | {job.run_id: job.describe() for job in jobs}
+        atomic_write_json(path, {"experiment": name, "calls": calls + [call] if call not in calls else calls,
+                                 "base_config": self.base.model_dump(mode="json"), "jobs": list(jobs_by_run.values())})
         return path
 
     def run(self, jobs: list[Job], workers: int = 1) -> list[JobOutcome]:

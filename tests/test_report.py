@@ -1,0 +1,126 @@
+"""The experiment report on a campaign that grows call by call: every finished run counted, arms by student, planned
+comparisons, per-pair n, Holm families stated, corruption records checked against the teacher's (synthetic records)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from scipy import stats as sps
+
+from igkd.config import load_config
+from igkd.experiments.plan import PlanOptions, plan_jobs
+from igkd.experiments.report import build_report
+from igkd.experiments.runner import ExperimentRunner
+from igkd.robustness import RECORD
+
+DATA = "0" * 64
+WIDTH = "mobilenetv2_cifar:width=0.25"
+# test accuracy by arm and seed (k=5 unless the arm names its student)
+ACCURACY = {"Student": [0.80, 0.82, 0.81], "KD": [0.82, 0.83, 0.83], "KD_IG": [0.84, 0.83, 0.86], "KD_IG-shuffled": [0.81, 0.84],
+            "Student @ width=0.25": [0.78, 0.80]}
+
+
+def _config(tmp_path: Path, *sets: str):
+    return load_config("digits", [f"out_dir={tmp_path}", "name=grow", *sets])
+
+
+def _write(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def _protocol(corruptions: list[str]) -> dict:
+    return {"corruptions": corruptions, "severities": [1, 2], "seed": 0, "source": "test"}
+
+
+def _robustness(accuracy: float, corruptions: list[str], teacher_sha: str | None) -> dict:
+    return {"protocol": _protocol(corruptions), "clean_accuracy": accuracy, "mean_corruption_accuracy": accuracy - 0.1,
+            "relative_drop": 0.1, "mce": 1.5, "test_images": 10, "checkpoint_sha256": "x",
+            "accuracy": {c: {"1": accuracy - 0.05, "2": accuracy - 0.15} for c in corruptions},
+            "reference": {"checkpoint_sha256": teacher_sha} if teacher_sha else {}}
+
+
+def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None) -> None:
+    folder = run_dir / "students" / job.run_id
+    _write(folder / "final.json", {
+        "identity": job.identity, "arch": job.arch, "method": job.method, "seed": job.seed, "params": 1000, "macs": 2000,
+        "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9},
+        "config": job.cfg.model_dump(mode="json"), "git_commit": "abc", "environment": {"device": "cpu"}})
+    if robustness:
+        _write(folder / RECORD, robustness)
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """Three experiment calls into one run folder: the k=5 arms, then a width arm, then a third seed of the k=5 arms."""
+    tmp = tmp_path_factory.mktemp("grown")
+    base, width = _config(tmp), _config(tmp, f"student.arch={WIDTH}")
+    run_dir = base.run_dir
+    _write(run_dir / "teacher" / "final.json", {"arch": "t", "params": 4000, "macs": 8000, "test": {"accuracy": 0.9, "balanced_accuracy": 0.9}})
+    _write(run_dir / "teacher" / RECORD, {**_robustness(0.9, ["contrast", "fog"], None), "checkpoint_sha256": "teacher"})
+    calls = [(base, PlanOptions(seeds=(0, 1), methods=("Student", "KD", "KD_IG"), controls=("shuffled",))),
+             (width, PlanOptions(seeds=(0, 1), methods=("Student",), controls=())),
+             (base, PlanOptions(seeds=(2,), methods=("Student", "KD", "KD_IG"), controls=("shuffled",)))]
+    runner = ExperimentRunner(base, Console(quiet=True))
+    for cfg, options in calls + calls[:1]:  # the first call again adds nothing
+        runner.base = cfg
+        runner.write_plan("ablation", plan_jobs("ablation", cfg, options, DATA), options)
+    plan = json.loads((run_dir / "experiments" / "ablation.json").read_text())
+    labels = {j["run_id"]: (j["group"] if j["arch"] == base.student.arch else f"{j['group']} @ width=0.25") for j in plan["jobs"]}
+    jobs = {j.run_id: j for cfg, options in calls for j in plan_jobs("ablation", cfg, options, DATA)}
+    for run_id, job in jobs.items():
+        values = ACCURACY[labels[run_id]]
+        if job.seed < len(values):
+            # one student measured under another protocol, one against another teacher: both must be left out
+            corruptions, teacher_sha = ["contrast", "fog"], "teacher"
+            if (labels[run_id], job.seed) == ("KD", 0):
+                corruptions = ["contrast"]
+            if (labels[run_id], job.seed) == ("KD", 1):
+                teacher_sha = "another teacher"
+            _finish(run_dir, job, values[job.seed], _robustness(values[job.seed], corruptions, teacher_sha))
+    build_report(base, Console(quiet=True))
+    return plan, json.loads((run_dir / "report" / "summary.json").read_text()), (run_dir / "report" / "report.md").read_text()
+
+
+def test_every_call_adds_its_jobs_and_options_to_the_experiment_record(grown):
+    plan, _, _ = grown
+    assert len(plan["calls"]) == 3 and [c["student_arch"] for c in plan["calls"]] == ["mobilenetv2_cifar:width=0.5:k=5", WIDTH,
+                                                                                       "mobilenetv2_cifar:width=0.5:k=5"]
+    assert len(plan["jobs"]) == 8 + 2 + 4 and len({j["run_id"] for j in plan["jobs"]}) == 14
+
+
+def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
+    _, summary, markdown = grown
+    counts = {arm: s["n"] for arm, s in summary["ablation"]["summary"].items()}
+    assert counts == {"Student": 3, "KD": 3, "KD_IG": 3, "KD_IG-shuffled": 2, "Student @ width=0.25": 2}
+    assert summary["ablation"]["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]))
+    assert "13 of 14 planned runs finished (seeds 0, 1, 2" in markdown
+    assert "Status: still to finish: `KD_IG-shuffled-" in markdown and "(not started)" in markdown
+
+
+def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):
+    _, summary, markdown = grown
+    planned = summary["ablation"]["planned"]
+    assert planned["pairs"] == [["KD_IG", "KD"], ["KD_IG", "KD_IG-shuffled"], ["KD", "Student"], ["Student", "Student @ width=0.25"]]
+    paired = {(c["a"], c["b"]): c for c in planned["paired"]}
+    shuffled = paired[("KD_IG", "KD_IG-shuffled")]
+    assert shuffled["n_a"] == 2 and shuffled["p_value"] == pytest.approx(sps.ttest_rel(ACCURACY["KD_IG"][:2], ACCURACY["KD_IG-shuffled"]).pvalue)
+    assert paired[("Student", "Student @ width=0.25")]["n_a"] == 2
+    welch = {(c["a"], c["b"]): c for c in planned["welch"]}
+    expected = sps.ttest_ind(ACCURACY["KD_IG"], ACCURACY["KD"], equal_var=False).pvalue
+    assert welch[("KD_IG", "KD")]["p_value"] == pytest.approx(expected)
+    raw = sorted(c["p_value"] for c in planned["welch"])
+    assert max(c["p_holm"] for c in planned["welch"]) >= min(1.0, 4 * raw[0])  # Holm over the 4 planned pairs, not all 10
+    assert len(summary["ablation"]["tests"]["welch"]) == 10
+    assert "### Planned comparisons" in markdown and "Welch p (Holm, m=4)" in markdown and "Welch p (Holm, m=10)" in markdown
+
+
+def test_corruption_records_of_another_protocol_or_teacher_are_left_out_with_the_reason(grown):
+    _, summary, markdown = grown
+    assert summary["ablation"]["robustness"]["mca"]["KD"]["n"] == 1  # of 3 KD records, 2 do not match the teacher's
+    assert "1 student record(s): measured under another corruption protocol than the teacher's" in markdown
+    assert "1 student record(s): its mCE is relative to another teacher" in markdown
