@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = ["name=tiny", "device=cpu", "data.image_size=8", "data.crop_padding=1", f"teacher.arch={TINY_TEACHER}",
         "teacher.train.epochs=2", "teacher.train.batch_size=32", f"student.arch={TINY_STUDENT}", "student.train.epochs=2",
         "student.train.batch_size=32", "attribution.steps=4", "attribution.batch_size=100", "report.examples=0",
-        "report.latency_repeats=3", "student.method=KD_IG_AT", "student.kd.teacher_logits=cached"]
+        "report.latency_repeats=3", "student.method=KD_IG_AT", "student.kd.teacher_logits=cached",
+        "teacher.train.amp=off", "student.train.amp=off"]  # float32: bf16 would round the processes' small differences up
 ONE_PROCESS = ["teacher.train.micro_batches=2", "student.train.micro_batches=2"]
 
 

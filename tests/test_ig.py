@@ -237,11 +237,11 @@ def test_channels_last_is_a_throughput_knob_that_keeps_the_maps(dataset):
     model = tiny_teacher()  # its own copy: channels_last converts the model
     layouts: list[bool] = []
     model.register_forward_pre_hook(lambda m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-    plain, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"))
-    assert layouts and not any(layouts)  # the default stays NCHW float32
+    plain, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3, channels_last="off"), torch.device("cpu"))
+    assert layouts and not any(layouts)  # off: NCHW
     layouts.clear()
-    fast, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3, channels_last="on"), torch.device("cpu"))
-    assert layouts and all(layouts)
+    fast, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"))
+    assert layouts and all(layouts)  # the default, auto: channels_last on the CPU too
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
     np.testing.assert_allclose(fast, plain, atol=2e-3)
     assert attribution_key(model, images, labels, IGParams(steps=8)) == attribution_key(model, images, labels, IGParams(steps=8, channels_last="on"))

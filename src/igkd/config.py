@@ -43,8 +43,9 @@ class TrainConfig(_Strict):
     schedule: Literal["none", "cosine"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    amp: Literal["auto", "bf16", "off"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
+    amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: auto = where the device computes bf16 natively "
+                                               "(a GPU with bf16, a CPU with AVX-512 BF16 or AMX), else float32")
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="channels_last memory format: auto = on CUDA and the CPU")
     compile: bool = False
     eval_batch_size: int = Field(1024, ge=1)
 
@@ -53,7 +54,7 @@ class TrainConfig(_Strict):
     def _amp_from_yaml_boolean(cls, value: Any) -> Any:
         """YAML reads ``off``/``no``/``false`` as False: that is 'off'. True (``on``) is refused: bf16 or auto?"""
         if value is True:
-            raise ValueError("amp takes auto, bf16 or off; 'on' is ambiguous: write bf16 (always) or auto (bf16 on CUDA only)")
+            raise ValueError("amp takes auto, bf16 or off; 'on' is ambiguous: write bf16 (always) or auto (bf16 where the device computes it natively)")
         return "off" if value is False else value
 
     @field_validator("channels_last", mode="before")

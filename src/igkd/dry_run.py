@@ -26,7 +26,8 @@ from igkd.modelstats import count_macs, count_params
 from igkd.pipeline import Pipeline
 from igkd.preflight import Preflight, stages_for
 from igkd.progress import duration, long_run_hint
-from igkd.runtime import RandomStreams
+from igkd.runtime import RandomStreams, auto_settings, use_channels_last
+from igkd.speed import settings_off, training_settings
 from igkd.training.distill import distillation_run
 from igkd.training.inputs import input_maker
 from igkd.training.loop import LossFn, MakeInputs, make_optimizer, make_schedule, make_train_step, predict_logits
@@ -127,8 +128,9 @@ class DryRun:
                      "train": len(data.train_idx), "val": len(data.val_idx), "test": len(data.test),
                      "student_train": checked.student_train_images},
             "identities": asdict(ids), "stages": stages,
-            "writes_bytes": checked.writes, "projected_total_s": total,
-            "long_run_hint": long_run_hint(total, device.type),
+            "writes_bytes": checked.writes, "projected_total_s": total, "auto_settings": auto_settings(device),
+            "settings_off": settings_off(self.cfg, device, self.stages),
+            "long_run_hint": long_run_hint(total, device.type, settings_off(self.cfg, device, self.stages)),
         }
 
     def experiment_plan(self, name: str, jobs: list, workers: int) -> dict[str, Any]:
@@ -149,7 +151,7 @@ class DryRun:
                     "to_run": len(todo), "workers": workers, "students_projected_s": students_s,
                     "seconds_per_run": {f"{arch} {method}": value for (arch, method), value in timed.items()}},
                     projected_total_s=shared_s + students_s)
-        base["long_run_hint"] = long_run_hint(base["projected_total_s"], self.pipeline.device.type)
+        base["long_run_hint"] = long_run_hint(base["projected_total_s"], self.pipeline.device.type, base["settings_off"])
         return base
 
     def student_seconds(self) -> float:
@@ -170,9 +172,9 @@ class DryRun:
         teacher = load_checkpoint(folder / "model.pt") if status.action == "reuse" else _fresh_teacher(cfg, data)
         model = teacher.model
         plan = {"stage": "teacher", "arch": cfg.teacher.arch, **self._model_row(model), "action": status.action, "why": status.why,
-                "epochs": cfg.teacher.train.epochs, "projected_s": 0.0}
+                "epochs": cfg.teacher.train.epochs, "projected_s": 0.0, "settings": training_settings(cfg.teacher.train, device)}
         if status.epochs_left:
-            timing = _training_projection(model, cfg.teacher.train, input_maker(cfg.data, data.pool, device, False), teacher_loss(cfg), data.train_idx,
+            timing = _training_projection(model, cfg.teacher.train, input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last)), teacher_loss(cfg), data.train_idx,
                                           data.val_images, device, status.epochs_left)
             plan.update(timing_s=timing, projected_s=timing["seconds"])
             teacher = _fresh_teacher(cfg, data)  # the timed steps changed the other one
@@ -181,7 +183,9 @@ class DryRun:
 
     def _maps(self, teacher: dict[str, Any], data: PreparedData, device: torch.device) -> dict[str, Any]:
         cfg, params = self.cfg, self.cfg.attribution
-        plan: dict[str, Any] = {"stage": "maps", "images": len(data.pool), "steps": params.steps, "projected_s": 0.0}
+        plan: dict[str, Any] = {"stage": "maps", "images": len(data.pool), "steps": params.steps, "projected_s": 0.0,
+                                "settings": {"precision": params.precision,
+                                             "channels_last": "on" if use_channels_last(device, params.channels_last) else "off"}}
         if teacher["status"].action == "reuse":
             key = attribution_key(teacher["model"].model, data.pool.images, data.pool.labels, params, data_digest=data.pool.digest)
             found = AttributionCache(cfg.cache_path, params.dtype).lookup(key)
@@ -209,7 +213,7 @@ class DryRun:
         run = distillation_run(timing_cfg, data, teacher["model"], maps, device)
         plan = {"stage": "student", "method": cfg.student.method, "arch": cfg.student.arch, **self._model_row(run.student),
                 "folder": str(self.pipeline.student_dir) if identity else None, "action": status.action, "why": status.why,
-                "epochs": cfg.student.train.epochs, "projected_s": 0.0}
+                "epochs": cfg.student.train.epochs, "projected_s": 0.0, "settings": training_settings(cfg.student.train, device)}
         if status.epochs_left:
             timing = _training_projection(run.student, cfg.student.train, run.make_inputs, run.loss_fn, run.train_idx,
                                           data.val_images, device, status.epochs_left)
@@ -234,11 +238,15 @@ def describe(plan: dict[str, Any], show: Callable[[str], None]) -> None:
                 "maps": lambda s: f"IG, {s['steps']} steps, {s['images']:,} images",
                 "student": lambda s: f"{s['method']} -> {s['arch']}, {s['params']:,} params, {s['macs']:,} MACs, {s['epochs']} epochs"}[stage["stage"]]
         time_text = f", ~{duration(stage['projected_s'])}" if stage["projected_s"] else ""
-        show(f"  {stage['stage']}: {stage['action']}{time_text} ({what(stage)}): {stage['why']}")
+        speed = ", ".join(f"{k} {v}" for k, v in stage["settings"].items())
+        show(f"  {stage['stage']}: {stage['action']}{time_text} ({what(stage)}; {speed}): {stage['why']}")
     if "experiment" in plan:
         e = plan["experiment"]
         show(f"  {e['name']}: {e['runs']} student runs, {e['finished']} finished (same identity), {e['to_run']} to run, "
              f"{e['workers']} at a time: ~{duration(e['students_projected_s'])}")
+    auto = plan["auto_settings"]
+    show(f"  auto on {plan['device']}: amp {auto['amp']} ({auto['amp_why']}), channels_last {auto['channels_last']} "
+         f"({auto['channels_last_why']})")
     writes = ", ".join(f"{name} {size / 1e6:,.1f} MB" for name, size in plan["writes_bytes"].items())
     show(f"  writes at most: {writes}")
     show(f"  projected time on this machine: {duration(plan['projected_total_s'])} (from {TIMED_STEPS} timed training steps "

@@ -10,7 +10,7 @@ import torch
 
 import igkd
 from igkd.extras import EXTRAS, installed
-from igkd.runtime import cpu_description, resolve_device
+from igkd.runtime import auto_settings, cpu_description, resolve_device
 
 DATA_ENV = "IGKD_DATA_DIR"
 KNOWN_DATA = ("cifar10-jpeg", "cifar10-jpeg-train.tar.gz", "cifar10-jpeg-test.tar.gz", "tiny-imagenet-cifar10",
@@ -47,6 +47,7 @@ def environment_report() -> dict[str, Any]:
     return {
         "igkd": igkd.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
         "device": str(resolve_device("auto")),
+        "auto_settings": auto_settings(resolve_device("auto")),
         "cpu": {"model": cpu["cpu"], "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                 "avx2": "avx2" in flags, "avx512": "avx512f" in flags, "bf16": "avx512_bf16" in flags or "amx_bf16" in flags,
                 "amx": "amx_tile" in flags, "flags": cpu["cpu_flags"]},
@@ -64,6 +65,9 @@ def describe_info(report: dict[str, Any], show: Callable[[str], None]) -> None:
     yes = lambda flag: "yes" if flag else "no"  # noqa: E731
     show(f"cpu: {cpu['model']}, {cpu['cores']} cores, torch uses {cpu['threads']} threads; AVX2 {yes(cpu['avx2'])}, "
          f"AVX-512 {yes(cpu['avx512'])}, BF16 {yes(cpu['bf16'])}, AMX {yes(cpu['amx'])}")
+    auto = report["auto_settings"]
+    show(f"auto speed settings on {report['device']}: amp {auto['amp']} ({auto['amp_why']}), channels_last {auto['channels_last']} "
+         f"({auto['channels_last_why']}); IG maps in float32 unless attribution.precision=bfloat16 (faster, moves the maps)")
     if cuda["devices"]:
         for gpu in cuda["devices"]:
             show(f"cuda:{gpu['index']}: {gpu['name']}, {gpu['memory_gib']} GiB (CUDA {cuda['version']})")

@@ -31,6 +31,7 @@ from igkd.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
 from igkd.report import comparison_rows, save_overlay_figure, write_report
 from igkd.robustness import ensure_robustness
 from igkd.runtime import seed_everything
+from igkd.speed import settings_off
 from igkd.training.distill import distill_student
 from igkd.training.inputs import data_path
 from igkd.training.loop import FitResult
@@ -92,7 +93,8 @@ class Pipeline:
     def step_progress(self, stage: str, images_per_step: int, unit: str = "step") -> StageProgress:
         """The progress display of ``stage``; its whole-run projection adds the projected time of the later stages."""
         later = sum(seconds for name, seconds in self.projection.items() if STAGES.index(name) > STAGES.index(stage))
-        return StageProgress(self.console, stage, images_per_step, self.device.type, later, unit=unit)
+        off = tuple(settings_off(self.cfg, self.device, tuple(self.projection) or (stage,)))
+        return StageProgress(self.console, stage, images_per_step, self.device.type, later, unit=unit, settings_off=off)
 
     @cached_property
     def identities(self) -> StageIdentities:

@@ -28,12 +28,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def long_run_hint(seconds: float, device_type: str) -> str | None:
-    """One line with the ways out when a run is projected to take more than an hour on a CPU."""
+def long_run_hint(seconds: float, device_type: str, settings_off: list[str] | tuple[str, ...] = ()) -> str | None:
+    """One line with the ways out when a run is projected to take more than an hour on a CPU, naming the faster
+    settings it leaves off (``--set`` values, :func:`igkd.speed.settings_off`)."""
     if seconds <= LONG_RUN_SECONDS or device_type != "cpu":
         return None
+    faster = f"; faster settings left off: {', '.join(f'--set {s}' for s in settings_off)}" if settings_off else ""
     return (f"projected {duration(seconds)} on this CPU: use a GPU, fewer epochs (--set teacher.train.epochs=... "
-            "--set student.train.epochs=...), or a smaller architecture (e.g. --set student.arch=...:width=0.5)")
+            f"--set student.train.epochs=...), or a smaller architecture (e.g. --set student.arch=...:width=0.5){faster}")
 
 
 class StageProgress:
@@ -43,8 +45,10 @@ class StageProgress:
     """
 
     def __init__(self, console: Console, label: str, images_per_step: int, device_type: str = "cpu", later_s: float = 0.0,
-                 interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic, unit: str = "step", project: bool = True) -> None:
+                 interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic, unit: str = "step", project: bool = True,
+                 settings_off: tuple[str, ...] = ()) -> None:
         self.console, self.label, self.images_per_step, self.unit = console, label, images_per_step, unit
+        self.settings_off = settings_off  # named in the long-run note
         self.project = project  # print the stage / whole-run projection after the first steps
         self.device_type, self.later_s, self.interval_s, self.clock = device_type, later_s, interval_s, clock
         self.total, self.steps_per_epoch = 1, None
@@ -130,7 +134,7 @@ class StageProgress:
         whole = eta + self.later_s
         text = f"{self.label}: projected {duration(stage)} for this stage, about {duration(whole)} left for the whole run"
         self.console.print(text, highlight=False, soft_wrap=True)
-        hint = long_run_hint(whole, self.device_type)
+        hint = long_run_hint(whole, self.device_type, self.settings_off)
         if hint:
             self.note(hint)
 

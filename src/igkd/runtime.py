@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import zlib
@@ -110,8 +111,9 @@ def seed_device_rng(seed: int, device: torch.device) -> None:
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The dtype training autocasts to: bfloat16 when ``amp`` is 'bf16', or 'auto' on CUDA; otherwise None (float32)."""
-    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
+    """The dtype training and evaluation autocast to: bfloat16 when ``amp`` is 'bf16', or 'auto' where the device computes
+    bf16 natively (:func:`native_bf16`: a CUDA GPU with bf16, a CPU with AVX-512 BF16 or AMX); otherwise None (float32)."""
+    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and native_bf16(device)) else None
 
 
 def autocast(device: torch.device, amp: str | torch.dtype | None) -> ContextManager:
@@ -121,8 +123,20 @@ def autocast(device: torch.device, amp: str | torch.dtype | None) -> ContextMana
 
 
 def use_channels_last(device: torch.device, setting: str) -> bool:
-    """Channels-last memory format: on CUDA by default, off on CPU."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda")
+    """Channels-last memory format: 'on', or 'auto' on CUDA and on the CPU, whose convolutions (cuDNN, oneDNN) run faster in
+    it (on a 2-core AVX-512 CPU: IG 1.5x, evaluation 1.7x, and bf16 training 2x only together with it;
+    ``benchmarks/results/throughput-cpu.md``)."""
+    return setting == "on" or (setting == "auto" and device.type in ("cuda", "cpu"))
+
+
+def auto_settings(device: torch.device) -> dict[str, str]:
+    """What ``amp: auto`` and ``channels_last: auto`` mean on ``device``, and why, for ``igkd info`` and dry runs."""
+    bf16 = native_bf16(device)
+    where = "this GPU supports bf16" if device.type == "cuda" else "this CPU has AVX-512 BF16 or AMX"
+    why_not = "this GPU lacks bf16" if device.type == "cuda" else "this CPU lacks AVX-512 BF16 and AMX: bf16 would be emulated, slower"
+    return {"amp": "bf16" if bf16 else "off", "amp_why": where if bf16 else why_not,
+            "channels_last": "on" if use_channels_last(device, "auto") else "off",
+            "channels_last_why": "faster convolutions" if use_channels_last(device, "auto") else f"no gain known on {device.type}"}
 
 
 def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
@@ -188,8 +202,13 @@ def native_bf16(device: torch.device) -> bool:
     AMX (elsewhere bf16 is emulated and slower than float32, so fast settings fall back to float32 there)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_native_bf16() -> bool:
     flags = cpu_description()["cpu_flags"].split()
-    return device.type == "cpu" and ("avx512_bf16" in flags or "amx_bf16" in flags)
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def environment_info(device: torch.device) -> dict[str, str]:

@@ -45,13 +45,14 @@ class IGParams(BaseModel):
     method: Method = "gausslegendre"
     baseline: BaselineKind = "zero"
     target: TargetKind = "label"
-    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast the model (faster on a GPU and on a "
-                                                      "CPU with native bf16; an approximation: on a tiny test model maps moved by 0.025 on average)")
+    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast the model (1.5x faster on a CPU with "
+                                                      "native bf16, and on a GPU); not the default anywhere, since it moves the maps: by up "
+                                                      "to 0.28 on the CIFAR teacher (benchmarks/results/throughput-cpu.md)")
     batch_size: int = Field(256, ge=1, description="images per attribution batch")
     internal_batch_size: int | None = Field(None, ge=1, description="max model inputs (images*steps) per forward/backward; "
                                             "unset: 64 on a CPU, on a GPU 4096 halved until it fits in memory")
-    channels_last: Literal["auto", "on", "off"] = Field("off", description="the teacher and its path points in channels_last "
-                                                        "(auto: on CUDA); faster convolutions, maps equal up to float rounding")
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="the teacher and its path points in channels_last "
+                                                        "(auto: on CUDA and the CPU); faster convolutions, maps equal up to float rounding")
 
     @field_validator("channels_last", mode="before")
     @classmethod
