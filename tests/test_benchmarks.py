@@ -154,6 +154,15 @@ def test_parallel_throughput_fails_fast_when_a_worker_dies(tmp_path, monkeypatch
     assert len(context.made) == 2 and not any(process.is_alive() for process in context.made)  # the other one is stopped too
 
 
+@pytest.mark.timeout(60)
+def test_concurrent_throughput_stops_every_training_at_its_timeout(tmp_path):
+    throughput = benchmark("throughput")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"gave no timing within 1 s; they are stopped"):  # a million steps cannot end in 1 s
+        throughput.concurrent_throughput(validate_config(tiny_config_tree(tmp_path)), None, [1, 2], 1_000_000, 1.0)
+    assert time.monotonic() - start < 30 and not multiprocessing.active_children()
+
+
 def run_gpu_session(out: Path, runs: Path, **settings: str) -> subprocess.CompletedProcess:
     """``benchmarks/gpu_session.sh`` at tiny scale on the CPU, its output in ``out`` and its run folder ``runs``."""
     env = {**os.environ, "OUT": str(out), "GPU_SESSION_TINY": "1", "GPU_SESSION_RUNS": str(runs), **settings}
