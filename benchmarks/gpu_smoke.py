@@ -8,7 +8,8 @@ epoch, channels-last student and inputs with a frozen teacher, the fused optimis
 step, generator states saved and resumed through ``state.pt``, CUDA-event latency (``igkd bench``), logits of a
 model loaded on the CPU, IG on the device against the CPU, and the teacher-logits cache. On the CPU the checks
 that need CUDA say SKIP. Exit code 1 when a check fails. Writes every line with command, commit and device to
-``benchmarks/results/gpu-smoke-<device>.json``.
+``benchmarks/results/gpu-smoke-<device>.json``, again after each check (``pending`` names the checks not run yet), so
+a run stopped mid-way keeps the lines it finished.
 """
 
 from __future__ import annotations
@@ -265,6 +266,16 @@ def run_check(name: str, check: Callable[[Setup], str], setup: Setup) -> dict[st
     return {"name": name, "status": status, "detail": detail, "seconds": time.perf_counter() - start}
 
 
+def failed_checks(rows: list[dict[str, object]]) -> list[str]:
+    """The names of the checks that failed."""
+    return [str(row["name"]) for row in rows if row["status"] == "FAIL"]
+
+
+def write_checks(path: Path, record: dict[str, object], rows: list[dict[str, object]], pending: list[str]) -> None:
+    """The JSON so far: the checks run (one line each), those not run yet, and the failed ones."""
+    atomic_write_json(path, {"benchmark": "gpu_smoke", **record, "checks": rows, "pending": pending, "failed": failed_checks(rows)})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
@@ -273,20 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     configure_kernels()
-    rows = []
+    record = provenance(device, 0)
+    path = args.output_dir / f"gpu-smoke-{record['environment'].get('gpu', device.type).replace(' ', '_')}.json"
+    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="igkd-smoke-") as scratch:
         setup = Setup(device, prepare_data(load_config("digits", SETS)), Path(scratch))
-        for name, (check, needs_cuda) in CHECKS.items():
+        for number, (name, (check, needs_cuda)) in enumerate(CHECKS.items(), 1):
             if name in args.skip or (needs_cuda and not setup.cuda):
                 row = {"name": name, "status": "SKIP", "detail": "not asked for (--skip)" if name in args.skip else "needs CUDA", "seconds": 0.0}
             else:
                 row = run_check(name, check, setup)
             print(f"{row['status']} {name}: {row['detail']}", flush=True)
             rows.append(row)
-    failed = [row["name"] for row in rows if row["status"] == "FAIL"]
-    record = provenance(device, 0)
-    tag = record["environment"].get("gpu", device.type).replace(" ", "_")
-    atomic_write_json(args.output_dir / f"gpu-smoke-{tag}.json", {"benchmark": "gpu_smoke", **record, "checks": rows, "failed": failed})
+            write_checks(path, record, rows, list(CHECKS)[number:])
+    failed = failed_checks(rows)
     print(f"smoke: {len(rows) - len(failed)} of {len(rows)} checks OK or skipped on {device}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -7,6 +7,9 @@ Trains nothing. Examples:
 
 ``--arch`` benchmarks architectures with seeded, untrained weights (10 classes, CIFAR-10 normalisation): the
 time of a forward pass does not depend on the weights' values, so no training is needed to compare sizes.
+
+The backends are timed one after another, the GPU's first, and both files are written again after each (``pending``
+names the backends not timed yet), so a run stopped mid-way keeps the backends it finished.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -24,7 +28,7 @@ import torch  # noqa: E402
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
-from igkd.deploy.bench import CUDA_BACKEND, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
+from igkd.deploy.bench import CUDA_BACKEND, available_backends, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
 from igkd.models.checkpoint import save_checkpoint  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
@@ -51,6 +55,25 @@ def untrained_checkpoint(arch: str, image_size: int, folder: Path) -> Path:
     return path
 
 
+def joined(result: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with ``part`` (the same models timed on other backends) added: each model's rows, and the settings."""
+    for model, more in zip(result["models"], part["models"]):
+        model["latency"] += more["latency"]
+    result["settings"] = {**result["settings"], **part["settings"], "backends": result["settings"]["backends"] + part["settings"]["backends"]}
+    return result
+
+
+def bench_each_backend(paths: list[Path], backends: list[str], write: Callable[[dict[str, Any]], None], **options: Any) -> dict[str, Any]:
+    """``bench`` on one backend after another, handing the result so far to ``write`` after each (with ``pending``)."""
+    result: dict[str, Any] = {}
+    for number, backend in enumerate(backends, 1):
+        part = bench(paths, backends=[backend], **options)
+        result = joined(result, part) if result else part
+        result["pending"] = backends[number:]
+        write(result)
+    return result
+
+
 def markdown(result: dict) -> str:
     """The comparison table plus how, where and with what it was measured."""
     header, rows = (comparison_rows if len(result["models"]) <= WIDE_TABLE_MODELS else per_model_rows)(result)
@@ -59,7 +82,7 @@ def markdown(result: dict) -> str:
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", f"- command: `{prov['command']}`", f"- commit: `{prov['git_commit']}`",
-              f"- torch {env['torch']}, onnxruntime {result['settings']['onnxruntime']}, python {env['python']}, {env['platform']}",
+              f"- torch {env['torch']}, onnxruntime {result['settings'].get('onnxruntime', 'not timed')}, python {env['python']}, {env['platform']}",
               f"- created: {prov['created']}", ""]
     return "\n".join(lines)
 
@@ -79,14 +102,19 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     configure_kernels()
+    backends = sorted(available_backends(), key=lambda name: name != CUDA_BACKEND)  # the GPU's figures first
+    stem = args.out_dir / "-".join(["latency", device_slug(backends), *([args.name] if args.name else [])])
+
+    def write(result: dict[str, Any]) -> None:
+        result["untrained_archs"] = args.arch
+        atomic_write_json(stem.with_suffix(".json"), result)
+        atomic_write_text(stem.with_suffix(".md"), markdown(result))
+        print(f"wrote {stem}.json and {stem}.md ({', '.join(result['settings']['backends'])} timed)", flush=True)
+
     with tempfile.TemporaryDirectory(prefix="igkd-latency-") as scratch:
         paths = args.models + [untrained_checkpoint(arch, args.image_size, Path(scratch)) for arch in args.arch]
-        result = bench(paths, args.batch or [1, 64], args.threads, args.warmup, args.repeats, args.cold, args.image_size)
-    result["untrained_archs"] = args.arch
-    stem = args.out_dir / "-".join(["latency", device_slug(result["settings"]["backends"]), *([args.name] if args.name else [])])
-    atomic_write_json(stem.with_suffix(".json"), result)
-    atomic_write_text(stem.with_suffix(".md"), markdown(result))
-    print(f"wrote {stem}.json and {stem}.md")
+        bench_each_backend(paths, backends, write, batch_sizes=args.batch or [1, 64], threads=args.threads, warmup=args.warmup,
+                           repeats=args.repeats, cold=args.cold, image_size=args.image_size)
     return stem.with_suffix(".json")
 
 

@@ -4,7 +4,9 @@
     python3 benchmarks/throughput.py --tiny                                             # CPU smoke test
 
 Writes ``benchmarks/results/throughput-<device>.json`` and ``.md``: device, versions, commit, batch sizes,
-and every figure as min/median/max over repeats.
+and every figure as min/median/max over repeats. The JSON is written again after each part (IG, training, concurrent
+trainings; ``pending`` names the parts not measured yet), so a run stopped mid-way keeps the parts it finished; the
+Markdown table is written at the end.
 """
 
 from __future__ import annotations
@@ -135,12 +137,11 @@ def benchmark_teacher(cfg, data, checkpoint: Path | None, device):
     return teacher
 
 
-BARRIER_TIMEOUT_S = 600  # how long warmed-up workers wait for the slowest one (data, first CUDA context, compile)
-RESULT_TIMEOUT_S = 1800  # how long the parent waits for all timings
+PARALLEL_TIMEOUT_S = 1800  # how long the concurrent trainings may take in all, warm-up (data, CUDA context) included
 
 
-def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, threads: int, barrier, results) -> None:
-    """One of several concurrent training processes: warm up, wait for the others, time ``steps`` steps."""
+def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, threads: int, timeout_s: float, barrier, results) -> None:
+    """One of several concurrent training processes: warm up, wait for the others (``timeout_s`` at most), time ``steps`` steps."""
     torch.set_num_threads(threads)
     cfg = validate_config(cfg_tree)
     device = resolve_device(cfg.device)
@@ -150,29 +151,30 @@ def _parallel_worker(cfg_tree: dict, checkpoint: Path | None, steps: int, thread
     run = igkd_runner(cfg, data, benchmark_teacher(cfg, data, checkpoint, device), maps, device)
     run(5)
     _sync(device)
-    barrier.wait(timeout=BARRIER_TIMEOUT_S)
+    barrier.wait(timeout=timeout_s)
     start = time.perf_counter()
     run(steps)
     _sync(device)
     results.put((start, time.perf_counter()))
 
 
-def parallel_throughput(cfg, checkpoint: Path | None, jobs: int, steps: int) -> float:
+def parallel_throughput(cfg, checkpoint: Path | None, jobs: int, steps: int, timeout_s: float = PARALLEL_TIMEOUT_S) -> float:
     """Total images/s of ``jobs`` student trainings running at once on the same device, each in its own process.
 
     Every process times the same number of steps after a shared start (a barrier, after warm-up); the total is
     all images over the span from the first start to the last finish (perf_counter is one clock machine-wide).
-    A process that dies stops the others, and the error names it and its exit code within a second.
+    A process that dies stops the others, and the error names it and its exit code within a second; processes
+    that give no timing within ``timeout_s`` are stopped with an error too.
     """
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(jobs), context.Queue()
     threads = max(1, torch.get_num_threads() // jobs)
-    workers = [context.Process(target=_parallel_worker, args=(cfg.model_dump(mode="json"), checkpoint, steps, threads, barrier, results))
+    workers = [context.Process(target=_parallel_worker, args=(cfg.model_dump(mode="json"), checkpoint, steps, threads, timeout_s, barrier, results))
                for _ in range(jobs)]
     for worker in workers:
         worker.start()
     try:
-        spans = _collect_spans(workers, results, RESULT_TIMEOUT_S)
+        spans = _collect_spans(workers, results, timeout_s)
     except BaseException:
         for worker in workers:
             worker.terminate()
@@ -302,47 +304,30 @@ def timed(fn, device, repeats: int) -> tuple[list[float], object]:
     return seconds, result
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-c", "--config", default="cifar10_jpeg")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--teacher", type=Path, help="trained teacher checkpoint (default: a random one of the config's arch)")
-    parser.add_argument("--tiny", action="store_true", help="tiny models on digits on the CPU (smoke test)")
-    parser.add_argument("--steps", type=int, default=50, help="timed training steps per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ig-images", type=int, default=50000, help="images for igkd's IG timing")
-    parser.add_argument("--captum-images", type=int, default=512, help="images for the Captum timings (paper's and fastest setting)")
-    parser.add_argument("--captum-grid", default=CAPTUM_GRID, help="Captum settings to sweep, BATCH:INTERNAL (INTERNAL none = Captum's default)")
-    parser.add_argument("--captum-sweep-images", type=int, default=128, help="images per setting of the Captum sweep")
-    parser.add_argument("--parallel", default="1,4", help="numbers of concurrent student trainings to time, comma-separated")
-    parser.add_argument("--parallel-arch", help="student arch for the concurrent runs (default: the config's student)")
-    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
-    args = parser.parse_args(argv)
-    config = "digits" if args.tiny else args.config
-    cfg = load_config(config, (TINY_SETS if args.tiny else []) + args.overrides)
-    device = resolve_device(cfg.device)
-    configure_kernels(cfg.deterministic)
-    data = prepare_data(cfg)
-    teacher = benchmark_teacher(cfg, data, args.teacher, device)
-    params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
-    n_ig = min(args.ig_images, len(data.pool))
-    ig_images, ig_labels = data.pool.images[:n_ig], data.pool.labels[:n_ig]
-    n_cap = min(args.captum_images, n_ig)
+PARTS = ("ig", "train", "parallel")  # measured and written in this order
+
+
+def ig_throughput(teacher: LoadedModel, data, params: IGParams, device, ig_images: int, captum_images: int, sweep_images: int,
+                  grid: list[tuple[int, int | None]], repeats: int) -> tuple[dict, torch.Tensor]:
+    """IG maps/s of igkd's variants and of Captum (the paper's call, the fastest setting of a sweep), timed interleaved
+    on the same images; the record, and igkd's float32 maps of the pool (zero past the timed images) for training."""
+    n_ig = min(ig_images, len(data.pool))
+    ig_images_u8, ig_labels = data.pool.images[:n_ig], data.pool.labels[:n_ig]
+    n_cap = min(captum_images, n_ig)
     images, labels = data.pool.images[:n_cap], data.pool.labels[:n_cap]
-    grid = parse_captum_grid(args.captum_grid)
-    n_sweep = min(args.captum_sweep_images, n_cap)
+    n_sweep = min(sweep_images, n_cap)
     sweep = captum_sweep(teacher.model, images[:n_sweep], labels[:n_sweep], params.steps, device, grid)
     fastest = max((row for row in sweep if "maps_per_s" in row), key=lambda row: row["maps_per_s"])
     best_setting = (fastest["batch_size"], fastest["internal_batch_size"])
     variants = ig_variants(params, device)
     captum_settings = {"paper": (*PAPER_CAPTUM, False), "fastest": (*best_setting, False), "fastest_channels_last": (*best_setting, True)}
-    calls = {name: (lambda: None, lambda variant=variant: compute_ig_maps(teacher.model, ig_images, ig_labels, variant, device))
+    calls = {name: (lambda: None, lambda variant=variant: compute_ig_maps(teacher.model, ig_images_u8, ig_labels, variant, device))
              for name, variant in variants.items()}
     calls |= {f"captum_{label}": (lambda cl=cl: place_model(teacher.model, device, cl),  # as users call it (NCHW), and in igkd's layout
                                   lambda batch=batch, internal=internal: (is_channels_last(teacher.model),
                                                                           captum_maps(teacher.model, images, labels, params.steps, device, batch, internal)))
               for label, (batch, internal, cl) in captum_settings.items()}
-    timings = timed_interleaved(calls, device, args.repeats)
+    timings = timed_interleaved(calls, device, repeats)
     ig_runs = {name: ig_run(variant, *timings[name], n_ig) for name, variant in variants.items()}
     for name in ("float32_channels_last", "fast"):
         ig_runs[name]["max_abs_map_difference_vs_float32"] = float((ig_runs[name]["maps"] - ig_runs["float32"]["maps"]).abs().max())
@@ -362,38 +347,81 @@ def main(argv: list[str] | None = None) -> dict:
                          "max_abs_map_difference": float((cap - maps[:n_cap]).abs().max()),
                          "fast_max_abs_map_difference": float((cap - fast_maps[:n_cap]).abs().max())}
     place_model(teacher.model, device, False)
-    teacher_logits = predict_logits(teacher.model, data.pool.images, 1024, device)
-    train = train_throughput(cfg, data, teacher, maps, teacher_logits, device, args.steps, args.repeats)
-    small = cfg.model_copy(update={"student": cfg.student.model_copy(update={"arch": args.parallel_arch or cfg.student.arch})})
-    concurrent = {int(j): parallel_throughput(small, args.teacher, int(j), args.steps) for j in args.parallel.split(",")}
-    result = {
-        "benchmark": "throughput", **provenance(device, cfg.seed), "config": config, "overrides": args.overrides,
-        "student_arch": cfg.student.arch, "teacher_arch": str(teacher.arch), "trained_teacher": bool(args.teacher),
-        "train": train,
-        "parallel": {
-            "student_arch": small.student.arch, "steps_per_process": args.steps, "batch_size": cfg.student.train.batch_size,
-            "total_images_per_s": {str(j): v for j, v in concurrent.items()},
-            "gain_vs_one": {str(j): v / concurrent[min(concurrent)] for j, v in concurrent.items()},
-        },
-        "ig": {
-            "steps": params.steps, "method": params.method, "precision": params.precision, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
-            "igkd_maps_per_s": summary(ig_ours), "captum_images": n_cap,
-            "captum_paper": captum["paper"], "captum_fastest": captum["fastest"], "captum_fastest_channels_last": captum["fastest_channels_last"],
-            "captum_sweep": {"images": n_sweep, "settings": sweep},
-            "speedup_median": captum["paper"]["speedup_median"], "speedup_vs_fastest_captum_median": captum["fastest"]["speedup_median"],
-            "max_abs_map_difference": captum["paper"]["max_abs_map_difference"],
-            "igkd_runs": {k: {key: v for key, v in run.items() if key != "maps_per_s_list"} for k, run in ig_runs.items()},
-            "fast_speedup_vs_fastest_captum_median": captum["fastest"]["fast_speedup_median"],
-        },
+    record = {
+        "steps": params.steps, "method": params.method, "precision": params.precision, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
+        "igkd_maps_per_s": summary(ig_ours), "captum_images": n_cap,
+        "captum_paper": captum["paper"], "captum_fastest": captum["fastest"], "captum_fastest_channels_last": captum["fastest_channels_last"],
+        "captum_sweep": {"images": n_sweep, "settings": sweep},
+        "speedup_median": captum["paper"]["speedup_median"], "speedup_vs_fastest_captum_median": captum["fastest"]["speedup_median"],
+        "max_abs_map_difference": captum["paper"]["max_abs_map_difference"],
+        "igkd_runs": {k: {key: v for key, v in run.items() if key != "maps_per_s_list"} for k, run in ig_runs.items()},
+        "fast_speedup_vs_fastest_captum_median": captum["fastest"]["fast_speedup_median"],
     }
-    write_results(result, args.output_dir, device)
+    return record, maps
+
+
+def concurrent_throughput(cfg, checkpoint: Path | None, counts: list[int], steps: int, timeout_s: float) -> dict:
+    """Total images/s of each count of concurrent student trainings, all within ``timeout_s``, and the gain over the smallest count."""
+    deadline = time.monotonic() + timeout_s
+    totals = {jobs: parallel_throughput(cfg, checkpoint, jobs, steps, max(0.0, deadline - time.monotonic())) for jobs in counts}
+    return {"student_arch": cfg.student.arch, "steps_per_process": steps, "batch_size": cfg.student.train.batch_size,
+            "total_images_per_s": {str(j): v for j, v in totals.items()},
+            "gain_vs_one": {str(j): v / totals[min(totals)] for j, v in totals.items()}}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", default="cifar10_jpeg")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--teacher", type=Path, help="trained teacher checkpoint (default: a random one of the config's arch)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models on digits on the CPU (smoke test)")
+    parser.add_argument("--steps", type=int, default=50, help="timed training steps per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ig-images", type=int, default=50000, help="images for igkd's IG timing")
+    parser.add_argument("--captum-images", type=int, default=512, help="images for the Captum timings (paper's and fastest setting)")
+    parser.add_argument("--captum-grid", default=CAPTUM_GRID, help="Captum settings to sweep, BATCH:INTERNAL (INTERNAL none = Captum's default)")
+    parser.add_argument("--captum-sweep-images", type=int, default=128, help="images per setting of the Captum sweep")
+    parser.add_argument("--parallel", default="1,4", help="numbers of concurrent student trainings to time, comma-separated")
+    parser.add_argument("--parallel-arch", help="student arch for the concurrent runs (default: the config's student)")
+    parser.add_argument("--parallel-timeout", type=float, default=PARALLEL_TIMEOUT_S,
+                        help="seconds the concurrent trainings may take in all (every number of them, warm-up included) before they are stopped with an error")
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    config = "digits" if args.tiny else args.config
+    cfg = load_config(config, (TINY_SETS if args.tiny else []) + args.overrides)
+    device = resolve_device(cfg.device)
+    configure_kernels(cfg.deterministic)
+    data = prepare_data(cfg)
+    teacher = benchmark_teacher(cfg, data, args.teacher, device)
+    params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
+    result = {"benchmark": "throughput", **provenance(device, cfg.seed), "config": config, "overrides": args.overrides,
+              "student_arch": cfg.student.arch, "teacher_arch": str(teacher.arch), "trained_teacher": bool(args.teacher), "pending": list(PARTS)}
+    json_path = args.output_dir / f"throughput-{device_tag(result, device)}.json"
+
+    def finished(part: str, record: dict) -> None:
+        result[part] = record
+        result["pending"].remove(part)
+        atomic_write_json(json_path, result)
+
+    ig, maps = ig_throughput(teacher, data, params, device, args.ig_images, args.captum_images, args.captum_sweep_images,
+                             parse_captum_grid(args.captum_grid), args.repeats)
+    finished("ig", ig)
+    teacher_logits = predict_logits(teacher.model, data.pool.images, 1024, device)
+    finished("train", train_throughput(cfg, data, teacher, maps, teacher_logits, device, args.steps, args.repeats))
+    small = cfg.model_copy(update={"student": cfg.student.model_copy(update={"arch": args.parallel_arch or cfg.student.arch})})
+    finished("parallel", concurrent_throughput(small, args.teacher, [int(j) for j in args.parallel.split(",")], args.steps, args.parallel_timeout))
+    write_markdown(result, args.output_dir, device)
     return result
 
 
-def write_results(result: dict, output_dir: Path, device: torch.device) -> None:
-    """The JSON and a Markdown table of one benchmark run."""
-    tag = result["environment"].get("gpu", device.type).replace(" ", "_")
-    atomic_write_json(output_dir / f"throughput-{tag}.json", result)
+def device_tag(result: dict, device: torch.device) -> str:
+    """The GPU's name (spaces as underscores), or the device type: the result files' suffix."""
+    return result["environment"].get("gpu", device.type).replace(" ", "_")
+
+
+def write_markdown(result: dict, output_dir: Path, device: torch.device) -> None:
+    """The Markdown table of a finished benchmark run, beside its JSON."""
+    tag = device_tag(result, device)
     t, ig = result["train"], result["ig"]
     fmt = lambda s: f"{s['median']:.1f} (min {s['min']:.1f}, max {s['max']:.1f}, n={s['repeats']})"  # noqa: E731
     lines = [f"# Throughput on {tag}", "", f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`", "",

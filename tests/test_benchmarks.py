@@ -8,6 +8,7 @@ import io
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -154,35 +155,70 @@ def test_parallel_throughput_fails_fast_when_a_worker_dies(tmp_path, monkeypatch
     assert len(context.made) == 2 and not any(process.is_alive() for process in context.made)  # the other one is stopped too
 
 
-def run_gpu_session(out: Path, runs: Path, **settings: str) -> subprocess.CompletedProcess:
-    """``benchmarks/gpu_session.sh`` at tiny scale on the CPU, its output in ``out`` and its run folder ``runs``."""
-    env = {**os.environ, "OUT": str(out), "GPU_SESSION_TINY": "1", "GPU_SESSION_RUNS": str(runs), **settings}
-    return subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh")], env=env, capture_output=True, text=True, timeout=540)
+@pytest.mark.timeout(60)
+def test_concurrent_throughput_stops_every_training_at_its_timeout(tmp_path):
+    throughput = benchmark("throughput")
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"gave no timing within 1 s; they are stopped"):  # a million steps cannot end in 1 s
+        throughput.concurrent_throughput(validate_config(tiny_config_tree(tmp_path)), None, [1, 2], 1_000_000, 1.0)
+    assert time.monotonic() - start < 30 and not multiprocessing.active_children()
 
 
-def archive_files(out: Path) -> dict[str, bytes]:
-    with tarfile.open(out / "gpu-session.tar.gz") as archive:
-        return {member.name: archive.extractfile(member).read() for member in archive.getmembers() if member.isfile()}
+SESSION_STAGES = ["wheels", "gate", "smoke", "latency", "throughput", "teacher"]
+
+
+def gpu_session_env(out: Path, runs: Path, settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a tiny CPU session: output in ``out``, run folder ``runs``, temporary files beside ``out``."""
+    scratch = out.parent / f"{out.name}-tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "OUT": str(out), "TMPDIR": str(scratch), "GPU_SESSION_TINY": "1", "GPU_SESSION_RUNS": str(runs), **settings}
+
+
+def run_gpu_session(out: Path, runs: Path, seconds: str = "300", **settings: str) -> subprocess.CompletedProcess:
+    """``benchmarks/gpu_session.sh SECONDS`` at tiny scale on the CPU, its output in ``out`` and its run folder ``runs``."""
+    return subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), seconds], env=gpu_session_env(out, runs, settings),
+                          capture_output=True, text=True, timeout=540)
+
+
+def packed_files(out: Path) -> dict[str, bytes] | None:
+    """The files of the archive in ``out`` (its parts joined), or None while there is none or it is being swapped."""
+    parts = sorted(out.glob("gpu-session.tar.gz.part*"))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(b"".join(part.read_bytes() for part in parts)), mode="r:gz") as archive:
+            return {member.name: archive.extractfile(member).read() for member in archive.getmembers() if member.isfile()}
+    except (OSError, EOFError, tarfile.TarError):
+        return None
+
+
+def returned_files(out: Path) -> dict[str, int]:
+    """What a device call would bring back from ``out``: each file's path and size, checked against the call's limits."""
+    files = {p.relative_to(out).as_posix(): p.stat().st_size for p in out.rglob("*") if p.is_file()}
+    assert len(files) <= 8 and sum(files.values()) <= 64 * 2**20 and all(size <= 16 * 2**20 for size in files.values()), files
+    assert all(name.count("/") <= 2 for name in files), files  # no more than 2 folders down
+    return files
+
+
+def stage_rows(files: dict[str, bytes]) -> dict[str, dict[str, str]]:
+    return {row["stage"]: row for row in csv.DictReader(io.StringIO(files["gpu-session/stages.tsv"].decode()), delimiter="\t")}
 
 
 def stage_statuses(files: dict[str, bytes]) -> dict[str, str]:
-    rows = csv.DictReader(io.StringIO(files["gpu-session/stages.tsv"].decode()), delimiter="\t")
-    return {row["stage"]: row["status"] for row in rows}
+    return {name: row["status"] for name, row in stage_rows(files).items()}
 
 
 @pytest.mark.timeout(600)
 def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_failed_stage(tmp_path):
     runs = tmp_path / "runs"
-    done = run_gpu_session(tmp_path / "first", runs)
+    done = run_gpu_session(tmp_path / "first", runs, GPU_SESSION_STAGES="smoke latency throughput teacher")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert sorted(p.relative_to(tmp_path / "first").as_posix() for p in (tmp_path / "first").rglob("*") if p.is_file()) == [
-        "gpu-session.tar.gz", "gpu-session/log.txt"]  # few files come back from a device call: one archive and the log
-    files = archive_files(tmp_path / "first")
+    assert sorted(returned_files(tmp_path / "first")) == ["gpu-session.tar.gz.part0", "gpu-session/log.txt"]  # one archive and the log
+    files = packed_files(tmp_path / "first")
     log = files["gpu-session/log.txt"].decode()
-    assert stage_statuses(files) == dict.fromkeys(["wheels", "smoke", "throughput", "latency", "teacher"], "OK")
+    assert stage_statuses(files) == dict.fromkeys(SESSION_STAGES, "OK")
+    assert stage_rows(files)["gate"]["detail"].startswith(f"torch {torch.__version__} ") and stage_rows(files)["gate"]["detail"].endswith(", CPU")
 
     smoke = json.loads(files["gpu-session/results/gpu-smoke-cpu.json"])
-    assert [check["name"] for check in smoke["checks"]] == list(benchmark("gpu_smoke").CHECKS)
+    assert [check["name"] for check in smoke["checks"]] == list(benchmark("gpu_smoke").CHECKS) and smoke["pending"] == []
     assert {check["name"]: check["status"] for check in smoke["checks"] if check["status"] != "OK"} == {
         "cuda_events_latency": "SKIP", "compile": "SKIP"}  # CUDA only; torch.compile is left out on the CPU
     for check in smoke["checks"]:
@@ -190,22 +226,84 @@ def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_fail
 
     for name in ("throughput-cpu", "latency-cpu"):
         result = json.loads(files[f"gpu-session/results/{name}.json"])
-        assert {"command", "git_commit", "environment"} <= set(result.get("provenance", result))
+        assert {"command", "git_commit", "environment"} <= set(result.get("provenance", result)) and result["pending"] == []
         assert f"gpu-session/results/{name}.md" in files
     summary = json.loads(files["gpu-session/summary.json"])
-    assert summary["git_commit"] != "unknown" and "gpu_session.sh" in summary["command"] and summary["device"].startswith("cpu")
+    assert summary["git_commit"] != "unknown" and "gpu_session.sh 300" in summary["command"] and summary["device"].startswith("cpu")
     assert any(row["figure"].startswith("IG maps/s") and "50,000 images in" in row["value"] for row in summary["speed"])
-    assert summary["teacher"]["finished"] and summary["teacher"]["epochs"] == 2
+    assert summary["unfinished"] == [] and summary["teacher"]["finished"] and summary["teacher"]["epochs"] == 2
     assert {"runs/tiny/teacher/model.pt", "runs/tiny/teacher/final.json"} <= set(files)
     assert "runs/tiny/teacher/state.pt" not in files and not any("/cache/" in name for name in files)  # not needed to resume
 
     failed = run_gpu_session(tmp_path / "second", runs, GPU_SESSION_STAGES="latency teacher", GPU_SESSION_TIMEOUT_LATENCY="1")
     assert failed.returncode == 1, failed.stdout[-4000:]
-    files = archive_files(tmp_path / "second")
-    assert stage_statuses(files) == {"wheels": "OK", "latency": "FAIL", "teacher": "OK"}
+    files = packed_files(tmp_path / "second")
+    assert stage_statuses(files) == {"wheels": "OK", "gate": "OK", "latency": "FAIL", "teacher": "OK"}
     output = failed.stdout
     assert "FAIL latency: stopped at its limit of 1 s" in output and output.index("FAIL latency") < output.index("OK teacher: finished")
     assert "failed stages: latency" in output
+
+
+def session_ids(sid: int) -> list[int]:
+    """The processes of session ``sid`` (the script, its stages and their children)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the session's processes in /proc")
+@pytest.mark.timeout(300)
+def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_the_teachers_state(tmp_path):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    settings = {"GPU_SESSION_STAGES": "throughput teacher", "GPU_SESSION_TIMEOUT_THROUGHPUT": "30",
+                "GPU_SESSION_ARGS_THROUGHPUT": "--steps 1000000",  # IG is measured, then training outlasts the stage's 30 s
+                "GPU_SESSION_ARGS_TEACHER": "--set teacher.train.epochs=1000"}  # far more epochs than the call has
+    call = subprocess.Popen(["bash", str(BENCHMARKS / "gpu_session.sh"), "600"], env=gpu_session_env(out, runs, settings),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ("runs/tiny/teacher/state.pt" in (packed_files(out) or {}) or call.poll() is not None or time.monotonic() > deadline):
+            time.sleep(0.5)
+    finally:  # the device tool's end of a call at its limit: every process killed at once, nothing cleaned up
+        for pid in session_ids(call.pid):
+            os.kill(pid, signal.SIGKILL)
+        output = call.communicate()[0].decode()
+    assert call.returncode == -signal.SIGKILL, output[-4000:]  # it was still running: the teacher had the call's time left
+
+    returned_files(out)
+    assert "FAIL throughput: stopped at its limit of 30 s" in (out / "gpu-session/log.txt").read_text()
+    files = packed_files(out)
+    assert stage_statuses(files) == {"wheels": "OK", "gate": "OK", "throughput": "FAIL"}  # the teacher was running
+    throughput = json.loads(files["gpu-session/results/throughput-cpu.json"])
+    assert throughput["pending"] == ["train", "parallel"] and "train" not in throughput and "parallel" not in throughput
+    assert throughput["ig"]["igkd_images"] == 64 and throughput["ig"]["igkd_maps_per_s"]["median"] > 0
+    assert throughput["ig"]["captum_paper"]["max_abs_map_difference"] < 2e-3
+
+    state = torch.load(io.BytesIO(files["runs/tiny/teacher/state.pt"]), weights_only=True)
+    assert [row["epoch"] for row in state["history"]] == list(range(1, state["epoch"] + 2)) and state["model"] and state["resume_key"]
+    assert "runs/tiny/teacher/model.pt" in files and "runs/tiny/teacher/metrics.jsonl" in files
+    summary = json.loads(files["gpu-session/summary.json"])
+    assert summary["unfinished"] == [{"file": "throughput-cpu.json", "pending": ["train", "parallel"]}]
+    assert len(summary["speed"]) == 3 and all(row["figure"].startswith(("IG maps/s", "IG vs Captum")) for row in summary["speed"])
+    assert not summary["teacher"]["finished"] and summary["teacher"]["epochs"] >= 1
+
+
+@pytest.mark.parametrize(("arguments", "settings", "error"), [
+    ([], {}, "error: give the seconds this call has (its timeout_s, at least 60), e.g. bash benchmarks/gpu_session.sh 300"),
+    (["59"], {}, "error: give the seconds this call has (its timeout_s, at least 60), e.g. bash benchmarks/gpu_session.sh 300"),
+    (["300"], {"GPU_SESSION_STAGES": "smoke train"}, "error: GPU_SESSION_STAGES: unknown stage 'train' (choose from smoke latency throughput teacher)"),
+    (["300"], {"GPU_SESSION_TIMEOUT_SMOKE": "1m"}, "error: GPU_SESSION_TIMEOUT_SMOKE=1m: give whole seconds"),
+])
+def test_gpu_session_refuses_bad_input_in_one_line_before_starting(tmp_path, arguments, settings, error):
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), *arguments], env=gpu_session_env(tmp_path / "out", tmp_path / "runs", settings),
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.splitlines(), done.stdout) == (2, [error], "")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
 def test_provenance_names_the_recorded_commit_where_git_cannot(monkeypatch):
