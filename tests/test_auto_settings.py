@@ -66,6 +66,7 @@ def test_dry_run_shows_each_stages_settings_and_what_auto_means(tmp_path, capsys
     bf16 = "bf16" if runtime.native_bf16(CPU) else "off"
     assert [s["settings"] for s in plan["stages"]] == [{"amp": bf16, "channels_last": "on"}, {"precision": "float32", "channels_last": "on"},
                                                         {"amp": "off", "channels_last": "on"}]
+    assert plan["provenance"]["environment"]["cpu"] and "--dry-run" in plan["provenance"]["command"]
     assert plan["auto_settings"]["amp"] == bf16 and ("student.train.amp=auto" in plan["settings_off"]) == (bf16 == "bf16")
     code, out, err = run_cli(args, capsys, monkeypatch)
     assert code == 0 and f"auto on cpu: amp {bf16}" in " ".join(out.split())

@@ -323,4 +323,6 @@ def test_precision_accuracy_benchmark_tiny_cpu(tmp_path):
     assert saved["arms"]["fast"]["channels_last"] == "on" and saved["mean_test_accuracy"] == result["mean_test_accuracy"]
     fp32, fast = saved["runs"]["float32"][0], saved["runs"]["fast"][0]
     assert fp32["run"] != fast["run"] and 0 <= fp32["test_accuracy"] <= 1 and 0 <= fast["test_accuracy"] <= 1
-    assert "| mean |" in next(tmp_path.glob("precision-accuracy-*.md")).read_text()
+    assert len(fp32["val_accuracy_per_epoch"]) == 1 and fp32["val_accuracy_per_epoch"][-1] <= fp32["best_val_accuracy"]
+    markdown = next(tmp_path.glob("precision-accuracy-*.md")).read_text()
+    assert "| mean |" in markdown and f"| 0 | {100 * fp32['val_accuracy_per_epoch'][0]:.2f} / " in markdown

@@ -26,6 +26,7 @@ from igkd.modelstats import count_macs, count_params
 from igkd.pipeline import Pipeline
 from igkd.preflight import Preflight, stages_for
 from igkd.progress import duration, long_run_hint
+from igkd.provenance import provenance
 from igkd.runtime import RandomStreams, auto_settings, use_channels_last
 from igkd.speed import settings_off, training_settings
 from igkd.training.distill import distillation_run
@@ -131,6 +132,7 @@ class DryRun:
             "writes_bytes": checked.writes, "projected_total_s": total, "auto_settings": auto_settings(device),
             "settings_off": settings_off(self.cfg, device, self.stages),
             "long_run_hint": long_run_hint(total, device.type, settings_off(self.cfg, device, self.stages)),
+            "provenance": provenance(device, self.cfg.seed),
         }
 
     def experiment_plan(self, name: str, jobs: list, workers: int) -> dict[str, Any]:
