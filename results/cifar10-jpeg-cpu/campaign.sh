@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # The CIFAR-10 (JPEG q75) campaign on a CPU: the k=5 ablation (Student, KD, IG, KD_IG, KD_IG with shuffled maps)
-# and the width=0.5 students (Student, KD_IG), 3 seeds each, seed 0 of every arm first. Every call resumes: finished
-# runs are reused by identity and an interrupted run goes on from its last finished epoch, so re-run it to continue.
+# and the width=0.5 students (Student, KD_IG), 3 seeds each, seed 0 of every arm first. Within a seed the arms that
+# need no IG maps come first: the maps (50,000 images) take over an hour on a 2-core CPU and live in the run folder's
+# cache, so a session that may end before an IG arm finishes spends its time on arms it can land instead.
+# Every call resumes: finished runs are reused by identity and an interrupted run goes on from its last finished
+# epoch, so re-run it to continue.
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash campaign.sh [EXPERIMENT OPTIONS]
 #
-# EXPERIMENT OPTIONS go to every `igkd experiment` call (e.g. --set device=cuda --jobs 4 on a GPU).
+# EXPERIMENT OPTIONS go to every `igkd experiment` call: --stop-at HH:MM (one deadline for all calls; --budget would
+# restart with each call), or --set device=cuda --jobs 4 on a GPU.
 set -euo pipefail
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding cifar10-jpeg-{train,test}.tar.gz}"
 teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint (e.g. shared/models/cifar10-jpeg-teacher-e25.pt)}
 out=${IGKD_CAMPAIGN_DIR:-$HOME/igkd-campaign}
-common=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
+k5=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
+width=("${k5[@]}" --set student.arch=mobilenetv2_cifar:width=0.5)
 for seed in 0 1 2; do
-  python3 -m igkd experiment ablation "${common[@]}" --first-seed "$seed" --seeds 1 \
-    --methods Student,KD,IG,KD_IG --controls shuffled "$@"
-  python3 -m igkd experiment ablation "${common[@]}" --set student.arch=mobilenetv2_cifar:width=0.5 --first-seed "$seed" --seeds 1 \
-    --methods Student,KD_IG --controls none "$@"
+  one=(--first-seed "$seed" --seeds 1)
+  python3 -m igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
+  python3 -m igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
+  python3 -m igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
+  python3 -m igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
 done
