@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Land the campaign's progress in this folder: Tiny ImageNet transfer of the teacher and every finished student, the
+# report of every finished run, and the models (teacher, and the best-on-validation student of each arm) with their
+# SHA-256. Run it with the campaign stopped or paused; it reads the campaign's run folder and writes only here.
+#
+#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh
+set -euo pipefail
+: "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding the shared data}"
+teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint the campaign uses}
+out=${IGKD_CAMPAIGN_DIR:-$HOME/igkd-campaign}
+here=$(cd "$(dirname "$0")" && pwd)
+run_dir="$out/cifar10-jpeg-cpu"
+config=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
+python3 -m igkd transfer "${config[@]}"
+python3 -m igkd report "${config[@]}"
+rm -rf "$here/report" && cp -r "$run_dir/report" "$here/report"
+python3 - "$run_dir" "$here" <<'PY'
+"""Copy the teacher and, per arm, the student with the best validation accuracy into models/, with a manifest."""
+import hashlib, json, shutil, sys
+from pathlib import Path
+
+run_dir, here = Path(sys.argv[1]), Path(sys.argv[2])
+plans = [json.loads(p.read_text()) for p in sorted((run_dir / "experiments").glob("*.json"))]
+arms = {}
+for plan in plans:
+    for job in plan["jobs"]:
+        final = run_dir / "students" / job["run_id"] / "final.json"
+        if final.is_file():
+            record = json.loads(final.read_text())
+            key = (job["group"], job["arch"])
+            if key not in arms or record["best_val_accuracy"] > arms[key][1]["best_val_accuracy"]:
+                arms[key] = (job["run_id"], record)
+models = here / "models"
+shutil.rmtree(models, ignore_errors=True)
+models.mkdir()
+chosen = {"teacher.pt": (run_dir / "teacher" / "model.pt", json.loads((run_dir / "teacher" / "final.json").read_text()))}
+for (group, arch), (run_id, record) in sorted(arms.items()):
+    chosen[f"{group}-{arch.replace(':', '_').replace('=', '')}.pt"] = (run_dir / "students" / run_id / "best.pt", record)
+manifest = []
+for name, (source, record) in chosen.items():
+    shutil.copy2(source, models / name)
+    manifest.append({"file": name, "sha256": hashlib.sha256((models / name).read_bytes()).hexdigest(), "arch": record["arch"],
+                     "test_accuracy": record["test"]["accuracy"], "best_val_accuracy": record.get("best_val_accuracy"),
+                     "seed": record.get("seed"), "command": record["command"], "git_commit": record["git_commit"],
+                     "run": source.parent.name})
+(models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+print(f"land: {len(manifest)} models in {models}")
+PY
