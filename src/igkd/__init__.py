@@ -12,10 +12,20 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "load_images": "igkd.api", "create_model": "igkd.api", "load_model": "igkd.api", "compute_attributions": "igkd.api", "IGOverlay": "igkd.api",
-    "KDLoss": "igkd.api", "ATLoss": "igkd.api", "DistillationLoss": "igkd.api", "distill": "igkd.api",
-    "FeatureTap": "igkd.models.features", "register_family": "igkd.models.registry", "ModelFamily": "igkd.models.registry",
-    "NormalizedModel": "igkd.models.base", "IgkdError": "igkd.errors",
+    "load_images": "igkd.api",
+    "create_model": "igkd.api",
+    "load_model": "igkd.api",
+    "compute_attributions": "igkd.api",
+    "IGOverlay": "igkd.api",
+    "KDLoss": "igkd.api",
+    "ATLoss": "igkd.api",
+    "DistillationLoss": "igkd.api",
+    "distill": "igkd.api",
+    "FeatureTap": "igkd.models.features",
+    "register_family": "igkd.models.registry",
+    "ModelFamily": "igkd.models.registry",
+    "NormalizedModel": "igkd.models.base",
+    "IgkdError": "igkd.errors",
 }
 __all__ = ["__version__", *_API]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -127,9 +127,15 @@ def _per_image(x: torch.Tensor, function: Callable[[np.ndarray], np.ndarray]) ->
 
 
 _FUNCTIONS: dict[str, Callable[[torch.Tensor, object, torch.Generator], torch.Tensor]] = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
-    "gaussian_blur": _gaussian_blur, "defocus_blur": _defocus_blur, "contrast": _contrast,
-    "brightness": _brightness, "pixelate": _pixelate, "jpeg_compression": _jpeg,
+    "gaussian_noise": _gaussian_noise,
+    "shot_noise": _shot_noise,
+    "impulse_noise": _impulse_noise,
+    "gaussian_blur": _gaussian_blur,
+    "defocus_blur": _defocus_blur,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "pixelate": _pixelate,
+    "jpeg_compression": _jpeg,
 }
 
 

@@ -51,8 +51,10 @@ def check_split_classes(test_name: str, test_classes: list[str], classes: list[s
     if unknown:
         where = "data.classes" if configured else "the training split's class folders"
         full = ",".join(sorted(set(classes) | set(unknown)))
-        raise IgkdError(f"the {test_name} split has classes {unknown} that are not in the class list {classes} ({where}); "
-                        f"set data.classes=[{full}] to train and evaluate on the full list, or remove those test folders")
+        raise IgkdError(
+            f"the {test_name} split has classes {unknown} that are not in the class list {classes} ({where}); "
+            f"set data.classes=[{full}] to train and evaluate on the full list, or remove those test folders"
+        )
 
 
 def _header_size(name: str, data: bytes) -> tuple[int, int]:
@@ -67,8 +69,10 @@ def _check_size(cfg: DataConfig, split: str, size: tuple[int, int] | None, name:
     height, width = cfg.size_hw
     if size is not None and not cfg.resize and size != (width, height):
         order = "" if size[0] == size[1] and width == height else "width x height, "
-        raise IgkdError(f"the {split} split's images are {size[0]}x{size[1]} ({order}'{name}'), but data.image_size is "
-                        f"{size_setting(cfg.size_hw)}; set data.resize=true or data.image_size={size_setting((size[1], size[0]))}")
+        raise IgkdError(
+            f"the {split} split's images are {size[0]}x{size[1]} ({order}'{name}'), but data.image_size is "
+            f"{size_setting(cfg.size_hw)}; set data.resize=true or data.image_size={size_setting((size[1], size[0]))}"
+        )
 
 
 def _tree(cfg: DataConfig, split: str) -> ImageTree:
@@ -91,7 +95,9 @@ def _cifar10_split(cfg: DataConfig, split: str) -> SplitLayout:
         raise IgkdError(f"CIFAR-10 images are 32x32, but data.image_size is {size_setting(cfg.size_hw)}; set data.image_size=32")
     present = (root / "cifar-10-batches-py").is_dir()
     if not present and not cfg.download:
-        raise IgkdError(f"CIFAR-10 not found under '{root}'; set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py")
+        raise IgkdError(
+            f"CIFAR-10 not found under '{root}'; set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py"
+        )
     labels = load_split(cfg, split).labels if present else torch.zeros(CIFAR10_SIZES[split], dtype=torch.int64)
     return SplitLayout(split, list(CIFAR10_CLASSES), labels, (32, 32), "" if present else "to be downloaded (170 MB)")
 
@@ -104,8 +110,9 @@ def inspect_data(cfg: DataConfig) -> DataLayout:
     """
     if cfg.source == "digits":
         train, test = (load_split(cfg, split) for split in ("train", "test"))
-        return DataLayout(train.classes, SplitLayout("train", train.classes, train.labels, None),
-                          SplitLayout("test", test.classes, test.labels, None))
+        return DataLayout(
+            train.classes, SplitLayout("train", train.classes, train.labels, None), SplitLayout("test", test.classes, test.labels, None)
+        )
     if cfg.source == "cifar10":
         return DataLayout(list(CIFAR10_CLASSES), _cifar10_split(cfg, "train"), _cifar10_split(cfg, "test"))
     train_tree, test_tree = _tree(cfg, "train"), _tree(cfg, "test")

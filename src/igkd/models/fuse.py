@@ -32,9 +32,19 @@ class _ConvActivation(torch.autograd.Function):
     """activation(conv2d(x, w, b)) in one oneDNN call; the backward masks the gradient by the saved output."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: "FusedConvActivation") -> torch.Tensor:
-        out = ONEDNN_POINTWISE_CONVOLUTION(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                                           conv.groups, conv.activation, list(conv.activation_range), "")
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: FusedConvActivation) -> torch.Tensor:
+        out = ONEDNN_POINTWISE_CONVOLUTION(
+            x,
+            weight,
+            bias,
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+            conv.activation,
+            list(conv.activation_range),
+            "",
+        )
         ctx.save_for_backward(x, weight, out)
         ctx.conv = conv
         ctx.has_bias = bias is not None
@@ -110,7 +120,7 @@ def fuse_conv_activations(model: nn.Module) -> int:
             conv = container._modules[conv_name]
             if not _fusable(conv):
                 continue
-            follower = next((name for name in names[position + 1:] if type(container._modules[name]) is not nn.Identity), None)
+            follower = next((name for name in names[position + 1 :] if type(container._modules[name]) is not nn.Identity), None)
             activation = None if follower is None else _activation_of(container._modules[follower])
             if activation is None:
                 continue

@@ -22,8 +22,9 @@ def parse_normalize(text: str | None, arch: str | None = None) -> tuple[list[flo
         raise IgkdError(f"--normalize: {detail}") from None
 
 
-def load_any_model(path: Path, arch: str | None, normalize: str | None, classes: list[str] | None = None,
-                   rename: list[str] | None = None) -> LoadedModel:
+def load_any_model(
+    path: Path, arch: str | None, normalize: str | None, classes: list[str] | None = None, rename: list[str] | None = None
+) -> LoadedModel:
     """An igkd checkpoint as is; a plain state dict needs ``arch`` (classes default to CIFAR-10's; ``rename``:
     OLD=NEW key-prefix rules)."""
     if arch is None:
