@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {i + 1} | {r['attribution_s']:.1f} | {r['student_s']:.1f} | {r['total_s']:.1f} | {r['images']} | {100 * r['student_test_accuracy']:.2f}% |"
+        f"| {i + 1} | {r['attribution_s']:.1f} | {r['student_s']:.1f} | "
+        f"{r['total_s']:.1f} | {r['images']} | {100 * r['student_test_accuracy']:.2f}% |"
         for i, r in enumerate(runs)
     ]
     atomic_write_text(args.output_dir / f"full-run-{tag}.md", "\n".join(lines) + "\n")

@@ -130,7 +130,10 @@ def device_line(info: dict[str, Any] | None, stages: list[dict[str, str]]) -> st
         gate = next((stage["detail"] for stage in stages if stage["stage"] == "gate"), "unknown")
         return f"{gate} (igkd info gave no report)"
     gpus = ", ".join(f"{d['name']} ({d['memory_gib']} GiB)" for d in info["cuda"]["devices"])
-    return f"{info['device']}{': ' + gpus if gpus else ''}; torch {info['torch']}, igkd {info['igkd']}; CPU {info['cpu']['model']}, {info['cpu']['cores']} cores"
+    return (
+        f"{info['device']}{': ' + gpus if gpus else ''}; torch {info['torch']}, igkd "
+        f"{info['igkd']}; CPU {info['cpu']['model']}, {info['cpu']['cores']} cores"
+    )
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -166,7 +169,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [
             "",
             f"Teacher in `{teacher['folder']}`: {teacher['epochs']} epochs, best validation accuracy "
-            f"{100 * teacher['best_val_accuracy']:.2f}% (epoch {teacher['best_epoch']}), last {100 * teacher['last_val_accuracy']:.2f}%; {state}.",
+            f"{100 * teacher['best_val_accuracy']:.2f}% (epoch {teacher['best_epoch']}), "
+            f"last {100 * teacher['last_val_accuracy']:.2f}%; {state}.",
         ]
     return "\n".join(lines) + "\n"
 

@@ -246,7 +246,10 @@ def check_predict_logits_cpu_model(s: Setup) -> str:
     difference = relative_difference(logits, reference)
     expect(difference < TOLERANCE, f"logits differ from the CPU's by {difference:.3g} (relative)")
     agreement = float((logits.argmax(1) == reference.argmax(1)).float().mean())
-    return f"{len(images)} images, model loaded on cpu, run on {s.device.type}: max relative difference {difference:.2e}, argmax agreement {agreement:.3f}"
+    return (
+        f"{len(images)} images, model loaded on cpu, run on {s.device.type}: max "
+        f"relative difference {difference:.2e}, argmax agreement {agreement:.3f}"
+    )
 
 
 def check_ig_device_vs_cpu(s: Setup) -> str:

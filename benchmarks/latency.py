@@ -101,7 +101,8 @@ def markdown(result: dict) -> str:
         "",
         f"- command: `{prov['command']}`",
         f"- commit: `{prov['git_commit']}`",
-        f"- torch {env['torch']}, onnxruntime {result['settings'].get('onnxruntime', 'not timed')}, python {env['python']}, {env['platform']}",
+        f"- torch {env['torch']}, onnxruntime {result['settings'].get('onnxruntime', 'not timed')}, "
+        f"python {env['python']}, {env['platform']}",
         f"- created: {prov['created']}",
         "",
     ]

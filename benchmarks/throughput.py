@@ -279,7 +279,9 @@ def captum_sweep(model, images_uint8, labels, steps: int, device, grid: list[tup
     for batch, internal in grid:
         row = {"batch_size": batch, "internal_batch_size": internal, "images": len(images_uint8)}
         try:
-            seconds, _ = timed(lambda: captum_maps(model, images_uint8, labels, steps, device, batch, internal), device, 1)
+            seconds, _ = timed(
+                lambda batch=batch, internal=internal: captum_maps(model, images_uint8, labels, steps, device, batch, internal), device, 1
+            )
             row["maps_per_s"] = len(images_uint8) / seconds[0]
         except (RuntimeError, MemoryError) as exc:
             if not _out_of_memory(exc):
@@ -399,7 +401,7 @@ def ig_throughput(
     run_maps = {name: run.pop("maps") for name, run in ig_runs.items()}
     maps[:n_ig], fast_maps = run_maps["float32"], run_maps["fast"]
     captum = {}
-    for label, (batch, internal, cl) in captum_settings.items():
+    for label, (batch, internal, _channels_last) in captum_settings.items():
         seconds, (model_channels_last, cap) = timings[f"captum_{label}"]
         rates = [n_cap / s for s in seconds]
         captum[label] = {
@@ -468,7 +470,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--parallel-timeout",
         type=float,
         default=PARALLEL_TIMEOUT_S,
-        help="seconds the concurrent trainings may take in all (every number of them, warm-up included) before they are stopped with an error",
+        help=(
+            "seconds the concurrent trainings may take in all (every number "
+            "of them, warm-up included) before they are stopped with an error"
+        ),
     )
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
@@ -544,7 +549,8 @@ def write_markdown(result: dict, output_dir: Path, device: torch.device) -> None
         ],
         *[
             f"| IG maps/s ({ig['steps']} steps; Captum {which} setting: batch {c['batch_size']}, internal_batch_size "
-            f"{c['internal_batch_size'] or 'default'}; igkd batch {ig['igkd_batch_size']}) | {fmt(c['maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | "
+            f"{c['internal_batch_size'] or 'default'}; igkd batch {ig['igkd_batch_size']}) "
+            f"| {fmt(c['maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | "
             f"{c['speedup_median']:.1f}x |"
             for which, c in (("the paper's", ig["captum_paper"]), ("the fastest", ig["captum_fastest"]))
         ],
@@ -594,7 +600,8 @@ def write_markdown(result: dict, output_dir: Path, device: torch.device) -> None
         "| images per call | internal_batch_size | maps/s |",
         "|---|---|---|",
         *[
-            f"| {r['batch_size']} | {r['internal_batch_size'] or 'default (all points)'} | {r.get('error') or format(r['maps_per_s'], '.2f')} |"
+            f"| {r['batch_size']} | {r['internal_batch_size'] or 'default (all points)'} "
+            f"| {r.get('error') or format(r['maps_per_s'], '.2f')} |"
             for r in ig["captum_sweep"]["settings"]
         ],
         "",

@@ -56,7 +56,7 @@ def test_settings_left_off_are_named_as_the_set_that_turns_them_on(bf16_cpu):
 def test_info_says_what_auto_chose_and_why(bf16_cpu):
     lines: list[str] = []
     describe_info(environment_report(), lines.append)
-    (line,) = [l for l in lines if l.startswith("auto speed settings")]
+    (line,) = [text for text in lines if text.startswith("auto speed settings")]
     assert f"amp {'bf16' if bf16_cpu else 'off'}" in line and "channels_last on" in line
 
 

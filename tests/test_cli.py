@@ -123,7 +123,10 @@ def test_main_job_reports_teacher_and_student_under_common_corruptions(finished_
     }
     assert student["mce"] == pytest.approx(sum(errors.values()) / 2)
     assert results["student"]["robustness"]["mean_corruption_accuracy"] == student["mean_corruption_accuracy"]
-    row = f"| mean corruption accuracy (%) | {100 * teacher['mean_corruption_accuracy']:.2f} | {100 * student['mean_corruption_accuracy']:.2f} |"
+    row = (
+        f"| mean corruption accuracy (%) | {100 * teacher['mean_corruption_accuracy']:.2f} "
+        f"| {100 * student['mean_corruption_accuracy']:.2f} |"
+    )
     assert row in (run_dir / "report.md").read_text()
 
 

@@ -27,7 +27,24 @@ _API = {
     "NormalizedModel": "igkd.models.base",
     "IgkdError": "igkd.errors",
 }
-__all__ = ["__version__", *_API]
+# Spelled out (not built from _API) so that static tools, mypy and the API reference read it; a test keeps the two equal.
+__all__ = [
+    "__version__",
+    "load_images",
+    "create_model",
+    "load_model",
+    "compute_attributions",
+    "IGOverlay",
+    "KDLoss",
+    "ATLoss",
+    "DistillationLoss",
+    "distill",
+    "FeatureTap",
+    "register_family",
+    "ModelFamily",
+    "NormalizedModel",
+    "IgkdError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -102,7 +102,8 @@ def teacher(
         return
     summary = pipeline.teacher_summary()
     console.print(
-        f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, {summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}"
+        f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, "
+        f"{summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}"
     )
 
 

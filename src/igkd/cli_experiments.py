@@ -86,7 +86,8 @@ def experiment(
         failed = [o for o in outcomes if o.status == "failed"]
         if failed:
             raise IgkdError(
-                f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: {failed[0].detail}); fix it and re-run the same command"
+                f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: "
+                f"{failed[0].detail}); fix it and re-run the same command"
             )
         if stopped:
             finished = sum(o.status in ("done", "skipped") for o in outcomes)

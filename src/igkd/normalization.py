@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -33,7 +33,7 @@ class NormSpec(BaseModel):
         return self
 
 
-NormSetting = Union[Literal["dataset", "cifar10", "pretrained", "none"], NormSpec]
+NormSetting = Literal["dataset", "cifar10", "pretrained", "none"] | NormSpec
 
 
 def parse_normalization(value: Any) -> Any:

@@ -42,7 +42,8 @@ from igkd.training.teacher import import_teacher, train_teacher
 def _epoch_printer(console: Console, label: str) -> Callable[[int, int, dict[str, float]], None]:
     def show(epoch: int, total: int, row: dict[str, float]) -> None:
         console.print(
-            f"  {label} epoch {epoch}/{total}: loss {row['train_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%  ({row['seconds']:.1f}s)"
+            f"  {label} epoch {epoch}/{total}: loss {row['train_loss']:.4f}  "
+            f"val acc {100 * row['val_accuracy']:.2f}%  ({row['seconds']:.1f}s)"
         )
 
     return show

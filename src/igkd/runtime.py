@@ -9,7 +9,6 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import ContextManager
 
 import numpy as np
 import torch
@@ -117,7 +116,7 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" or (amp == "auto" and native_bf16(device)) else None
 
 
-def autocast(device: torch.device, amp: str | torch.dtype | None) -> ContextManager:
+def autocast(device: torch.device, amp: str | torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to the dtype ``amp`` names (a training setting, see :func:`autocast_dtype`, or a dtype); None: a no-op."""
     dtype = autocast_dtype(device, amp) if isinstance(amp, str) else amp
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)

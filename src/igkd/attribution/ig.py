@@ -316,11 +316,11 @@ def compute_ig_maps(
 
     The model is moved to ``device`` in the memory format ``params.channels_last`` asks for, and stays so; the maps are
     computed by its eval-mode copy with BatchNorm folded and ReLU/ReLU6 fused into the convolutions
-    (:func:`igkd.models.fuse.fast_frozen_copy`). Images ``start:`` are processed in batches of ``params.batch_size`` and written to ``out`` (float16 by default; a uint8
-    ``out`` gets round(map * 255)), so a caller can resume after the last finished batch; ``progress(done, total)``
-    follows each batch once its maps are in ``out``. A batch is read back to the host only once the next one is
-    queued, so a GPU does not wait for the host. Returns ``out`` and the completeness stats, accumulated into
-    ``stats`` when given (for resumed runs).
+    (:func:`igkd.models.fuse.fast_frozen_copy`). Images ``start:`` are processed in batches of ``params.batch_size`` and
+    written to ``out`` (float16 by default; a uint8 ``out`` gets round(map * 255)), so a caller can resume after the
+    last finished batch; ``progress(done, total)`` follows each batch once its maps are in ``out``. A batch is read
+    back to the host only once the next one is queued, so a GPU does not wait for the host. Returns ``out`` and the
+    completeness stats, accumulated into ``stats`` when given (for resumed runs).
     """
     if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4 or len(labels) != len(images_uint8):
         raise ValueError(

@@ -50,7 +50,8 @@ class ImageTree:
                 )
             if not folders[name]:
                 raise IgkdError(
-                    f"class folder '{self.location}/{name}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
+                    f"class folder '{self.location}/{name}' holds no images "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
                 )
             label = class_list.index(name)
             samples.extend((f"{self.location}/{name}/{file}", label, read) for file, read in sorted(folders[name].items()))

@@ -96,7 +96,8 @@ def _cifar10_split(cfg: DataConfig, split: str) -> SplitLayout:
     present = (root / "cifar-10-batches-py").is_dir()
     if not present and not cfg.download:
         raise IgkdError(
-            f"CIFAR-10 not found under '{root}'; set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py"
+            f"CIFAR-10 not found under '{root}'; set data.download=true (needs "
+            "internet) or data.root to a folder holding cifar-10-batches-py"
         )
     labels = load_split(cfg, split).labels if present else torch.zeros(CIFAR10_SIZES[split], dtype=torch.int64)
     return SplitLayout(split, list(CIFAR10_CLASSES), labels, (32, 32), "" if present else "to be downloaded (170 MB)")

@@ -131,11 +131,13 @@ def _load_cifar10(cfg: DataConfig, split: str) -> ImageSet:
         dataset = CIFAR10(str(root), train=(split == "train"), download=cfg.download)
     except RuntimeError as exc:
         raise IgkdError(
-            f"CIFAR-10 not found under '{root}' ({exc}); set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py"
+            f"CIFAR-10 not found under '{root}' ({exc}); set data.download=true "
+            "(needs internet) or data.root to a folder holding cifar-10-batches-py"
         ) from None
     except OSError as exc:
         raise IgkdError(
-            f"could not download CIFAR-10 to '{root}' ({exc.__class__.__name__}); check the network, or use source=imagefolder with a local copy"
+            f"could not download CIFAR-10 to '{root}' ({exc.__class__.__name__}); "
+            "check the network, or use source=imagefolder with a local copy"
         ) from None
     images = torch.from_numpy(np.asarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes), f"cifar10-{split}")

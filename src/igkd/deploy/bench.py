@@ -245,26 +245,30 @@ def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]
         rows.append(
             row(
                 f"{setting}: median (p90) ms",
-                lambda m: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
-                lambda m: _ratio(m["latency"][i]["median_ms_vs_first"]),
+                lambda m, i=i: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
+                lambda m, i=i: _ratio(m["latency"][i]["median_ms_vs_first"]),
             )
         )
         if "cold_ms" in ref:
             rows.append(
                 row(
                     f"{setting}: cold first call ms",
-                    lambda m: f"{m['latency'][i]['cold_ms']:.3f}",
-                    lambda m: _ratio(m["latency"][i]["cold_ms_vs_first"]),
+                    lambda m, i=i: f"{m['latency'][i]['cold_ms']:.3f}",
+                    lambda m, i=i: _ratio(m["latency"][i]["cold_ms_vs_first"]),
                 )
             )
         rows.append(
-            row(f"{setting}: min-max ms", lambda m: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}", lambda m: "")
+            row(
+                f"{setting}: min-max ms",
+                lambda m, i=i: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}",
+                lambda m: "",
+            )
         )
         rows.append(
             row(
                 f"{setting}: images/s",
-                lambda m: f"{m['latency'][i]['throughput_ips']:,.0f}",
-                lambda m: _ratio(m["latency"][i]["throughput_ips_vs_first"]),
+                lambda m, i=i: f"{m['latency'][i]['throughput_ips']:,.0f}",
+                lambda m, i=i: _ratio(m["latency"][i]["throughput_ips_vs_first"]),
             )
         )
     return header, rows

@@ -146,7 +146,8 @@ def distillation_run(
         raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
     if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
         raise IgkdError(
-            f"IG maps have shape {tuple(maps.shape)} but the training pool is {(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'"
+            f"IG maps have shape {tuple(maps.shape)} but the training pool is "
+            f"{(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'"
         )
     student = new_student(cfg, data, teacher).to(device)
     channels_last = use_channels_last(device, cfg.student.train.channels_last)  # the student, its frozen teacher and the batches

@@ -302,7 +302,9 @@ def fit(
             for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
             if step_progress is not None:  # the loss is read (a device sync) only when a line or the bar shows it
-                step_progress.advance(epoch * steps_per_epoch + step + 1, lambda: {"loss": float(sums["loss"]) / (step + 1)})
+                step_progress.advance(
+                    epoch * steps_per_epoch + step + 1, lambda sums=sums, step=step: {"loss": float(sums["loss"]) / (step + 1)}
+                )
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
         distributed.average_(batchnorm_statistics(model))
         if not math.isfinite(train_stats["train_loss"]):

@@ -33,7 +33,8 @@ def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> Load
     loaded = import_state_dict(checkpoint, cfg.teacher.arch, data.classes, mean, std, cfg.teacher.rename)
     if loaded.classes != data.classes:
         raise IgkdError(
-            f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the data has {data.classes}; use a teacher trained on these classes"
+            f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the "
+            f"data has {data.classes}; use a teacher trained on these classes"
         )
     return loaded
 
