@@ -103,7 +103,9 @@ def compute_attributions(
     key = attribution_key(teacher, images, labels, params, data_digest=digest)
     if cache.lookup(key) is None:
         cache.build(key, teacher, images, labels, params, target_device, progress, data_digest=digest)
-    return cache.load(key, (len(images), *images.shape[2:]))
+    loaded = cache.load(key, (len(images), *images.shape[2:]))
+    assert isinstance(loaded, torch.Tensor)  # mmap=False loads a tensor
+    return loaded
 
 
 class IGOverlay(nn.Module):

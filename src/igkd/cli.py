@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import typer
@@ -22,6 +22,7 @@ from igkd.normalization import NORMALIZE_SYNTAX
 
 if TYPE_CHECKING:
     from igkd.config import RobustnessConfig
+    from igkd.data.sources import Split
 
 app = typer.Typer(
     add_completion=False,
@@ -179,7 +180,7 @@ def evaluate(
     protocol = corruption_protocol(cfg.robustness, corruption, severity) if corruptions or corruption or severity else None
     device = resolve_device(cfg.device)
     loaded = load_any_model(model, arch, normalize, rename=rename)
-    data = load_split(cfg.data, split, cfg.cache_path).remap_to(loaded.classes)
+    data = load_split(cfg.data, cast("Split", split), cfg.cache_path).remap_to(loaded.classes)
     reference = load_any_model(teacher_path, None, None).model if teacher_path else None
     metrics = evaluate_model(loaded.model, data, device, reference=reference, console=console)
     metrics.update(
@@ -206,7 +207,7 @@ def corruption_protocol(base: RobustnessConfig, names: list[str] | None, severit
     """The config's corruption protocol, narrowed to ``names`` / ``severities`` when given (checked, one error line)."""
     from igkd.corruptions import check_corruptions
 
-    chosen = {"corruptions": list(names or base.corruptions), "severities": list(severities or base.severities)}
+    chosen: dict[str, Any] = {"corruptions": list(names or base.corruptions), "severities": list(severities or base.severities)}
     check_corruptions(chosen["corruptions"], chosen["severities"])
     return base.model_copy(update=chosen)
 

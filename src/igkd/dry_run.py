@@ -293,7 +293,7 @@ class DryRun:
             timing = _training_projection(
                 run.student, cfg.student.train, run.make_inputs, run.loss_fn, run.train_idx, data.val_images, device, status.epochs_left
             )
-            plan.update(timing_s=timing, projected_s=timing["seconds"])
+            plan.update(timing_s=timing, projected_s=timing["seconds"])  # type: ignore[arg-type]
         return plan
 
 

@@ -225,10 +225,10 @@ class Pipeline:
                     raise
                 self.console.print(f"attributions: {exc}; rebuilding")
         distributed.barrier()  # every rank has read the old entry before rank 0 replaces it
-        ranks = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
+        shards = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
         self.console.print(
             f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
-            f"for {expected[0]} images on {self.device}{ranks}"
+            f"for {expected[0]} images on {self.device}{shards}"
         )
         n, rank, ranks = expected[0], self.dist.rank, self.dist.world_size
         bar = self.step_progress("maps", images_per_step=1, unit="image").start(n * (rank + 1) // ranks - n * rank // ranks)

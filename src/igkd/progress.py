@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 LONG_RUN_SECONDS = 3600
 PROJECT_AFTER_STEPS = 5
@@ -63,10 +63,11 @@ class StageProgress:
         self.settings_off = settings_off  # named in the long-run note
         self.project = project  # print the stage / whole-run projection after the first steps
         self.device_type, self.later_s, self.interval_s, self.clock = device_type, later_s, interval_s, clock
-        self.total, self.steps_per_epoch = 1, None
+        self.total: int = 1
+        self.steps_per_epoch: int | None = None
         self.live = console.is_terminal and not console.quiet
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._start_done = self._last_done = 0
         self._started = self._last_line = 0.0
         self._next_fraction = 0.1
@@ -126,9 +127,9 @@ class StageProgress:
             if shown is not None:
                 self._last_line = self.clock()
                 rate = f"{self.images_per_step / per_step:,.0f} img/s" if per_step and self.images_per_step else ""
-                self._bar.update(self._task, completed=done, info=" ".join([rate, *(f"{k} {v:.4f}" for k, v in shown.items())]))
+                self._bar.update(self._task, completed=done, info=" ".join([rate, *(f"{k} {v:.4f}" for k, v in shown.items())]))  # type: ignore[arg-type]
             else:
-                self._bar.update(self._task, completed=done)
+                self._bar.update(self._task, completed=done)  # type: ignore[arg-type]
             return
         if self.due(done):
             self._last_line = self.clock()

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from igkd.atomic import atomic_write_text, atomic_write_with
+from igkd.attribution.cache import MappedMaps
 from igkd.data.imageset import ImageSet
 from igkd.overlay import overlay_maps
 
 
-def save_overlay_figure(path: Path, pool: ImageSet, maps: torch.Tensor, indices: list[int], power: float = 1.5) -> None:
+def save_overlay_figure(path: Path, pool: ImageSet, maps: torch.Tensor | MappedMaps, indices: list[int], power: float = 1.5) -> None:
     """A grid: each column one training image, rows = image, its IG map, the paper's overlay."""
     import matplotlib
 

@@ -144,7 +144,7 @@ def auto_settings(device: torch.device) -> dict[str, str]:
 
 def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     """Move ``model`` to ``device`` with its 4-D weights channels_last or, without ``channels_last``, contiguous (in place)."""
-    return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
 
 
 def is_channels_last(model: nn.Module) -> bool:

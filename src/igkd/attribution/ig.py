@@ -129,7 +129,7 @@ def alphas_and_weights(steps: int, method: Method = "gausslegendre") -> tuple[to
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * weights)
-    weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)  # type: ignore[assignment]
     ends = {
         "riemann_left": (0.0, 1 - 1 / steps),
         "riemann_right": (1 / steps, 1.0),
@@ -142,7 +142,7 @@ def alphas_and_weights(steps: int, method: Method = "gausslegendre") -> tuple[to
         weights[0] /= 2
         weights[-1] /= 2
     # float32 linspace, exactly as Captum builds its Riemann nodes
-    return torch.linspace(*ends[method], steps, dtype=torch.float32).double(), weights
+    return torch.linspace(*ends[method], steps, dtype=torch.float32).double(), weights  # type: ignore[return-value]
 
 
 @contextmanager
@@ -335,7 +335,7 @@ def compute_ig_maps(
     dtype = torch.bfloat16 if params.precision == "bfloat16" else None  # the autocast dtype (None: float32)
     channels_last = use_channels_last(device, params.channels_last)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=layout)
+    model.to(device, memory_format=layout)  # type: ignore[call-overload]
     frozen = fast_frozen_copy(model).to(memory_format=layout)
     pending: Pending | None = None
     for i in range(start, n, params.batch_size):

@@ -23,6 +23,11 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 ReadBytes = Callable[[], bytes]
 
 
+def _returning(data: bytes) -> ReadBytes:
+    """A reader of bytes already read."""
+    return lambda: data
+
+
 @dataclass
 class ImageTree:
     """Where a split lives, what identifies its content (for cache keys), and how to read its files."""
@@ -109,7 +114,7 @@ def _archive_tree(archive: Path, prefixes: tuple[str, ...]) -> ImageTree:
                         folders.setdefault(parts[-1], {})
                     elif member.isfile() and grandparent in prefixes and Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS:
                         data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                        folders.setdefault(parts[-2], {})[parts[-1]] = lambda data=data: data
+                        folders.setdefault(parts[-2], {})[parts[-1]] = _returning(data)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise IgkdError(
                 f"cannot read archive '{archive}' ({exc.__class__.__name__}: {exc}); replace it with an intact copy or unpack it "

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from igkd.data.image_tree import ImageTree, find_image_tree
 from igkd.data.imageset import size_setting
-from igkd.data.sources import CIFAR10_CLASSES, DataConfig, expand_path, load_split, split_folder
+from igkd.data.sources import CIFAR10_CLASSES, DataConfig, Split, expand_path, load_split, split_folder
 from igkd.errors import IgkdError
 
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
@@ -75,7 +75,7 @@ def _check_size(cfg: DataConfig, split: str, size: tuple[int, int] | None, name:
         )
 
 
-def _tree(cfg: DataConfig, split: str) -> ImageTree:
+def _tree(cfg: DataConfig, split: Split) -> ImageTree:
     folder = split_folder(cfg, split)
     return find_image_tree(folder.parent, folder.name)
 
@@ -89,7 +89,7 @@ def _folder_split(cfg: DataConfig, split: str, tree: ImageTree, classes: list[st
     return class_list, SplitLayout(Path(tree.location).name, sorted(tree.folders), labels, size, tree.location)
 
 
-def _cifar10_split(cfg: DataConfig, split: str) -> SplitLayout:
+def _cifar10_split(cfg: DataConfig, split: Split) -> SplitLayout:
     root = expand_path(cfg.root or "data/cifar10")
     if cfg.size_hw != (32, 32) and not cfg.resize:
         raise IgkdError(f"CIFAR-10 images are 32x32, but data.image_size is {size_setting(cfg.size_hw)}; set data.image_size=32")
@@ -110,9 +110,11 @@ def inspect_data(cfg: DataConfig) -> DataLayout:
     size; digits are loaded in memory; CIFAR-10 is read when present (its labels are not known before download).
     """
     if cfg.source == "digits":
-        train, test = (load_split(cfg, split) for split in ("train", "test"))
+        train_set, test_set = (load_split(cfg, split) for split in ("train", "test"))
         return DataLayout(
-            train.classes, SplitLayout("train", train.classes, train.labels, None), SplitLayout("test", test.classes, test.labels, None)
+            train_set.classes,
+            SplitLayout("train", train_set.classes, train_set.labels, None),
+            SplitLayout("test", test_set.classes, test_set.labels, None),
         )
     if cfg.source == "cifar10":
         return DataLayout(list(CIFAR10_CLASSES), _cifar10_split(cfg, "train"), _cifar10_split(cfg, "test"))

@@ -18,6 +18,8 @@ from igkd.errors import IgkdError
 from igkd.fingerprint import hash_jsonable
 from igkd.integrity import verify, write_manifest
 
+Split = Literal["train", "test"]
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 1234  # fixed: the digits test set never changes with the run's seed
@@ -88,7 +90,7 @@ def expand_path(path: Path | str) -> Path:
     return Path(expanded)
 
 
-def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path | None = None, write_cache: bool = True) -> ImageSet:
+def load_split(cfg: DataConfig, split: Split, cache_dir: Path | None = None, write_cache: bool = True) -> ImageSet:
     """Load the training pool or the test set described by ``cfg`` (decoded images are cached in ``cache_dir``,
     read from it when there, and written to it only with ``write_cache``)."""
     if cfg.source == "digits":
@@ -98,7 +100,7 @@ def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path
     return load_image_folder(split_folder(cfg, split), cfg.classes, cfg.image_size, cfg.resize, cache_dir, write_cache)
 
 
-def split_folder(cfg: DataConfig, split: Literal["train", "test"]) -> Path:
+def split_folder(cfg: DataConfig, split: Split) -> Path:
     """The folder of an ImageFolder split: ``data.root`` / ``data.train_split`` or ``data.test_split``."""
     if cfg.root is None:
         raise IgkdError(

@@ -104,7 +104,7 @@ def epoch_params(
     for indices in batches:
         b = len(indices)
         if augment == "crop_flip" and padding == 0 and not flip:  # nothing to draw, as on the device path
-            params = [(0, 0, -1)] * b
+            params: Sequence[tuple[int | bool, ...]] = [(0, 0, -1)] * b
         elif augment == "crop_flip":
             top, left, flipped = crop_flip_params(b, padding, flip, generator, generator.device)
             flips = flipped.tolist() if flipped is not None else [-1] * b

@@ -72,7 +72,7 @@ def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, im
     """A zero-argument forward pass of a fresh runner (module moved to its device, or a new ORT session)."""
     images = torch.rand(batch, 3, *image_hw(image_size), generator=torch.Generator().manual_seed(0))
     if backend == ORT_BACKEND:
-        session = ort_session(onnx, threads)
+        session = ort_session(onnx, threads)  # type: ignore[arg-type]
         feed = {session.get_inputs()[0].name: images.numpy()}
         return lambda: session.run(None, feed)
     device = torch.device("cuda" if backend == CUDA_BACKEND else "cpu")
@@ -240,37 +240,38 @@ def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]
         row("MACs / image", lambda m: _count(m["macs"]), lambda m: _ratio(m["macs_vs_first"])),
         row("checkpoint size", lambda m: f"{m['file_bytes'] / 1e6:.2f} MB", lambda m: _ratio(m["file_bytes_vs_first"])),
     ]
-    for i, ref in enumerate(models[0]["latency"]):
+
+    def latency_rows(i: int, ref: dict[str, Any]) -> list[list[str]]:
         setting = f"{ref['backend']}, batch {ref['batch']}"
-        rows.append(
+        out = [
             row(
                 f"{setting}: median (p90) ms",
-                lambda m, i=i: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
-                lambda m, i=i: _ratio(m["latency"][i]["median_ms_vs_first"]),
+                lambda m: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
+                lambda m: _ratio(m["latency"][i]["median_ms_vs_first"]),
             )
-        )
+        ]
         if "cold_ms" in ref:
-            rows.append(
+            out.append(
                 row(
                     f"{setting}: cold first call ms",
-                    lambda m, i=i: f"{m['latency'][i]['cold_ms']:.3f}",
-                    lambda m, i=i: _ratio(m["latency"][i]["cold_ms_vs_first"]),
+                    lambda m: f"{m['latency'][i]['cold_ms']:.3f}",
+                    lambda m: _ratio(m["latency"][i]["cold_ms_vs_first"]),
                 )
             )
-        rows.append(
-            row(
-                f"{setting}: min-max ms",
-                lambda m, i=i: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}",
-                lambda m: "",
-            )
+        out.append(
+            row(f"{setting}: min-max ms", lambda m: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}", lambda m: "")
         )
-        rows.append(
+        out.append(
             row(
                 f"{setting}: images/s",
-                lambda m, i=i: f"{m['latency'][i]['throughput_ips']:,.0f}",
-                lambda m, i=i: _ratio(m["latency"][i]["throughput_ips_vs_first"]),
+                lambda m: f"{m['latency'][i]['throughput_ips']:,.0f}",
+                lambda m: _ratio(m["latency"][i]["throughput_ips_vs_first"]),
             )
         )
+        return out
+
+    for i, ref in enumerate(models[0]["latency"]):
+        rows += latency_rows(i, ref)
     return header, rows
 
 

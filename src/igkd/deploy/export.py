@@ -55,7 +55,7 @@ def onnx_bytes(model: nn.Module, image_size: ImageSize) -> bytes:
         torch.onnx.export(
             model.eval(),
             (_example(image_size),),
-            buffer,
+            buffer,  # type: ignore[arg-type]
             dynamo=False,
             opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME],

@@ -120,7 +120,10 @@ def ig_grid(path: Path, images: torch.Tensor, titles: list[str], rows: dict[str,
     x = images.float() / 255
     teacher_maps = torch.from_numpy(np.asarray(next(iter(rows.values())), dtype=np.float32))
     overlaid = overlay_maps(x, teacher_maps, prob=1.0, power_range=(power, power))
-    panels = [("image", x.permute(0, 2, 3, 1).numpy(), None), (f"overlay (s={power:g})", overlaid.permute(0, 2, 3, 1).numpy(), None)]
+    panels: list[tuple[str, np.ndarray, str | None]] = [
+        ("image", x.permute(0, 2, 3, 1).numpy(), None),
+        (f"overlay (s={power:g})", overlaid.permute(0, 2, 3, 1).numpy(), None),
+    ]
     panels += [(f"IG: {name}", np.asarray(maps, dtype=np.float32), "inferno") for name, maps in rows.items()]
     fig, axes = plt.subplots(len(panels), len(x), figsize=(1.5 * len(x), 1.55 * len(panels)), squeeze=False)
     for r, (label, stack, cmap) in enumerate(panels):

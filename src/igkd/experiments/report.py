@@ -12,6 +12,7 @@ import io
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
     return runs
 
 
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
 
 
@@ -187,7 +188,7 @@ def _ablation(
     }
 
 
-def _mean_ci(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+def _mean_ci(values: Sequence[float | None], scale: float = 100.0, digits: int = 2) -> str:
     present = [v for v in values if v is not None]
     if not present:
         return "n/a"
@@ -332,7 +333,7 @@ def _pairwise(
         w, p = welch_by_pair.get((a, b)), paired.get((a, b))
         if w is None and p is None:
             continue
-        diff = (w or p).mean_difference if w else float(np.mean(list(values[a].values())) - np.mean(list(values[b].values())))
+        diff = w.mean_difference if w else float(np.mean(list(values[a].values())) - np.mean(list(values[b].values())))
         rows.append(
             [
                 f"{a} - {b}",

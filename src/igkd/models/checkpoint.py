@@ -48,8 +48,8 @@ def save_checkpoint(
         "version": CHECKPOINT_VERSION,
         "arch": spec_record(spec),
         "classes": list(classes),
-        "mean": model.mean.flatten().tolist(),
-        "std": model.std.flatten().tolist(),
+        "mean": model.mean.flatten().tolist(),  # type: ignore[operator]
+        "std": model.std.flatten().tolist(),  # type: ignore[operator]
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
         "metadata": metadata or {},
     }

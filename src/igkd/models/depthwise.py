@@ -31,14 +31,14 @@ def depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, conv: nn.
     if not is_depthwise(conv):
         return None
     channels = conv.in_channels
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight.shape[-2:], conv.stride, conv.padding, conv.dilation
-    qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # padding of the equivalent stride-1 correlation
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight.shape[-2:], conv.stride, conv.padding, conv.dilation  # type: ignore[str-unpack]
+    qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # type: ignore[operator]  # padding of the equivalent stride-1 correlation
     if qh < 0 or qw < 0:
         return None
     if sh > 1 or sw > 1:
         (n, _, ho, wo), (h, w) = grad.shape, input_shape[-2:]
         # rows/columns of the input that no output reached (floor in the output size), as zeros at the end
-        rh, rw = h - ((ho - 1) * sh + dh * (kh - 1) + 1 - 2 * ph), w - ((wo - 1) * sw + dw * (kw - 1) + 1 - 2 * pw)
+        rh, rw = h - ((ho - 1) * sh + dh * (kh - 1) + 1 - 2 * ph), w - ((wo - 1) * sw + dw * (kw - 1) + 1 - 2 * pw)  # type: ignore[operator]
         layout = torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         spread = torch.empty(
             n, channels, (ho - 1) * sh + 1 + rh, (wo - 1) * sw + 1 + rw, dtype=grad.dtype, device=grad.device, memory_format=layout

@@ -37,7 +37,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         for conv_name, norm_name in zip(names, names[1:]):
             conv, norm = container._modules[conv_name], container._modules[norm_name]
             if _foldable(conv, norm):
-                container._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
+                container._modules[conv_name] = fuse_conv_bn_eval(conv, norm)  # type: ignore[arg-type, type-var]
                 container._modules[norm_name] = nn.Identity()
                 folded += 1
     folded_model.requires_grad_(False)

@@ -87,7 +87,7 @@ class FusedConvActivation(nn.Conv2d):
 
     def _unfused(self, input: torch.Tensor) -> torch.Tensor:
         out = super().forward(input)
-        return F.relu(out) if self.activation == "relu" else F.hardtanh(out, *self.activation_range)
+        return F.relu(out) if self.activation == "relu" else F.hardtanh(out, *self.activation_range)  # type: ignore[arg-type]
 
 
 def _activation_of(module: nn.Module) -> tuple[str, tuple[float, ...]] | None:
@@ -95,7 +95,7 @@ def _activation_of(module: nn.Module) -> tuple[str, tuple[float, ...]] | None:
     if type(module) is nn.ReLU:
         return "relu", ()
     if type(module) in (nn.Hardtanh, nn.ReLU6):
-        return "hardtanh", (float(module.min_val), float(module.max_val))
+        return "hardtanh", (float(module.min_val), float(module.max_val))  # type: ignore[arg-type]
     return None
 
 
@@ -125,8 +125,8 @@ def fuse_conv_activations(model: nn.Module) -> int:
             if activation is None:
                 continue
             conv.__class__ = FusedConvActivation
-            conv.activation, conv.activation_range = activation
-            container._modules[follower] = nn.Identity()
+            conv.activation, conv.activation_range = activation  # type: ignore[assignment]
+            container._modules[follower] = nn.Identity()  # type: ignore[index]
             fused += 1
     return fused
 
@@ -138,7 +138,7 @@ def out_of_place_activations(model: nn.Module) -> int:
     """
     switched = [m for m in model.modules() if getattr(m, "inplace", None) is True]
     for module in switched:
-        module.inplace = False
+        module.inplace = False  # type: ignore[assignment]
     return len(switched)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torchvision.models import MobileNetV2
 
@@ -64,7 +64,7 @@ def parse_mobilenetv2_cifar(text: str) -> ArchSpec:
             raise IgkdError(f"unknown architecture option '{key}' in '{text}': use 'width' or 'k'")
     try:
         return ArchSpec(name=match["name"], **fields)
-    except ValueError as exc:
+    except ValidationError as exc:
         raise IgkdError(f"invalid architecture '{text}': {exc.errors()[0]['msg']}") from None
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
@@ -138,7 +139,7 @@ class DistillationRun:
 
 
 def distillation_run(
-    cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | None, device: torch.device
+    cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | MappedMaps | None, device: torch.device
 ) -> DistillationRun:
     """The configured student (seeded), its seed's training subset, batch inputs (with the overlay) and loss, on ``device``."""
     _, use_ig, _ = method_flags(cfg.student.method)
@@ -168,19 +169,19 @@ def distillation_run(
             device,
             data_digest=data.pool.digest,
         ).to(device)
-    pairs = attention_pairs(cfg, online_teacher, student) if weights.use_at else []
+    pairs = attention_pairs(cfg, online_teacher, student) if weights.use_at else []  # type: ignore[arg-type]
     student_tap = FeatureTap(student, [s for _, s in pairs]) if weights.use_at else None
     overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
-    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, online_teacher, pairs, cached, student_tap))
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, online_teacher, pairs, cached, student_tap))  # type: ignore[arg-type]
 
 
 def distill_student(
     cfg: RunConfig,
     data: PreparedData,
     teacher: LoadedModel,
-    maps: torch.Tensor | None,
+    maps: torch.Tensor | MappedMaps | None,
     device: torch.device,
     out_dir: Path,
     progress: Progress | None = None,
@@ -193,7 +194,7 @@ def distill_student(
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(
             out_dir / "best.pt",
-            net,
+            net,  # type: ignore[arg-type]
             arch,
             data.classes,
             {

@@ -67,8 +67,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.scaled_lr, **fused)
-    return torch.optim.AdamW(groups, lr=cfg.scaled_lr, **fused)
+        return torch.optim.Adam(groups, lr=cfg.scaled_lr, **fused)  # type: ignore[arg-type]
+    return torch.optim.AdamW(groups, lr=cfg.scaled_lr, **fused)  # type: ignore[arg-type]
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -131,7 +131,7 @@ TrainStep = Callable[[torch.Tensor, RandomStreams], dict[str, torch.Tensor]]
 def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
     """The running means and variances of every BatchNorm layer (the buffers training updates outside the optimiser)."""
     return [
-        stat
+        stat  # type: ignore[misc]
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
         for stat in (m.running_mean, m.running_var)
@@ -184,7 +184,7 @@ def make_train_step(
     )
     bn_stats = batchnorm_statistics(model) if chunks_per_rank > 1 else []
     train_model = model if ddp is None else ddp
-    train_model = torch.compile(train_model) if cfg.compile else train_model
+    train_model = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
     def step(indices: torch.Tensor, streams: RandomStreams) -> dict[str, torch.Tensor]:
         inputs, labels = make_inputs(indices, streams)
@@ -203,7 +203,7 @@ def make_train_step(
                 part = slice(chunk * size, (chunk + 1) * size)
                 seed_device_rng(micro_batch_seed(seed, global_step, chunk), device)
                 defer_sync = ddp is not None and local < chunks_per_rank - 1
-                with ddp.no_sync() if defer_sync else contextlib.nullcontext():
+                with ddp.no_sync() if defer_sync else contextlib.nullcontext():  # type: ignore[union-attr]
                     with autocast(device, dtype):
                         loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
                     (loss / chunks_per_rank).backward()
@@ -302,9 +302,8 @@ def fit(
             for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
             if step_progress is not None:  # the loss is read (a device sync) only when a line or the bar shows it
-                step_progress.advance(
-                    epoch * steps_per_epoch + step + 1, lambda sums=sums, step=step: {"loss": float(sums["loss"]) / (step + 1)}
-                )
+                # advance() calls the lambda at once or not at all, so it sees this step's values
+                step_progress.advance(epoch * steps_per_epoch + step + 1, lambda: {"loss": float(sums["loss"]) / (step + 1)})  # noqa: B023
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
         distributed.average_(batchnorm_statistics(model))
         if not math.isfinite(train_stats["train_loss"]):

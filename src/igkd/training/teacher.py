@@ -67,7 +67,7 @@ def train_teacher(
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(
             out_dir / "model.pt",
-            net,
+            net,  # type: ignore[arg-type]
             arch,
             data.classes,
             {
