@@ -22,13 +22,20 @@ from torch import nn
 
 from igkd.atomic import atomic_write_json, atomic_write_text
 from igkd.errors import IgkdError
-from igkd.provenance import provenance
 from igkd.models.depthwise import bf16_depthwise_convolutions
+from igkd.provenance import provenance
 from igkd.runtime import configure_kernels, resolve_device
 
 # (channels in, channels out, groups, size, stride): MobileNetV2-CIFAR's depthwise layers around its strided blocks
-LAYERS = [(144, 144, 144, 32, 2), (192, 192, 192, 16, 2), (384, 384, 384, 8, 2), (144, 144, 144, 32, 1), (192, 192, 192, 16, 1),
-          (576, 576, 576, 8, 1), (144, 24, 1, 32, 1)]
+LAYERS = [
+    (144, 144, 144, 32, 2),
+    (192, 192, 192, 16, 2),
+    (384, 384, 384, 8, 2),
+    (144, 144, 144, 32, 1),
+    (192, 192, 192, 16, 1),
+    (576, 576, 576, 8, 1),
+    (144, 24, 1, 32, 1),
+]
 PASSES = ("forward", "input_grad", "weight_grad")
 
 
@@ -81,11 +88,17 @@ def measure(device: torch.device, batch: int, repeats: int) -> list[dict]:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# bf16 against float32 convolutions on {result['environment'].get('gpu', result['environment']['cpu'])}", "",
-             f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`, "
-             f"batch {result['batch']}, channels_last, median of {result['repeats']} after 2 warm-up calls", "",
-             "| layer (in, out, groups, size, stride) | " + " | ".join(f"{p} fp32 / bf16 ms" for p in PASSES)
-             + " | igkd's bf16 input_grad ms (flipped kernel, under autocast) |", "|---|" + "---:|" * (len(PASSES) + 1)]
+    lines = [
+        f"# bf16 against float32 convolutions on {result['environment'].get('gpu', result['environment']['cpu'])}",
+        "",
+        f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`, "
+        f"batch {result['batch']}, channels_last, median of {result['repeats']} after 2 warm-up calls",
+        "",
+        "| layer (in, out, groups, size, stride) | "
+        + " | ".join(f"{p} fp32 / bf16 ms" for p in PASSES)
+        + " | igkd's bf16 input_grad ms (flipped kernel, under autocast) |",
+        "|---|" + "---:|" * (len(PASSES) + 1),
+    ]
     for r in result["rows"]:
         cells = [f"{r[f'{p}_float32_ms']:.2f} / {r[f'{p}_bfloat16_ms']:.2f}" for p in PASSES]
         ours = "torch's" if r["igkd_input_grad_bfloat16_ms"] is None else f"{r['igkd_input_grad_bfloat16_ms']:.2f}"
@@ -106,7 +119,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise IgkdError(f"--device {args.device}: CUDA is not available here; use --device cpu")
     device = resolve_device(args.device)
     configure_kernels(False)
-    result = {"benchmark": "bf16_convolutions", **provenance(device, 0), "batch": args.batch, "repeats": args.repeats, "rows": measure(device, args.batch, args.repeats)}
+    result = {
+        "benchmark": "bf16_convolutions",
+        **provenance(device, 0),
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "rows": measure(device, args.batch, args.repeats),
+    }
     name = f"bf16-convolutions-{result['environment'].get('gpu', device.type).replace(' ', '_')}"
     atomic_write_json(args.output_dir / f"{name}.json", result)
     atomic_write_text(args.output_dir / f"{name}.md", markdown(result))

@@ -23,8 +23,15 @@ from igkd.config import load_config
 from igkd.pipeline import Pipeline
 from igkd.provenance import provenance
 
-TINY_SETS = ["data.image_size=8", "data.crop_padding=1", "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
-             "student.arch=mobilenetv2_cifar:width=0.25:k=14", "teacher.train.epochs=1", "device=cpu", "attribution.steps=4"]
+TINY_SETS = [
+    "data.image_size=8",
+    "data.crop_padding=1",
+    "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
+    "student.arch=mobilenetv2_cifar:width=0.25:k=14",
+    "teacher.train.epochs=1",
+    "device=cpu",
+    "attribution.steps=4",
+]
 
 
 def timed_run(config: str, overrides: list[str], teacher: Path | None, epochs: int, workdir: Path) -> dict[str, float]:
@@ -37,8 +44,13 @@ def timed_run(config: str, overrides: list[str], teacher: Path | None, epochs: i
     attributed = time.perf_counter()
     summary = pipeline.run_student()
     finished = time.perf_counter()
-    return {"attribution_s": attributed - start, "student_s": finished - attributed, "total_s": finished - start,
-            "images": len(pipeline.data.pool), "student_test_accuracy": summary["test"]["accuracy"]}
+    return {
+        "attribution_s": attributed - start,
+        "student_s": finished - attributed,
+        "total_s": finished - start,
+        "images": len(pipeline.data.pool),
+        "student_test_accuracy": summary["test"]["accuracy"],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -68,16 +80,34 @@ def main(argv: list[str] | None = None) -> dict:
 
     device = resolve_device(cfg.device)
     totals = [r["total_s"] for r in runs]
-    result = {"benchmark": "full_run", **provenance(device, cfg.seed), "config": config, "overrides": overrides,
-              "teacher": str(args.teacher) if args.teacher else "trained in the run (not timed)", "student_epochs": args.epochs,
-              "student_arch": cfg.student.arch, "method": cfg.student.method, "ig_steps": cfg.attribution.steps, "runs": runs,
-              "total_s": {"min": min(totals), "median": statistics.median(totals), "max": max(totals), "repeats": len(totals)}}
+    result = {
+        "benchmark": "full_run",
+        **provenance(device, cfg.seed),
+        "config": config,
+        "overrides": overrides,
+        "teacher": str(args.teacher) if args.teacher else "trained in the run (not timed)",
+        "student_epochs": args.epochs,
+        "student_arch": cfg.student.arch,
+        "method": cfg.student.method,
+        "ig_steps": cfg.attribution.steps,
+        "runs": runs,
+        "total_s": {"min": min(totals), "median": statistics.median(totals), "max": max(totals), "repeats": len(totals)},
+    }
     tag = result["environment"].get("gpu", device.type).replace(" ", "_")
     atomic_write_json(args.output_dir / f"full-run-{tag}.json", result)
-    lines = [f"# Full run on {tag}", "", f"commit `{result['git_commit']}`, command `{result['command']}`", "",
-             "| run | IG maps (s) | student (s) | total (s) | images | student test acc |", "|---|---|---|---|---|---|"]
-    lines += [f"| {i + 1} | {r['attribution_s']:.1f} | {r['student_s']:.1f} | {r['total_s']:.1f} | {r['images']} | {100 * r['student_test_accuracy']:.2f}% |"
-              for i, r in enumerate(runs)]
+    lines = [
+        f"# Full run on {tag}",
+        "",
+        f"commit `{result['git_commit']}`, command `{result['command']}`",
+        "",
+        "| run | IG maps (s) | student (s) | total (s) | images | student test acc |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {i + 1} | {r['attribution_s']:.1f} | {r['student_s']:.1f} | "
+        f"{r['total_s']:.1f} | {r['images']} | {100 * r['student_test_accuracy']:.2f}% |"
+        for i, r in enumerate(runs)
+    ]
     atomic_write_text(args.output_dir / f"full-run-{tag}.md", "\n".join(lines) + "\n")
     return result
 

@@ -19,16 +19,13 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency import untrained_checkpoint  # noqa: E402
-from throughput import benchmark_teacher  # noqa: E402
-
 from igkd.atomic import atomic_write_json  # noqa: E402
 from igkd.attribution.ig import IGParams, compute_ig_maps  # noqa: E402
 from igkd.config import RunConfig, load_config  # noqa: E402
@@ -42,11 +39,19 @@ from igkd.training.inputs import batch_maker  # noqa: E402
 from igkd.training.loop import LossFn, fit, make_optimizer, predict_logits  # noqa: E402
 from igkd.training.teacher import teacher_loss  # noqa: E402
 from igkd.training.teacher_logits import cached_teacher_logits  # noqa: E402
+from latency import untrained_checkpoint  # noqa: E402
+from throughput import benchmark_teacher  # noqa: E402
 
 CPU = torch.device("cpu")
 TEACHER, STUDENT = "mobilenetv2_cifar:width=0.25:k=10", "mobilenetv2_cifar:width=0.25:k=14"  # the tests' tiny models
-SETS = ["data.image_size=8", "data.crop_padding=1", f"teacher.arch={TEACHER}", f"student.arch={STUDENT}", "student.train.epochs=1",
-        "teacher.train.epochs=2"]
+SETS = [
+    "data.image_size=8",
+    "data.crop_padding=1",
+    f"teacher.arch={TEACHER}",
+    f"student.arch={STUDENT}",
+    "student.train.epochs=1",
+    "teacher.train.epochs=2",
+]
 IMAGES = 64  # images for the logits, IG and cache comparisons
 TOLERANCE = 0.05  # device vs CPU, relative for logits (bf16 autocast on a GPU), absolute for [0, 1] maps (TF32 convolutions)
 
@@ -101,8 +106,19 @@ def student_run(s: Setup, sets: list[str]) -> tuple[RunConfig, DistillationRun, 
 def fit_student(s: Setup, cfg: RunConfig, run: DistillationRun, name: str, loss_fn: LossFn | None = None) -> dict[str, float]:
     """One epoch of ``fit``; its last metrics row."""
     val = s.data.val_idx
-    result = fit(run.student, run.train_idx, run.make_inputs, loss_fn or run.loss_fn, s.data.pool.images[val], s.data.pool.labels[val],
-                 cfg.student.train, s.device, cfg.seed, s.scratch / name, lambda model, row: None)
+    result = fit(
+        run.student,
+        run.train_idx,
+        run.make_inputs,
+        loss_fn or run.loss_fn,
+        s.data.pool.images[val],
+        s.data.pool.labels[val],
+        cfg.student.train,
+        s.device,
+        cfg.seed,
+        s.scratch / name,
+        lambda model, row: None,
+    )
     row = result.history[-1]
     expect(math.isfinite(row["train_loss"]), f"train loss {row['train_loss']}")
     return row
@@ -136,8 +152,10 @@ def check_channels_last(s: Setup) -> str:
     expect(all(not p.requires_grad and p.grad is None for p in params), "teacher parameters take gradients")
     expect(all(torch.equal(p, q) for p, q in zip(params, frozen)), "teacher weights changed in training")
     teacher_conv = next(m.weight for m in teacher.model.modules() if isinstance(m, torch.nn.Conv2d))
-    return (f"channels_last={setting}: student weights and inputs channels-last, teacher frozen (unchanged, no gradients, "
-            f"weights {'channels-last' if teacher_conv.is_contiguous(memory_format=torch.channels_last) else 'NCHW'})")
+    return (
+        f"channels_last={setting}: student weights and inputs channels-last, teacher frozen (unchanged, no gradients, "
+        f"weights {'channels-last' if teacher_conv.is_contiguous(memory_format=torch.channels_last) else 'NCHW'})"
+    )
 
 
 def check_fused_optimizers(s: Setup) -> str:
@@ -176,9 +194,21 @@ def check_rng_resume(s: Setup) -> str:
                 raise Interrupted
 
         model = benchmark_teacher(cfg, s.data, None, CPU).model
-        fit(model, s.data.train_idx.to(s.device), batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip), teacher_loss(cfg),
-            s.data.pool.images[val], s.data.pool.labels[val], cfg.teacher.train, s.device, cfg.teacher.seed, run_dir,
-            lambda net, row: None, progress, resume_key="smoke")
+        fit(
+            model,
+            s.data.train_idx.to(s.device),
+            batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip),
+            teacher_loss(cfg),
+            s.data.pool.images[val],
+            s.data.pool.labels[val],
+            cfg.teacher.train,
+            s.device,
+            cfg.teacher.seed,
+            run_dir,
+            lambda net, row: None,
+            progress,
+            resume_key="smoke",
+        )
         return torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
 
     straight = train(s.scratch / "straight")
@@ -191,8 +221,10 @@ def check_rng_resume(s: Setup) -> str:
     expect([row["epoch"] for row in resumed["history"]] == [1, 2], f"resumed history {resumed['history']}")
     expect(all(torch.equal(streams[k], resumed["random_streams"][k]) for k in streams), "generator states differ after resuming")
     drift = max(float((straight["model"][k].float() - v.float()).abs().max()) for k, v in resumed["model"].items())
-    return (f"{s.device.type} generators ({', '.join(streams)}) equal after 2 epochs straight and 1 + resumed 1; "
-            f"max weight difference {drift:.2e}")
+    return (
+        f"{s.device.type} generators ({', '.join(streams)}) equal after 2 epochs straight and 1 + resumed 1; "
+        f"max weight difference {drift:.2e}"
+    )
 
 
 def check_cuda_events_latency(s: Setup) -> str:
@@ -214,7 +246,10 @@ def check_predict_logits_cpu_model(s: Setup) -> str:
     difference = relative_difference(logits, reference)
     expect(difference < TOLERANCE, f"logits differ from the CPU's by {difference:.3g} (relative)")
     agreement = float((logits.argmax(1) == reference.argmax(1)).float().mean())
-    return f"{len(images)} images, model loaded on cpu, run on {s.device.type}: max relative difference {difference:.2e}, argmax agreement {agreement:.3f}"
+    return (
+        f"{len(images)} images, model loaded on cpu, run on {s.device.type}: max "
+        f"relative difference {difference:.2e}, argmax agreement {agreement:.3f}"
+    )
 
 
 def check_ig_device_vs_cpu(s: Setup) -> str:
@@ -224,8 +259,10 @@ def check_ig_device_vs_cpu(s: Setup) -> str:
     on_device, stats = compute_ig_maps(s.teacher().model.to(s.device), images, labels, params, s.device)
     difference = float(abs(on_device.astype("float32") - on_cpu.astype("float32")).max())
     expect(difference < TOLERANCE, f"maps differ by {difference:.3g} (max abs, maps in [0, 1])")
-    return (f"{len(images)} images, 16 steps: max map difference {s.device.type} vs cpu {difference:.2e}; mean relative completeness "
-            f"error {stats.mean_rel_delta:.2e} ({cpu_stats.mean_rel_delta:.2e} on cpu)")
+    return (
+        f"{len(images)} images, 16 steps: max map difference {s.device.type} vs cpu {difference:.2e}; mean relative completeness "
+        f"error {stats.mean_rel_delta:.2e} ({cpu_stats.mean_rel_delta:.2e} on cpu)"
+    )
 
 
 def check_teacher_logits_cache(s: Setup) -> str:
@@ -291,14 +328,22 @@ def main(argv: list[str] | None = None) -> int:
         setup = Setup(device, prepare_data(load_config("digits", SETS)), Path(scratch))
         for number, (name, (check, needs_cuda)) in enumerate(CHECKS.items(), 1):
             if name in args.skip or (needs_cuda and not setup.cuda):
-                row = {"name": name, "status": "SKIP", "detail": "not asked for (--skip)" if name in args.skip else "needs CUDA", "seconds": 0.0}
+                row = {
+                    "name": name,
+                    "status": "SKIP",
+                    "detail": "not asked for (--skip)" if name in args.skip else "needs CUDA",
+                    "seconds": 0.0,
+                }
             else:
                 row = run_check(name, check, setup)
             print(f"{row['status']} {name}: {row['detail']}", flush=True)
             rows.append(row)
             write_checks(path, record, rows, list(CHECKS)[number:])
     failed = failed_checks(rows)
-    print(f"smoke: {len(rows) - len(failed)} of {len(rows)} checks OK or skipped on {device}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    print(
+        f"smoke: {len(rows) - len(failed)} of {len(rows)} checks OK or skipped on {device}"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

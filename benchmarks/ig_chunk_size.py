@@ -49,11 +49,25 @@ def main(argv: list[str] | None = None) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds.append(time.perf_counter() - start)
-        rows.append({"internal_batch_size": size, "seconds_min": min(seconds), "seconds_median": statistics.median(seconds),
-                     "seconds_max": max(seconds), "repeats": args.repeats})
+        rows.append(
+            {
+                "internal_batch_size": size,
+                "seconds_min": min(seconds),
+                "seconds_median": statistics.median(seconds),
+                "seconds_max": max(seconds),
+                "repeats": args.repeats,
+            }
+        )
         print(f"internal_batch_size {size}: median {statistics.median(seconds):.2f} s for {args.images} images")
-    result = {"benchmark": "ig_chunk_size", **provenance(device, cfg.seed), "teacher": str(args.teacher), "images": args.images,
-              "steps": cfg.attribution.steps, "batch_size": cfg.attribution.batch_size, "rows": rows}
+    result = {
+        "benchmark": "ig_chunk_size",
+        **provenance(device, cfg.seed),
+        "teacher": str(args.teacher),
+        "images": args.images,
+        "steps": cfg.attribution.steps,
+        "batch_size": cfg.attribution.batch_size,
+        "rows": rows,
+    }
     atomic_write_json(args.output_dir / f"ig-chunk-size-{result['environment'].get('gpu', device.type).replace(' ', '_')}.json", result)
     return result
 

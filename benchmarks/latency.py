@@ -18,20 +18,21 @@ import argparse
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, available_backends, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
 from igkd.models.checkpoint import save_checkpoint  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
+from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from igkd.runtime import configure_kernels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,8 +51,13 @@ def untrained_checkpoint(arch: str, image_size: int, folder: Path) -> Path:
     spec = parse_arch(arch)
     torch.manual_seed(0)
     path = folder / f"{str(spec).replace(':', '_').replace('=', '')}.pt"
-    save_checkpoint(path, build_model(spec, len(CIFAR10_CLASSES), CIFAR10_MEAN, CIFAR10_STD), spec, CIFAR10_CLASSES,
-                    {"role": "untrained (latency only)", "image_size": image_size})
+    save_checkpoint(
+        path,
+        build_model(spec, len(CIFAR10_CLASSES), CIFAR10_MEAN, CIFAR10_STD),
+        spec,
+        CIFAR10_CLASSES,
+        {"role": "untrained (latency only)", "image_size": image_size},
+    )
     return path
 
 
@@ -59,7 +65,11 @@ def joined(result: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     """``result`` with ``part`` (the same models timed on other backends) added: each model's rows, and the settings."""
     for model, more in zip(result["models"], part["models"]):
         model["latency"] += more["latency"]
-    result["settings"] = {**result["settings"], **part["settings"], "backends": result["settings"]["backends"] + part["settings"]["backends"]}
+    result["settings"] = {
+        **result["settings"],
+        **part["settings"],
+        "backends": result["settings"]["backends"] + part["settings"]["backends"],
+    }
     return result
 
 
@@ -78,12 +88,24 @@ def markdown(result: dict) -> str:
     """The comparison table plus how, where and with what it was measured."""
     header, rows = (comparison_rows if len(result["models"]) <= WIDE_TABLE_MODELS else per_model_rows)(result)
     env, prov = result["provenance"]["environment"], result["provenance"]
-    lines = [f"# Latency on {env.get('gpu', 'CPU')}", "", bench_caption(result) + ".", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines = [
+        f"# Latency on {env.get('gpu', 'CPU')}",
+        "",
+        bench_caption(result) + ".",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", f"- command: `{prov['command']}`", f"- commit: `{prov['git_commit']}`",
-              f"- torch {env['torch']}, onnxruntime {result['settings'].get('onnxruntime', 'not timed')}, python {env['python']}, {env['platform']}",
-              f"- created: {prov['created']}", ""]
+    lines += [
+        "",
+        f"- command: `{prov['command']}`",
+        f"- commit: `{prov['git_commit']}`",
+        f"- torch {env['torch']}, onnxruntime {result['settings'].get('onnxruntime', 'not timed')}, "
+        f"python {env['python']}, {env['platform']}",
+        f"- created: {prov['created']}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -91,7 +113,9 @@ def main(argv: list[str] | None = None) -> Path:
     """Parse arguments, benchmark, write the JSON and Markdown; returns the JSON path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", type=Path, help="checkpoints; the first is the reference (the teacher)")
-    parser.add_argument("--arch", action="append", default=[], help="an architecture to benchmark untrained, repeatable (after the checkpoints)")
+    parser.add_argument(
+        "--arch", action="append", default=[], help="an architecture to benchmark untrained, repeatable (after the checkpoints)"
+    )
     parser.add_argument("--name", help="suffix of the result files: latency-<device>-<name>.{json,md}")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: torch's)")
     parser.add_argument("--batch", type=int, action="append", help="batch size, repeatable (default: 1 and 64)")
@@ -113,8 +137,17 @@ def main(argv: list[str] | None = None) -> Path:
 
     with tempfile.TemporaryDirectory(prefix="igkd-latency-") as scratch:
         paths = args.models + [untrained_checkpoint(arch, args.image_size, Path(scratch)) for arch in args.arch]
-        bench_each_backend(paths, backends, write, batch_sizes=args.batch or [1, 64], threads=args.threads, warmup=args.warmup,
-                           repeats=args.repeats, cold=args.cold, image_size=args.image_size)
+        bench_each_backend(
+            paths,
+            backends,
+            write,
+            batch_sizes=args.batch or [1, 64],
+            threads=args.threads,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            cold=args.cold,
+            image_size=args.image_size,
+        )
     return stem.with_suffix(".json")
 
 

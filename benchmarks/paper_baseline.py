@@ -22,14 +22,18 @@ from torchvision import transforms
 class PaperStyleDataset(Dataset):
     """Per-sample PIL augmentation and overlay, as in the authors' code."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, maps: np.ndarray, teacher_logits: torch.Tensor, prob: float, padding: int) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, maps: np.ndarray, teacher_logits: torch.Tensor, prob: float, padding: int
+    ) -> None:
         self.images = images.permute(0, 2, 3, 1).numpy()
         self.labels = labels
         self.maps = maps
         self.teacher_logits = teacher_logits
         self.prob = prob
         size = self.images.shape[1]
-        self.transform = transforms.Compose([transforms.RandomCrop(size, padding=padding), transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+        self.transform = transforms.Compose(
+            [transforms.RandomCrop(size, padding=padding), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,8 +48,16 @@ class PaperStyleDataset(Dataset):
 
 
 def paper_style_throughput(
-    student: nn.Module, dataset: PaperStyleDataset, device: torch.device, steps: int, warmup: int, repeats: int,
-    batch_size: int = 64, workers: int = 1, alpha: float = 0.01, temperature: float = 2.5,
+    student: nn.Module,
+    dataset: PaperStyleDataset,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    batch_size: int = 64,
+    workers: int = 1,
+    alpha: float = 0.01,
+    temperature: float = 2.5,
 ) -> list[float]:
     """Images per second of the paper-style loop, one figure per repeat of ``steps`` timed batches."""
     student.to(device).train()

@@ -22,13 +22,12 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import TINY_SETS, fast_settings  # noqa: E402
-
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.config import load_config  # noqa: E402
 from igkd.pipeline import Pipeline  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import resolve_device  # noqa: E402
+from throughput import TINY_SETS, fast_settings  # noqa: E402
 
 
 def train_arm(config: str, overrides: list[str], settings: dict[str, str], seed: int) -> dict:
@@ -37,9 +36,16 @@ def train_arm(config: str, overrides: list[str], settings: dict[str, str], seed:
     pipeline = Pipeline(load_config(config, overrides + sets), Console(quiet=True))
     summary = pipeline.run_student()
     curve = [json.loads(line)["val_accuracy"] for line in (pipeline.student_dir / "metrics.jsonl").read_text().splitlines()]
-    return {"seed": seed, **settings, "test_accuracy": summary["test"]["accuracy"], "best_val_accuracy": summary["best_val_accuracy"],
-            "val_accuracy_per_epoch": curve, "train_seconds": summary.get("train_seconds"),
-            "images_per_s": summary.get("train_images_per_second"), "run": str(pipeline.student_dir)}
+    return {
+        "seed": seed,
+        **settings,
+        "test_accuracy": summary["test"]["accuracy"],
+        "best_val_accuracy": summary["best_val_accuracy"],
+        "val_accuracy_per_epoch": curve,
+        "train_seconds": summary.get("train_seconds"),
+        "images_per_s": summary.get("train_images_per_second"),
+        "run": str(pipeline.student_dir),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,25 +62,48 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(cfg.device)
     arms = {"float32": {"amp": "off", "channels_last": "off"}, "fast": fast_settings(device)}
     runs = {name: [train_arm(args.config, overrides, settings, seed) for seed in args.seeds] for name, settings in arms.items()}
-    result = {"benchmark": "precision_accuracy", **provenance(device, cfg.seed), "config": args.config, "overrides": overrides,
-              "student_arch": cfg.student.arch, "method": cfg.student.method, "epochs": cfg.student.train.epochs, "arms": arms,
-              "runs": runs, "mean_test_accuracy": {name: statistics.mean(r["test_accuracy"] for r in rows) for name, rows in runs.items()}}
+    result = {
+        "benchmark": "precision_accuracy",
+        **provenance(device, cfg.seed),
+        "config": args.config,
+        "overrides": overrides,
+        "student_arch": cfg.student.arch,
+        "method": cfg.student.method,
+        "epochs": cfg.student.train.epochs,
+        "arms": arms,
+        "runs": runs,
+        "mean_test_accuracy": {name: statistics.mean(r["test_accuracy"] for r in rows) for name, rows in runs.items()},
+    }
     tag = result["environment"].get("gpu", device.type).replace(" ", "_") + (f"-{args.name}" if args.name else "")
     atomic_write_json(args.output_dir / f"precision-accuracy-{tag}.json", result)
-    lines = [f"# Student accuracy: float32 vs fast settings on {tag}", "",
-             f"commit `{result['git_commit']}`, CPU {result['environment']['cpu']} ({result['environment']['cpu_flags']}), "
-             f"torch {result['environment']['torch']}, command `{result['command']}`", "",
-             f"`{args.config}` config, student `{cfg.student.arch}` ({cfg.student.method}, {cfg.student.train.epochs} epochs); same teacher, "
-             "maps and seeds in both arms.", "",
-             "| seed | " + " | ".join(f"{name} (amp {s['amp']}, channels_last {s['channels_last']}): test acc (%), train s" for name, s in arms.items()) + " |",
-             "|---|" + "---|" * len(arms)]
+    lines = [
+        f"# Student accuracy: float32 vs fast settings on {tag}",
+        "",
+        f"commit `{result['git_commit']}`, CPU {result['environment']['cpu']} ({result['environment']['cpu_flags']}), "
+        f"torch {result['environment']['torch']}, command `{result['command']}`",
+        "",
+        f"`{args.config}` config, student `{cfg.student.arch}` ({cfg.student.method}, {cfg.student.train.epochs} epochs); same teacher, "
+        "maps and seeds in both arms.",
+        "",
+        "| seed | "
+        + " | ".join(f"{name} (amp {s['amp']}, channels_last {s['channels_last']}): test acc (%), train s" for name, s in arms.items())
+        + " |",
+        "|---|" + "---|" * len(arms),
+    ]
     for i, seed in enumerate(args.seeds):
-        lines.append(f"| {seed} | " + " | ".join(f"{100 * runs[name][i]['test_accuracy']:.2f}, {runs[name][i]['train_seconds']:.0f} s"
-                                                for name in arms) + " |")
+        lines.append(
+            f"| {seed} | "
+            + " | ".join(f"{100 * runs[name][i]['test_accuracy']:.2f}, {runs[name][i]['train_seconds']:.0f} s" for name in arms)
+            + " |"
+        )
     lines.append("| mean | " + " | ".join(f"{100 * result['mean_test_accuracy'][name]:.2f}" for name in arms) + " |")
-    lines += ["", "Validation accuracy (%) per epoch, float32 / fast (fast - float32):", "",
-              "| seed | " + " | ".join(f"epoch {e + 1}" for e in range(cfg.student.train.epochs)) + " |",
-              "|---|" + "---|" * cfg.student.train.epochs]
+    lines += [
+        "",
+        "Validation accuracy (%) per epoch, float32 / fast (fast - float32):",
+        "",
+        "| seed | " + " | ".join(f"epoch {e + 1}" for e in range(cfg.student.train.epochs)) + " |",
+        "|---|" + "---|" * cfg.student.train.epochs,
+    ]
     for i, seed in enumerate(args.seeds):
         pairs = zip(runs["float32"][i]["val_accuracy_per_epoch"], runs["fast"][i]["val_accuracy_per_epoch"])
         lines.append(f"| {seed} | " + " | ".join(f"{100 * a:.2f} / {100 * b:.2f} ({100 * (b - a):+.2f})" for a, b in pairs) + " |")

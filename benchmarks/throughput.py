@@ -17,14 +17,12 @@ import queue
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_baseline import PaperStyleDataset, paper_style_throughput  # noqa: E402
-
 from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, make_baselines  # noqa: E402
 from igkd.config import load_config, validate_config  # noqa: E402
@@ -35,11 +33,18 @@ from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import RandomStreams, configure_kernels, is_channels_last, native_bf16, place_model, resolve_device, use_channels_last  # noqa: E402
 from igkd.training.distill import loss_weights, make_distill_loss, online_teacher_model  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
-from igkd.training.teacher import resolve_normalization  # noqa: E402
 from igkd.training.loop import make_optimizer, make_schedule, make_train_step, predict_logits  # noqa: E402
+from igkd.training.teacher import resolve_normalization  # noqa: E402
+from paper_baseline import PaperStyleDataset, paper_style_throughput  # noqa: E402
 
-TINY_SETS = ["data.image_size=8", "data.crop_padding=1", "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
-             "student.arch=mobilenetv2_cifar:width=0.25:k=14", "teacher.train.epochs=1", "device=cpu"]
+TINY_SETS = [
+    "data.image_size=8",
+    "data.crop_padding=1",
+    "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
+    "student.arch=mobilenetv2_cifar:width=0.25:k=14",
+    "teacher.train.epochs=1",
+    "device=cpu",
+]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -62,7 +67,9 @@ def igkd_runner(cfg, data, teacher, maps, device, cached_logits: torch.Tensor | 
     frozen = online_teacher_model(teacher.model, device, channels_last)
     loss_fn = make_distill_loss(loss_weights(cfg), frozen, [], None if cached_logits is None else cached_logits.to(device))
     optimizer = make_optimizer(student, cfg.student.train, device)
-    step = make_train_step(student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device)
+    step = make_train_step(
+        student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device
+    )
     streams = RandomStreams.seeded(0, device)
     train_idx = data.train_idx.to(device)
     batch = cfg.student.train.batch_size
@@ -74,8 +81,9 @@ def igkd_runner(cfg, data, teacher, maps, device, cached_logits: torch.Tensor | 
     return run
 
 
-def igkd_throughput(cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int,
-                    cached_logits: torch.Tensor | None = None) -> list[float]:
+def igkd_throughput(
+    cfg, data, teacher, maps, device, steps: int, warmup: int, repeats: int, cached_logits: torch.Tensor | None = None
+) -> list[float]:
     """Images/s of igkd's training step, ``repeats`` times ``steps`` steps after ``warmup`` steps."""
     run, batch = igkd_runner(cfg, data, teacher, maps, device, cached_logits), cfg.student.train.batch_size
     run(warmup)
@@ -109,17 +117,32 @@ TRAIN_VARIANTS = {  # name: (teacher logits cached by index?, fast settings?)
 
 def train_throughput(cfg, data, teacher, maps, teacher_logits, device, steps: int, repeats: int) -> dict:
     """The paper-style loop and igkd's step in :data:`TRAIN_VARIANTS`, in one run: images/s and ratios to the loop."""
-    baseline_dataset = PaperStyleDataset(data.pool.images, data.pool.labels, maps.numpy(), teacher_logits, cfg.student.ig.prob, cfg.data.crop_padding)
-    baseline = paper_style_throughput(build_model(cfg.student.arch, len(data.classes)), baseline_dataset, device, steps, warmup=5, repeats=repeats)
+    baseline_dataset = PaperStyleDataset(
+        data.pool.images, data.pool.labels, maps.numpy(), teacher_logits, cfg.student.ig.prob, cfg.data.crop_padding
+    )
+    baseline = paper_style_throughput(
+        build_model(cfg.student.arch, len(data.classes)), baseline_dataset, device, steps, warmup=5, repeats=repeats
+    )
     fast = fast_settings(device)
-    result = {"paper_baseline_images_per_s": summary(baseline), "paper_baseline_batch_size": 64, "paper_baseline_workers": 1,
-              "igkd_batch_size": cfg.student.train.batch_size, "fast_settings": fast, "variants": {}}
+    result = {
+        "paper_baseline_images_per_s": summary(baseline),
+        "paper_baseline_batch_size": 64,
+        "paper_baseline_workers": 1,
+        "igkd_batch_size": cfg.student.train.batch_size,
+        "fast_settings": fast,
+        "variants": {},
+    }
     for name, (cached, use_fast) in TRAIN_VARIANTS.items():
         settings = fast if use_fast else {"amp": "off", "channels_last": "off"}
-        figures = igkd_throughput(with_student_train(cfg, **settings), data, teacher, maps, device, steps, 5, repeats,
-                                  teacher_logits if cached else None)
-        result["variants"][name] = {**settings, "teacher_logits": "cached" if cached else "online", "images_per_s": summary(figures),
-                                    "speedup_median": statistics.median(figures) / statistics.median(baseline)}
+        figures = igkd_throughput(
+            with_student_train(cfg, **settings), data, teacher, maps, device, steps, 5, repeats, teacher_logits if cached else None
+        )
+        result["variants"][name] = {
+            **settings,
+            "teacher_logits": "cached" if cached else "online",
+            "images_per_s": summary(figures),
+            "speedup_median": statistics.median(figures) / statistics.median(baseline),
+        }
     result["speedup_median"] = result["variants"]["igkd_fast"]["speedup_median"]
     return result
 
@@ -169,8 +192,12 @@ def parallel_throughput(cfg, checkpoint: Path | None, jobs: int, steps: int, tim
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(jobs), context.Queue()
     threads = max(1, torch.get_num_threads() // jobs)
-    workers = [context.Process(target=_parallel_worker, args=(cfg.model_dump(mode="json"), checkpoint, steps, threads, timeout_s, barrier, results))
-               for _ in range(jobs)]
+    workers = [
+        context.Process(
+            target=_parallel_worker, args=(cfg.model_dump(mode="json"), checkpoint, steps, threads, timeout_s, barrier, results)
+        )
+        for _ in range(jobs)
+    ]
     for worker in workers:
         worker.start()
     try:
@@ -198,8 +225,10 @@ def _collect_spans(workers: list, results, timeout_s: float) -> list[tuple[float
         except queue.Empty:
             for number, worker in enumerate(workers, 1):
                 if worker.exitcode not in (None, 0):
-                    raise RuntimeError(f"parallel training process {number} of {len(workers)} (pid {worker.pid}) failed with exit code "
-                                       f"{worker.exitcode} (its traceback, if any, is above); the others are stopped") from None
+                    raise RuntimeError(
+                        f"parallel training process {number} of {len(workers)} (pid {worker.pid}) failed with exit code "
+                        f"{worker.exitcode} (its traceback, if any, is above); the others are stopped"
+                    ) from None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the parallel training processes gave no timing within {timeout_s:.0f} s; they are stopped") from None
     return spans
@@ -209,7 +238,9 @@ PAPER_CAPTUM = (8, None)  # the paper's call: batches of 8 images, Captum's defa
 CAPTUM_GRID = "8:none,8:64,8:200,32:64,32:200,32:800,128:200,128:800"
 
 
-def captum_maps(model, images_uint8, labels, steps: int, device, batch_size: int = 8, internal_batch_size: int | None = None) -> torch.Tensor:
+def captum_maps(
+    model, images_uint8, labels, steps: int, device, batch_size: int = 8, internal_batch_size: int | None = None
+) -> torch.Tensor:
     """IG maps with Captum IntegratedGradients: ``batch_size`` images per call, ``internal_batch_size`` path points
     per forward/backward (None: Captum's default, all of a call's points at once). (8, None) is the paper's way."""
     from captum.attr import IntegratedGradients
@@ -218,8 +249,13 @@ def captum_maps(model, images_uint8, labels, steps: int, device, batch_size: int
     maps = []
     for i in range(0, len(images_uint8), batch_size):
         x = images_uint8[i : i + batch_size].to(device).float() / 255
-        attr = ig.attribute(x, baselines=make_baselines(model, x, "zero"), target=labels[i : i + batch_size].to(device), n_steps=steps,
-                            internal_batch_size=internal_batch_size)
+        attr = ig.attribute(
+            x,
+            baselines=make_baselines(model, x, "zero"),
+            target=labels[i : i + batch_size].to(device),
+            n_steps=steps,
+            internal_batch_size=internal_batch_size,
+        )
         maps.append(attribution_maps(attr).cpu())
     return torch.cat(maps)
 
@@ -243,7 +279,9 @@ def captum_sweep(model, images_uint8, labels, steps: int, device, grid: list[tup
     for batch, internal in grid:
         row = {"batch_size": batch, "internal_batch_size": internal, "images": len(images_uint8)}
         try:
-            seconds, _ = timed(lambda: captum_maps(model, images_uint8, labels, steps, device, batch, internal), device, 1)
+            seconds, _ = timed(
+                lambda batch=batch, internal=internal: captum_maps(model, images_uint8, labels, steps, device, batch, internal), device, 1
+            )
             row["maps_per_s"] = len(images_uint8) / seconds[0]
         except (RuntimeError, MemoryError) as exc:
             if not _out_of_memory(exc):
@@ -259,21 +297,31 @@ def ig_variants(params: IGParams, device) -> dict[str, IGParams]:
     """igkd's IG settings to time: float32 NCHW (the reference numerics), float32 channels_last (the same maps up to
     rounding) and this device's fast settings (bf16 autocast where native, channels_last)."""
     fast = fast_settings(device)
-    return {"float32": params.model_copy(update={"precision": "float32", "channels_last": "off"}),
-            "float32_channels_last": params.model_copy(update={"precision": "float32", "channels_last": "on"}),
-            "fast": params.model_copy(update={"precision": "bfloat16" if fast["amp"] == "bf16" else "float32", "channels_last": "on"})}
+    return {
+        "float32": params.model_copy(update={"precision": "float32", "channels_last": "off"}),
+        "float32_channels_last": params.model_copy(update={"precision": "float32", "channels_last": "on"}),
+        "fast": params.model_copy(update={"precision": "bfloat16" if fast["amp"] == "bf16" else "float32", "channels_last": "on"}),
+    }
 
 
 def ig_run(variant: IGParams, seconds: list[float], result: tuple, images: int) -> dict:
     """One igkd IG variant's record: maps/s, its maps and completeness error (mean and max |delta| / |f(x)-f(x0)|)."""
     maps, stats = result
     rates = [images / s for s in seconds]
-    return {"precision": variant.precision, "channels_last": variant.channels_last, "maps_per_s": summary(rates),
-            "maps_per_s_list": rates, "maps": torch.from_numpy(maps.astype("float32")),
-            "completeness_mean_rel_delta": stats.sum_rel_delta / max(1, stats.images), "completeness_max_rel_delta": stats.max_rel_delta}
+    return {
+        "precision": variant.precision,
+        "channels_last": variant.channels_last,
+        "maps_per_s": summary(rates),
+        "maps_per_s_list": rates,
+        "maps": torch.from_numpy(maps.astype("float32")),
+        "completeness_mean_rel_delta": stats.sum_rel_delta / max(1, stats.images),
+        "completeness_max_rel_delta": stats.max_rel_delta,
+    }
 
 
-def timed_interleaved(calls: dict[str, tuple[Callable[[], object], Callable[[], object]]], device, repeats: int) -> dict[str, tuple[list[float], object]]:
+def timed_interleaved(
+    calls: dict[str, tuple[Callable[[], object], Callable[[], object]]], device, repeats: int
+) -> dict[str, tuple[list[float], object]]:
     """Seconds per call of each ``(setup, fn)`` of ``calls``, timed in rounds: one warm-up round, then ``repeats``
     rounds that call every ``fn`` once in turn (after its untimed ``setup``), so a drift in the machine's speed over
     minutes falls on all of them alike. Returns, per name, the seconds and the last result."""
@@ -307,8 +355,17 @@ def timed(fn, device, repeats: int) -> tuple[list[float], object]:
 PARTS = ("ig", "train", "parallel")  # measured and written in this order
 
 
-def ig_throughput(teacher: LoadedModel, data, params: IGParams, device, ig_images: int, captum_images: int, sweep_images: int,
-                  grid: list[tuple[int, int | None]], repeats: int) -> tuple[dict, torch.Tensor]:
+def ig_throughput(
+    teacher: LoadedModel,
+    data,
+    params: IGParams,
+    device,
+    ig_images: int,
+    captum_images: int,
+    sweep_images: int,
+    grid: list[tuple[int, int | None]],
+    repeats: int,
+) -> tuple[dict, torch.Tensor]:
     """IG maps/s of igkd's variants and of Captum (the paper's call, the fastest setting of a sweep), timed interleaved
     on the same images; the record, and igkd's float32 maps of the pool (zero past the timed images) for training."""
     n_ig = min(ig_images, len(data.pool))
@@ -321,12 +378,20 @@ def ig_throughput(teacher: LoadedModel, data, params: IGParams, device, ig_image
     best_setting = (fastest["batch_size"], fastest["internal_batch_size"])
     variants = ig_variants(params, device)
     captum_settings = {"paper": (*PAPER_CAPTUM, False), "fastest": (*best_setting, False), "fastest_channels_last": (*best_setting, True)}
-    calls = {name: (lambda: None, lambda variant=variant: compute_ig_maps(teacher.model, ig_images_u8, ig_labels, variant, device))
-             for name, variant in variants.items()}
-    calls |= {f"captum_{label}": (lambda cl=cl: place_model(teacher.model, device, cl),  # as users call it (NCHW), and in igkd's layout
-                                  lambda batch=batch, internal=internal: (is_channels_last(teacher.model),
-                                                                          captum_maps(teacher.model, images, labels, params.steps, device, batch, internal)))
-              for label, (batch, internal, cl) in captum_settings.items()}
+    calls = {
+        name: (lambda: None, lambda variant=variant: compute_ig_maps(teacher.model, ig_images_u8, ig_labels, variant, device))
+        for name, variant in variants.items()
+    }
+    calls |= {
+        f"captum_{label}": (
+            lambda cl=cl: place_model(teacher.model, device, cl),  # as users call it (NCHW), and in igkd's layout
+            lambda batch=batch, internal=internal: (
+                is_channels_last(teacher.model),
+                captum_maps(teacher.model, images, labels, params.steps, device, batch, internal),
+            ),
+        )
+        for label, (batch, internal, cl) in captum_settings.items()
+    }
     timings = timed_interleaved(calls, device, repeats)
     ig_runs = {name: ig_run(variant, *timings[name], n_ig) for name, variant in variants.items()}
     for name in ("float32_channels_last", "fast"):
@@ -336,23 +401,35 @@ def ig_throughput(teacher: LoadedModel, data, params: IGParams, device, ig_image
     run_maps = {name: run.pop("maps") for name, run in ig_runs.items()}
     maps[:n_ig], fast_maps = run_maps["float32"], run_maps["fast"]
     captum = {}
-    for label, (batch, internal, cl) in captum_settings.items():
+    for label, (batch, internal, _channels_last) in captum_settings.items():
         seconds, (model_channels_last, cap) = timings[f"captum_{label}"]
         rates = [n_cap / s for s in seconds]
-        captum[label] = {"batch_size": batch, "internal_batch_size": internal, "model_channels_last": model_channels_last,
-                         "maps_per_s": summary(rates),
-                         "speedup_median": statistics.median(ig_ours) / statistics.median(rates),
-                         "fast_speedup_median": ig_runs["fast"]["maps_per_s"]["median"] / statistics.median(rates),
-                         "fast_speedup_per_round": summary([ours / theirs for ours, theirs in zip(ig_runs["fast"]["maps_per_s_list"], rates)]),
-                         "max_abs_map_difference": float((cap - maps[:n_cap]).abs().max()),
-                         "fast_max_abs_map_difference": float((cap - fast_maps[:n_cap]).abs().max())}
+        captum[label] = {
+            "batch_size": batch,
+            "internal_batch_size": internal,
+            "model_channels_last": model_channels_last,
+            "maps_per_s": summary(rates),
+            "speedup_median": statistics.median(ig_ours) / statistics.median(rates),
+            "fast_speedup_median": ig_runs["fast"]["maps_per_s"]["median"] / statistics.median(rates),
+            "fast_speedup_per_round": summary([ours / theirs for ours, theirs in zip(ig_runs["fast"]["maps_per_s_list"], rates)]),
+            "max_abs_map_difference": float((cap - maps[:n_cap]).abs().max()),
+            "fast_max_abs_map_difference": float((cap - fast_maps[:n_cap]).abs().max()),
+        }
     place_model(teacher.model, device, False)
     record = {
-        "steps": params.steps, "method": params.method, "precision": params.precision, "igkd_images": n_ig, "igkd_batch_size": params.batch_size,
-        "igkd_maps_per_s": summary(ig_ours), "captum_images": n_cap,
-        "captum_paper": captum["paper"], "captum_fastest": captum["fastest"], "captum_fastest_channels_last": captum["fastest_channels_last"],
+        "steps": params.steps,
+        "method": params.method,
+        "precision": params.precision,
+        "igkd_images": n_ig,
+        "igkd_batch_size": params.batch_size,
+        "igkd_maps_per_s": summary(ig_ours),
+        "captum_images": n_cap,
+        "captum_paper": captum["paper"],
+        "captum_fastest": captum["fastest"],
+        "captum_fastest_channels_last": captum["fastest_channels_last"],
         "captum_sweep": {"images": n_sweep, "settings": sweep},
-        "speedup_median": captum["paper"]["speedup_median"], "speedup_vs_fastest_captum_median": captum["fastest"]["speedup_median"],
+        "speedup_median": captum["paper"]["speedup_median"],
+        "speedup_vs_fastest_captum_median": captum["fastest"]["speedup_median"],
         "max_abs_map_difference": captum["paper"]["max_abs_map_difference"],
         "igkd_runs": {k: {key: v for key, v in run.items() if key != "maps_per_s_list"} for k, run in ig_runs.items()},
         "fast_speedup_vs_fastest_captum_median": captum["fastest"]["fast_speedup_median"],
@@ -364,9 +441,13 @@ def concurrent_throughput(cfg, checkpoint: Path | None, counts: list[int], steps
     """Total images/s of each count of concurrent student trainings, all within ``timeout_s``, and the gain over the smallest count."""
     deadline = time.monotonic() + timeout_s
     totals = {jobs: parallel_throughput(cfg, checkpoint, jobs, steps, max(0.0, deadline - time.monotonic())) for jobs in counts}
-    return {"student_arch": cfg.student.arch, "steps_per_process": steps, "batch_size": cfg.student.train.batch_size,
-            "total_images_per_s": {str(j): v for j, v in totals.items()},
-            "gain_vs_one": {str(j): v / totals[min(totals)] for j, v in totals.items()}}
+    return {
+        "student_arch": cfg.student.arch,
+        "steps_per_process": steps,
+        "batch_size": cfg.student.train.batch_size,
+        "total_images_per_s": {str(j): v for j, v in totals.items()},
+        "gain_vs_one": {str(j): v / totals[min(totals)] for j, v in totals.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -379,12 +460,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ig-images", type=int, default=50000, help="images for igkd's IG timing")
     parser.add_argument("--captum-images", type=int, default=512, help="images for the Captum timings (paper's and fastest setting)")
-    parser.add_argument("--captum-grid", default=CAPTUM_GRID, help="Captum settings to sweep, BATCH:INTERNAL (INTERNAL none = Captum's default)")
+    parser.add_argument(
+        "--captum-grid", default=CAPTUM_GRID, help="Captum settings to sweep, BATCH:INTERNAL (INTERNAL none = Captum's default)"
+    )
     parser.add_argument("--captum-sweep-images", type=int, default=128, help="images per setting of the Captum sweep")
     parser.add_argument("--parallel", default="1,4", help="numbers of concurrent student trainings to time, comma-separated")
     parser.add_argument("--parallel-arch", help="student arch for the concurrent runs (default: the config's student)")
-    parser.add_argument("--parallel-timeout", type=float, default=PARALLEL_TIMEOUT_S,
-                        help="seconds the concurrent trainings may take in all (every number of them, warm-up included) before they are stopped with an error")
+    parser.add_argument(
+        "--parallel-timeout",
+        type=float,
+        default=PARALLEL_TIMEOUT_S,
+        help=(
+            "seconds the concurrent trainings may take in all (every number "
+            "of them, warm-up included) before they are stopped with an error"
+        ),
+    )
     parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     config = "digits" if args.tiny else args.config
@@ -394,8 +484,16 @@ def main(argv: list[str] | None = None) -> dict:
     data = prepare_data(cfg)
     teacher = benchmark_teacher(cfg, data, args.teacher, device)
     params = IGParams(**cfg.attribution.model_dump(exclude={"dtype"}))
-    result = {"benchmark": "throughput", **provenance(device, cfg.seed), "config": config, "overrides": args.overrides,
-              "student_arch": cfg.student.arch, "teacher_arch": str(teacher.arch), "trained_teacher": bool(args.teacher), "pending": list(PARTS)}
+    result = {
+        "benchmark": "throughput",
+        **provenance(device, cfg.seed),
+        "config": config,
+        "overrides": args.overrides,
+        "student_arch": cfg.student.arch,
+        "teacher_arch": str(teacher.arch),
+        "trained_teacher": bool(args.teacher),
+        "pending": list(PARTS),
+    }
     json_path = args.output_dir / f"throughput-{device_tag(result, device)}.json"
 
     def finished(part: str, record: dict) -> None:
@@ -403,13 +501,25 @@ def main(argv: list[str] | None = None) -> dict:
         result["pending"].remove(part)
         atomic_write_json(json_path, result)
 
-    ig, maps = ig_throughput(teacher, data, params, device, args.ig_images, args.captum_images, args.captum_sweep_images,
-                             parse_captum_grid(args.captum_grid), args.repeats)
+    ig, maps = ig_throughput(
+        teacher,
+        data,
+        params,
+        device,
+        args.ig_images,
+        args.captum_images,
+        args.captum_sweep_images,
+        parse_captum_grid(args.captum_grid),
+        args.repeats,
+    )
     finished("ig", ig)
     teacher_logits = predict_logits(teacher.model, data.pool.images, 1024, device)
     finished("train", train_throughput(cfg, data, teacher, maps, teacher_logits, device, args.steps, args.repeats))
     small = cfg.model_copy(update={"student": cfg.student.model_copy(update={"arch": args.parallel_arch or cfg.student.arch})})
-    finished("parallel", concurrent_throughput(small, args.teacher, [int(j) for j in args.parallel.split(",")], args.steps, args.parallel_timeout))
+    finished(
+        "parallel",
+        concurrent_throughput(small, args.teacher, [int(j) for j in args.parallel.split(",")], args.steps, args.parallel_timeout),
+    )
     write_markdown(result, args.output_dir, device)
     return result
 
@@ -424,40 +534,78 @@ def write_markdown(result: dict, output_dir: Path, device: torch.device) -> None
     tag = device_tag(result, device)
     t, ig = result["train"], result["ig"]
     fmt = lambda s: f"{s['median']:.1f} (min {s['min']:.1f}, max {s['max']:.1f}, n={s['repeats']})"  # noqa: E731
-    lines = [f"# Throughput on {tag}", "", f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`", "",
-             "| figure | paper-style baseline | igkd | ratio |", "|---|---|---|---|",
-             *[f"| student training, images/s, batch {t['paper_baseline_batch_size']} vs {t['igkd_batch_size']}: `{name}` (amp {v['amp']}, "
-               f"channels_last {v['channels_last']}, teacher logits {v['teacher_logits']}) | {fmt(t['paper_baseline_images_per_s'])} | "
-               f"{fmt(v['images_per_s'])} | {v['speedup_median']:.2f}x |" for name, v in t["variants"].items()],
-             *[f"| IG maps/s ({ig['steps']} steps; Captum {which} setting: batch {c['batch_size']}, internal_batch_size "
-               f"{c['internal_batch_size'] or 'default'}; igkd batch {ig['igkd_batch_size']}) | {fmt(c['maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | "
-               f"{c['speedup_median']:.1f}x |" for which, c in (("the paper's", ig["captum_paper"]), ("the fastest", ig["captum_fastest"]))],
-             *[f"| {j} concurrent student trainings (`{result['parallel']['student_arch']}`), total images/s | | {v:.1f} | "
-               f"{result['parallel']['gain_vs_one'][j]:.2f}x vs {min(result['parallel']['total_images_per_s'], key=int)} |"
-               for j, v in result["parallel"]["total_images_per_s"].items()],
-             *[f"| IG maps/s, igkd `{name}` ({run['precision']}, channels_last {run['channels_last']}) vs Captum's fastest | "
-               f"{fmt(ig['captum_fastest']['maps_per_s'])} | {fmt(run['maps_per_s'])} | "
-               f"{run['maps_per_s']['median'] / ig['captum_fastest']['maps_per_s']['median']:.2f}x |" for name, run in ig["igkd_runs"].items()],
-             f"| IG maps/s, igkd `fast` vs Captum's fastest setting with the teacher channels_last (not how Captum is called, "
-             f"a stricter baseline) | {fmt(ig['captum_fastest_channels_last']['maps_per_s'])} | {fmt(ig['igkd_runs']['fast']['maps_per_s'])} | "
-             f"{ig['captum_fastest_channels_last']['fast_speedup_median']:.2f}x |",
-             "", f"Max |map difference| igkd float32 vs Captum over {ig['captum_images']} images: {ig['max_abs_map_difference']:.2e}; "
-             f"igkd fast vs Captum: {ig['captum_fastest']['fast_max_abs_map_difference']:.2e}; "
-             + "; ".join(f"igkd {name} vs igkd float32: {run['max_abs_map_difference_vs_float32']:.2e}" for name, run in ig["igkd_runs"].items()
-                         if "max_abs_map_difference_vs_float32" in run) + " (maps are min-max normalised to [0, 1]).", "",
-             "Completeness (mean / max |sum of attributions - (f(x) - f(x0))| / |f(x) - f(x0)|): "
-             + "; ".join(f"{name} {run['completeness_mean_rel_delta']:.2e} / {run['completeness_max_rel_delta']:.2e}" for name, run in ig["igkd_runs"].items()),
-             "",
-             f"IG timings interleaved: a warm-up round, then {ig['captum_fastest']['maps_per_s']['repeats']} rounds that each ran every igkd "
-             "variant and Captum setting once. igkd `fast` / Captum per round: "
-             + "; ".join(f"vs {which} {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f})" for which, r in
-                         (("the fastest setting", ig["captum_fastest"]["fast_speedup_per_round"]),
-                          ("the fastest setting, teacher channels_last", ig["captum_fastest_channels_last"]["fast_speedup_per_round"]))) + ".",
-             "",
-             f"Captum sweep ({ig['captum_sweep']['images']} images per setting, one timed call after one warm-up call):", "",
-             "| images per call | internal_batch_size | maps/s |", "|---|---|---|",
-             *[f"| {r['batch_size']} | {r['internal_batch_size'] or 'default (all points)'} | {r.get('error') or format(r['maps_per_s'], '.2f')} |"
-               for r in ig["captum_sweep"]["settings"]], ""]
+    lines = [
+        f"# Throughput on {tag}",
+        "",
+        f"commit `{result['git_commit']}`, torch {result['environment']['torch']}, command `{result['command']}`",
+        "",
+        "| figure | paper-style baseline | igkd | ratio |",
+        "|---|---|---|---|",
+        *[
+            f"| student training, images/s, batch {t['paper_baseline_batch_size']} vs {t['igkd_batch_size']}: `{name}` (amp {v['amp']}, "
+            f"channels_last {v['channels_last']}, teacher logits {v['teacher_logits']}) | {fmt(t['paper_baseline_images_per_s'])} | "
+            f"{fmt(v['images_per_s'])} | {v['speedup_median']:.2f}x |"
+            for name, v in t["variants"].items()
+        ],
+        *[
+            f"| IG maps/s ({ig['steps']} steps; Captum {which} setting: batch {c['batch_size']}, internal_batch_size "
+            f"{c['internal_batch_size'] or 'default'}; igkd batch {ig['igkd_batch_size']}) "
+            f"| {fmt(c['maps_per_s'])} | {fmt(ig['igkd_maps_per_s'])} | "
+            f"{c['speedup_median']:.1f}x |"
+            for which, c in (("the paper's", ig["captum_paper"]), ("the fastest", ig["captum_fastest"]))
+        ],
+        *[
+            f"| {j} concurrent student trainings (`{result['parallel']['student_arch']}`), total images/s | | {v:.1f} | "
+            f"{result['parallel']['gain_vs_one'][j]:.2f}x vs {min(result['parallel']['total_images_per_s'], key=int)} |"
+            for j, v in result["parallel"]["total_images_per_s"].items()
+        ],
+        *[
+            f"| IG maps/s, igkd `{name}` ({run['precision']}, channels_last {run['channels_last']}) vs Captum's fastest | "
+            f"{fmt(ig['captum_fastest']['maps_per_s'])} | {fmt(run['maps_per_s'])} | "
+            f"{run['maps_per_s']['median'] / ig['captum_fastest']['maps_per_s']['median']:.2f}x |"
+            for name, run in ig["igkd_runs"].items()
+        ],
+        f"| IG maps/s, igkd `fast` vs Captum's fastest setting with the teacher channels_last (not how Captum is called, "
+        f"a stricter baseline) | {fmt(ig['captum_fastest_channels_last']['maps_per_s'])} | {fmt(ig['igkd_runs']['fast']['maps_per_s'])} | "
+        f"{ig['captum_fastest_channels_last']['fast_speedup_median']:.2f}x |",
+        "",
+        f"Max |map difference| igkd float32 vs Captum over {ig['captum_images']} images: {ig['max_abs_map_difference']:.2e}; "
+        f"igkd fast vs Captum: {ig['captum_fastest']['fast_max_abs_map_difference']:.2e}; "
+        + "; ".join(
+            f"igkd {name} vs igkd float32: {run['max_abs_map_difference_vs_float32']:.2e}"
+            for name, run in ig["igkd_runs"].items()
+            if "max_abs_map_difference_vs_float32" in run
+        )
+        + " (maps are min-max normalised to [0, 1]).",
+        "",
+        "Completeness (mean / max |sum of attributions - (f(x) - f(x0))| / |f(x) - f(x0)|): "
+        + "; ".join(
+            f"{name} {run['completeness_mean_rel_delta']:.2e} / {run['completeness_max_rel_delta']:.2e}"
+            for name, run in ig["igkd_runs"].items()
+        ),
+        "",
+        f"IG timings interleaved: a warm-up round, then {ig['captum_fastest']['maps_per_s']['repeats']} rounds that each ran every igkd "
+        "variant and Captum setting once. igkd `fast` / Captum per round: "
+        + "; ".join(
+            f"vs {which} {r['median']:.2f}x (min {r['min']:.2f}, max {r['max']:.2f})"
+            for which, r in (
+                ("the fastest setting", ig["captum_fastest"]["fast_speedup_per_round"]),
+                ("the fastest setting, teacher channels_last", ig["captum_fastest_channels_last"]["fast_speedup_per_round"]),
+            )
+        )
+        + ".",
+        "",
+        f"Captum sweep ({ig['captum_sweep']['images']} images per setting, one timed call after one warm-up call):",
+        "",
+        "| images per call | internal_batch_size | maps/s |",
+        "|---|---|---|",
+        *[
+            f"| {r['batch_size']} | {r['internal_batch_size'] or 'default (all points)'} "
+            f"| {r.get('error') or format(r['maps_per_s'], '.2f')} |"
+            for r in ig["captum_sweep"]["settings"]
+        ],
+        "",
+    ]
     atomic_write_text(output_dir / f"throughput-{tag}.md", "\n".join(lines))
 
 

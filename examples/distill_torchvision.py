@@ -96,9 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"student epoch {epoch + 1}/{args.student_epochs}: loss {loss.item():.4f}")
     student_tap.remove(), teacher_tap.remove()
 
-    results = {"teacher_test_accuracy": accuracy(teacher, test.images, test.labels),
-               "student_test_accuracy": accuracy(student, test.images, test.labels),
-               "maps_shape": list(maps.shape), "teacher": TEACHER, "student": STUDENT}
+    results = {
+        "teacher_test_accuracy": accuracy(teacher, test.images, test.labels),
+        "student_test_accuracy": accuracy(student, test.images, test.labels),
+        "maps_shape": list(maps.shape),
+        "teacher": TEACHER,
+        "student": STUDENT,
+    }
     print(json.dumps(results))
     if args.output:
         args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -24,8 +24,13 @@ def tiny_config_tree(tmp_path: Path, **student: Any) -> dict[str, Any]:
         "data": {"source": "digits", "image_size": 8, "crop_padding": 1, "flip": False, "val_fraction": 0.2},
         "teacher": {"arch": TINY_TEACHER, "train": {"epochs": 1, "batch_size": 64, "lr": 0.05}},
         "attribution": {"steps": 4, "batch_size": 256},
-        "student": {"arch": TINY_STUDENT, "method": "KD_IG", "ig": {"prob": 0.5},
-                    "train": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 2e-3}, **student},
+        "student": {
+            "arch": TINY_STUDENT,
+            "method": "KD_IG",
+            "ig": {"prob": 0.5},
+            "train": {"epochs": 1, "batch_size": 64, "optimizer": "adam", "lr": 2e-3},
+            **student,
+        },
         "report": {"examples": 3, "latency_repeats": 3},
     }
 
@@ -33,10 +38,20 @@ def tiny_config_tree(tmp_path: Path, **student: Any) -> dict[str, Any]:
 def tiny_overrides(tmp_path: Path) -> list[str]:
     """The tiny config as CLI ``--set`` overrides of the built-in digits config."""
     return [
-        f"out_dir={tmp_path / 'runs'}", "name=tiny", "device=cpu", "data.image_size=8", "data.crop_padding=1",
-        f"teacher.arch={TINY_TEACHER}", "teacher.train.epochs=1", f"student.arch={TINY_STUDENT}",
-        "student.train.epochs=1", "attribution.steps=4", "report.examples=3", "report.latency_repeats=3",
-        "robustness.corruptions=[contrast,gaussian_noise]", "robustness.severities=[1,5]",
+        f"out_dir={tmp_path / 'runs'}",
+        "name=tiny",
+        "device=cpu",
+        "data.image_size=8",
+        "data.crop_padding=1",
+        f"teacher.arch={TINY_TEACHER}",
+        "teacher.train.epochs=1",
+        f"student.arch={TINY_STUDENT}",
+        "student.train.epochs=1",
+        "attribution.steps=4",
+        "report.examples=3",
+        "report.latency_repeats=3",
+        "robustness.corruptions=[contrast,gaussian_noise]",
+        "robustness.severities=[1,5]",
     ]
 
 

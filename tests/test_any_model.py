@@ -21,13 +21,23 @@ def _example():
     return module
 
 
-@pytest.mark.parametrize(("teacher", "student", "pair"), [
-    ("torchvision:resnet18", "torchvision:mobilenet_v3_small", "[[layer2, features.3]]"),
-    ("timm:resnet18", "timm:mobilenetv3_small_100", "[[layer2, blocks.1]]"),
-])
+@pytest.mark.parametrize(
+    ("teacher", "student", "pair"),
+    [
+        ("torchvision:resnet18", "torchvision:mobilenet_v3_small", "[[layer2, features.3]]"),
+        ("timm:resnet18", "timm:mobilenetv3_small_100", "[[layer2, blocks.1]]"),
+    ],
+)
 def test_run_distils_a_hub_teacher_into_a_hub_student_with_module_path_attention(teacher, student, pair, tmp_path, capsys, monkeypatch):
-    overrides = tiny_overrides(tmp_path) + ["data.image_size=16", "data.crop_padding=2", f"teacher.arch={teacher}", f"student.arch={student}",
-                                            "student.method=KD_IG_AT", f"student.at.pairs={pair}", "robustness.enabled=false"]
+    overrides = tiny_overrides(tmp_path) + [
+        "data.image_size=16",
+        "data.crop_padding=2",
+        f"teacher.arch={teacher}",
+        f"student.arch={student}",
+        "student.method=KD_IG_AT",
+        f"student.at.pairs={pair}",
+        "robustness.enabled=false",
+    ]
     code, out, err = run_cli(["run", *sets(overrides)], capsys, monkeypatch)
     assert code == 0, err
     run_dir = tmp_path / "runs" / "tiny"
@@ -41,8 +51,20 @@ def test_run_distils_a_hub_teacher_into_a_hub_student_with_module_path_attention
 
 
 def test_the_api_example_distils_a_torchvision_teacher_in_a_hand_written_loop(tmp_path):
-    results = _example().main(["--teacher-epochs", "1", "--student-epochs", "1", "--ig-steps", "4",
-                               "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "results.json")])
+    results = _example().main(
+        [
+            "--teacher-epochs",
+            "1",
+            "--student-epochs",
+            "1",
+            "--ig-steps",
+            "4",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--output",
+            str(tmp_path / "results.json"),
+        ]
+    )
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert results["maps_shape"] == [1438, 16, 16] and 0 <= results["student_test_accuracy"] <= 1
     assert len(list((tmp_path / "cache").glob("ig-*.npy"))) == 1  # the maps were cached under their key

@@ -70,8 +70,7 @@ def test_key_depends_on_teacher_data_and_params(teacher, data):
     other_images[0, 0, 0, 0] ^= 1
     others = [
         attribution_key(make_teacher(1), images, labels, PARAMS),
-        attribution_key(build_model("mobilenetv2_cifar:width=0.25:k=12", 10, (0.5,) * 3, (0.2,) * 3), images,
-                        labels, PARAMS),
+        attribution_key(build_model("mobilenetv2_cifar:width=0.25:k=12", 10, (0.5,) * 3, (0.2,) * 3), images, labels, PARAMS),
         attribution_key(teacher, other_images, labels, PARAMS),
         attribution_key(teacher, images, (labels + 1) % 10, PARAMS),
         attribution_key(teacher, images, labels, PARAMS.model_copy(update={"baseline": "black"})),
@@ -196,8 +195,11 @@ def test_partial_for_other_shape_is_not_resumed(tmp_path, teacher, data, referen
     key = attribution_key(teacher, *data, PARAMS)
     partial = cache.shard_path(key, 0, 1)
     np.lib.format.open_memmap(partial, mode="w+", dtype="float16", shape=(3, 8, 8)).flush()
-    partial.with_suffix(".json").write_text(json.dumps({"key": key, "shape": [3, 8, 8], "rows": [0, 3], "dtype": "float16",
-                                                        "file_size": partial.stat().st_size, "images_done": 3}))
+    partial.with_suffix(".json").write_text(
+        json.dumps(
+            {"key": key, "shape": [3, 8, 8], "rows": [0, 3], "dtype": "float16", "file_size": partial.stat().st_size, "images_done": 3}
+        )
+    )
     cache.build(key, teacher, *data, PARAMS, CPU)
     np.testing.assert_array_equal(cache.load(key, (5, 8, 8)).numpy(), reference)
 

@@ -7,9 +7,9 @@ import torch
 
 from conftest import TINY_STUDENT
 from igkd.config import OverlayConfig, TrainConfig
-from igkd.models.registry import build_model
-from igkd.losses import LossWeights, distillation_loss
 from igkd.data.augment import random_crop_flip
+from igkd.losses import LossWeights, distillation_loss
+from igkd.models.registry import build_model
 from igkd.overlay import map_source, overlay_maps
 from igkd.runtime import RandomStreams
 from igkd.training.inputs import batch_maker
@@ -30,7 +30,7 @@ def test_overlay_map_is_the_map_of_the_same_image_after_the_same_crop_and_flip()
     overlay = OverlayConfig(prob=1.0, blend="paper", power_min=1.0, power_max=1.0)
     make = batch_maker(images, labels, padding=3, flip=True, maps=maps, overlay=overlay)
     idx = torch.tensor([5, 0, 11, 3, 3, 9, 14, 7])
-    out, out_labels = make(idx, RandomStreams.seeded(1, torch.device('cpu')))
+    out, out_labels = make(idx, RandomStreams.seeded(1, torch.device("cpu")))
     assert torch.equal(out_labels, labels[idx])
     # red = 0.5 * minmax(map after crop/flip); green = 0.5 * image green + red.
     map_part = 2 * out[:, 0]
@@ -49,7 +49,7 @@ def test_shuffled_maps_break_the_alignment_and_noise_maps_are_random():
     assert not any(torch.equal(shuffled[i], maps[i]) for i in range(len(maps)))
     assert sorted(shuffled.sum((1, 2)).tolist()) == pytest.approx(sorted(maps.sum((1, 2)).tolist()))
     overlay = OverlayConfig(prob=1.0, power_min=1.0, power_max=1.0)
-    out, _ = batch_maker(images, labels, 0, False, shuffled, overlay)(torch.arange(8), RandomStreams.seeded(0, torch.device('cpu')))
+    out, _ = batch_maker(images, labels, 0, False, shuffled, overlay)(torch.arange(8), RandomStreams.seeded(0, torch.device("cpu")))
     assert not torch.allclose(2 * out[:, 0], (2 * (out[:, 1] - out[:, 0])).clamp(0, 1), atol=1e-3)
     noise = map_source(maps, "noise", seed=0)
     assert noise.shape == maps.shape and 0.4 < float(noise.mean()) < 0.6
@@ -100,8 +100,19 @@ def _inputs_seen(make_inputs, images, labels, run_dir) -> list[tuple[torch.Tenso
     torch.manual_seed(0)
     model = build_model(TINY_STUDENT, 10)
     cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=1e-3, schedule="none")
-    fit(model, torch.arange(len(images)), make_inputs, loss_fn, images[:8], labels[:8], cfg, torch.device("cpu"), 0,
-        run_dir, lambda *_: None)
+    fit(
+        model,
+        torch.arange(len(images)),
+        make_inputs,
+        loss_fn,
+        images[:8],
+        labels[:8],
+        cfg,
+        torch.device("cpu"),
+        0,
+        run_dir,
+        lambda *_: None,
+    )
     return seen
 
 

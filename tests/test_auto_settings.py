@@ -38,8 +38,12 @@ def test_settings_left_off_are_named_as_the_set_that_turns_them_on(bf16_cpu):
     off = settings_off(slow, CPU, ("teacher", "maps", "student"))
     expected = ["teacher.train.channels_last=auto", "attribution.channels_last=auto"]
     if bf16_cpu:
-        expected = ["teacher.train.channels_last=auto", "student.train.amp=auto", "attribution.channels_last=auto",
-                    "attribution.precision=bfloat16 (moves the maps)"]
+        expected = [
+            "teacher.train.channels_last=auto",
+            "student.train.amp=auto",
+            "attribution.channels_last=auto",
+            "attribution.precision=bfloat16 (moves the maps)",
+        ]
     assert off == expected
     assert settings_off(load_config("digits"), CPU, ("teacher", "student")) == []  # the defaults leave nothing off
     imported = load_config("digits", ["teacher.checkpoint=t.pt", "teacher.train.amp=off"])
@@ -52,7 +56,7 @@ def test_settings_left_off_are_named_as_the_set_that_turns_them_on(bf16_cpu):
 def test_info_says_what_auto_chose_and_why(bf16_cpu):
     lines: list[str] = []
     describe_info(environment_report(), lines.append)
-    (line,) = [l for l in lines if l.startswith("auto speed settings")]
+    (line,) = [text for text in lines if text.startswith("auto speed settings")]
     assert f"amp {'bf16' if bf16_cpu else 'off'}" in line and "channels_last on" in line
 
 
@@ -62,10 +66,13 @@ def test_dry_run_shows_each_stages_settings_and_what_auto_means(tmp_path, capsys
     assert code == 0, err
     import json
 
-    plan = json.loads(out[out.index("{"):])
+    plan = json.loads(out[out.index("{") :])
     bf16 = "bf16" if runtime.native_bf16(CPU) else "off"
-    assert [s["settings"] for s in plan["stages"]] == [{"amp": bf16, "channels_last": "on"}, {"precision": "float32", "channels_last": "on"},
-                                                        {"amp": "off", "channels_last": "on"}]
+    assert [s["settings"] for s in plan["stages"]] == [
+        {"amp": bf16, "channels_last": "on"},
+        {"precision": "float32", "channels_last": "on"},
+        {"amp": "off", "channels_last": "on"},
+    ]
     assert plan["provenance"]["environment"]["cpu"] and "--dry-run" in plan["provenance"]["command"]
     assert plan["auto_settings"]["amp"] == bf16 and ("student.train.amp=auto" in plan["settings_off"]) == (bf16 == "bf16")
     code, out, err = run_cli(args, capsys, monkeypatch)

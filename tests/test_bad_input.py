@@ -16,7 +16,6 @@ from igkd.cli import main
 from igkd.models.registry import build_model
 
 
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished tiny run (teacher, IG cache, student) shared by the cases below."""
@@ -33,9 +32,13 @@ def trained(tmp_path_factory):
 def folder_eval(tmp: Path, trained: Path, build, label: str = "data") -> list[str]:
     root = tmp / label
     build(root / "test")
-    return ["evaluate", str(trained / "runs" / "tiny" / "teacher" / "model.pt"),
-            *sets(["data.source=imagefolder", f"data.root={root}", "data.image_size=8",
-                   f"data.classes=[{','.join(str(d) for d in range(10))}]"])]
+    return [
+        "evaluate",
+        str(trained / "runs" / "tiny" / "teacher" / "model.pt"),
+        *sets(
+            ["data.source=imagefolder", f"data.root={root}", "data.image_size=8", f"data.classes=[{','.join(str(d) for d in range(10))}]"]
+        ),
+    ]
 
 
 def corrupt_jpeg(root: Path) -> None:
@@ -56,24 +59,50 @@ def cases(tmp: Path, trained: Path) -> dict[str, tuple[list[str], str]]:
         "empty class folder": (folder_eval(tmp, trained, lambda r: (r / "3").mkdir(parents=True), "empty"), "holds no images"),
         "corrupt JPEG": (folder_eval(tmp, trained, corrupt_jpeg, "corrupt"), "cannot decode image"),
         "wrong image size": (folder_eval(tmp, trained, lambda r: write_image_folder(r, {"2": 2}, size=12), "size"), "set data.resize=true"),
-        "unknown class folder": (folder_eval(tmp, trained, lambda r: write_image_folder(r, {"zebra": 1}), "zebra"), "not in the class list"),
+        "unknown class folder": (
+            folder_eval(tmp, trained, lambda r: write_image_folder(r, {"zebra": 1}), "zebra"),
+            "not in the class list",
+        ),
         "checkpoint of another architecture": (["evaluate", str(other_arch), "--arch", TINY_TEACHER], "does not match architecture"),
         "class count mismatch": (["evaluate", str(three_classes), "--arch", TINY_TEACHER], "has shape"),
         "not a checkpoint": (["evaluate", str(a_file)], "not a readable PyTorch file"),
         "invalid config value": (["run", *sets(tiny_overrides(tmp) + ["student.train.batch_size=0"])], "student.train.batch_size"),
         "unknown config key": (["run", *sets(tiny_overrides(tmp) + ["student.lr=0.1"])], "student.lr"),
-        "unwritable output dir": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={a_file}/runs"])], "choose a writable output directory"),
-        "NaN in loss": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'nan'}", "teacher.train.lr=1e30"])], "turn amp off (--set teacher.train.amp=off)"),
-        "batch larger than data": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'big'}", "teacher.train.batch_size=100000"])], "exceeds the"),
-        "batch that does not split into micro-batches": (["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'micro'}", "teacher.train.micro_batches=7"])],
-                                                         "set train.batch_size to a multiple of 7"),
+        "unwritable output dir": (
+            ["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={a_file}/runs"])],
+            "choose a writable output directory",
+        ),
+        "NaN in loss": (
+            ["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'nan'}", "teacher.train.lr=1e30"])],
+            "turn amp off (--set teacher.train.amp=off)",
+        ),
+        "batch larger than data": (
+            ["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'big'}", "teacher.train.batch_size=100000"])],
+            "exceeds the",
+        ),
+        "batch that does not split into micro-batches": (
+            ["teacher", *sets(tiny_overrides(tmp) + [f"out_dir={tmp / 'micro'}", "teacher.train.micro_batches=7"])],
+            "set train.batch_size to a multiple of 7",
+        ),
     }
 
 
-CASE_NAMES = ["missing data dir", "empty class folder", "corrupt JPEG", "wrong image size", "unknown class folder",
-              "checkpoint of another architecture", "class count mismatch", "not a checkpoint", "invalid config value",
-              "unknown config key", "unwritable output dir", "NaN in loss", "batch larger than data",
-              "batch that does not split into micro-batches"]
+CASE_NAMES = [
+    "missing data dir",
+    "empty class folder",
+    "corrupt JPEG",
+    "wrong image size",
+    "unknown class folder",
+    "checkpoint of another architecture",
+    "class count mismatch",
+    "not a checkpoint",
+    "invalid config value",
+    "unknown config key",
+    "unwritable output dir",
+    "NaN in loss",
+    "batch larger than data",
+    "batch that does not split into micro-batches",
+]
 
 
 @pytest.mark.parametrize("name", CASE_NAMES)
@@ -90,7 +119,9 @@ def test_bad_input_table(name, trained, tmp_path, capsys, monkeypatch):
 
 
 def test_grayscale_and_rgba_images_are_converted_documented_recovery(trained, tmp_path, capsys, monkeypatch):
-    args = folder_eval(tmp_path, trained, lambda r: (write_image_folder(r, {"1": 2}, mode="L"), write_image_folder(r, {"2": 2}, mode="RGBA")))
+    args = folder_eval(
+        tmp_path, trained, lambda r: (write_image_folder(r, {"1": 2}, mode="L"), write_image_folder(r, {"2": 2}, mode="RGBA"))
+    )
     code, out, _ = run_cli(args, capsys, monkeypatch)
     assert code == 0 and "on 4 images" in out
 
@@ -120,7 +151,9 @@ def test_attribution_cache_of_another_teacher_is_refused(trained, tmp_path, caps
 
     cfg = load_config("digits", overrides)
     data = prepare_data(cfg)
-    new_key = attribution_key(load_checkpoint(run / "tiny" / "teacher" / "model.pt").model, data.pool.images, data.pool.labels, cfg.attribution)
+    new_key = attribution_key(
+        load_checkpoint(run / "tiny" / "teacher" / "model.pt").model, data.pool.images, data.pool.labels, cfg.attribution
+    )
     shutil.copy(npy, cache / f"ig-{new_key[:16]}.npy")
     shutil.copy(npy.with_suffix(".json"), cache / f"ig-{new_key[:16]}.json")
     code, _, err = run_cli(["distill", *sets(overrides)], capsys, monkeypatch)

@@ -34,8 +34,29 @@ def benchmark(name: str):
 
 
 def test_throughput_benchmark_tiny_cpu(tmp_path):
-    result = benchmark("throughput").main(["--tiny", "--steps", "3", "--repeats", "2", "--ig-images", "64", "--captum-images", "16",
-                              "--captum-grid", "8:none,4:16,16:64", "--captum-sweep-images", "16", "--set", "attribution.steps=8", "--parallel", "1,2", "--output-dir", str(tmp_path)])
+    result = benchmark("throughput").main(
+        [
+            "--tiny",
+            "--steps",
+            "3",
+            "--repeats",
+            "2",
+            "--ig-images",
+            "64",
+            "--captum-images",
+            "16",
+            "--captum-grid",
+            "8:none,4:16,16:64",
+            "--captum-sweep-images",
+            "16",
+            "--set",
+            "attribution.steps=8",
+            "--parallel",
+            "1,2",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     (json_file,) = tmp_path.glob("throughput-*.json")
     saved = json.loads(json_file.read_text())
     assert saved["train"]["speedup_median"] == result["train"]["speedup_median"] > 0
@@ -44,17 +65,29 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     assert train["variants"]["igkd_same_work"]["amp"] == "off" and train["variants"]["igkd_fast"]["channels_last"] == "on"
     assert train["speedup_median"] == train["variants"]["igkd_fast"]["speedup_median"]
     variants = [v["images_per_s"] for v in train["variants"].values()]
-    for figure in (train["paper_baseline_images_per_s"], *variants, saved["ig"]["igkd_maps_per_s"], saved["ig"]["igkd_runs"]["fast"]["maps_per_s"]):
+    for figure in (
+        train["paper_baseline_images_per_s"],
+        *variants,
+        saved["ig"]["igkd_maps_per_s"],
+        saved["ig"]["igkd_runs"]["fast"]["maps_per_s"],
+    ):
         assert 0 < figure["min"] <= figure["median"] <= figure["max"] and figure["repeats"] == 2
     fast_ig = saved["ig"]["igkd_runs"]["fast"]
-    assert fast_ig["completeness_mean_rel_delta"] <= fast_ig["completeness_max_rel_delta"] and fast_ig["max_abs_map_difference_vs_float32"] < 0.5
+    assert (
+        fast_ig["completeness_mean_rel_delta"] <= fast_ig["completeness_max_rel_delta"]
+        and fast_ig["max_abs_map_difference_vs_float32"] < 0.5
+    )
     ig = saved["ig"]
     assert set(ig["igkd_runs"]) == {"float32", "float32_channels_last", "fast"}
     assert ig["igkd_runs"]["float32_channels_last"]["max_abs_map_difference_vs_float32"] < 2e-3  # the same maps, another layout
     assert ig["max_abs_map_difference"] < 2e-3  # float16 storage vs Captum's float32 maps
     assert (ig["captum_paper"]["batch_size"], ig["captum_paper"]["internal_batch_size"]) == (8, None)
     # Captum runs the teacher as users call it (NCHW), even after igkd's channels_last runs; once more channels_last
-    assert [ig[k]["model_channels_last"] for k in ("captum_paper", "captum_fastest", "captum_fastest_channels_last")] == [False, False, True]
+    assert [ig[k]["model_channels_last"] for k in ("captum_paper", "captum_fastest", "captum_fastest_channels_last")] == [
+        False,
+        False,
+        True,
+    ]
     assert ig["captum_fastest_channels_last"]["max_abs_map_difference"] < 2e-3
     per_round = ig["captum_fastest"]["fast_speedup_per_round"]  # timings interleaved: one ratio per round
     assert per_round["repeats"] == 2 and 0 < per_round["min"] <= per_round["median"] <= per_round["max"]
@@ -62,10 +95,14 @@ def test_throughput_benchmark_tiny_cpu(tmp_path):
     sweep = [row for row in ig["captum_sweep"]["settings"] if "maps_per_s" in row]
     assert len(ig["captum_sweep"]["settings"]) == 3 and all(row["maps_per_s"] > 0 for row in sweep)
     fastest = max(sweep, key=lambda row: row["maps_per_s"])
-    assert (ig["captum_fastest"]["batch_size"], ig["captum_fastest"]["internal_batch_size"]) == (fastest["batch_size"], fastest["internal_batch_size"])
+    assert (ig["captum_fastest"]["batch_size"], ig["captum_fastest"]["internal_batch_size"]) == (
+        fastest["batch_size"],
+        fastest["internal_batch_size"],
+    )
     assert ig["captum_fastest"]["max_abs_map_difference"] < 2e-3  # chunking changes speed, not the maps
     assert ig["speedup_vs_fastest_captum_median"] == pytest.approx(
-        ig["igkd_maps_per_s"]["median"] / ig["captum_fastest"]["maps_per_s"]["median"])
+        ig["igkd_maps_per_s"]["median"] / ig["captum_fastest"]["maps_per_s"]["median"]
+    )
     assert {"git_commit", "environment", "command"} <= set(saved)
     assert saved["environment"]["cpu"] and saved["environment"]["cpu_flags"]  # every timing names its CPU
     parallel = saved["parallel"]
@@ -80,15 +117,23 @@ def test_bf16_convolutions_benchmark_times_every_pass_and_igkds_depthwise_input_
     assert saved["rows"] == result["rows"] and saved["environment"]["cpu"] and saved["git_commit"]
     assert [r["igkd_input_grad_bfloat16_ms"] is not None for r in saved["rows"]] == [True] * 6 + [False]  # depthwise: igkd's own
     assert all(r["igkd_input_grad_bfloat16_ms"] > 0 for r in saved["rows"][:6])
-    assert all(r[f"{p}_{d}_ms"] > 0 for r in saved["rows"] for p in ("forward", "input_grad", "weight_grad") for d in ("float32", "bfloat16"))
+    assert all(
+        r[f"{p}_{d}_ms"] > 0 for r in saved["rows"] for p in ("forward", "input_grad", "weight_grad") for d in ("float32", "bfloat16")
+    )
     assert (tmp_path / "bf16-convolutions-cpu.md").read_text().count("\n| ") == len(saved["rows"]) + 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_bf16_convolutions_benchmark_refuses_a_missing_device_in_one_line(tmp_path):
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bf16_convolutions.py"), "--device", "cuda", "--output-dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stderr.strip().splitlines() == ["error: --device cuda: CUDA is not available here; use --device cpu"]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bf16_convolutions.py"), "--device", "cuda", "--output-dir", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: --device cuda: CUDA is not available here; use --device cpu"
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -104,8 +149,27 @@ def test_full_run_benchmark_times_attribution_and_student_from_scratch(tmp_path)
 
 def test_suite_trains_the_teacher_runs_every_stage_and_checks_each_target(tmp_path):
     out, runs = tmp_path / "results", tmp_path / "runs"
-    result = benchmark("suite").main(["--tiny", "--epochs", "1", "--steps", "3", "--repeats", "2", "--captum-images", "16", "--parallel", "1",
-                                      "--set", "attribution.steps=8", "--run-dir", str(runs), "--output-dir", str(out)])
+    result = benchmark("suite").main(
+        [
+            "--tiny",
+            "--epochs",
+            "1",
+            "--steps",
+            "3",
+            "--repeats",
+            "2",
+            "--captum-images",
+            "16",
+            "--parallel",
+            "1",
+            "--set",
+            "attribution.steps=8",
+            "--run-dir",
+            str(runs),
+            "--output-dir",
+            str(out),
+        ]
+    )
     saved = json.loads((out / "suite-cpu.json").read_text())
     assert saved["targets"] == result["targets"] and len(saved["targets"]) == 6
     teacher = saved["teacher"]
@@ -176,8 +240,13 @@ def gpu_session_env(out: Path, runs: Path, settings: dict[str, str]) -> dict[str
 
 def run_gpu_session(out: Path, runs: Path, seconds: str = "300", **settings: str) -> subprocess.CompletedProcess:
     """``benchmarks/gpu_session.sh SECONDS`` at tiny scale on the CPU, its output in ``out`` and its run folder ``runs``."""
-    return subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), seconds], env=gpu_session_env(out, runs, settings),
-                          capture_output=True, text=True, timeout=540)
+    return subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), seconds],
+        env=gpu_session_env(out, runs, settings),
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
 
 
 def packed_files(out: Path) -> dict[str, bytes] | None:
@@ -215,12 +284,16 @@ def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_fail
     files = packed_files(tmp_path / "first")
     log = files["gpu-session/log.txt"].decode()
     assert stage_statuses(files) == dict.fromkeys(SESSION_STAGES, "OK")
-    assert stage_rows(files)["gate"]["detail"].startswith(f"torch {torch.__version__} ") and stage_rows(files)["gate"]["detail"].endswith(", CPU")
+    assert stage_rows(files)["gate"]["detail"].startswith(f"torch {torch.__version__} ") and stage_rows(files)["gate"]["detail"].endswith(
+        ", CPU"
+    )
 
     smoke = json.loads(files["gpu-session/results/gpu-smoke-cpu.json"])
     assert [check["name"] for check in smoke["checks"]] == list(benchmark("gpu_smoke").CHECKS) and smoke["pending"] == []
     assert {check["name"]: check["status"] for check in smoke["checks"] if check["status"] != "OK"} == {
-        "cuda_events_latency": "SKIP", "compile": "SKIP"}  # CUDA only; torch.compile is left out on the CPU
+        "cuda_events_latency": "SKIP",
+        "compile": "SKIP",
+    }  # CUDA only; torch.compile is left out on the CPU
     for check in smoke["checks"]:
         assert f"{check['status']} {check['name']}: {check['detail']}" in log
 
@@ -260,11 +333,19 @@ def session_ids(sid: int) -> list[int]:
 @pytest.mark.timeout(300)
 def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_the_teachers_state(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
-    settings = {"GPU_SESSION_STAGES": "throughput teacher", "GPU_SESSION_TIMEOUT_THROUGHPUT": "30",
-                "GPU_SESSION_ARGS_THROUGHPUT": "--steps 1000000",  # IG is measured, then training outlasts the stage's 30 s
-                "GPU_SESSION_ARGS_TEACHER": "--set teacher.train.epochs=1000"}  # far more epochs than the call has
-    call = subprocess.Popen(["bash", str(BENCHMARKS / "gpu_session.sh"), "600"], env=gpu_session_env(out, runs, settings),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    settings = {
+        "GPU_SESSION_STAGES": "throughput teacher",
+        "GPU_SESSION_TIMEOUT_THROUGHPUT": "30",
+        "GPU_SESSION_ARGS_THROUGHPUT": "--steps 1000000",  # IG is measured, then training outlasts the stage's 30 s
+        "GPU_SESSION_ARGS_TEACHER": "--set teacher.train.epochs=1000",
+    }  # far more epochs than the call has
+    call = subprocess.Popen(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), "600"],
+        env=gpu_session_env(out, runs, settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not ("runs/tiny/teacher/state.pt" in (packed_files(out) or {}) or call.poll() is not None or time.monotonic() > deadline):
@@ -293,15 +374,27 @@ def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_t
     assert not summary["teacher"]["finished"] and summary["teacher"]["epochs"] >= 1
 
 
-@pytest.mark.parametrize(("arguments", "settings", "error"), [
-    ([], {}, "error: give the seconds this call has (its timeout_s, at least 60), e.g. bash benchmarks/gpu_session.sh 300"),
-    (["59"], {}, "error: give the seconds this call has (its timeout_s, at least 60), e.g. bash benchmarks/gpu_session.sh 300"),
-    (["300"], {"GPU_SESSION_STAGES": "smoke train"}, "error: GPU_SESSION_STAGES: unknown stage 'train' (choose from smoke latency throughput teacher)"),
-    (["300"], {"GPU_SESSION_TIMEOUT_SMOKE": "1m"}, "error: GPU_SESSION_TIMEOUT_SMOKE=1m: give whole seconds"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "settings", "error"),
+    [
+        ([], {}, "error: give the seconds this call has (its timeout_s, at least 60), e.g. bash benchmarks/gpu_session.sh 300"),
+        (["59"], {}, "error: give the seconds this call has (its timeout_s, at least 60), e.g. bash benchmarks/gpu_session.sh 300"),
+        (
+            ["300"],
+            {"GPU_SESSION_STAGES": "smoke train"},
+            "error: GPU_SESSION_STAGES: unknown stage 'train' (choose from smoke latency throughput teacher)",
+        ),
+        (["300"], {"GPU_SESSION_TIMEOUT_SMOKE": "1m"}, "error: GPU_SESSION_TIMEOUT_SMOKE=1m: give whole seconds"),
+    ],
+)
 def test_gpu_session_refuses_bad_input_in_one_line_before_starting(tmp_path, arguments, settings, error):
-    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_session.sh"), *arguments], env=gpu_session_env(tmp_path / "out", tmp_path / "runs", settings),
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", str(BENCHMARKS / "gpu_session.sh"), *arguments],
+        env=gpu_session_env(tmp_path / "out", tmp_path / "runs", settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (done.returncode, done.stderr.splitlines(), done.stdout) == (2, [error], "")
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
@@ -317,7 +410,9 @@ def test_provenance_names_the_recorded_commit_where_git_cannot(monkeypatch):
 
 
 def test_precision_accuracy_benchmark_tiny_cpu(tmp_path):
-    result = benchmark("precision_accuracy").main(["--tiny", "--seeds", "0", "--set", f"out_dir={tmp_path / 'runs'}", "--output-dir", str(tmp_path)])
+    result = benchmark("precision_accuracy").main(
+        ["--tiny", "--seeds", "0", "--set", f"out_dir={tmp_path / 'runs'}", "--output-dir", str(tmp_path)]
+    )
     saved = json.loads(next(tmp_path.glob("precision-accuracy-*.json")).read_text())
     assert set(saved["runs"]) == {"float32", "fast"} and saved["arms"]["float32"] == {"amp": "off", "channels_last": "off"}
     assert saved["arms"]["fast"]["channels_last"] == "on" and saved["mean_test_accuracy"] == result["mean_test_accuracy"]

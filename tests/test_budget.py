@@ -63,7 +63,7 @@ def test_training_stops_at_an_epoch_boundary_with_its_state_saved_and_resumes_to
     cfg = validate_config(tree)
     with budget.deadline_at(NOW):  # the first epoch is estimated at 0 s and runs; the second would end past NOW
         with pytest.raises(budget.BudgetReached, match="stopped before teacher epoch 2 of 3"):
-            Pipeline(cfg, Console(quiet=True)).teacher
+            _ = Pipeline(cfg, Console(quiet=True)).teacher
     teacher_dir = cfg.run_dir / "teacher"
     state = torch.load(teacher_dir / "state.pt", weights_only=True)
     assert state["epoch"] == 0 and not (teacher_dir / "final.json").exists()

@@ -117,11 +117,16 @@ def test_main_job_reports_teacher_and_student_under_common_corruptions(finished_
     assert set(student["accuracy"]) == {"contrast", "gaussian_noise"} and set(student["accuracy"]["contrast"]) == {"1", "5"}
     assert student["accuracy"]["contrast"]["5"] == pytest.approx(_accuracy_under(student_checkpoint, tiny_overrides(tmp), "contrast", 5))
     assert teacher["mce"] == pytest.approx(1.0) and student["reference"]["checkpoint_sha256"] == teacher["checkpoint_sha256"]
-    errors = {c: sum(1 - a for a in student["accuracy"][c].values()) / sum(1 - a for a in teacher["accuracy"][c].values())
-              for c in ("contrast", "gaussian_noise")}
+    errors = {
+        c: sum(1 - a for a in student["accuracy"][c].values()) / sum(1 - a for a in teacher["accuracy"][c].values())
+        for c in ("contrast", "gaussian_noise")
+    }
     assert student["mce"] == pytest.approx(sum(errors.values()) / 2)
     assert results["student"]["robustness"]["mean_corruption_accuracy"] == student["mean_corruption_accuracy"]
-    row = f"| mean corruption accuracy (%) | {100 * teacher['mean_corruption_accuracy']:.2f} | {100 * student['mean_corruption_accuracy']:.2f} |"
+    row = (
+        f"| mean corruption accuracy (%) | {100 * teacher['mean_corruption_accuracy']:.2f} "
+        f"| {100 * student['mean_corruption_accuracy']:.2f} |"
+    )
     assert row in (run_dir / "report.md").read_text()
 
 
@@ -130,15 +135,24 @@ def test_evaluate_under_corruptions_gives_the_main_jobs_numbers(finished_run, tm
     run_dir = tmp / "runs" / "tiny"
     student_checkpoint = Path(json.loads((run_dir / "results.json").read_text())["student"]["checkpoint"])
     out = tmp_path / "robust.json"
-    result = igkd("evaluate", str(student_checkpoint), "--teacher", str(run_dir / "teacher" / "model.pt"), *_sets(tiny_overrides(tmp)),
-                  "--corruptions", "-o", str(out))
+    result = igkd(
+        "evaluate",
+        str(student_checkpoint),
+        "--teacher",
+        str(run_dir / "teacher" / "model.pt"),
+        *_sets(tiny_overrides(tmp)),
+        "--corruptions",
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert "mean corruption accuracy" in result.stdout and "mCE vs teacher" in result.stdout
     measured = json.loads(out.read_text())["robustness"]
     recorded = json.loads((student_checkpoint.parent / "robustness.json").read_text())
     assert measured["accuracy"] == recorded["accuracy"] and measured["mce"] == pytest.approx(recorded["mce"])
-    narrowed = igkd("evaluate", str(student_checkpoint), *_sets(tiny_overrides(tmp)), "--corruption", "brightness", "--severity", "2",
-                    "-o", str(out))
+    narrowed = igkd(
+        "evaluate", str(student_checkpoint), *_sets(tiny_overrides(tmp)), "--corruption", "brightness", "--severity", "2", "-o", str(out)
+    )
     assert narrowed.returncode == 0, narrowed.stderr
     assert list(json.loads(out.read_text())["robustness"]["accuracy"]) == ["brightness"]
 
@@ -148,8 +162,18 @@ def test_evaluate_on_a_folder_with_a_subset_of_the_classes(finished_run, tmp_pat
     write_image_folder(tmp_path / "subset" / "test", {"3": 4, "7": 2})
     teacher = tmp / "runs" / "tiny" / "teacher" / "model.pt"
     out = tmp_path / "subset.json"
-    result = igkd("evaluate", str(teacher), "--set", "data.source=imagefolder", "--set", f"data.root={tmp_path / 'subset'}",
-                  "--set", "data.image_size=8", "-o", str(out))
+    result = igkd(
+        "evaluate",
+        str(teacher),
+        "--set",
+        "data.source=imagefolder",
+        "--set",
+        f"data.root={tmp_path / 'subset'}",
+        "--set",
+        "data.image_size=8",
+        "-o",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 6 and metrics["per_class_accuracy"]["0"] is None and metrics["per_class_accuracy"]["3"] is not None
@@ -184,10 +208,20 @@ def test_tiny_imagenet_subset_maps_to_cifar_classes():
 
 @pytest.mark.skipif(not os.environ.get("IGKD_DATA_DIR"), reason="IGKD_DATA_DIR (the shared data) not set")
 def test_the_tiny_imagenet_config_plans_a_torchvision_run_on_its_own_classes(tmp_path):
-    result = igkd("run", "-c", "tiny_imagenet", "--dry-run", "--json", "--set", f"out_dir={tmp_path}", "--set", "student.method=KD_IG_AT",
-                  cwd=tmp_path)
+    result = igkd(
+        "run",
+        "-c",
+        "tiny_imagenet",
+        "--dry-run",
+        "--json",
+        "--set",
+        f"out_dir={tmp_path}",
+        "--set",
+        "student.method=KD_IG_AT",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout[result.stdout.index("{"):])
+    plan = json.loads(result.stdout[result.stdout.index("{") :])
     assert plan["data"]["classes"] == ["automobile", "bird", "cat", "dog", "frog", "ship"] and plan["data"]["image_size"] == [64, 64]
     stages = {stage["stage"]: stage for stage in plan["stages"]}
     assert stages["teacher"]["arch"] == "torchvision:resnet18" and stages["student"]["arch"] == "torchvision:mobilenet_v2:width_mult=0.5"

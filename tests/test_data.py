@@ -33,10 +33,9 @@ def test_stratified_split_is_seeded_disjoint_and_balanced():
 
 
 def test_every_run_seed_shares_the_validation_split_but_draws_its_own_training_subset(tmp_path):
+    from conftest import tiny_config_tree
     from igkd.config import validate_config
     from igkd.data.prepare import prepare_data
-
-    from conftest import tiny_config_tree
 
     runs = [prepare_data(validate_config({**tiny_config_tree(tmp_path), "seed": seed})) for seed in (0, 1)]
     assert torch.equal(runs[0].val_idx, runs[1].val_idx) and torch.equal(runs[0].train_idx, runs[1].train_idx)
@@ -137,7 +136,9 @@ def test_a_cached_image_folder_is_decoded_into_a_memory_mapped_array_and_used_ma
     plain = load_image_folder(root, None, 8, False)  # no cache: decoded in memory, as before
     mapped_modes = []
     real_load = np.load
-    monkeypatch.setattr(np, "load", lambda path, mmap_mode=None, **kw: mapped_modes.append(mmap_mode) or real_load(path, mmap_mode=mmap_mode, **kw))
+    monkeypatch.setattr(
+        np, "load", lambda path, mmap_mode=None, **kw: mapped_modes.append(mmap_mode) or real_load(path, mmap_mode=mmap_mode, **kw)
+    )
     first = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
     again = load_image_folder(root, None, 8, False, cache_dir=tmp_path / "cache")
     assert mapped_modes == ["c", "c"] and not list((tmp_path / "cache").glob(".*partial*"))
@@ -159,4 +160,6 @@ def test_block_wise_hashing_gives_the_one_pass_digest(monkeypatch):
     expected = hashlib.sha256(f"{images.dtype}{tuple(images.shape)}".encode() + images.numpy().tobytes()).hexdigest()
     monkeypatch.setattr(fingerprint, "HASH_ROWS_BYTES", 300)  # 2 images per block
     assert fingerprint.hash_tensor(images) == expected == fingerprint.hash_tensor(images.clone())
-    assert fingerprint.hash_tensor(torch.tensor(3.0)) == hashlib.sha256(b"torch.float32()" + torch.tensor(3.0).numpy().tobytes()).hexdigest()
+    assert (
+        fingerprint.hash_tensor(torch.tensor(3.0)) == hashlib.sha256(b"torch.float32()" + torch.tensor(3.0).numpy().tobytes()).hexdigest()
+    )

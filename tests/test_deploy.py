@@ -166,15 +166,51 @@ def test_cli_export_quantize_bench_and_one_line_errors(trained, tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert "max |diff|" in result.output and (tmp_path / "t.onnx.json").is_file()
 
-    result = runner.invoke(app, ["quantize", str(teacher), "--calibration", "64", "-o", str(tmp_path / "t.int8.onnx"),
-                                 "--set", "data.image_size=8", "--set", f"out_dir={tmp_path / 'runs'}"])
+    result = runner.invoke(
+        app,
+        [
+            "quantize",
+            str(teacher),
+            "--calibration",
+            "64",
+            "-o",
+            str(tmp_path / "t.int8.onnx"),
+            "--set",
+            "data.image_size=8",
+            "--set",
+            f"out_dir={tmp_path / 'runs'}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "(int8)" in result.output and json.loads((tmp_path / "t.int8.onnx.json").read_text())["calibration"]["split"] == "train"
     assert "calibration: image 64/64 (100%)" in result.output  # the calibration's progress, as plain lines off a terminal
 
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["bench", str(teacher), str(teacher), "--cold", "--threads", "1", "--repeats", "3", "--warmup", "1",
-                                 "--batch", "1", "--batch", "4", "--backend", "torch-cpu", "--image-size", "8", "-o", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(teacher),
+            str(teacher),
+            "--cold",
+            "--threads",
+            "1",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+            "--batch",
+            "1",
+            "--batch",
+            "4",
+            "--backend",
+            "torch-cpu",
+            "--image-size",
+            "8",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "cold first call ms" in result.output and "median (p90) ms" in result.output
     assert json.loads(out.read_text())["settings"]["cold"] is True
@@ -197,8 +233,9 @@ def test_latency_script_writes_json_and_markdown(trained, tmp_path):
     spec = importlib.util.spec_from_file_location("latency", REPO / "benchmarks" / "latency.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    path = script.main([str(teacher), "--threads", "1", "--repeats", "2", "--warmup", "0", "--batch", "2",
-                        "--image-size", "8", "--out-dir", str(tmp_path)])
+    path = script.main(
+        [str(teacher), "--threads", "1", "--repeats", "2", "--warmup", "0", "--batch", "2", "--image-size", "8", "--out-dir", str(tmp_path)]
+    )
     assert path == tmp_path / "latency-cpu.json" and json.loads(path.read_text())["models"][0]["latency"]
     assert "| metric | model.pt |" in (tmp_path / "latency-cpu.md").read_text()
 
@@ -208,14 +245,51 @@ def test_latency_script_benchmarks_untrained_architectures_by_name(tmp_path):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     archs = ["mobilenetv2_cifar:width=0.25:k=10", "mobilenetv2_cifar:width=0.25:k=14"]
-    path = script.main(["--arch", archs[0], "--arch", archs[1], "--threads", "1", "--repeats", "2", "--warmup", "0", "--batch", "2",
-                        "--image-size", "8", "--name", "archs", "--out-dir", str(tmp_path)])
+    path = script.main(
+        [
+            "--arch",
+            archs[0],
+            "--arch",
+            archs[1],
+            "--threads",
+            "1",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--batch",
+            "2",
+            "--image-size",
+            "8",
+            "--name",
+            "archs",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     result = json.loads(path.read_text())
     assert path.name == "latency-cpu-archs.json" and result["untrained_archs"] == archs
     assert [m["arch"] for m in result["models"]] == archs and result["models"][1]["params_vs_first"] < 1
     assert "| metric | mobilenetv2_cifar_width0.25_k10.pt |" in (tmp_path / "latency-cpu-archs.md").read_text()
-    many = script.main([*[f"--arch=mobilenetv2_cifar:width=0.25:k={k}" for k in (10, 12, 14, 16)], "--threads", "1", "--repeats", "2",
-                        "--warmup", "0", "--batch", "2", "--image-size", "8", "--name", "many", "--out-dir", str(tmp_path)])
+    many = script.main(
+        [
+            *[f"--arch=mobilenetv2_cifar:width=0.25:k={k}" for k in (10, 12, 14, 16)],
+            "--threads",
+            "1",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--batch",
+            "2",
+            "--image-size",
+            "8",
+            "--name",
+            "many",
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     table = (tmp_path / "latency-cpu-many.md").read_text().splitlines()
     assert "| model | arch | params | MACs / image | torch-cpu, batch 2: median ms | onnxruntime-cpu, batch 2: median ms |" in table
     rows = [line for line in table if line.startswith("| mobilenetv2_cifar_width0.25_k")]
@@ -241,8 +315,21 @@ def test_bench_needs_no_onnxruntime_for_pytorch_and_names_the_extra_for_it(tmp_p
 
     model = _checkpoint(tmp_path / "m.pt")
     env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "COLUMNS": "200"}
-    common = [sys.executable, "-c", _WITHOUT_DEPLOY_EXTRA, "bench", str(model), "--batch", "2", "--repeats", "2", "--warmup", "0",
-              "--image-size", "8"]
+    common = [
+        sys.executable,
+        "-c",
+        _WITHOUT_DEPLOY_EXTRA,
+        "bench",
+        str(model),
+        "--batch",
+        "2",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--image-size",
+        "8",
+    ]
     plain = subprocess.run([*common, "-o", str(tmp_path / "b.json")], capture_output=True, text=True, env=env, timeout=300)
     assert plain.returncode == 0, plain.stderr
     result = json.loads((tmp_path / "b.json").read_text())
@@ -254,6 +341,11 @@ def test_bench_needs_no_onnxruntime_for_pytorch_and_names_the_extra_for_it(tmp_p
             assert asked.returncode == 0, asked.stderr
         else:
             assert asked.returncode == 2 and len(lines) == 1 and "pip install 'igkd[deploy]'" in lines[0], asked.stderr
-    export = subprocess.run([*common[:3], "export", str(model), "-f", "onnx", "-o", str(tmp_path / "m.onnx")],
-                            capture_output=True, text=True, env=env, timeout=300)
+    export = subprocess.run(
+        [*common[:3], "export", str(model), "-f", "onnx", "-o", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert export.returncode == 2 and "pip install 'igkd[deploy]'" in export.stderr and not (tmp_path / "m.onnx").exists()

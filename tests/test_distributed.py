@@ -24,16 +24,35 @@ from igkd.distributed import SINGLE, setup
 from igkd.errors import IgkdError
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = ["name=tiny", "device=cpu", "data.image_size=8", "data.crop_padding=1", f"teacher.arch={TINY_TEACHER}",
-        "teacher.train.epochs=2", "teacher.train.batch_size=32", f"student.arch={TINY_STUDENT}", "student.train.epochs=2",
-        "student.train.batch_size=32", "attribution.steps=4", "attribution.batch_size=100", "report.examples=0",
-        "report.latency_repeats=3", "student.method=KD_IG_AT", "student.kd.teacher_logits=cached",
-        "teacher.train.amp=off", "student.train.amp=off"]  # float32: bf16 would round the processes' small differences up
+BASE = [
+    "name=tiny",
+    "device=cpu",
+    "data.image_size=8",
+    "data.crop_padding=1",
+    f"teacher.arch={TINY_TEACHER}",
+    "teacher.train.epochs=2",
+    "teacher.train.batch_size=32",
+    f"student.arch={TINY_STUDENT}",
+    "student.train.epochs=2",
+    "student.train.batch_size=32",
+    "attribution.steps=4",
+    "attribution.batch_size=100",
+    "report.examples=0",
+    "report.latency_repeats=3",
+    "student.method=KD_IG_AT",
+    "student.kd.teacher_logits=cached",
+    "teacher.train.amp=off",
+    "student.train.amp=off",
+]  # float32: bf16 would round the processes' small differences up
 ONE_PROCESS = ["teacher.train.micro_batches=2", "student.train.micro_batches=2"]
 
 
 def igkd(out_dir: Path, command: str, sets: list[str], processes: int = 1) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        if processes > 1
+        else [sys.executable]
+    )
     args = [*launcher, "-m", "igkd", command, "--deterministic", *[a for s in [f"out_dir={out_dir}", *BASE, *sets] for a in ("--set", s)]]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
@@ -136,8 +155,18 @@ def test_experiments_refuse_torchrun(monkeypatch, capsys):
 def test_two_process_run_killed_mid_training_resumes_to_the_same_weights(tmp_path):
     sets = ["teacher.train.epochs=5"]
     igkd(tmp_path / "full", "teacher", sets, processes=2)
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "igkd", "teacher",
-            "--deterministic", *[a for s in [f"out_dir={tmp_path / 'killed'}", *BASE, *sets] for a in ("--set", s)]]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "igkd",
+        "teacher",
+        "--deterministic",
+        *[a for s in [f"out_dir={tmp_path / 'killed'}", *BASE, *sets] for a in ("--set", s)],
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     metrics = tmp_path / "killed" / "tiny" / "teacher" / "metrics.jsonl"
@@ -150,14 +179,22 @@ def test_two_process_run_killed_mid_training_resumes_to_the_same_weights(tmp_pat
     assert 2 <= len(metrics.read_text().splitlines()) < 5
     igkd(tmp_path / "killed", "teacher", sets, processes=2)
     assert len(metrics.read_text().splitlines()) == 5
-    final, reference = (torch.load(d / "tiny" / "teacher" / "state.pt", weights_only=True)["model"] for d in (tmp_path / "killed", tmp_path / "full"))
+    final, reference = (
+        torch.load(d / "tiny" / "teacher" / "state.pt", weights_only=True)["model"] for d in (tmp_path / "killed", tmp_path / "full")
+    )
     assert final.keys() == reference.keys() and all(torch.equal(final[k], reference[k]) for k in final)
 
 
 def test_two_process_attention_transfer_by_module_path_on_a_torchvision_student_matches_one_process(tmp_path):
     """Forward hooks on a hub student under DistributedDataParallel record what one process records."""
-    hub = ["data.image_size=16", "data.crop_padding=2", "student.arch=torchvision:mobilenet_v2:width_mult=0.25",
-           "student.at.pairs=[[3, features.3]]", "student.train.epochs=1", "teacher.train.epochs=1"]
+    hub = [
+        "data.image_size=16",
+        "data.crop_padding=2",
+        "student.arch=torchvision:mobilenet_v2:width_mult=0.25",
+        "student.at.pairs=[[3, features.3]]",
+        "student.train.epochs=1",
+        "teacher.train.epochs=1",
+    ]
     single_out, out = tmp_path / "single", tmp_path / "runs"
     igkd(single_out, "run", ONE_PROCESS + hub)
     for stage in ("teacher", "cache"):
@@ -168,5 +205,7 @@ def test_two_process_attention_transfer_by_module_path_on_a_torchvision_student_
     assert any("features.3." in k for k in params)
     assert_close(params, reference_params, atol=1e-6)
     assert_close(running, reference_running, atol=1e-5)
-    (row,), (reference_row,) = ([json.loads(line) for line in (student_dir(d) / "metrics.jsonl").read_text().splitlines()] for d in (out, single_out))
+    (row,), (reference_row,) = (
+        [json.loads(line) for line in (student_dir(d) / "metrics.jsonl").read_text().splitlines()] for d in (out, single_out)
+    )
     assert row["train_at"] > 0 and row["train_at"] == pytest.approx(reference_row["train_at"], rel=1e-5)

@@ -32,15 +32,30 @@ def _args(tmp: Path) -> list[str]:
 def test_ablation_plan_has_eight_methods_two_controls_per_seed_with_unique_runs():
     jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1, 2)), DATA)
     assert len(jobs) == 30 and len({j.run_id for j in jobs}) == 30
-    assert [j.group for j in jobs[:10]] == ["Student", "KD", "IG", "AT", "KD_IG", "KD_AT", "IG_AT", "KD_IG_AT", "KD_IG-shuffled", "KD_IG-noise"]
+    assert [j.group for j in jobs[:10]] == [
+        "Student",
+        "KD",
+        "IG",
+        "AT",
+        "KD_IG",
+        "KD_AT",
+        "IG_AT",
+        "KD_IG_AT",
+        "KD_IG-shuffled",
+        "KD_IG-noise",
+    ]
     assert [j.seed for j in jobs] == [0] * 10 + [1] * 10 + [2] * 10
     assert all(j.cfg.student.train_fraction == 0.8 and j.cfg.seed == j.seed for j in jobs)
     assert {j.cfg.student.ig.maps for j in jobs if j.group == "KD_IG-noise"} == {"noise"}
 
 
 def test_ablation_runs_only_the_chosen_controls_and_duplicate_options_plan_one_job_each():
-    jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0,), methods=("Student", "kd_ig", "KD_IG"),
-                                                                    controls=("shuffled", "shuffled")), DATA)
+    jobs = plan_jobs(
+        "ablation",
+        load_config("digits"),
+        PlanOptions(seeds=(0,), methods=("Student", "kd_ig", "KD_IG"), controls=("shuffled", "shuffled")),
+        DATA,
+    )
     assert [j.group for j in jobs] == ["Student", "KD_IG", "KD_IG-shuffled"]
     none = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0,), methods=("KD_IG",), controls=()), DATA)
     assert [j.group for j in none] == ["KD_IG"]
@@ -60,7 +75,9 @@ def test_sweep_students_span_the_papers_compression_range():
     jobs = plan_jobs("sweep", load_config("digits"), PlanOptions(seeds=(0,), blocks=(3, 17), widths=(0.5,)), DATA)
     assert len(jobs) == 3 * 4 and {j.method for j in jobs} == {"Student", "KD", "IG", "KD_IG"}
     assert sweep_archs("mobilenetv2_cifar:width=0.5:k=10", (2,), (0.5,)) == [
-        ("blocks", "mobilenetv2_cifar:width=0.5:k=12"), ("width", "mobilenetv2_cifar:width=0.25:k=10")]
+        ("blocks", "mobilenetv2_cifar:width=0.5:k=12"),
+        ("width", "mobilenetv2_cifar:width=0.25:k=10"),
+    ]
     with pytest.raises(IgkdError, match="allows removing 1..7 more blocks"):
         sweep_archs("mobilenetv2_cifar:k=10", (8,), ())
 
@@ -128,7 +145,8 @@ def test_ablation_runs_every_job_with_analysis_and_skips_them_when_re_run(ablati
     # the recorded agreement is that of this student with this teacher: recompute one from fresh IG maps
     first = run_dir / "students" / plan["jobs"][1]["run_id"]
     assert json.loads((first / "analysis.json").read_text())["ig_agreement"]["spearman_mean"] == pytest.approx(
-        _spearman_agreement(run_dir / "teacher" / "model.pt", first / "best.pt", _args(tmp)), abs=1e-6)
+        _spearman_agreement(run_dir / "teacher" / "model.pt", first / "best.pt", _args(tmp)), abs=1e-6
+    )
     again = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
     assert again.returncode == 0 and "8 finished earlier, 0 to run" in again.stdout
     victim = run_dir / "students" / plan["jobs"][5]["run_id"] / "final.json"
@@ -166,7 +184,9 @@ def test_report_statistics_match_an_independent_computation(ablation):
     assert robustness["mca"]["KD_IG"]["mean"] == pytest.approx(np.mean(mca["KD_IG"])) and robustness["mca"]["KD_IG"]["n"] == 2
     welch = next(t for t in robustness["tests"]["welch"] if {t["a"], t["b"]} == {"KD_IG", "Student"})
     assert welch["p_value"] == pytest.approx(sps.ttest_ind(mca["KD_IG"], mca["Student"], equal_var=False).pvalue, nan_ok=True)
-    assert "### Robustness: common corruptions and distribution shift" in markdown and "Pairwise tests on mean corruption accuracy" in markdown
+    assert (
+        "### Robustness: common corruptions and distribution shift" in markdown and "Pairwise tests on mean corruption accuracy" in markdown
+    )
     assert (out / "figures" / "robustness_severity.png").stat().st_size > 1000
 
 

@@ -112,7 +112,9 @@ def test_predict_logits_feeds_a_channels_last_model_channels_last_inputs():
     images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
     logits = predict_logits(model, images, 4, CPU)
     assert len(seen) == 2 and all(x.is_contiguous(memory_format=CL) for x in seen)
-    torch.testing.assert_close(logits, predict_logits(model.to(memory_format=torch.contiguous_format), images, 4, CPU), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        logits, predict_logits(model.to(memory_format=torch.contiguous_format), images, 4, CPU), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_place_model_sets_the_memory_format_both_ways():
@@ -129,8 +131,10 @@ def test_cpu_description_names_the_family_and_model_and_the_speed_flags(tmp_path
     from igkd.runtime import cpu_description
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
-                       "flags\t\t: fpu avx2 avx512f avx512_bf16 sse\nprocessor\t: 1\nmodel name\t: other\n")
+    cpuinfo.write_text(
+        "processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu avx2 avx512f avx512_bf16 sse\nprocessor\t: 1\nmodel name\t: other\n"
+    )
     assert cpu_description(str(cpuinfo)) == {"cpu": "AMD EPYC (family 26, model 2)", "cpu_flags": "avx2 avx512f avx512_bf16"}
     assert cpu_description(str(tmp_path / "missing"))["cpu_flags"] == "none detected"
 
@@ -150,8 +154,21 @@ def _tiny_fit(tmp: Path, data, cfg: TrainConfig, step_progress: StageProgress | 
     run_cfg = validate_config(tiny_config_tree(tmp))
     make_inputs = batch_maker(data.pool.images, data.pool.labels, 1, True)
     val = data.val_idx[:64]
-    result = fit(model, data.train_idx, make_inputs, teacher_loss(run_cfg), data.pool.images[val], data.pool.labels[val], cfg, CPU,
-                 seed=0, run_dir=tmp / "fit", on_best=lambda *_: None, resume_key="k", step_progress=step_progress)
+    result = fit(
+        model,
+        data.train_idx,
+        make_inputs,
+        teacher_loss(run_cfg),
+        data.pool.images[val],
+        data.pool.labels[val],
+        cfg,
+        CPU,
+        seed=0,
+        run_dir=tmp / "fit",
+        on_best=lambda *_: None,
+        resume_key="k",
+        step_progress=step_progress,
+    )
     return model, result
 
 
@@ -210,7 +227,7 @@ class FakeEvent:
     def synchronize(self) -> None:
         FakeEvent.log.append("synchronize")
 
-    def elapsed_time(self, end: "FakeEvent") -> float:
+    def elapsed_time(self, end: FakeEvent) -> float:
         assert self.enable_timing and end.enable_timing
         return 2.5
 
@@ -256,7 +273,7 @@ class FakeCudaGenerator:
         self.seed = None
         self.offset = 0
 
-    def manual_seed(self, seed: int) -> "FakeCudaGenerator":
+    def manual_seed(self, seed: int) -> FakeCudaGenerator:
         self.seed, self.offset = seed, 0
         return self
 
@@ -324,11 +341,12 @@ def test_kernel_flags_are_set_in_one_place():
 
 
 def test_cli_bench_times_with_the_pipelines_kernels(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
     import igkd.deploy.bench as deploy_bench
     from igkd.cli import app
     from igkd.cli_deploy import register
     from igkd.errors import IgkdError
-    from typer.testing import CliRunner
 
     seen: list[bool] = []
 
@@ -408,8 +426,9 @@ def test_cpu_bf16_integrated_gradients_take_depthwise_input_gradients_from_the_f
     model = build_model(parse_arch(TINY_STUDENT), 10, [0.5] * 3, [0.25] * 3)
     images = torch.rand(3, 3, 8, 8)
     forwards, gradients = _spy_depthwise(monkeypatch)
-    attributions, delta = integrated_gradients(model, images, torch.tensor([0, 1, 2]), torch.zeros_like(images), steps=4,
-                                               autocast_dtype=torch.bfloat16)
+    attributions, delta = integrated_gradients(
+        model, images, torch.tensor([0, 1, 2]), torch.zeros_like(images), steps=4, autocast_dtype=torch.bfloat16
+    )
     _assert_depthwise_in_bf16(model, forwards, gradients)
     assert attributions.dtype == torch.float32 and torch.isfinite(delta).all()
 
@@ -457,9 +476,14 @@ def test_depthwise_convolutions_are_the_plain_zero_padded_ones_with_one_channel_
 
     from igkd.models.depthwise import depthwise_convolutions
 
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 3, padding=1, groups=4),
-                          nn.Conv2d(4, 4, 3, padding="same", groups=4), nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect"),
-                          nn.Conv2d(4, 4, 1), nn.Conv2d(1, 1, 3))
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 3, padding=1, groups=4),
+        nn.Conv2d(4, 8, 3, padding=1, groups=4),
+        nn.Conv2d(4, 4, 3, padding="same", groups=4),
+        nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect"),
+        nn.Conv2d(4, 4, 1),
+        nn.Conv2d(1, 1, 3),
+    )
     assert depthwise_convolutions(model) == [model[0]]
 
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import igkd.models.fuse as fuse
+from conftest import TINY_TEACHER
 from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, integrated_gradients, make_baselines
 from igkd.models.fuse import FusedConvActivation, fast_frozen_copy, fuse_conv_activations, out_of_place_activations
 from igkd.models.registry import build_model, parse_arch
-from conftest import TINY_TEACHER
 
 needs_onednn = pytest.mark.skipif(fuse.ONEDNN_POINTWISE_CONVOLUTION is None, reason="this torch build lacks oneDNN")
 
@@ -27,15 +27,25 @@ def _values_and_gradients(net: nn.Module, x: torch.Tensor, grad_out_seed: int = 
 
 
 @needs_onednn
-@pytest.mark.parametrize("groups,kernel,stride,padding,dilation,size", [
-    (6, 3, 1, 1, 1, 9), (6, 3, 2, 1, 1, 9), (6, 3, 2, 1, 1, 10), (6, 5, 3, 2, 1, 11), (6, 3, 2, 2, 2, 10),
-    (6, 3, 1, 0, 1, 8), (6, 3, 2, 3, 1, 9),  # padding beyond the kernel's reach: oneDNN's own backward
-    (1, 1, 1, 0, 1, 8), (2, 3, 2, 1, 1, 9),  # pointwise and grouped convolutions: oneDNN's own backward
-])
+@pytest.mark.parametrize(
+    "groups,kernel,stride,padding,dilation,size",
+    [
+        (6, 3, 1, 1, 1, 9),
+        (6, 3, 2, 1, 1, 9),
+        (6, 3, 2, 1, 1, 10),
+        (6, 5, 3, 2, 1, 11),
+        (6, 3, 2, 2, 2, 10),
+        (6, 3, 1, 0, 1, 8),
+        (6, 3, 2, 3, 1, 9),  # padding beyond the kernel's reach: oneDNN's own backward
+        (1, 1, 1, 0, 1, 8),
+        (2, 3, 2, 1, 1, 9),  # pointwise and grouped convolutions: oneDNN's own backward
+    ],
+)
 @pytest.mark.parametrize("activation", [nn.ReLU6(), nn.ReLU(), nn.Hardtanh(-1.0, 2.0)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fused_convolution_gives_the_values_and_gradients_of_the_pair(groups, kernel, stride, padding, dilation, size,
-                                                                       activation, channels_last):
+def test_fused_convolution_gives_the_values_and_gradients_of_the_pair(
+    groups, kernel, stride, padding, dilation, size, activation, channels_last
+):
     torch.manual_seed(0)
     pair = nn.Sequential(nn.Conv2d(6, 6, kernel, stride, padding, dilation, groups=groups), activation)
     fused = copy.deepcopy(pair)
@@ -43,8 +53,7 @@ def test_fused_convolution_gives_the_values_and_gradients_of_the_pair(groups, ke
     x = torch.randn(2, 6, size, size) * 3  # some outputs below 0 and above the activation's maximum
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    (out, grad_x, grad_params), (ref_out, ref_grad_x, ref_grad_params) = (_values_and_gradients(fused, x),
-                                                                          _values_and_gradients(pair, x))
+    (out, grad_x, grad_params), (ref_out, ref_grad_x, ref_grad_params) = (_values_and_gradients(fused, x), _values_and_gradients(pair, x))
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grad_x, ref_grad_x, atol=1e-5, rtol=1e-5)
     for grad, ref_grad in zip(grad_params, ref_grad_params):
@@ -85,14 +94,33 @@ def test_without_onednn_the_fused_module_falls_back_to_the_pair(monkeypatch):
 
 
 def test_fusion_pairs_a_convolution_with_the_activation_after_a_folded_batchnorm_only():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Identity(), nn.ReLU6(inplace=True),  # a folded Conv-BN-ReLU6
-                        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(),  # BatchNorm in between: not fused
-                        nn.Conv2d(4, 4, 1, padding_mode="reflect"), nn.ReLU(),  # other padding modes: not fused
-                        nn.Conv2d(4, 4, 1), nn.SiLU(),  # SiLU's gradient needs its input: not fused
-                        nn.Conv2d(4, 4, 1))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3),
+        nn.Identity(),
+        nn.ReLU6(inplace=True),  # a folded Conv-BN-ReLU6
+        nn.Conv2d(4, 4, 1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),  # BatchNorm in between: not fused
+        nn.Conv2d(4, 4, 1, padding_mode="reflect"),
+        nn.ReLU(),  # other padding modes: not fused
+        nn.Conv2d(4, 4, 1),
+        nn.SiLU(),  # SiLU's gradient needs its input: not fused
+        nn.Conv2d(4, 4, 1),
+    )
     assert fuse_conv_activations(net) == 1
-    assert [type(m).__name__ for m in net] == ["FusedConvActivation", "Identity", "Identity", "Conv2d", "BatchNorm2d", "ReLU",
-                                               "Conv2d", "ReLU", "Conv2d", "SiLU", "Conv2d"]
+    assert [type(m).__name__ for m in net] == [
+        "FusedConvActivation",
+        "Identity",
+        "Identity",
+        "Conv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "Conv2d",
+        "ReLU",
+        "Conv2d",
+        "SiLU",
+        "Conv2d",
+    ]
     assert net[0].activation == "hardtanh" and net[0].activation_range == (0.0, 6.0)
 
 
@@ -145,5 +173,10 @@ def test_ig_maps_run_the_fused_copy_and_match_those_of_the_teacher(teacher, monk
 def test_only_activations_whose_gradient_follows_from_their_output_are_fusable():
     """The fusable activations are exactly ReLU, ReLU6 and Hardtanh (others need their input for the gradient)."""
     kinds = {type(m): fuse._activation_of(m) for m in (nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-2.0, 3.0), nn.SiLU(), nn.GELU())}
-    assert kinds == {nn.ReLU: ("relu", ()), nn.ReLU6: ("hardtanh", (0.0, 6.0)), nn.Hardtanh: ("hardtanh", (-2.0, 3.0)),
-                     nn.SiLU: None, nn.GELU: None}
+    assert kinds == {
+        nn.ReLU: ("relu", ()),
+        nn.ReLU6: ("hardtanh", (0.0, 6.0)),
+        nn.Hardtanh: ("hardtanh", (-2.0, 3.0)),
+        nn.SiLU: None,
+        nn.GELU: None,
+    }

@@ -31,7 +31,12 @@ def _ids(tmp: Path, **changes):
 def test_each_change_reaches_exactly_the_stages_that_depend_on_it(tmp_path):
     base = _ids(tmp_path)
     teacher = _ids(tmp_path, teacher__train__epochs=2)
-    assert (teacher.data, teacher.teacher != base.teacher, teacher.maps != base.maps, teacher.student != base.student) == (base.data, True, True, True)
+    assert (teacher.data, teacher.teacher != base.teacher, teacher.maps != base.maps, teacher.student != base.student) == (
+        base.data,
+        True,
+        True,
+        True,
+    )
     maps = _ids(tmp_path, attribution__steps=5)
     assert (maps.teacher, maps.maps != base.maps, maps.student != base.student) == (base.teacher, True, True)
     assert _ids(tmp_path, attribution__batch_size=7) == base  # a throughput knob changes no result
@@ -51,8 +56,15 @@ def test_settings_added_later_keep_old_identities_at_their_default_and_count_whe
     """student.normalize and teacher.rename came after format 1: runs made before them keep their folders."""
     base = _ids(tmp_path)
     assert _ids(tmp_path, student__normalize="teacher", teacher__rename=[]) == base
-    hashed = {"format": 1, "stage": "student", "data": base.data, "teacher": base.teacher, "maps": base.maps, "seed": 0,
-              "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(mode="json", exclude={"normalize"})}
+    hashed = {
+        "format": 1,
+        "stage": "student",
+        "data": base.data,
+        "teacher": base.teacher,
+        "maps": base.maps,
+        "seed": 0,
+        "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(mode="json", exclude={"normalize"}),
+    }
     from igkd.fingerprint import hash_jsonable
 
     assert hash_jsonable(hashed) == base.student  # exactly the hash of the settings as they were before

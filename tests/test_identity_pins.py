@@ -18,14 +18,26 @@ from igkd.identity import stage_identities
 CAMPAIGN_TEACHER = "5d25ac6b6c689f27dd135facfc25e3d5a621c8d85a8567d327f735d4802b2b77"
 CIFAR10_JPEG = "02bbb7317e2bda88169254db183c922a97938dc1103196bd5bf6df58cef64ec6"
 CAMPAIGN_RUNS = [  # results/cifar10-jpeg-cpu/campaign.sh's calls, in its order
-    "Student-mobilenetv2_cifar_k5-seed0-ea95356b", "KD-mobilenetv2_cifar_k5-seed0-3ebcfccd", "Student-mobilenetv2_cifar_width0.5-seed0-48fe3b8c",
-    "IG-mobilenetv2_cifar_k5-seed0-51d07a90", "KD_IG-mobilenetv2_cifar_k5-seed0-5fb1707b", "KD_IG-shuffled-mobilenetv2_cifar_k5-seed0-9f53271a",
+    "Student-mobilenetv2_cifar_k5-seed0-ea95356b",
+    "KD-mobilenetv2_cifar_k5-seed0-3ebcfccd",
+    "Student-mobilenetv2_cifar_width0.5-seed0-48fe3b8c",
+    "IG-mobilenetv2_cifar_k5-seed0-51d07a90",
+    "KD_IG-mobilenetv2_cifar_k5-seed0-5fb1707b",
+    "KD_IG-shuffled-mobilenetv2_cifar_k5-seed0-9f53271a",
     "KD_IG-mobilenetv2_cifar_width0.5-seed0-64286657",
-    "Student-mobilenetv2_cifar_k5-seed1-3230f596", "KD-mobilenetv2_cifar_k5-seed1-b5c85bd7", "Student-mobilenetv2_cifar_width0.5-seed1-b09d2bcc",
-    "IG-mobilenetv2_cifar_k5-seed1-46ba2e8c", "KD_IG-mobilenetv2_cifar_k5-seed1-690d052c", "KD_IG-shuffled-mobilenetv2_cifar_k5-seed1-b4301974",
+    "Student-mobilenetv2_cifar_k5-seed1-3230f596",
+    "KD-mobilenetv2_cifar_k5-seed1-b5c85bd7",
+    "Student-mobilenetv2_cifar_width0.5-seed1-b09d2bcc",
+    "IG-mobilenetv2_cifar_k5-seed1-46ba2e8c",
+    "KD_IG-mobilenetv2_cifar_k5-seed1-690d052c",
+    "KD_IG-shuffled-mobilenetv2_cifar_k5-seed1-b4301974",
     "KD_IG-mobilenetv2_cifar_width0.5-seed1-95973f67",
-    "Student-mobilenetv2_cifar_k5-seed2-1243192d", "KD-mobilenetv2_cifar_k5-seed2-4072e563", "Student-mobilenetv2_cifar_width0.5-seed2-defa4895",
-    "IG-mobilenetv2_cifar_k5-seed2-38f79c26", "KD_IG-mobilenetv2_cifar_k5-seed2-eaaeb476", "KD_IG-shuffled-mobilenetv2_cifar_k5-seed2-bbc9ab81",
+    "Student-mobilenetv2_cifar_k5-seed2-1243192d",
+    "KD-mobilenetv2_cifar_k5-seed2-4072e563",
+    "Student-mobilenetv2_cifar_width0.5-seed2-defa4895",
+    "IG-mobilenetv2_cifar_k5-seed2-38f79c26",
+    "KD_IG-mobilenetv2_cifar_k5-seed2-eaaeb476",
+    "KD_IG-shuffled-mobilenetv2_cifar_k5-seed2-bbc9ab81",
     "KD_IG-mobilenetv2_cifar_width0.5-seed2-e9e27109",
 ]
 
@@ -33,10 +45,12 @@ CAMPAIGN_RUNS = [  # results/cifar10-jpeg-cpu/campaign.sh's calls, in its order
 def test_the_digits_main_job_keeps_its_identities():
     cfg = load_config("digits")
     ids = stage_identities(cfg, prepare_data(cfg, write_cache=False).content_digest)
-    assert asdict(ids) == {"data": "b4c6700d9261c9b7dff0970f8e36ab33c28de3b1d277cbe0141afb5449a50d76",
-                           "teacher": "cc92df84b762f043c864f801f2bedeeaf12d3ede9a7a90892d0bc43dd48e1e42",
-                           "maps": "54ddab672cfe4404a28043edfdb62be1435203fcb14da1034633a81197541f63",
-                           "student": "fee4fd80350ac1057c8a9a08b40562590d020ce6b2108876e3dd6d6649455e50"}
+    assert asdict(ids) == {
+        "data": "b4c6700d9261c9b7dff0970f8e36ab33c28de3b1d277cbe0141afb5449a50d76",
+        "teacher": "cc92df84b762f043c864f801f2bedeeaf12d3ede9a7a90892d0bc43dd48e1e42",
+        "maps": "54ddab672cfe4404a28043edfdb62be1435203fcb14da1034633a81197541f63",
+        "student": "fee4fd80350ac1057c8a9a08b40562590d020ce6b2108876e3dd6d6649455e50",
+    }
 
 
 def test_the_cifar10_cpu_campaign_keeps_its_run_folders(monkeypatch):
@@ -45,8 +59,12 @@ def test_the_cifar10_cpu_campaign_keeps_its_run_folders(monkeypatch):
     width = load_config("cifar10_jpeg_cpu", ["teacher.checkpoint=teacher.pt", "student.arch=mobilenetv2_cifar:width=0.5"])
     assert stage_identities(k5, CIFAR10_JPEG).maps == "83036bbd951a03f5d644c27937b784517122f2ca24b02d963b8db61db30b08bf"
     calls = [(k5, ("Student", "KD"), ()), (width, ("Student",), ()), (k5, ("IG", "KD_IG"), ("shuffled",)), (width, ("KD_IG",), ())]
-    runs = [job.run_id for seed in (0, 1, 2) for cfg, methods, controls in calls
-            for job in plan_jobs("ablation", cfg, PlanOptions(seeds=(seed,), methods=methods, controls=controls), CIFAR10_JPEG)]
+    runs = [
+        job.run_id
+        for seed in (0, 1, 2)
+        for cfg, methods, controls in calls
+        for job in plan_jobs("ablation", cfg, PlanOptions(seeds=(seed,), methods=methods, controls=controls), CIFAR10_JPEG)
+    ]
     assert runs == CAMPAIGN_RUNS
 
 

@@ -58,8 +58,13 @@ def logit_gap(model, images, baselines, targets) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "baseline, method",
-    [("zero", "gausslegendre"), ("black", "gausslegendre"), ("zero", "riemann_trapezoid"), ("black", "riemann_left"),
-     ("blur", "riemann_middle")],
+    [
+        ("zero", "gausslegendre"),
+        ("black", "gausslegendre"),
+        ("zero", "riemann_trapezoid"),
+        ("black", "riemann_left"),
+        ("blur", "riemann_middle"),
+    ],
 )
 def test_matches_captum(model, images, baseline, method):
     x0 = make_baselines(model, images, baseline)
@@ -132,8 +137,9 @@ def test_maps_keep_dataset_order(model, dataset):
 def test_batch_size_and_progress(model, dataset):
     images, labels = dataset
     calls: list[tuple[int, int]] = []
-    small, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"),
-                               progress=lambda d, t: calls.append((d, t)))
+    small, _ = compute_ig_maps(
+        model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"), progress=lambda d, t: calls.append((d, t))
+    )
     big, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=8), torch.device("cpu"))
     np.testing.assert_allclose(small, big, atol=2e-3)
     assert calls == [(3, 7), (6, 7), (7, 7)]
@@ -156,7 +162,9 @@ def test_unset_chunk_halves_on_out_of_memory_and_a_fixed_one_is_a_clear_error(mo
     maps, _ = compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"))
     assert tried[:4] == [ig.CPU_INTERNAL_BATCH, 32, 16, 16] and set(tried[3:]) == {16}  # halved once, then kept
     np.testing.assert_array_equal(maps, expected)
-    with pytest.raises(IgkdError, match="out of GPU memory computing IG with 32 path points per pass; set a smaller attribution.internal_batch_size"):
+    with pytest.raises(
+        IgkdError, match="out of GPU memory computing IG with 32 path points per pass; set a smaller attribution.internal_batch_size"
+    ):
         compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3, internal_batch_size=32), torch.device("cpu"))
 
 
@@ -169,7 +177,9 @@ def test_bfloat16_maps_are_close_to_float32_and_keyed_apart(model, dataset):
     difference = np.abs(fast.astype(np.float32) - exact.astype(np.float32))
     assert 0 < difference.mean() < 0.05 and stats.images == 7  # 0.025 here (max 0.2): bfloat16 is an approximation
     assert min(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1] for a, b in zip(exact, fast)) > 0.95
-    assert attribution_key(model, images, labels, IGParams(steps=8)) != attribution_key(model, images, labels, IGParams(steps=8, precision="bfloat16"))
+    assert attribution_key(model, images, labels, IGParams(steps=8)) != attribution_key(
+        model, images, labels, IGParams(steps=8, precision="bfloat16")
+    )
 
 
 def test_resume_from_start_writes_only_the_rest(model, dataset):
@@ -244,7 +254,9 @@ def test_channels_last_is_a_throughput_knob_that_keeps_the_maps(dataset):
     assert layouts and all(layouts)  # the default, auto: channels_last on the CPU too
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
     np.testing.assert_allclose(fast, plain, atol=2e-3)
-    assert attribution_key(model, images, labels, IGParams(steps=8)) == attribution_key(model, images, labels, IGParams(steps=8, channels_last="on"))
+    assert attribution_key(model, images, labels, IGParams(steps=8)) == attribution_key(
+        model, images, labels, IGParams(steps=8, channels_last="on")
+    )
     assert IGParams(channels_last=False).channels_last == "off"  # YAML's off
 
 
@@ -260,7 +272,9 @@ def test_a_batch_is_read_back_only_after_the_next_is_queued(model, dataset, monk
         return integrated_gradients(*args)
 
     monkeypatch.setattr(ig, "integrated_gradients", logged)
-    compute_ig_maps(model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"), progress=lambda d, t: events.append(("done", d)))
+    compute_ig_maps(
+        model, images, labels, IGParams(steps=8, batch_size=3), torch.device("cpu"), progress=lambda d, t: events.append(("done", d))
+    )
     assert events == [("ig", 3), ("ig", 3), ("done", 3), ("ig", 1), ("done", 6), ("done", 7)]
 
 
@@ -283,11 +297,26 @@ def test_folding_keeps_batchnorms_it_cannot_fold():
 
     torch.manual_seed(0)
     free = torch.nn.BatchNorm2d(4, track_running_stats=False)  # normalises by batch statistics even in eval mode
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), free, torch.nn.Conv2d(4, 4, 1), torch.nn.ReLU(), torch.nn.BatchNorm2d(4),
-                              torch.nn.Conv2d(4, 4, 1), torch.nn.BatchNorm2d(4))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        free,
+        torch.nn.Conv2d(4, 4, 1),
+        torch.nn.ReLU(),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Conv2d(4, 4, 1),
+        torch.nn.BatchNorm2d(4),
+    )
     net.eval()
     folded, count = fold_batchnorm(net)
-    assert count == 1 and [type(m).__name__ for m in folded] == ["Conv2d", "BatchNorm2d", "Conv2d", "ReLU", "BatchNorm2d", "Conv2d", "Identity"]
+    assert count == 1 and [type(m).__name__ for m in folded] == [
+        "Conv2d",
+        "BatchNorm2d",
+        "Conv2d",
+        "ReLU",
+        "BatchNorm2d",
+        "Conv2d",
+        "Identity",
+    ]
     x = torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), atol=1e-6, rtol=1e-5)

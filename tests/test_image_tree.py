@@ -81,8 +81,10 @@ def test_bad_archive_gets_one_clear_error_and_writes_no_cache(tmp_path, split_fo
 def test_missing_split_names_the_folder_and_both_archives(tmp_path):
     with pytest.raises(IgkdError) as info:
         load_image_folder(tmp_path / "cifar" / "test", None, 8, False)
-    assert str(info.value) == (f"data folder '{tmp_path}/cifar/test' not found, nor an archive '{tmp_path}/cifar-test.tar.gz' or "
-                               f"'{tmp_path}/cifar.tar.gz'; check data.root and data.train_split/test_split")
+    assert str(info.value) == (
+        f"data folder '{tmp_path}/cifar/test' not found, nor an archive '{tmp_path}/cifar-test.tar.gz' or "
+        f"'{tmp_path}/cifar.tar.gz'; check data.root and data.train_split/test_split"
+    )
 
 
 @pytest.mark.skipif(not os.environ.get("IGKD_DATA_DIR"), reason="IGKD_DATA_DIR (the shared data) not set")

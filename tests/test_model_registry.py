@@ -32,14 +32,17 @@ def test_hub_names_parse_to_one_canonical_string_from_text_and_from_yaml_mapping
     assert str(parse_arch("mobilenetv2_cifar:width=0.5:k=5")) == "mobilenetv2_cifar:width=0.5:k=5"  # the built-in as before
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("resnet18", "unknown architecture 'resnet18'"),
-    ("torchvison:resnet18", "(closest: torchvision)"),
-    ("torchvision:resnet_18", "unknown torchvision classification model 'resnet_18' (closest: resnet18"),
-    ("timm:resnet18:drop_rate", "is not key=value"),
-    ("torchvision:", "names no model"),
-    ("torchvision:resnet18:no_such_option=1", "rejects the options {'no_such_option': 1}"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("resnet18", "unknown architecture 'resnet18'"),
+        ("torchvison:resnet18", "(closest: torchvision)"),
+        ("torchvision:resnet_18", "unknown torchvision classification model 'resnet_18' (closest: resnet18"),
+        ("timm:resnet18:drop_rate", "is not key=value"),
+        ("torchvision:", "names no model"),
+        ("torchvision:resnet18:no_such_option=1", "rejects the options {'no_such_option': 1}"),
+    ],
+)
 def test_bad_architecture_names_are_one_line_errors_naming_the_fix(text, message):
     with pytest.raises(IgkdError) as info:
         build_model(text, 10)
@@ -67,16 +70,20 @@ def test_googlenet_training_output_is_reduced_to_its_logits():
 
 def test_pretrained_normalisation_follows_the_family():
     assert normalization_values("pretrained", None, "timm:resnet18") == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    assert normalization_values("pretrained", None, "timm:vit_base_patch16_clip_224.openai")[0] == pytest.approx([0.4815, 0.4578, 0.4082], abs=1e-4)
+    assert normalization_values("pretrained", None, "timm:vit_base_patch16_clip_224.openai")[0] == pytest.approx(
+        [0.4815, 0.4578, 0.4082], abs=1e-4
+    )
     assert normalization_values("pretrained", None, "mobilenetv2_cifar")[0] == pytest.approx([0.4914, 0.4822, 0.4465])
 
 
 def test_student_normalisation_defaults_to_the_teachers_and_can_be_its_own(tmp_path):
     from igkd.data.prepare import prepare_data
-    from igkd.training.distill import new_student
     from igkd.models.checkpoint import LoadedModel
+    from igkd.training.distill import new_student
 
-    teacher = LoadedModel(build_model("mobilenetv2_cifar:width=0.5", 10, MEAN, STD), parse_arch("mobilenetv2_cifar:width=0.5"), CLASSES, list(MEAN), list(STD))
+    teacher = LoadedModel(
+        build_model("mobilenetv2_cifar:width=0.5", 10, MEAN, STD), parse_arch("mobilenetv2_cifar:width=0.5"), CLASSES, list(MEAN), list(STD)
+    )
     cfg = load_config("digits", [f"out_dir={tmp_path}"])
     data = prepare_data(cfg)
     assert new_student(cfg, data, teacher).mean.flatten().tolist() == pytest.approx(MEAN)
@@ -122,9 +129,14 @@ def test_a_state_dict_with_renamed_and_regrouped_modules_imports_with_rename_rul
         import_state_dict(tmp_path / "lightning.ckpt", "mobilenetv2_cifar:width=0.5:k=5", [str(i) for i in range(10)], MEAN, STD)
     message = str(info.value)
     assert "missing: 'features.0.0.weight'" in message and "unexpected: 'model.stem.0.weight'" in message and "--rename" in message
-    rules = ["model.=", "stem.=features.0.", "head.=classifier."] + [f"body.{i}.=features.{i + 1}." for i in range(7)] \
+    rules = (
+        ["model.=", "stem.=features.0.", "head.=classifier."]
+        + [f"body.{i}.=features.{i + 1}." for i in range(7)]
         + [f"tail.{i}.=features.{i + 8}." for i in range(6)]
-    loaded = import_state_dict(tmp_path / "lightning.ckpt", "mobilenetv2_cifar:width=0.5:k=5", [str(i) for i in range(10)], MEAN, STD, rules)
+    )
+    loaded = import_state_dict(
+        tmp_path / "lightning.ckpt", "mobilenetv2_cifar:width=0.5:k=5", [str(i) for i in range(10)], MEAN, STD, rules
+    )
     x = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(loaded.model(x), reference.eval()(x))
 
@@ -157,21 +169,37 @@ def test_feature_tap_records_the_named_layers_output_on_every_pass_and_is_remova
 
 
 def test_attention_pairs_by_module_path_with_suggestions_and_the_builtin_default(tmp_path):
-    hub = load_config("digits", [f"out_dir={tmp_path}", "teacher.arch=torchvision:resnet18", "student.arch=timm:mobilenetv3_small_100",
-                                 "student.method=KD_AT", "student.at.pairs=[[layer3, blocks.3]]"])
+    hub = load_config(
+        "digits",
+        [
+            f"out_dir={tmp_path}",
+            "teacher.arch=torchvision:resnet18",
+            "student.arch=timm:mobilenetv3_small_100",
+            "student.method=KD_AT",
+            "student.at.pairs=[[layer3, blocks.3]]",
+        ],
+    )
     teacher, student = build_model(hub.teacher.arch, 10), build_model(hub.student.arch, 10)
     assert attention_pairs(hub, teacher, student) == [("layer3", "blocks.3")]
-    wrong = hub.model_copy(update={"student": hub.student.model_copy(update={"at": hub.student.at.model_copy(update={"pairs": [("layer3", "block.3")]})})})
+    wrong = hub.model_copy(
+        update={"student": hub.student.model_copy(update={"at": hub.student.at.model_copy(update={"pairs": [("layer3", "block.3")]})})}
+    )
     with pytest.raises(IgkdError) as info:
         attention_pairs(wrong, teacher, student)
     assert "the student has no layer 'block.3' (closest: blocks.3" in str(info.value) and "\n" not in str(info.value)
-    no_pairs = wrong.model_copy(update={"student": wrong.student.model_copy(update={"at": wrong.student.at.model_copy(update={"pairs": []})})})
+    no_pairs = wrong.model_copy(
+        update={"student": wrong.student.model_copy(update={"at": wrong.student.at.model_copy(update={"pairs": []})})}
+    )
     with pytest.raises(IgkdError, match="needs its layers: set student.at.pairs"):
         attention_pairs(no_pairs, teacher, student)
     paper = load_config("digits", ["student.method=KD_AT"])
-    assert attention_pairs(paper, build_model(paper.teacher.arch, 10), build_model(paper.student.arch, 10)) == [("features.6", "features.6")]
+    assert attention_pairs(paper, build_model(paper.teacher.arch, 10), build_model(paper.student.arch, 10)) == [
+        ("features.6", "features.6")
+    ]
     mixed = load_config("digits", ["student.method=KD_AT", "student.at.pairs=[[9, features.3]]"])
-    assert attention_pairs(mixed, build_model(mixed.teacher.arch, 10), build_model(mixed.student.arch, 10)) == [("features.9", "features.3")]
+    assert attention_pairs(mixed, build_model(mixed.teacher.arch, 10), build_model(mixed.student.arch, 10)) == [
+        ("features.9", "features.3")
+    ]
 
 
 def test_a_layer_that_is_not_a_feature_map_is_a_clear_error():
@@ -205,12 +233,19 @@ def test_a_new_family_is_one_registration():
         def forward(self, images):
             return self.fc(self.normalize(images).flatten(1))
 
-    family = ModelFamily("linear_probe", LinearSpec, lambda text: LinearSpec(size=int(text.split(":")[1])), LinearProbe,
-                         lambda spec: ([0.0] * 3, [1.0] * 3), "'linear_probe:SIZE'")
+    family = ModelFamily(
+        "linear_probe",
+        LinearSpec,
+        lambda text: LinearSpec(size=int(text.split(":")[1])),
+        LinearProbe,
+        lambda spec: ([0.0] * 3, [1.0] * 3),
+        "'linear_probe:SIZE'",
+    )
     register_family(family)
     try:
         model = build_model("linear_probe:8", 4)
         assert model(torch.rand(2, 3, 8, 8)).shape == (2, 4) and "linear_probe" in families()
     finally:
         from igkd.models import registry
+
         registry._FAMILIES.pop("linear_probe")

@@ -14,7 +14,6 @@ from igkd.models.checkpoint import save_checkpoint
 from igkd.models.registry import build_model
 
 
-
 def _everything(root: Path) -> set[Path]:
     return set(root.rglob("*"))
 
@@ -48,14 +47,18 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[tuple[str, ...]]]:
     """The command line of a case and, per expected error line, the texts that line must hold."""
     base = tiny_overrides(tmp)
     if name == "test class missing from training":
-        return (["run", *sets(base + _folders(tmp, {"cat": 20, "dog": 20}, {"cat": 2, "bird": 2}))],
-                [("the test split has classes ['bird']", "set data.classes=[bird,cat,dog]")])
+        return (
+            ["run", *sets(base + _folders(tmp, {"cat": 20, "dog": 20}, {"cat": 2, "bird": 2}))],
+            [("the test split has classes ['bird']", "set data.classes=[bird,cat,dog]")],
+        )
     if name == "image size":
         return ["run", *sets(base + _folders(tmp, {"cat": 20, "dog": 20}, {"cat": 2}, size=12))], [("images are 12x12", "data.resize=true")]
     if name == "teacher of another architecture":
         other = _checkpoint(tmp / "other.pt", "mobilenetv2_cifar:width=0.25:k=12", 10)
-        return (["run", *sets(base + [f"teacher.checkpoint={other}"])],
-                [("is a mobilenetv2_cifar:width=0.25:k=12", "set teacher.arch=mobilenetv2_cifar:width=0.25:k=12")])
+        return (
+            ["run", *sets(base + [f"teacher.checkpoint={other}"])],
+            [("is a mobilenetv2_cifar:width=0.25:k=12", "set teacher.arch=mobilenetv2_cifar:width=0.25:k=12")],
+        )
     if name == "plain state dict of another architecture":
         torch.save(build_model("mobilenetv2_cifar:width=0.25:k=12", 10).state_dict(), tmp / "plain.pt")
         return ["run", *sets(base + [f"teacher.checkpoint={tmp / 'plain.pt'}"])], [("does not match architecture",)]
@@ -63,26 +66,42 @@ def _case(name: str, tmp: Path) -> tuple[list[str], list[tuple[str, ...]]]:
         return ["run", *sets(base + [f"teacher.checkpoint={_checkpoint(tmp / 'three.pt', TINY_TEACHER, 3)}"])], [("predicts classes",)]
     if name == "teacher normalised otherwise":
         checkpoint = _checkpoint(tmp / "t.pt", TINY_TEACHER, 10)
-        return (["teacher", *sets(base + [f"teacher.checkpoint={checkpoint}", "teacher.normalize=cifar10"])],
-                [("teacher.normalize asks for mean", "leave teacher.normalize unset")])
+        return (
+            ["teacher", *sets(base + [f"teacher.checkpoint={checkpoint}", "teacher.normalize=cifar10"])],
+            [("teacher.normalize asks for mean", "leave teacher.normalize unset")],
+        )
     if name == "attention pair outside the models":
-        return (["distill", *sets(base + ["student.method=KD_AT", "student.at.pairs=[[1,40]]"])],
-                [("attention pair (1, 40) is out of range", "fix student.at.pairs")])
+        return (
+            ["distill", *sets(base + ["student.method=KD_AT", "student.at.pairs=[[1,40]]"])],
+            [("attention pair (1, 40) is out of range", "fix student.at.pairs")],
+        )
     if name == "batch larger than the data":
         return ["run", *sets(base + ["student.train.batch_size=5000"])], [("student.train.batch_size 5000 exceeds", "lower")]
     if name == "unwritable output":
         (tmp / "a_file").write_text("x")
-        return (["run", *sets(base + [f"out_dir={tmp / 'a_file'}/runs", f"cache_dir={tmp / 'a_file'}/cache"])],
-                [("out_dir", "choose a writable output directory"), ("cache_dir", "choose a writable output directory")])
+        return (
+            ["run", *sets(base + [f"out_dir={tmp / 'a_file'}/runs", f"cache_dir={tmp / 'a_file'}/cache"])],
+            [("out_dir", "choose a writable output directory"), ("cache_dir", "choose a writable output directory")],
+        )
     assert name == "several problems at once"
-    return (["run", *sets(base + ["teacher.train.batch_size=5000", "student.train.micro_batches=7"])],
-            [("teacher.train.batch_size 5000 exceeds",), ("student.train", "multiple of 7")])
+    return (
+        ["run", *sets(base + ["teacher.train.batch_size=5000", "student.train.micro_batches=7"])],
+        [("teacher.train.batch_size 5000 exceeds",), ("student.train", "multiple of 7")],
+    )
 
 
-CASES = ["test class missing from training", "image size", "teacher of another architecture", "plain state dict of another architecture",
-         "teacher of other classes",
-         "teacher normalised otherwise", "attention pair outside the models", "batch larger than the data", "unwritable output",
-         "several problems at once"]
+CASES = [
+    "test class missing from training",
+    "image size",
+    "teacher of another architecture",
+    "plain state dict of another architecture",
+    "teacher of other classes",
+    "teacher normalised otherwise",
+    "attention pair outside the models",
+    "batch larger than the data",
+    "unwritable output",
+    "several problems at once",
+]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -111,8 +130,19 @@ def test_no_room_for_the_caches_fails_before_training(tmp_path, capsys, monkeypa
 
 def test_an_experiment_checks_every_job_config_before_anything(tmp_path, capsys, monkeypatch, no_training):
     before = _everything(tmp_path)
-    code, _, err = run_cli(["experiment", "ablation", *sets(tiny_overrides(tmp_path) + ["student.at.pairs=[[1,40]]"]),
-                            "--seeds", "1", "--methods", "Student,AT"], capsys, monkeypatch)
+    code, _, err = run_cli(
+        [
+            "experiment",
+            "ablation",
+            *sets(tiny_overrides(tmp_path) + ["student.at.pairs=[[1,40]]"]),
+            "--seeds",
+            "1",
+            "--methods",
+            "Student,AT",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 2 and "attention pair (1, 40) is out of range" in err and len(err.strip().splitlines()) == 1, err
     assert no_training == [] and _everything(tmp_path) == before
 
@@ -120,7 +150,7 @@ def test_an_experiment_checks_every_job_config_before_anything(tmp_path, capsys,
 def _plan(tmp: Path, capsys, monkeypatch, *extra: str) -> dict:
     code, out, err = run_cli(["run", *sets(tiny_overrides(tmp) + list(extra)), "--dry-run", "--json"], capsys, monkeypatch)
     assert code == 0, err
-    return json.loads(out[out.index("{"):])
+    return json.loads(out[out.index("{") :])
 
 
 def test_dry_run_of_the_main_job_shows_every_stage_and_writes_nothing(tmp_path, capsys, monkeypatch):
@@ -156,13 +186,21 @@ def test_dry_run_after_a_finished_run_reports_reuse_and_why_a_stage_would_run_ag
 
 
 def test_dry_run_of_an_experiment_counts_finished_runs(tmp_path, capsys, monkeypatch):
-    args = ["experiment", "ablation", *sets(tiny_overrides(tmp_path) + ["report.agreement_images=0"]), "--seeds", "1", "--methods", "Student"]
+    args = [
+        "experiment",
+        "ablation",
+        *sets(tiny_overrides(tmp_path) + ["report.agreement_images=0"]),
+        "--seeds",
+        "1",
+        "--methods",
+        "Student",
+    ]
     code, out, err = run_cli([*args, "--dry-run", "--json"], capsys, monkeypatch)
     assert code == 0, err
-    plan = json.loads(out[out.index("{"):])
+    plan = json.loads(out[out.index("{") :])
     assert plan["experiment"]["runs"] == 1 and plan["experiment"]["to_run"] == 1 and plan["experiment"]["students_projected_s"] > 0
     assert not (tmp_path / "runs").exists()
     assert run_cli(args, capsys, monkeypatch)[0] == 0
     code, out, _ = run_cli([*args, "--dry-run", "--json"], capsys, monkeypatch)
-    done = json.loads(out[out.index("{"):])
+    done = json.loads(out[out.index("{") :])
     assert done["experiment"]["finished"] == 1 and done["experiment"]["to_run"] == 0 and done["experiment"]["students_projected_s"] == 0

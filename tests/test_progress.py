@@ -18,7 +18,6 @@ from igkd.training.inputs import batch_maker
 from igkd.training.loop import fit
 
 
-
 def test_progress_of_a_run_outside_a_terminal_is_a_few_lines_with_etas(tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(["teacher", *sets(tiny_overrides(tmp_path) + ["teacher.train.epochs=4"])], capsys, monkeypatch)
     assert code == 0, err
@@ -36,9 +35,20 @@ def _fit_with(progress: StageProgress, tmp_path) -> None:
     labels = torch.arange(64) % 10
     model = build_model(TINY_STUDENT, 10)
     loss = lambda net, x, y, _: distillation_loss(LossWeights(), net(x), y)  # noqa: E731
-    fit(model, torch.arange(64), batch_maker(images, labels, 0, False), loss, images[:8], labels[:8],
-        TrainConfig(epochs=3, batch_size=8, optimizer="adam", lr=1e-3, schedule="none"), torch.device("cpu"), 0,
-        tmp_path, lambda *_: None, step_progress=progress)
+    fit(
+        model,
+        torch.arange(64),
+        batch_maker(images, labels, 0, False),
+        loss,
+        images[:8],
+        labels[:8],
+        TrainConfig(epochs=3, batch_size=8, optimizer="adam", lr=1e-3, schedule="none"),
+        torch.device("cpu"),
+        0,
+        tmp_path,
+        lambda *_: None,
+        step_progress=progress,
+    )
 
 
 class SlowClock:
@@ -79,8 +89,15 @@ def test_igkd_info_prints_what_matters_for_a_run(capsys, monkeypatch, tmp_path):
     assert report["data"]["value"] == str(tmp_path) and report["data"]["found"] == ["cifar10-jpeg-train.tar.gz"]
     code, out, _ = run_cli(["info"], capsys, monkeypatch)
     text = " ".join(out.split())
-    for needle in (f"torch {torch.__version__}", "device: cpu", "AVX-512", "BF16", "no GPU visible", "deploy installed",
-                   f"$IGKD_DATA_DIR={tmp_path}: cifar10-jpeg-train.tar.gz"):
+    for needle in (
+        f"torch {torch.__version__}",
+        "device: cpu",
+        "AVX-512",
+        "BF16",
+        "no GPU visible",
+        "deploy installed",
+        f"$IGKD_DATA_DIR={tmp_path}: cifar10-jpeg-train.tar.gz",
+    ):
         assert needle in text
 
 

@@ -20,8 +20,13 @@ from igkd.robustness import RECORD
 DATA = "0" * 64
 WIDTH = "mobilenetv2_cifar:width=0.25"
 # test accuracy by arm and seed (k=5 unless the arm names its student)
-ACCURACY = {"Student": [0.80, 0.82, 0.81], "KD": [0.82, 0.83, 0.83], "KD_IG": [0.84, 0.83, 0.86], "KD_IG-shuffled": [0.81, 0.84],
-            "Student @ width=0.25": [0.78, 0.80]}
+ACCURACY = {
+    "Student": [0.80, 0.82, 0.81],
+    "KD": [0.82, 0.83, 0.83],
+    "KD_IG": [0.84, 0.83, 0.86],
+    "KD_IG-shuffled": [0.81, 0.84],
+    "Student @ width=0.25": [0.78, 0.80],
+}
 
 
 def _config(tmp_path: Path, *sets: str):
@@ -38,18 +43,36 @@ def _protocol(corruptions: list[str]) -> dict:
 
 
 def _robustness(accuracy: float, corruptions: list[str], teacher_sha: str | None) -> dict:
-    return {"protocol": _protocol(corruptions), "clean_accuracy": accuracy, "mean_corruption_accuracy": accuracy - 0.1,
-            "relative_drop": 0.1, "mce": 1.5, "test_images": 10, "checkpoint_sha256": "x",
-            "accuracy": {c: {"1": accuracy - 0.05, "2": accuracy - 0.15} for c in corruptions},
-            "reference": {"checkpoint_sha256": teacher_sha} if teacher_sha else {}}
+    return {
+        "protocol": _protocol(corruptions),
+        "clean_accuracy": accuracy,
+        "mean_corruption_accuracy": accuracy - 0.1,
+        "relative_drop": 0.1,
+        "mce": 1.5,
+        "test_images": 10,
+        "checkpoint_sha256": "x",
+        "accuracy": {c: {"1": accuracy - 0.05, "2": accuracy - 0.15} for c in corruptions},
+        "reference": {"checkpoint_sha256": teacher_sha} if teacher_sha else {},
+    }
 
 
 def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None) -> None:
     folder = run_dir / "students" / job.run_id
-    _write(folder / "final.json", {
-        "identity": job.identity, "arch": job.arch, "method": job.method, "seed": job.seed, "params": 1000, "macs": 2000,
-        "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9},
-        "config": job.cfg.model_dump(mode="json"), "git_commit": "abc", "environment": {"device": "cpu"}})
+    _write(
+        folder / "final.json",
+        {
+            "identity": job.identity,
+            "arch": job.arch,
+            "method": job.method,
+            "seed": job.seed,
+            "params": 1000,
+            "macs": 2000,
+            "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9},
+            "config": job.cfg.model_dump(mode="json"),
+            "git_commit": "abc",
+            "environment": {"device": "cpu"},
+        },
+    )
     if robustness:
         _write(folder / RECORD, robustness)
 
@@ -60,11 +83,15 @@ def grown(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grown")
     base, width = _config(tmp), _config(tmp, f"student.arch={WIDTH}")
     run_dir = base.run_dir
-    _write(run_dir / "teacher" / "final.json", {"arch": "t", "params": 4000, "macs": 8000, "test": {"accuracy": 0.9, "balanced_accuracy": 0.9}})
+    _write(
+        run_dir / "teacher" / "final.json", {"arch": "t", "params": 4000, "macs": 8000, "test": {"accuracy": 0.9, "balanced_accuracy": 0.9}}
+    )
     _write(run_dir / "teacher" / RECORD, {**_robustness(0.9, ["contrast", "fog"], None), "checkpoint_sha256": "teacher"})
-    calls = [(base, PlanOptions(seeds=(0, 1), methods=("Student", "KD", "KD_IG"), controls=("shuffled",))),
-             (width, PlanOptions(seeds=(0, 1), methods=("Student",), controls=())),
-             (base, PlanOptions(seeds=(2,), methods=("Student", "KD", "KD_IG"), controls=("shuffled",)))]
+    calls = [
+        (base, PlanOptions(seeds=(0, 1), methods=("Student", "KD", "KD_IG"), controls=("shuffled",))),
+        (width, PlanOptions(seeds=(0, 1), methods=("Student",), controls=())),
+        (base, PlanOptions(seeds=(2,), methods=("Student", "KD", "KD_IG"), controls=("shuffled",))),
+    ]
     runner = ExperimentRunner(base, Console(quiet=True))
     for cfg, options in calls + calls[:1]:  # the first call again adds nothing
         runner.base = cfg
@@ -88,8 +115,11 @@ def grown(tmp_path_factory):
 
 def test_every_call_adds_its_jobs_and_options_to_the_experiment_record(grown):
     plan, _, _ = grown
-    assert len(plan["calls"]) == 3 and [c["student_arch"] for c in plan["calls"]] == ["mobilenetv2_cifar:width=0.5:k=5", WIDTH,
-                                                                                       "mobilenetv2_cifar:width=0.5:k=5"]
+    assert len(plan["calls"]) == 3 and [c["student_arch"] for c in plan["calls"]] == [
+        "mobilenetv2_cifar:width=0.5:k=5",
+        WIDTH,
+        "mobilenetv2_cifar:width=0.5:k=5",
+    ]
     assert len(plan["jobs"]) == 8 + 2 + 4 and len({j["run_id"] for j in plan["jobs"]}) == 14
 
 
@@ -108,7 +138,9 @@ def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):
     assert planned["pairs"] == [["KD_IG", "KD"], ["KD_IG", "KD_IG-shuffled"], ["KD", "Student"], ["Student", "Student @ width=0.25"]]
     paired = {(c["a"], c["b"]): c for c in planned["paired"]}
     shuffled = paired[("KD_IG", "KD_IG-shuffled")]
-    assert shuffled["n_a"] == 2 and shuffled["p_value"] == pytest.approx(sps.ttest_rel(ACCURACY["KD_IG"][:2], ACCURACY["KD_IG-shuffled"]).pvalue)
+    assert shuffled["n_a"] == 2 and shuffled["p_value"] == pytest.approx(
+        sps.ttest_rel(ACCURACY["KD_IG"][:2], ACCURACY["KD_IG-shuffled"]).pvalue
+    )
     assert paired[("Student", "Student @ width=0.25")]["n_a"] == 2
     welch = {(c["a"], c["b"]): c for c in planned["welch"]}
     expected = sps.ttest_ind(ACCURACY["KD_IG"], ACCURACY["KD"], equal_var=False).pvalue

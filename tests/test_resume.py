@@ -18,8 +18,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _teacher_cmd(out_dir: Path) -> list[str]:
-    sets = [f"out_dir={out_dir}", "name=r", "device=cpu", "deterministic=true", "data.image_size=8",
-            "data.crop_padding=1", f"teacher.arch={TINY_TEACHER}", "teacher.train.epochs=5", "teacher.train.batch_size=32"]
+    sets = [
+        f"out_dir={out_dir}",
+        "name=r",
+        "device=cpu",
+        "deterministic=true",
+        "data.image_size=8",
+        "data.crop_padding=1",
+        f"teacher.arch={TINY_TEACHER}",
+        "teacher.train.epochs=5",
+        "teacher.train.batch_size=32",
+    ]
     return [sys.executable, "-m", "igkd", "teacher", *[a for s in sets for a in ("--set", s)]]
 
 
@@ -71,6 +80,9 @@ def test_deterministic_flag_gives_bit_identical_runs(tmp_path):
     weights = [torch.load(s / "state.pt", weights_only=True)["model"] for s in students]
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
-    rows = [[{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (s / "metrics.jsonl").read_text().splitlines()] for s in students]
+    rows = [
+        [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (s / "metrics.jsonl").read_text().splitlines()]
+        for s in students
+    ]
     assert rows[0] == rows[1]
     assert json.loads((students[0] / "final.json").read_text())["config"]["deterministic"] is True

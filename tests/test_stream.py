@@ -107,12 +107,22 @@ def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(dt
 
     opened = []
     real = Pipeline.attribute
-    monkeypatch.setattr(Pipeline, "attribute", lambda self, rebuild_invalid=True, mmap=False: opened.append(mmap) or real(self, rebuild_invalid, mmap))
+    monkeypatch.setattr(
+        Pipeline, "attribute", lambda self, rebuild_invalid=True, mmap=False: opened.append(mmap) or real(self, rebuild_invalid, mmap)
+    )
     states = []
     for loader in ("memory", "stream"):
         out = tmp_path / loader
-        code, _, err = run_cli(["distill", *sets(tiny_overrides(out) + [f"data.loader={loader}", "data.workers=1", "student.method=KD_IG",
-                                                                        f"attribution.dtype={dtype}"])], capsys, monkeypatch)
+        code, _, err = run_cli(
+            [
+                "distill",
+                *sets(
+                    tiny_overrides(out) + [f"data.loader={loader}", "data.workers=1", "student.method=KD_IG", f"attribution.dtype={dtype}"]
+                ),
+            ],
+            capsys,
+            monkeypatch,
+        )
         assert code == 0, err
         (state,) = (out / "runs" / "tiny" / "students").glob("*/state.pt")
         states.append(torch.load(state, weights_only=True)["model"])
@@ -122,8 +132,8 @@ def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(dt
 
 
 def _rectangular_folder(root, counts, height=8, width=12):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -138,9 +148,17 @@ def _rectangular_folder(root, counts, height=8, width=12):
 @pytest.mark.parametrize("loader", ["memory", "stream"])
 def test_rectangular_images_train_attribute_distil_and_export(loader, tmp_path, capsys, monkeypatch):
     root = _rectangular_folder(tmp_path / "rect", {"a": 24, "b": 24})
-    overrides = tiny_overrides(tmp_path) + ["data.source=imagefolder", f"data.root={root}", "data.image_size=[8, 12]", f"data.loader={loader}",
-                                            "data.workers=0", "student.method=KD_IG", "robustness.enabled=false", "teacher.train.batch_size=16",
-                                            "student.train.batch_size=16"]
+    overrides = tiny_overrides(tmp_path) + [
+        "data.source=imagefolder",
+        f"data.root={root}",
+        "data.image_size=[8, 12]",
+        f"data.loader={loader}",
+        "data.workers=0",
+        "student.method=KD_IG",
+        "robustness.enabled=false",
+        "teacher.train.batch_size=16",
+        "student.train.batch_size=16",
+    ]
     code, _, err = run_cli(["run", *sets(overrides)], capsys, monkeypatch)
     assert code == 0, err
     run_dir = tmp_path / "runs" / "tiny"
@@ -158,7 +176,9 @@ def test_rectangular_images_train_attribute_distil_and_export(loader, tmp_path, 
 
 def test_a_size_mismatch_names_the_rectangular_setting(tmp_path, capsys, monkeypatch):
     root = _rectangular_folder(tmp_path / "rect", {"a": 3, "b": 3})
-    code, _, err = run_cli(["run", "--dry-run", *sets(tiny_overrides(tmp_path) + ["data.source=imagefolder", f"data.root={root}"])], capsys, monkeypatch)
+    code, _, err = run_cli(
+        ["run", "--dry-run", *sets(tiny_overrides(tmp_path) + ["data.source=imagefolder", f"data.root={root}"])], capsys, monkeypatch
+    )
     assert code == 2 and "are 12x8 (width x height" in err and "data.image_size=[8,12]" in err
 
 

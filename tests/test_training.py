@@ -91,10 +91,12 @@ def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control, monk
     _spy(monkeypatch, distill, "input_maker", made_inputs)
     _spy(monkeypatch, distill, "make_distill_loss", made_losses)
     tmp, cfg, data, teacher, _, maps = tiny_run
-    student_cfg = cfg.student.model_copy(update={
-        "ig": cfg.student.ig.model_copy(update={"maps": control}),
-        "kd": cfg.student.kd.model_copy(update={"teacher_logits": "cached"}),
-    })
+    student_cfg = cfg.student.model_copy(
+        update={
+            "ig": cfg.student.ig.model_copy(update={"maps": control}),
+            "kd": cfg.student.kd.model_copy(update={"teacher_logits": "cached"}),
+        }
+    )
     distill_student(cfg.model_copy(update={"student": student_cfg}), data, teacher, maps, CPU, tmp / control)
     assert (tmp / control / "best.pt").is_file()
     used = made_inputs[0][0][4]  # input_maker(data_cfg, pool, device, channels_last, maps, overlay)
@@ -165,7 +167,10 @@ def test_evaluation_runs_models_channels_last_with_the_same_predictions():
     from igkd.models.registry import build_model
 
     torch.manual_seed(0)
-    model, reference = build_model("mobilenetv2_cifar:width=0.25:k=10", 10).eval(), build_model("mobilenetv2_cifar:width=0.25:k=12", 10).eval()
+    model, reference = (
+        build_model("mobilenetv2_cifar:width=0.25:k=10", 10).eval(),
+        build_model("mobilenetv2_cifar:width=0.25:k=12", 10).eval(),
+    )
     data = ImageSet(torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8), torch.arange(40) % 10, [str(i) for i in range(10)])
     with torch.no_grad():
         expected = model(data.images.float() / 255).argmax(1)

@@ -12,12 +12,39 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "load_images": "igkd.api", "create_model": "igkd.api", "load_model": "igkd.api", "compute_attributions": "igkd.api", "IGOverlay": "igkd.api",
-    "KDLoss": "igkd.api", "ATLoss": "igkd.api", "DistillationLoss": "igkd.api", "distill": "igkd.api",
-    "FeatureTap": "igkd.models.features", "register_family": "igkd.models.registry", "ModelFamily": "igkd.models.registry",
-    "NormalizedModel": "igkd.models.base", "IgkdError": "igkd.errors",
+    "load_images": "igkd.api",
+    "create_model": "igkd.api",
+    "load_model": "igkd.api",
+    "compute_attributions": "igkd.api",
+    "IGOverlay": "igkd.api",
+    "KDLoss": "igkd.api",
+    "ATLoss": "igkd.api",
+    "DistillationLoss": "igkd.api",
+    "distill": "igkd.api",
+    "FeatureTap": "igkd.models.features",
+    "register_family": "igkd.models.registry",
+    "ModelFamily": "igkd.models.registry",
+    "NormalizedModel": "igkd.models.base",
+    "IgkdError": "igkd.errors",
 }
-__all__ = ["__version__", *_API]
+# Spelled out (not built from _API) so that static tools, mypy and the API reference read it; a test keeps the two equal.
+__all__ = [
+    "__version__",
+    "load_images",
+    "create_model",
+    "load_model",
+    "compute_attributions",
+    "IGOverlay",
+    "KDLoss",
+    "ATLoss",
+    "DistillationLoss",
+    "distill",
+    "FeatureTap",
+    "register_family",
+    "ModelFamily",
+    "NormalizedModel",
+    "IgkdError",
+]
 
 
 def __getattr__(name: str) -> Any:

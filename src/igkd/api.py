@@ -15,18 +15,18 @@ images' order. Apply every geometric transform to an image and its map together 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from igkd.attribution.cache import AttributionCache, attribution_key
-from igkd.fingerprint import data_hash
+from igkd.attribution.ig import BaselineKind, IGParams, Method, TargetKind, compute_ig_maps
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
-from igkd.attribution.ig import BaselineKind, IGParams, Method, TargetKind, compute_ig_maps
 from igkd.errors import IgkdError
+from igkd.fingerprint import data_hash
 from igkd.losses import LossWeights, at_loss, distillation_loss, kd_loss
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
@@ -35,16 +35,29 @@ from igkd.overlay import Blend, overlay_maps
 from igkd.runtime import resolve_device
 
 
-def load_images(source: str = "digits", split: str = "train", image_size: int | tuple[int, int] = 32, root: str | Path | None = None,
-                classes: Sequence[str] | None = None) -> ImageSet:
+def load_images(
+    source: str = "digits",
+    split: str = "train",
+    image_size: int | tuple[int, int] = 32,
+    root: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+) -> ImageSet:
     """A labelled image set in memory (``.images`` uint8 N x 3 x H x W, ``.labels``, ``.classes``): the embedded
     ``digits``, ``cifar10`` (torchvision's download) or an ``imagefolder`` under ``root``/``split``."""
-    cfg = DataConfig(source=source, root=root, classes=list(classes) if classes else None, image_size=image_size,
-                     train_split="train", test_split=split if split != "train" else "test")
+    cfg = DataConfig(
+        source=source,
+        root=root,
+        classes=list(classes) if classes else None,
+        image_size=image_size,
+        train_split="train",
+        test_split=split if split != "train" else "test",
+    )
     return load_split(cfg, "train" if split == "train" else "test")
 
 
-def create_model(name: str, num_classes: int, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)) -> NormalizedModel:
+def create_model(
+    name: str, num_classes: int, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)
+) -> NormalizedModel:
     """A freshly initialised classifier by architecture name (``mobilenetv2_cifar:k=5``, ``torchvision:resnet18``,
     ``timm:resnet18``) with a ``num_classes`` head; it takes [0, 1] images and normalises them with ``mean``/``std``."""
     return build_model(name, num_classes, mean, std)
@@ -76,8 +89,10 @@ def compute_attributions(
     settings, reused when the key matches and resumed when a build was interrupted.
     """
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise IgkdError(f"compute_attributions needs uint8 images N x C x H x W, got {images.dtype} {tuple(images.shape)}; "
-                        "pass the un-augmented images as stored (e.g. (x * 255).round().to(torch.uint8))")
+        raise IgkdError(
+            f"compute_attributions needs uint8 images N x C x H x W, got {images.dtype} {tuple(images.shape)}; "
+            "pass the un-augmented images as stored (e.g. (x * 255).round().to(torch.uint8))"
+        )
     params = IGParams(steps=steps, method=method, baseline=baseline, target=target, batch_size=batch_size)
     target_device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     if cache_dir is None:
@@ -88,7 +103,9 @@ def compute_attributions(
     key = attribution_key(teacher, images, labels, params, data_digest=digest)
     if cache.lookup(key) is None:
         cache.build(key, teacher, images, labels, params, target_device, progress, data_digest=digest)
-    return cache.load(key, (len(images), *images.shape[2:]))
+    loaded = cache.load(key, (len(images), *images.shape[2:]))
+    assert isinstance(loaded, torch.Tensor)  # mmap=False loads a tensor
+    return loaded
 
 
 class IGOverlay(nn.Module):
@@ -96,8 +113,13 @@ class IGOverlay(nn.Module):
     a log-uniform power in ``power_range``) blended in: ``paper`` 0.5 * image + 0.5 * map, ``multiply`` image * map.
     Active in training mode only (``eval()`` passes images through)."""
 
-    def __init__(self, prob: float = 0.1, blend: Blend = "paper", power_range: tuple[float, float] = (1.0, 2.0),
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        prob: float = 0.1,
+        blend: Blend = "paper",
+        power_range: tuple[float, float] = (1.0, 2.0),
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 <= prob <= 1.0 or not 0 < power_range[0] <= power_range[1]:
             raise IgkdError(f"IGOverlay needs 0 <= prob <= 1 and 0 < power_range[0] <= power_range[1], got {prob} and {power_range}")
@@ -139,13 +161,25 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.alpha, self.temperature, self.gamma, self.label_smoothing = alpha, temperature, gamma, label_smoothing
 
-    def forward(self, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None,
-                student_features: Sequence[torch.Tensor] | None = None, teacher_features: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        weights = LossWeights(teacher_logits is not None, self.alpha, self.temperature, student_features is not None, self.gamma,
-                              self.label_smoothing)
-        total, _ = distillation_loss(weights, student_logits, labels, teacher_logits,
-                                     None if student_features is None else list(student_features),
-                                     None if teacher_features is None else list(teacher_features))
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+        student_features: Sequence[torch.Tensor] | None = None,
+        teacher_features: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        weights = LossWeights(
+            teacher_logits is not None, self.alpha, self.temperature, student_features is not None, self.gamma, self.label_smoothing
+        )
+        total, _ = distillation_loss(
+            weights,
+            student_logits,
+            labels,
+            teacher_logits,
+            None if student_features is None else list(student_features),
+            None if teacher_features is None else list(teacher_features),
+        )
         return total
 
 
@@ -162,4 +196,14 @@ def distill(config: str | Path = "digits", overrides: Iterable[str] = (), quiet:
     return pipeline.run_all()
 
 
-__all__ = ["load_images", "ATLoss", "DistillationLoss", "IGOverlay", "KDLoss", "compute_attributions", "create_model", "distill", "load_model"]
+__all__ = [
+    "load_images",
+    "ATLoss",
+    "DistillationLoss",
+    "IGOverlay",
+    "KDLoss",
+    "compute_attributions",
+    "create_model",
+    "distill",
+    "load_model",
+]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Iterator
 
 from igkd.errors import IgkdError
 

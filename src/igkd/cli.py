@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import typer
@@ -22,19 +22,22 @@ from igkd.normalization import NORMALIZE_SYNTAX
 
 if TYPE_CHECKING:
     from igkd.config import RobustnessConfig
+    from igkd.data.sources import Split
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.",
+)
 console = Console()
-
 
 
 def _pipeline(config: str, overrides: list[str] | None, deterministic: bool, command: str, dry_run: bool, as_json: bool):
     """The command's pipeline, checked before any stage runs; None when a dry run has printed its plan instead."""
     from igkd.config import load_config
-    from igkd.pipeline import Pipeline
-
     from igkd.dry_run import DryRun, describe, projection_line
+    from igkd.pipeline import Pipeline
 
     cfg = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
     pipeline = Pipeline(cfg, console, write_caches=not dry_run)
@@ -54,8 +57,13 @@ def _pipeline(config: str, overrides: list[str] | None, deterministic: bool, com
 
 
 @app.command()
-def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt,
-        dry_run: bool = DryRunOpt, as_json: bool = JsonOpt) -> None:
+def run(
+    config: str = ConfigOpt,
+    overrides: list[str] | None = SetOpt,
+    deterministic: bool = DeterministicOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Run teacher -> attributions -> student -> evaluation -> report, reusing finished stages."""
     pipeline = _pipeline(config, overrides, deterministic, "run", dry_run, as_json)
     if pipeline is None:
@@ -75,11 +83,11 @@ def run(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, determ
 @app.command()
 def teacher(
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = SetOpt,
-    import_path: Optional[Path] = typer.Option(None, "--import", help="Import this checkpoint or plain state dict instead of training."),
-    arch: Optional[str] = ArchOpt,
-    normalize: Optional[str] = typer.Option(None, help=f"Input normalisation of an imported state dict: {NORMALIZE_SYNTAX}."),
-    rename: Optional[list[str]] = RenameOpt,
+    overrides: list[str] | None = SetOpt,
+    import_path: Path | None = typer.Option(None, "--import", help="Import this checkpoint or plain state dict instead of training."),
+    arch: str | None = ArchOpt,
+    normalize: str | None = typer.Option(None, help=f"Input normalisation of an imported state dict: {NORMALIZE_SYNTAX}."),
+    rename: list[str] | None = RenameOpt,
     deterministic: bool = DeterministicOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
@@ -94,12 +102,20 @@ def teacher(
     if pipeline is None:
         return
     summary = pipeline.teacher_summary()
-    console.print(f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, {summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}")
+    console.print(
+        f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, "
+        f"{summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}"
+    )
 
 
 @app.command()
-def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, deterministic: bool = DeterministicOpt,
-              dry_run: bool = DryRunOpt, as_json: bool = JsonOpt) -> None:
+def attribute(
+    config: str = ConfigOpt,
+    overrides: list[str] | None = SetOpt,
+    deterministic: bool = DeterministicOpt,
+    dry_run: bool = DryRunOpt,
+    as_json: bool = JsonOpt,
+) -> None:
     """Compute (or verify the cache of) the teacher's IG maps for every training image, in dataset order."""
     pipeline = _pipeline(config, overrides, deterministic, "attribute", dry_run, as_json)
     if pipeline is None:
@@ -111,36 +127,43 @@ def attribute(config: str = ConfigOpt, overrides: Optional[list[str]] = SetOpt, 
 @app.command()
 def distill(
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = SetOpt,
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="Student, KD, IG, AT, KD_IG, KD_AT, IG_AT or KD_IG_AT."),
+    overrides: list[str] | None = SetOpt,
+    method: str | None = typer.Option(None, "--method", "-m", help="Student, KD, IG, AT, KD_IG, KD_AT, IG_AT or KD_IG_AT."),
     deterministic: bool = DeterministicOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Distil the student with the configured method; writes metrics, best checkpoint and final.json."""
-    pipeline = _pipeline(config, list(overrides or []) + ([f"student.method={method}"] if method else []), deterministic, "distill",
-                         dry_run, as_json)
+    pipeline = _pipeline(
+        config, list(overrides or []) + ([f"student.method={method}"] if method else []), deterministic, "distill", dry_run, as_json
+    )
     if pipeline is None:
         return
     summary = pipeline.run_student()
-    console.print(f"student {summary['method']} {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}% "
-                  f"(best val {100 * summary.get('best_val_accuracy', float('nan')):.2f}%) -> {pipeline.student_dir}")
+    console.print(
+        f"student {summary['method']} {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}% "
+        f"(best val {100 * summary.get('best_val_accuracy', float('nan')):.2f}%) -> {pipeline.student_dir}"
+    )
 
 
 @app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="An igkd checkpoint (or a plain state dict with --arch and --normalize)."),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = SetOpt,
+    overrides: list[str] | None = SetOpt,
     split: str = typer.Option("test", help="Which split of the configured data: test or train."),
-    teacher_path: Optional[Path] = typer.Option(None, "--teacher", help="A teacher checkpoint: also report agreement with it."),
-    arch: Optional[str] = ArchOpt,
-    normalize: Optional[str] = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}."),
-    rename: Optional[list[str]] = RenameOpt,
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
-    corruptions: bool = typer.Option(False, "--corruptions", help="Also evaluate under common corruptions (the config's robustness section; all 9 at severities 1-5 by default)."),
-    corruption: Optional[list[str]] = typer.Option(None, "--corruption", help="Only this corruption (repeatable; implies --corruptions)."),
-    severity: Optional[list[int]] = typer.Option(None, "--severity", help="Only this severity, 1-5 (repeatable; implies --corruptions)."),
+    teacher_path: Path | None = typer.Option(None, "--teacher", help="A teacher checkpoint: also report agreement with it."),
+    arch: str | None = ArchOpt,
+    normalize: str | None = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}."),
+    rename: list[str] | None = RenameOpt,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the metrics as JSON here."),
+    corruptions: bool = typer.Option(
+        False,
+        "--corruptions",
+        help="Also evaluate under common corruptions (the config's robustness section; all 9 at severities 1-5 by default).",
+    ),
+    corruption: list[str] | None = typer.Option(None, "--corruption", help="Only this corruption (repeatable; implies --corruptions)."),
+    severity: list[int] | None = typer.Option(None, "--severity", help="Only this severity, 1-5 (repeatable; implies --corruptions)."),
 ) -> None:
     """Evaluate a checkpoint on any dataset whose classes map onto the checkpoint's classes; optionally under corruptions."""
     from igkd.atomic import atomic_write_json
@@ -157,14 +180,21 @@ def evaluate(
     protocol = corruption_protocol(cfg.robustness, corruption, severity) if corruptions or corruption or severity else None
     device = resolve_device(cfg.device)
     loaded = load_any_model(model, arch, normalize, rename=rename)
-    data = load_split(cfg.data, split, cfg.cache_path).remap_to(loaded.classes)
+    data = load_split(cfg.data, cast("Split", split), cfg.cache_path).remap_to(loaded.classes)
     reference = load_any_model(teacher_path, None, None).model if teacher_path else None
     metrics = evaluate_model(loaded.model, data, device, reference=reference, console=console)
-    metrics.update(model=str(model), arch=str(loaded.arch), params=count_params(loaded.model),
-                   macs=count_macs(loaded.model, data.image_size), checkpoint_bytes=file_size(model))
+    metrics.update(
+        model=str(model),
+        arch=str(loaded.arch),
+        params=count_params(loaded.model),
+        macs=count_macs(loaded.model, data.image_size),
+        checkpoint_bytes=file_size(model),
+    )
     present = sum(v is not None for v in metrics["per_class_accuracy"].values())
-    console.print(f"{model}: accuracy {100 * metrics['accuracy']:.2f}%, balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% "
-                  f"on {metrics['n']} images ({present} of {len(loaded.classes)} classes present)")
+    console.print(
+        f"{model}: accuracy {100 * metrics['accuracy']:.2f}%, balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% "
+        f"on {metrics['n']} images ({present} of {len(loaded.classes)} classes present)"
+    )
     if protocol is not None:
         metrics["robustness"] = evaluate_robustness(loaded.model, reference, data, protocol, device, console)
     if output:
@@ -177,7 +207,7 @@ def corruption_protocol(base: RobustnessConfig, names: list[str] | None, severit
     """The config's corruption protocol, narrowed to ``names`` / ``severities`` when given (checked, one error line)."""
     from igkd.corruptions import check_corruptions
 
-    chosen = {"corruptions": list(names or base.corruptions), "severities": list(severities or base.severities)}
+    chosen: dict[str, Any] = {"corruptions": list(names or base.corruptions), "severities": list(severities or base.severities)}
     check_corruptions(chosen["corruptions"], chosen["severities"])
     return base.model_copy(update=chosen)
 
@@ -195,10 +225,15 @@ def evaluate_robustness(model, reference, data, protocol, device, console: Conso
         table.add_row(name, *[f"{100 * a:.2f}" for a in per_severity.values()], f"{100 * np.mean(list(per_severity.values())):.2f}")
     console.print(table)
     mce = f", mCE vs teacher {summary['mce']:.3f}" if summary.get("mce") is not None else " (give --teacher for mCE)"
-    console.print(f"mean corruption accuracy {100 * summary['mean_corruption_accuracy']:.2f}%, "
-                  f"relative drop {100 * summary['relative_drop']:.1f}% of clean{mce}")
-    return {**summary, "protocol": protocol_record(protocol), **({"reference_clean_accuracy": ref["clean_accuracy"],
-                                                                 "reference_accuracy": ref["accuracy"]} if ref else {})}
+    console.print(
+        f"mean corruption accuracy {100 * summary['mean_corruption_accuracy']:.2f}%, "
+        f"relative drop {100 * summary['relative_drop']:.1f}% of clean{mce}"
+    )
+    return {
+        **summary,
+        "protocol": protocol_record(protocol),
+        **({"reference_clean_accuracy": ref["clean_accuracy"], "reference_accuracy": ref["accuracy"]} if ref else {}),
+    }
 
 
 register_deploy_commands(app)
@@ -239,8 +274,12 @@ def main() -> None:
             errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except BudgetReached as exc:
-        Console().print(f"budget: {exc}; everything finished so far is saved\nresume with: "
-                        f"{resume_command(sys.argv[1:])}", highlight=False, soft_wrap=True, markup=False)
+        Console().print(
+            f"budget: {exc}; everything finished so far is saved\nresume with: {resume_command(sys.argv[1:])}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
         sys.exit(0)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted: re-run the same command to resume from the last finished epoch")

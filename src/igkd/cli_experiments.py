@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,41 +17,54 @@ console = Console()
 def experiment(
     name: str = typer.Argument(..., help="ablation (8 methods + shuffled/noise-map controls) or sweep (compression factor)."),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = SetOpt,
-    seeds: int = typer.Option(10, "--seeds", "-n", min=1, help="Runs per variant, seeds 0..N-1 (raise it later: finished seeds are skipped)."),
+    overrides: list[str] | None = SetOpt,
+    seeds: int = typer.Option(
+        10, "--seeds", "-n", min=1, help="Runs per variant, seeds 0..N-1 (raise it later: finished seeds are skipped)."
+    ),
     first_seed: int = typer.Option(0, min=0, help="First seed."),
-    train_fraction: float = typer.Option(0.8, min=0.01, max=1.0, help="Stratified fraction of the training split each run trains on, fresh per seed."),
-    methods: Optional[str] = typer.Option(None, help="Only these methods, comma-separated (default: all of the experiment's)."),
-    controls: str = typer.Option("shuffled,noise", help="Ablation: KD_IG's map controls to run, comma-separated (shuffled, noise; none for neither)."),
+    train_fraction: float = typer.Option(
+        0.8, min=0.01, max=1.0, help="Stratified fraction of the training split each run trains on, fresh per seed."
+    ),
+    methods: str | None = typer.Option(None, help="Only these methods, comma-separated (default: all of the experiment's)."),
+    controls: str = typer.Option(
+        "shuffled,noise", help="Ablation: KD_IG's map controls to run, comma-separated (shuffled, noise; none for neither)."
+    ),
     blocks: str = typer.Option("3,5,7,9,11,13,15,17", help="Sweep: numbers of last blocks removed (k), comma-separated."),
     widths: str = typer.Option("0.75,0.5,0.35,0.25,0.1,0.05", help="Sweep: width multipliers relative to the teacher, comma-separated."),
     shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),
-    budget: Optional[str] = typer.Option(None, help="Stop before this much time has passed (e.g. 2h30m), at an epoch or IG-batch "
-                                         "boundary, saved; exit 0. Re-run to resume."),
-    stop_at: Optional[str] = typer.Option(None, help="Stop before this time (HH:MM local, or ISO 8601), like --budget."),
+    budget: str | None = typer.Option(
+        None, help="Stop before this much time has passed (e.g. 2h30m), at an epoch or IG-batch boundary, saved; exit 0. Re-run to resume."
+    ),
+    stop_at: str | None = typer.Option(None, help="Stop before this time (HH:MM local, or ISO 8601), like --budget."),
     deterministic: bool = DeterministicOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Run an experiment's student runs; finished runs (same identity) are skipped, so re-running resumes."""
+    from igkd.budget import BudgetReached, deadline_at, resolve_deadline
     from igkd.config import load_config
     from igkd.distributed import launched_by_torchrun
     from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
     from igkd.experiments.plan import shard as take_shard
-    from igkd.budget import BudgetReached, deadline_at, resolve_deadline
     from igkd.experiments.runner import ExperimentRunner
 
     with deadline_at(resolve_deadline(budget, stop_at)):
         if launched_by_torchrun():
-            raise IgkdError("igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
-                            "not torchrun; torchrun is for one large run (igkd teacher/attribute/distill/run)")
+            raise IgkdError(
+                "igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
+                "not torchrun; torchrun is for one large run (igkd teacher/attribute/distill/run)"
+            )
         index, count = parse_shard(shard)
         base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
-        options = PlanOptions(tuple(range(first_seed, first_seed + seeds)), train_fraction,
-                              tuple(parse_list(methods, str, "--methods")) if methods else None,
-                              () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
-                              tuple(parse_list(blocks, int, "--blocks")), tuple(parse_list(widths, float, "--widths")))
+        options = PlanOptions(
+            tuple(range(first_seed, first_seed + seeds)),
+            train_fraction,
+            tuple(parse_list(methods, str, "--methods")) if methods else None,
+            () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
+            tuple(parse_list(blocks, int, "--blocks")),
+            tuple(parse_list(widths, float, "--widths")),
+        )
         runner = ExperimentRunner(base, console, write_caches=not dry_run)
         runner.check([job.cfg for job in take_shard(plan_jobs(name, base, options, None), index, count)])
         planned = plan_jobs(name, base, options, runner.data_content)
@@ -73,18 +85,26 @@ def experiment(
         stopped = [o for o in outcomes if o.status == "stopped"]
         failed = [o for o in outcomes if o.status == "failed"]
         if failed:
-            raise IgkdError(f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: {failed[0].detail}); fix it and re-run the same command")
+            raise IgkdError(
+                f"{len(failed)} of {len(outcomes)} runs failed (first: {failed[0].run_id}: "
+                f"{failed[0].detail}); fix it and re-run the same command"
+            )
         if stopped:
             finished = sum(o.status in ("done", "skipped") for o in outcomes)
             raise BudgetReached(f"{finished} of {len(selected)} runs of this shard finished; {stopped[0].detail}")
-        console.print(f"{name}: all {len(outcomes)} runs of this shard are finished; summarise them with 'igkd report' and the same -c/--set options")
+        console.print(
+            f"{name}: all {len(outcomes)} runs of this shard are finished; summarise them with 'igkd report' and the same -c/--set options"
+        )
 
 
 def transfer(
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = SetOpt,
-    root: Path = typer.Option(Path("${IGKD_DATA_DIR}/tiny-imagenet-cifar10"), help="Image folders ROOT/<split>/<class>/, or the archive ROOT.tar.gz (classes mapped by name)."),
-    split: Optional[list[str]] = typer.Option(None, "--split", help="Sub-folders of ROOT to evaluate (repeatable; default val and train)."),
+    overrides: list[str] | None = SetOpt,
+    root: Path = typer.Option(
+        Path("${IGKD_DATA_DIR}/tiny-imagenet-cifar10"),
+        help="Image folders ROOT/<split>/<class>/, or the archive ROOT.tar.gz (classes mapped by name).",
+    ),
+    split: list[str] | None = typer.Option(None, "--split", help="Sub-folders of ROOT to evaluate (repeatable; default val and train)."),
     name: str = typer.Option("tiny-imagenet", help="Name of this evaluation in the result files and the report."),
 ) -> None:
     """Evaluate the teacher and every finished student on another dataset (default: the Tiny ImageNet subset)."""
@@ -96,7 +116,7 @@ def transfer(
 
 def report(
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = SetOpt,
+    overrides: list[str] | None = SetOpt,
 ) -> None:
     """Summarise every experiment of a config's run directory into report.md / report.html with tables and plots."""
     from igkd.config import load_config

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import typer
 
-ConfigOpt = typer.Option("digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg, tiny_imagenet.")
+ConfigOpt = typer.Option(
+    "digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg, tiny_imagenet."
+)
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
-DryRunOpt = typer.Option(False, "--dry-run", help="Check everything and print the plan (stages run or reused, sizes, projected time); write nothing.")
+DryRunOpt = typer.Option(
+    False, "--dry-run", help="Check everything and print the plan (stages run or reused, sizes, projected time); write nothing."
+)
 JsonOpt = typer.Option(False, "--json", help="With --dry-run: print the plan as JSON.")
-RenameOpt = typer.Option(None, "--rename", help="For a foreign state dict: rewrite key prefix OLD to NEW, e.g. --rename module.= "
-                         "--rename backbone.=features. (repeatable, applied in order).")
-ArchOpt = typer.Option(None, "--arch", help="Architecture of a plain state dict: mobilenetv2_cifar[:width=W][:k=K], torchvision:NAME, timm:NAME.")
-DeterministicOpt = typer.Option(False, "--deterministic", help="Deterministic kernels: same seed, bit-identical results on the same machine.")
+RenameOpt = typer.Option(
+    None,
+    "--rename",
+    help="For a foreign state dict: rewrite key prefix OLD to NEW, e.g. --rename module.= "
+    "--rename backbone.=features. (repeatable, applied in order).",
+)
+ArchOpt = typer.Option(
+    None, "--arch", help="Architecture of a plain state dict: mobilenetv2_cifar[:width=W][:k=K], torchvision:NAME, timm:NAME."
+)
+DeterministicOpt = typer.Option(
+    False, "--deterministic", help="Deterministic kernels: same seed, bit-identical results on the same machine."
+)
 
 
 def add_commands(app: typer.Typer, commands: Iterable[Callable[..., None]]) -> None:

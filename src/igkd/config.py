@@ -35,7 +35,8 @@ class TrainConfig(_Strict):
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, description="the learning rate at base_batch_size (at batch_size when lr_scaling is none)")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
-        "none", description="scale lr by batch_size / base_batch_size (linear: Goyal et al. 2017, for SGD) or its square root (Adam)")
+        "none", description="scale lr by batch_size / base_batch_size (linear: Goyal et al. 2017, for SGD) or its square root (Adam)"
+    )
     base_batch_size: int | None = Field(None, ge=1, description="the batch size at which lr holds; required when lr_scaling is set")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
@@ -43,8 +44,11 @@ class TrainConfig(_Strict):
     schedule: Literal["none", "cosine"] = "cosine"
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    amp: Literal["auto", "bf16", "off"] = Field("auto", description="bf16 autocast: auto = where the device computes bf16 natively "
-                                               "(a GPU with bf16, a CPU with AVX-512 BF16 or AMX), else float32")
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto",
+        description="bf16 autocast: auto = where the device computes bf16 natively "
+        "(a GPU with bf16, a CPU with AVX-512 BF16 or AMX), else float32",
+    )
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="channels_last memory format: auto = on CUDA and the CPU")
     compile: bool = False
     eval_batch_size: int = Field(1024, ge=1)
@@ -54,7 +58,9 @@ class TrainConfig(_Strict):
     def _amp_from_yaml_boolean(cls, value: Any) -> Any:
         """YAML reads ``off``/``no``/``false`` as False: that is 'off'. True (``on``) is refused: bf16 or auto?"""
         if value is True:
-            raise ValueError("amp takes auto, bf16 or off; 'on' is ambiguous: write bf16 (always) or auto (bf16 where the device computes it natively)")
+            raise ValueError(
+                "amp takes auto, bf16 or off; 'on' is ambiguous: write bf16 (always) or auto (bf16 where the device computes it natively)"
+            )
         return "off" if value is False else value
 
     @field_validator("channels_last", mode="before")
@@ -64,7 +70,7 @@ class TrainConfig(_Strict):
         return ("on" if value else "off") if isinstance(value, bool) else value
 
     @model_validator(mode="after")
-    def _scaling_needs_a_base(self) -> "TrainConfig":
+    def _scaling_needs_a_base(self) -> TrainConfig:
         if self.lr_scaling != "none" and self.base_batch_size is None:
             raise ValueError(f"lr_scaling '{self.lr_scaling}' needs base_batch_size (the batch size at which lr holds)")
         return self
@@ -101,7 +107,7 @@ class TeacherConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _check_arch(self) -> "TeacherConfig":
+    def _check_arch(self) -> TeacherConfig:
         parse_arch(self.arch)
         return self
 
@@ -132,7 +138,7 @@ class OverlayConfig(_Strict):
     maps: MapSource = "aligned"
 
     @model_validator(mode="after")
-    def _power_order(self) -> "OverlayConfig":
+    def _power_order(self) -> OverlayConfig:
         if self.power_max < self.power_min:
             raise ValueError("power_max must be >= power_min")
         return self
@@ -142,7 +148,9 @@ class StudentConfig(_Strict):
     """The student architecture, distillation method and its training."""
 
     arch: str = Field("mobilenetv2_cifar:k=5", description="an architecture name (igkd.models.registry) or a {name, options...} mapping")
-    normalize: Literal["teacher"] | NormSetting = Field("teacher", description="teacher (the teacher's mean/std) or any teacher.normalize value")
+    normalize: Literal["teacher"] | NormSetting = Field(
+        "teacher", description="teacher (the teacher's mean/std) or any teacher.normalize value"
+    )
     method: str = "KD_IG"
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     kd: KDConfig = KDConfig()
@@ -158,7 +166,7 @@ class StudentConfig(_Strict):
         return value if value == "teacher" else parse_normalization(value)
 
     @model_validator(mode="after")
-    def _check(self) -> "StudentConfig":
+    def _check(self) -> StudentConfig:
         parse_arch(self.arch)
         self.method = canonical_method(self.method)
         return self
@@ -189,7 +197,7 @@ class RobustnessConfig(_Strict):
     seed: int = Field(0, ge=0, description="seeds the noise, so every model sees the same corrupted images")
 
     @model_validator(mode="after")
-    def _known(self) -> "RobustnessConfig":
+    def _known(self) -> RobustnessConfig:
         try:
             check_corruptions(self.corruptions, self.severities)
         except IgkdError as exc:
@@ -275,7 +283,9 @@ def _config_path(source: str, relative_to: Path | None = None) -> Path:
     if relative_to is not None and not path.is_absolute():
         path = relative_to.parent / path
     if not path.is_file():
-        raise IgkdError(f"config file '{path}' not found; pass an existing YAML file or a built-in name ({', '.join(builtin_config_names())})")
+        raise IgkdError(
+            f"config file '{path}' not found; pass an existing YAML file or a built-in name ({', '.join(builtin_config_names())})"
+        )
     return path
 
 
@@ -317,4 +327,6 @@ def validate_config(tree: dict[str, Any], origin: str = "config") -> RunConfig:
         section = isinstance(err.get("input"), dict)  # a check across a section's keys
         given = f" (got {err['input']!r})" if "input" in err and not section else ""
         setting = f"{where}.<key>" if section else where
-        raise IgkdError(f"invalid config value '{where}' in {origin}{given}: {err['msg']}; fix it in the file or with --set {setting}=...") from None
+        raise IgkdError(
+            f"invalid config value '{where}' in {origin}{given}: {err['msg']}; fix it in the file or with --set {setting}=..."
+        ) from None

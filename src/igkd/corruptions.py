@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ def _brightness(x: torch.Tensor, shift: float, generator: torch.Generator) -> to
 def _pixelate(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
     height, width = x.shape[-2:]
     small = (int(width * fraction), int(height * fraction))
-    return _per_image(x, lambda image: np.asarray(Image.fromarray(image).resize(small, Image.BOX).resize((width, height), Image.BOX)))
+    return _per_image(x, lambda image: np.asarray(Image.fromarray(image).resize(small, Image.BOX).resize((width, height), Image.BOX)))  # type: ignore[attr-defined]
 
 
 def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -127,9 +127,15 @@ def _per_image(x: torch.Tensor, function: Callable[[np.ndarray], np.ndarray]) ->
 
 
 _FUNCTIONS: dict[str, Callable[[torch.Tensor, object, torch.Generator], torch.Tensor]] = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
-    "gaussian_blur": _gaussian_blur, "defocus_blur": _defocus_blur, "contrast": _contrast,
-    "brightness": _brightness, "pixelate": _pixelate, "jpeg_compression": _jpeg,
+    "gaussian_noise": _gaussian_noise,  # type: ignore[dict-item]
+    "shot_noise": _shot_noise,  # type: ignore[dict-item]
+    "impulse_noise": _impulse_noise,  # type: ignore[dict-item]
+    "gaussian_blur": _gaussian_blur,  # type: ignore[dict-item]
+    "defocus_blur": _defocus_blur,  # type: ignore[dict-item]
+    "contrast": _contrast,  # type: ignore[dict-item]
+    "brightness": _brightness,  # type: ignore[dict-item]
+    "pixelate": _pixelate,  # type: ignore[dict-item]
+    "jpeg_compression": _jpeg,  # type: ignore[dict-item]
 }
 
 

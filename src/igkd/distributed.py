@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -77,13 +78,17 @@ def setup(device_name: str = "auto") -> tuple[DistContext, torch.device]:
     world_size = _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
     if device_name not in ("auto", "cpu", "cuda"):
-        raise IgkdError(f"device '{device_name}' cannot be shared by {world_size} processes; under torchrun use "
-                        "device=auto or cuda (each rank takes cuda:LOCAL_RANK) or device=cpu")
+        raise IgkdError(
+            f"device '{device_name}' cannot be shared by {world_size} processes; under torchrun use "
+            "device=auto or cuda (each rank takes cuda:LOCAL_RANK) or device=cpu"
+        )
     device = resolve_device(device_name)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise IgkdError(f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
-                            "start at most that many processes per node (torchrun --nproc_per_node)")
+            raise IgkdError(
+                f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
+                "start at most that many processes per node (torchrun --nproc_per_node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

@@ -8,9 +8,10 @@ steps and one IG batch timed on this machine with the run's own step, inputs and
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,14 +64,17 @@ def training_status(folder: Path, summary: str, identity: str, epochs: int) -> S
     return StageStatus("run", "no finished run in its folder", epochs)
 
 
-def _step_seconds(model: nn.Module, train: TrainConfig, make_inputs: MakeInputs, loss_fn: LossFn, indices: torch.Tensor,
-                  device: torch.device) -> float:
+def _step_seconds(
+    model: nn.Module, train: TrainConfig, make_inputs: MakeInputs, loss_fn: LossFn, indices: torch.Tensor, device: torch.device
+) -> float:
     """Seconds per optimisation step of the run's own step function (one untimed step, then the mean of a few)."""
     optimizer = make_optimizer(model, train, device)
     step = make_train_step(model, optimizer, make_schedule(optimizer, train, 1000), make_inputs, loss_fn, train, device)
     streams = RandomStreams.seeded(0, device)
-    batches = [indices[torch.randint(0, len(indices), (train.batch_size,), generator=torch.Generator().manual_seed(i))].to(device)
-               for i in range(TIMED_STEPS + 1)]
+    batches = [
+        indices[torch.randint(0, len(indices), (train.batch_size,), generator=torch.Generator().manual_seed(i))].to(device)
+        for i in range(TIMED_STEPS + 1)
+    ]
     model.train()
     step(batches[0], streams)
     start = time.perf_counter()
@@ -87,8 +91,16 @@ def _eval_seconds(model: nn.Module, images: torch.Tensor, train: TrainConfig, de
     return (time.perf_counter() - start) * len(images) / max(1, len(sample))
 
 
-def _training_projection(model: nn.Module, train: TrainConfig, make_inputs: MakeInputs, loss_fn: LossFn, indices: torch.Tensor,
-                         val_images: torch.Tensor, device: torch.device, epochs: int) -> dict[str, float]:
+def _training_projection(
+    model: nn.Module,
+    train: TrainConfig,
+    make_inputs: MakeInputs,
+    loss_fn: LossFn,
+    indices: torch.Tensor,
+    val_images: torch.Tensor,
+    device: torch.device,
+    epochs: int,
+) -> dict[str, float]:
     step = _step_seconds(model, train, make_inputs, loss_fn, indices, device)
     epoch = step * (len(indices) // train.batch_size) + _eval_seconds(model, val_images, train, device)
     return {"step_s": step, "epoch_s": epoch, "seconds": epoch * epochs}
@@ -124,12 +136,24 @@ class DryRun:
             stages.append(self._student(teacher, data, device, ids.student))
         total = sum(stage["projected_s"] for stage in stages)
         return {
-            "command": self.command, "run": self.cfg.name, "run_dir": str(self.cfg.run_dir), "device": str(device),
-            "data": {"source": self.cfg.data.source, "classes": data.classes, "image_size": list(data.pool.image_size),
-                     "train": len(data.train_idx), "val": len(data.val_idx), "test": len(data.test),
-                     "student_train": checked.student_train_images},
-            "identities": asdict(ids), "stages": stages,
-            "writes_bytes": checked.writes, "projected_total_s": total, "auto_settings": auto_settings(device),
+            "command": self.command,
+            "run": self.cfg.name,
+            "run_dir": str(self.cfg.run_dir),
+            "device": str(device),
+            "data": {
+                "source": self.cfg.data.source,
+                "classes": data.classes,
+                "image_size": list(data.pool.image_size),
+                "train": len(data.train_idx),
+                "val": len(data.val_idx),
+                "test": len(data.test),
+                "student_train": checked.student_train_images,
+            },
+            "identities": asdict(ids),
+            "stages": stages,
+            "writes_bytes": checked.writes,
+            "projected_total_s": total,
+            "auto_settings": auto_settings(device),
             "settings_off": settings_off(self.cfg, device, self.stages),
             "long_run_hint": long_run_hint(total, device.type, settings_off(self.cfg, device, self.stages)),
             "provenance": provenance(device, self.cfg.seed),
@@ -145,14 +169,25 @@ class DryRun:
         timed: dict[tuple[str, str], float] = {}
         for job in todo:
             if (job.arch, job.method) not in timed:
-                timed[(job.arch, job.method)] = DryRun(Pipeline(job.cfg, self.pipeline.console, write_caches=False), "distill").student_seconds()
+                timed[(job.arch, job.method)] = DryRun(
+                    Pipeline(job.cfg, self.pipeline.console, write_caches=False), "distill"
+                ).student_seconds()
         students_s = sum(timed[(job.arch, job.method)] for job in todo) / max(1, workers)
         shared_s = sum(stage["projected_s"] for stage in base["stages"] if stage["stage"] != "student")
         base["stages"] = [stage for stage in base["stages"] if stage["stage"] != "student"]
-        base.update(command=f"experiment {name}", experiment={"name": name, "runs": len(jobs), "finished": len(jobs) - len(todo),
-                    "to_run": len(todo), "workers": workers, "students_projected_s": students_s,
-                    "seconds_per_run": {f"{arch} {method}": value for (arch, method), value in timed.items()}},
-                    projected_total_s=shared_s + students_s)
+        base.update(
+            command=f"experiment {name}",
+            experiment={
+                "name": name,
+                "runs": len(jobs),
+                "finished": len(jobs) - len(todo),
+                "to_run": len(todo),
+                "workers": workers,
+                "students_projected_s": students_s,
+                "seconds_per_run": {f"{arch} {method}": value for (arch, method), value in timed.items()},
+            },
+            projected_total_s=shared_s + students_s,
+        )
         base["long_run_hint"] = long_run_hint(base["projected_total_s"], self.pipeline.device.type, base["settings_off"])
         return base
 
@@ -173,11 +208,27 @@ class DryRun:
             status = StageStatus("run", f"imports {cfg.teacher.checkpoint}", 0)
         teacher = load_checkpoint(folder / "model.pt") if status.action == "reuse" else _fresh_teacher(cfg, data)
         model = teacher.model
-        plan = {"stage": "teacher", "arch": cfg.teacher.arch, **self._model_row(model), "action": status.action, "why": status.why,
-                "epochs": cfg.teacher.train.epochs, "projected_s": 0.0, "settings": training_settings(cfg.teacher.train, device)}
+        plan = {
+            "stage": "teacher",
+            "arch": cfg.teacher.arch,
+            **self._model_row(model),
+            "action": status.action,
+            "why": status.why,
+            "epochs": cfg.teacher.train.epochs,
+            "projected_s": 0.0,
+            "settings": training_settings(cfg.teacher.train, device),
+        }
         if status.epochs_left:
-            timing = _training_projection(model, cfg.teacher.train, input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last)), teacher_loss(cfg), data.train_idx,
-                                          data.val_images, device, status.epochs_left)
+            timing = _training_projection(
+                model,
+                cfg.teacher.train,
+                input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last)),
+                teacher_loss(cfg),
+                data.train_idx,
+                data.val_images,
+                device,
+                status.epochs_left,
+            )
             plan.update(timing_s=timing, projected_s=timing["seconds"])
             teacher = _fresh_teacher(cfg, data)  # the timed steps changed the other one
         teacher.model.eval()
@@ -185,14 +236,25 @@ class DryRun:
 
     def _maps(self, teacher: dict[str, Any], data: PreparedData, device: torch.device) -> dict[str, Any]:
         cfg, params = self.cfg, self.cfg.attribution
-        plan: dict[str, Any] = {"stage": "maps", "images": len(data.pool), "steps": params.steps, "projected_s": 0.0,
-                                "settings": {"precision": params.precision,
-                                             "channels_last": "on" if use_channels_last(device, params.channels_last) else "off"}}
+        plan: dict[str, Any] = {
+            "stage": "maps",
+            "images": len(data.pool),
+            "steps": params.steps,
+            "projected_s": 0.0,
+            "settings": {
+                "precision": params.precision,
+                "channels_last": "on" if use_channels_last(device, params.channels_last) else "off",
+            },
+        }
         if teacher["status"].action == "reuse":
             key = attribution_key(teacher["model"].model, data.pool.images, data.pool.labels, params, data_digest=data.pool.digest)
             found = AttributionCache(cfg.cache_path, params.dtype).lookup(key)
-            plan.update(action="reuse" if found else "run", why=f"cache {found} (verified when loaded)" if found else
-                        f"no cache for this teacher, data and IG settings (key {key[:16]}) in {cfg.cache_path}")
+            plan.update(
+                action="reuse" if found else "run",
+                why=f"cache {found} (verified when loaded)"
+                if found
+                else f"no cache for this teacher, data and IG settings (key {key[:16]}) in {cfg.cache_path}",
+            )
         else:
             plan.update(action="run", why="the teacher is trained first, and its maps depend on its weights")
         if plan["action"] == "run":
@@ -204,22 +266,34 @@ class DryRun:
             plan.update(timing_s={"per_image_s": per_image}, projected_s=per_image * len(data.pool))
         return plan
 
-    def _student(self, teacher: dict[str, Any], data: PreparedData, device: torch.device, identity: str,
-                 status: StageStatus | None = None) -> dict[str, Any]:
+    def _student(
+        self, teacher: dict[str, Any], data: PreparedData, device: torch.device, identity: str, status: StageStatus | None = None
+    ) -> dict[str, Any]:
         cfg = self.cfg
         status = status or training_status(self.pipeline.student_dir, "final.json", identity, cfg.student.train.epochs)
         uses_maps = method_flags(cfg.student.method)[1]
         maps = torch.zeros(len(data.pool), *data.pool.image_size) if uses_maps else None  # same cost as the real maps
-        timing_cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"kd": cfg.student.kd.model_copy(
-            update={"teacher_logits": "online"})})})  # cached logits would be written to the cache: time online ones instead
+        timing_cfg = cfg.model_copy(
+            update={"student": cfg.student.model_copy(update={"kd": cfg.student.kd.model_copy(update={"teacher_logits": "online"})})}
+        )  # cached logits would be written to the cache: time online ones instead
         run = distillation_run(timing_cfg, data, teacher["model"], maps, device)
-        plan = {"stage": "student", "method": cfg.student.method, "arch": cfg.student.arch, **self._model_row(run.student),
-                "folder": str(self.pipeline.student_dir) if identity else None, "action": status.action, "why": status.why,
-                "epochs": cfg.student.train.epochs, "projected_s": 0.0, "settings": training_settings(cfg.student.train, device)}
+        plan = {
+            "stage": "student",
+            "method": cfg.student.method,
+            "arch": cfg.student.arch,
+            **self._model_row(run.student),
+            "folder": str(self.pipeline.student_dir) if identity else None,
+            "action": status.action,
+            "why": status.why,
+            "epochs": cfg.student.train.epochs,
+            "projected_s": 0.0,
+            "settings": training_settings(cfg.student.train, device),
+        }
         if status.epochs_left:
-            timing = _training_projection(run.student, cfg.student.train, run.make_inputs, run.loss_fn, run.train_idx,
-                                          data.val_images, device, status.epochs_left)
-            plan.update(timing_s=timing, projected_s=timing["seconds"])
+            timing = _training_projection(
+                run.student, cfg.student.train, run.make_inputs, run.loss_fn, run.train_idx, data.val_images, device, status.epochs_left
+            )
+            plan.update(timing_s=timing, projected_s=timing["seconds"])  # type: ignore[arg-type]
         return plan
 
 
@@ -233,25 +307,35 @@ def describe(plan: dict[str, Any], show: Callable[[str], None]) -> None:
     """The plan as readable lines."""
     d = plan["data"]
     show(f"dry run of 'igkd {plan['command']}' for run '{plan['run']}' in {plan['run_dir']} on {plan['device']}; nothing is written")
-    show(f"  data: {d['source']}, {d['train']} train / {d['val']} val / {d['test']} test images "
-         f"({d['student_train']} per student run), {len(d['classes'])} classes, {d['image_size'][0]}x{d['image_size'][1]}")
+    show(
+        f"  data: {d['source']}, {d['train']} train / {d['val']} val / {d['test']} test images "
+        f"({d['student_train']} per student run), {len(d['classes'])} classes, {d['image_size'][0]}x{d['image_size'][1]}"
+    )
     for stage in plan["stages"]:
-        what = {"teacher": lambda s: f"{s['arch']}, {s['params']:,} params, {s['macs']:,} MACs, {s['epochs']} epochs",
-                "maps": lambda s: f"IG, {s['steps']} steps, {s['images']:,} images",
-                "student": lambda s: f"{s['method']} -> {s['arch']}, {s['params']:,} params, {s['macs']:,} MACs, {s['epochs']} epochs"}[stage["stage"]]
+        what = {
+            "teacher": lambda s: f"{s['arch']}, {s['params']:,} params, {s['macs']:,} MACs, {s['epochs']} epochs",
+            "maps": lambda s: f"IG, {s['steps']} steps, {s['images']:,} images",
+            "student": lambda s: f"{s['method']} -> {s['arch']}, {s['params']:,} params, {s['macs']:,} MACs, {s['epochs']} epochs",
+        }[stage["stage"]]
         time_text = f", ~{duration(stage['projected_s'])}" if stage["projected_s"] else ""
         speed = ", ".join(f"{k} {v}" for k, v in stage["settings"].items())
         show(f"  {stage['stage']}: {stage['action']}{time_text} ({what(stage)}; {speed}): {stage['why']}")
     if "experiment" in plan:
         e = plan["experiment"]
-        show(f"  {e['name']}: {e['runs']} student runs, {e['finished']} finished (same identity), {e['to_run']} to run, "
-             f"{e['workers']} at a time: ~{duration(e['students_projected_s'])}")
+        show(
+            f"  {e['name']}: {e['runs']} student runs, {e['finished']} finished (same identity), {e['to_run']} to run, "
+            f"{e['workers']} at a time: ~{duration(e['students_projected_s'])}"
+        )
     auto = plan["auto_settings"]
-    show(f"  auto on {plan['device']}: amp {auto['amp']} ({auto['amp_why']}), channels_last {auto['channels_last']} "
-         f"({auto['channels_last_why']})")
+    show(
+        f"  auto on {plan['device']}: amp {auto['amp']} ({auto['amp_why']}), channels_last {auto['channels_last']} "
+        f"({auto['channels_last_why']})"
+    )
     writes = ", ".join(f"{name} {size / 1e6:,.1f} MB" for name, size in plan["writes_bytes"].items())
     show(f"  writes at most: {writes}")
-    show(f"  projected time on this machine: {duration(plan['projected_total_s'])} (from {TIMED_STEPS} timed training steps "
-         f"and {IG_TIMED_IMAGES} IG maps per stage that runs)")
+    show(
+        f"  projected time on this machine: {duration(plan['projected_total_s'])} (from {TIMED_STEPS} timed training steps "
+        f"and {IG_TIMED_IMAGES} IG maps per stage that runs)"
+    )
     if plan["long_run_hint"]:
         show(f"  note: {plan['long_run_hint']}")

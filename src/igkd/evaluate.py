@@ -17,9 +17,7 @@ def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, clas
     k = len(classes)
     confusion = torch.bincount(labels * k + predictions, minlength=k * k).view(k, k)
     support = confusion.sum(1)
-    per_class = {
-        name: (float(confusion[i, i] / support[i]) if support[i] > 0 else None) for i, name in enumerate(classes)
-    }
+    per_class = {name: (float(confusion[i, i] / support[i]) if support[i] > 0 else None) for i, name in enumerate(classes)}
     present = [v for v in per_class.values() if v is not None]
     return {
         "n": int(labels.numel()),
@@ -44,6 +42,7 @@ def evaluate_model(
     Both models run channels_last on ``device`` (and stay so): float32 as before, equal up to rounding, and on this
     project's 2-core CPU, in an ad-hoc check, 1.7x the images/s of NCHW for the CIFAR teacher. With ``console``, progress is shown there
     (a bar, or a few plain lines, with the time left)."""
+
     def progress(label: str) -> StageProgress | None:
         return StageProgress(console, label, 1, device.type, unit="image", project=False) if console else None
 
@@ -53,6 +52,8 @@ def evaluate_model(
     predictions = predict_logits(model, dataset.images, batch_size, device, progress=progress("evaluate")).argmax(1)
     metrics = classification_metrics(predictions, dataset.labels, dataset.classes)
     if reference is not None:
-        reference_predictions = predict_logits(reference, dataset.images, batch_size, device, progress=progress("evaluate teacher")).argmax(1)
+        reference_predictions = predict_logits(reference, dataset.images, batch_size, device, progress=progress("evaluate teacher")).argmax(
+            1
+        )
         metrics["teacher_agreement"] = float((predictions == reference_predictions).float().mean())
     return metrics

@@ -32,5 +32,7 @@ def require(extra: str, purpose: str) -> None:
     """Nothing when ``extra`` is installed; otherwise a one-line error naming the missing module and the pip command."""
     missing = [module for module in EXTRAS[extra] if _import(module) is None]
     if missing:
-        raise IgkdError(f"{purpose} needs the optional extra '{extra}' ({', '.join(missing)} not installed); "
-                        f"install it with: pip install 'igkd[{extra}]'")
+        raise IgkdError(
+            f"{purpose} needs the optional extra '{extra}' ({', '.join(missing)} not installed); "
+            f"install it with: pip install 'igkd[{extra}]'"
+        )

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-
 
 HASH_ROWS_BYTES = 64 << 20  # rows of a large tensor (a memory-mapped image pool) are hashed this many bytes at a time
 
 
-def hash_tensor(tensor: torch.Tensor, digest: "hashlib._Hash | None" = None) -> str:
+def hash_tensor(tensor: torch.Tensor, digest: hashlib._Hash | None = None) -> str:
     """SHA-256 of a tensor's dtype, shape and bytes (row blocks in turn: the same digest, without a full copy)."""
     h = digest or hashlib.sha256()
     t = tensor.detach().cpu()

@@ -34,7 +34,8 @@ _DATA_LOCATION = {"root", "download", "loader", "workers"}
 # before they existed keeps its identity (and its folder, cache and resume state).
 _LATER_SETTINGS: dict[str, dict[str, object]] = {
     "data": {"augment": "crop_flip", "crop_scale": [0.35, 1.0], "crop_ratio": [0.75, 4 / 3], "eval_crop": 1.0},
-    "teacher": {"rename": []}, "student": {"normalize": "teacher"},
+    "teacher": {"rename": []},
+    "student": {"normalize": "teacher"},
 }
 
 
@@ -69,17 +70,38 @@ def checkpoint_digest(path: Path) -> str:
 
 def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     """Every stage's identity for ``cfg``, given the content digest of its data (``PreparedData.content_digest``)."""
-    data = hash_jsonable({"format": FORMAT_VERSION, "stage": "data", "content": data_content,
-                          "settings": _settings("data", cfg.data.model_dump(mode="json", exclude=_DATA_LOCATION))})
+    data = hash_jsonable(
+        {
+            "format": FORMAT_VERSION,
+            "stage": "data",
+            "content": data_content,
+            "settings": _settings("data", cfg.data.model_dump(mode="json", exclude=_DATA_LOCATION)),
+        }
+    )
     teacher_settings = _settings("teacher", cfg.teacher.model_dump(mode="json", exclude={"checkpoint"}))
     imported = checkpoint_digest(cfg.teacher.checkpoint) if cfg.teacher.checkpoint is not None else None
-    teacher = hash_jsonable({"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings,
-                             "imported_checkpoint": imported})
+    teacher = hash_jsonable(
+        {"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings, "imported_checkpoint": imported}
+    )
     uses_maps = method_flags(cfg.student.method)[1]
-    maps = hash_jsonable({"format": FORMAT_VERSION, "stage": "maps", "data": data, "teacher": teacher,
-                          "settings": map_params(cfg.attribution)}) if uses_maps else None
-    student = hash_jsonable({"format": FORMAT_VERSION, "stage": "student", "data": data, "teacher": teacher, "maps": maps,
-                             "settings": _settings("student", cfg.student.model_dump(mode="json")), "seed": cfg.seed})
+    maps = (
+        hash_jsonable(
+            {"format": FORMAT_VERSION, "stage": "maps", "data": data, "teacher": teacher, "settings": map_params(cfg.attribution)}
+        )
+        if uses_maps
+        else None
+    )
+    student = hash_jsonable(
+        {
+            "format": FORMAT_VERSION,
+            "stage": "student",
+            "data": data,
+            "teacher": teacher,
+            "maps": maps,
+            "settings": _settings("student", cfg.student.model_dump(mode="json")),
+            "seed": cfg.seed,
+        }
+    )
     return StageIdentities(data, teacher, maps, student)
 
 

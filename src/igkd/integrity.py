@@ -30,7 +30,9 @@ def verify(path: Path, key: str, what: str, fix: str) -> dict[str, Any]:
     if manifest.get("key") != key:
         raise IgkdError(f"{what} '{path}' was built from other inputs (stale); {fix}")
     if path.stat().st_size != manifest.get("file_size"):
-        raise IgkdError(f"{what} '{path}' has {path.stat().st_size} bytes, its manifest says {manifest.get('file_size')} (truncated?); {fix}")
+        raise IgkdError(
+            f"{what} '{path}' has {path.stat().st_size} bytes, its manifest says {manifest.get('file_size')} (truncated?); {fix}"
+        )
     if hash_file(path) != manifest.get("sha256"):
         raise IgkdError(f"{what} '{path}' does not match its manifest's SHA-256 (corrupted); {fix}")
     return manifest

@@ -20,7 +20,7 @@ def attention_map(features: torch.Tensor, size: tuple[int, int] | None = None) -
     ``size``, flattened and L2-normalised."""
     spatial = features.float().pow(2).mean(dim=1, keepdim=True)
     if size is not None and tuple(spatial.shape[-2:]) != tuple(size):
-        spatial = F.adaptive_avg_pool2d(spatial, tuple(size))
+        spatial = F.adaptive_avg_pool2d(spatial, tuple(size))  # type: ignore[arg-type]
     return F.normalize(spatial.flatten(1), dim=1)
 
 
@@ -53,7 +53,7 @@ def distillation_loss(
     teacher_logits: torch.Tensor | None = None,
     student_features: list[torch.Tensor] | None = None,
     teacher_features: list[torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The total loss and its detached parts (``ce``, ``kd``, ``at``) for logging."""
     ce = F.cross_entropy(student_logits.float(), labels, label_smoothing=weights.label_smoothing)
     parts = {"ce": ce.detach()}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
 
 LATENCY_BLOCK = 10  # timed calls of one model in a row when several are timed in turn
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -11,8 +11,10 @@ if TYPE_CHECKING:
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-NORMALIZE_SYNTAX = ("dataset (the training split's statistics), cifar10, pretrained (what the architecture's pretrained "
-                    "weights expect), none, or m1,m2,m3/s1,s2,s3")
+NORMALIZE_SYNTAX = (
+    "dataset (the training split's statistics), cifar10, pretrained (what the architecture's pretrained "
+    "weights expect), none, or m1,m2,m3/s1,s2,s3"
+)
 NAMED = ("dataset", "cifar10", "pretrained", "none")
 
 
@@ -25,13 +27,13 @@ class NormSpec(BaseModel):
     std: tuple[float, float, float]
 
     @model_validator(mode="after")
-    def _positive_std(self) -> "NormSpec":
+    def _positive_std(self) -> NormSpec:
         if min(self.std) <= 0:
             raise ValueError("std must be positive")
         return self
 
 
-NormSetting = Union[Literal["dataset", "cifar10", "pretrained", "none"], NormSpec]
+NormSetting = Literal["dataset", "cifar10", "pretrained", "none"] | NormSpec
 
 
 def parse_normalization(value: Any) -> Any:
@@ -53,7 +55,7 @@ def parse_normalization(value: Any) -> Any:
         raise ValueError(f"'{value}' is not one of {NORMALIZE_SYNTAX} (three means, three positive stds)") from None
 
 
-def normalization_values(setting: NormSetting, data: "PreparedData | None", arch: str | None = None) -> tuple[list[float], list[float]]:
+def normalization_values(setting: NormSetting, data: PreparedData | None, arch: str | None = None) -> tuple[list[float], list[float]]:
     """Mean and std of a validated setting; ``dataset`` takes the training split's statistics from ``data``,
     ``pretrained`` those of ``arch``'s pretrained weights (timm's ``pretrained_cfg``, ImageNet's for torchvision)."""
     if isinstance(setting, NormSpec):

@@ -7,9 +7,12 @@ random-noise maps.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from igkd.attribution.cache import MappedMaps
 
 Blend = Literal["paper", "multiply"]
 MapSource = Literal["aligned", "shuffled", "noise"]
@@ -44,10 +47,11 @@ def overlay_maps(
     return torch.where(chosen[:, None, None, None], blended, images)
 
 
-def map_source(maps: torch.Tensor, source: MapSource, seed: int) -> torch.Tensor:
+def map_source(maps: torch.Tensor | MappedMaps, source: MapSource, seed: int) -> torch.Tensor | MappedMaps:
     """The maps a run overlays: aligned (each image its own), shuffled across images, or uniform noise."""
     if source == "aligned":
         return maps
+    maps = cast(torch.Tensor, maps)  # memory-mapped maps come only with aligned ones (Pipeline.maps)
     generator = torch.Generator().manual_seed(seed)
     if source == "shuffled":
         n = maps.shape[0]

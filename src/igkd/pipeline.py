@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -22,16 +23,16 @@ from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
 from igkd.identity import StageIdentities, stage_finished, stage_identities, student_run_id
 from igkd.methods import method_flags
-from igkd.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from igkd.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.preflight import STAGES, Preflight, preflight, stages_for
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
-from igkd.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
 from igkd.report import comparison_rows, save_overlay_figure, write_report
 from igkd.robustness import ensure_robustness
 from igkd.runtime import seed_everything
 from igkd.speed import settings_off
+from igkd.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
 from igkd.training.distill import distill_student
 from igkd.training.inputs import data_path
 from igkd.training.loop import FitResult
@@ -40,13 +41,18 @@ from igkd.training.teacher import import_teacher, train_teacher
 
 def _epoch_printer(console: Console, label: str) -> Callable[[int, int, dict[str, float]], None]:
     def show(epoch: int, total: int, row: dict[str, float]) -> None:
-        console.print(f"  {label} epoch {epoch}/{total}: loss {row['train_loss']:.4f}  val acc {100 * row['val_accuracy']:.2f}%  ({row['seconds']:.1f}s)")
+        console.print(
+            f"  {label} epoch {epoch}/{total}: loss {row['train_loss']:.4f}  "
+            f"val acc {100 * row['val_accuracy']:.2f}%  ({row['seconds']:.1f}s)"
+        )
 
     return show
 
 
 @contextmanager
-def _epoch_callbacks(console: Console, label: str, folder: Path, tensorboard: bool, is_main: bool) -> Iterator[tuple[Callable, TensorBoardLog | None]]:
+def _epoch_callbacks(
+    console: Console, label: str, folder: Path, tensorboard: bool, is_main: bool
+) -> Iterator[tuple[Callable, TensorBoardLog | None]]:
     """The per-epoch callback of a training stage (a printed line, and TensorBoard scalars when asked for) and its log."""
     log = TensorBoardLog(folder) if tensorboard and is_main else None
     show = _epoch_printer(console, label)
@@ -86,8 +92,10 @@ class Pipeline:
     def data(self) -> PreparedData:
         with distributed.main_first():  # rank 0 writes the prepared-data cache, the others read it
             data = prepare_data(self.cfg, self.write_caches)
-        self.console.print(f"data: {len(data.train_idx)} train / {len(data.val_idx)} val / {len(data.test)} test images, "
-                           f"{len(data.classes)} classes, {data.pool.image_size[0]}x{data.pool.image_size[1]}")
+        self.console.print(
+            f"data: {len(data.train_idx)} train / {len(data.val_idx)} val / {len(data.test)} test images, "
+            f"{len(data.classes)} classes, {data.pool.image_size[0]}x{data.pool.image_size[1]}"
+        )
         return data
 
     def step_progress(self, stage: str, images_per_step: int, unit: str = "step") -> StageProgress:
@@ -125,15 +133,27 @@ class Pipeline:
         model = loaded.model.to(self.device)
         reference = self.teacher.model if role == "student" else None
         summary: dict[str, Any] = {
-            "role": role, "identity": identity, "identities": asdict(self.identities), "arch": str(loaded.arch), "classes": loaded.classes,
-            "data": self.data_label(), "test": evaluate_model(model, self.data.test, self.device, reference=reference, console=self.console),
-            "params": count_params(model), "macs": count_macs(model, self.data.pool.image_size),
-            "checkpoint_bytes": file_size(checkpoint), "checkpoint": str(checkpoint),
-            **provenance(self.device, self.cfg.seed), "config": self.cfg.model_dump(mode="json"),
+            "role": role,
+            "identity": identity,
+            "identities": asdict(self.identities),
+            "arch": str(loaded.arch),
+            "classes": loaded.classes,
+            "data": self.data_label(),
+            "test": evaluate_model(model, self.data.test, self.device, reference=reference, console=self.console),
+            "params": count_params(model),
+            "macs": count_macs(model, self.data.pool.image_size),
+            "checkpoint_bytes": file_size(checkpoint),
+            "checkpoint": str(checkpoint),
+            **provenance(self.device, self.cfg.seed),
+            "config": self.cfg.model_dump(mode="json"),
         }
         if fit is not None:
-            summary.update(best_epoch=fit.best_epoch, best_val_accuracy=fit.best_val_accuracy,
-                           train_seconds=fit.seconds, train_images_per_second=fit.images_per_second)
+            summary.update(
+                best_epoch=fit.best_epoch,
+                best_val_accuracy=fit.best_val_accuracy,
+                train_seconds=fit.seconds,
+                train_images_per_second=fit.images_per_second,
+            )
         return summary
 
     def data_label(self) -> str:
@@ -161,15 +181,22 @@ class Pipeline:
         else:
             self.console.print(f"teacher: training {self.cfg.teacher.arch} for {self.cfg.teacher.train.epochs} epochs on {self.device}")
             with _epoch_callbacks(self.console, "teacher", self.teacher_dir, self.cfg.report.tensorboard, self.dist.is_main) as (each, _):
-                loaded, fit = train_teacher(self.cfg, self.data, self.device, self.teacher_dir, each,
-                                            self.step_progress("teacher", self.cfg.teacher.train.batch_size))
+                loaded, fit = train_teacher(
+                    self.cfg,
+                    self.data,
+                    self.device,
+                    self.teacher_dir,
+                    each,
+                    self.step_progress("teacher", self.cfg.teacher.train.batch_size),
+                )
         self.__dict__["teacher"] = loaded
         self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", identity, fit))
         return loaded
 
     def _attribution_key(self) -> str:
-        return attribution_key(self.teacher.model, self.data.pool.images, self.data.pool.labels, self.cfg.attribution,
-                               data_digest=self.data.pool.digest)
+        return attribution_key(
+            self.teacher.model, self.data.pool.images, self.data.pool.labels, self.cfg.attribution, data_digest=self.data.pool.digest
+        )
 
     @cached_property
     def maps(self) -> torch.Tensor | MappedMaps:
@@ -198,13 +225,25 @@ class Pipeline:
                     raise
                 self.console.print(f"attributions: {exc}; rebuilding")
         distributed.barrier()  # every rank has read the old entry before rank 0 replaces it
-        ranks = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
-        self.console.print(f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
-                           f"for {expected[0]} images on {self.device}{ranks}")
+        shards = f" in {self.dist.world_size} shards" if self.dist.enabled else ""
+        self.console.print(
+            f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
+            f"for {expected[0]} images on {self.device}{shards}"
+        )
         n, rank, ranks = expected[0], self.dist.rank, self.dist.world_size
         bar = self.step_progress("maps", images_per_step=1, unit="image").start(n * (rank + 1) // ranks - n * rank // ranks)
-        cache.build_shard(key, self.teacher.model.to(self.device), self.data.pool.images, self.data.pool.labels, params,
-                          self.device, rank, ranks, lambda done, _total: bar.advance(done), data_digest=self.data.pool.digest)
+        cache.build_shard(
+            key,
+            self.teacher.model.to(self.device),
+            self.data.pool.images,
+            self.data.pool.labels,
+            params,
+            self.device,
+            rank,
+            ranks,
+            lambda done, _total: bar.advance(done),
+            data_digest=self.data.pool.digest,
+        )
         bar.finish()
         distributed.barrier()
         if self.dist.is_main:
@@ -228,25 +267,54 @@ class Pipeline:
         uses_ig = method_flags(self.cfg.student.method)[1]
         maps = self.maps if uses_ig else None
         teacher = self.teacher
-        self.console.print(f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}")
+        self.console.print(
+            f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}"
+        )
         with _epoch_callbacks(self.console, "student", self.student_dir, self.cfg.report.tensorboard, self.dist.is_main) as (each, log):
             if log is not None and maps is not None:
                 shown = self.data.train_idx[:OVERLAY_IMAGES]  # a few: indexing the whole split would copy it
                 log.overlays(self.data.pool.images[shown], self.maps[shown], self.cfg.student.ig)
-            loaded, fit = distill_student(self.cfg, self.data, teacher, maps, self.device, self.student_dir, each,
-                                          self.step_progress("student", self.cfg.student.train.batch_size))
-        return self._publish(summary_file, lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit),
-                                                    "method": self.cfg.student.method})
+            loaded, fit = distill_student(
+                self.cfg,
+                self.data,
+                teacher,
+                maps,
+                self.device,
+                self.student_dir,
+                each,
+                self.step_progress("student", self.cfg.student.train.batch_size),
+            )
+        return self._publish(
+            summary_file,
+            lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit), "method": self.cfg.student.method},
+        )
 
     def teacher_robustness(self) -> dict[str, Any]:
         """The teacher's accuracy under the configured corruptions (``teacher/robustness.json``, reused when current)."""
-        return ensure_robustness(self.teacher_dir, self.teacher_dir / "model.pt", self.teacher.model, self.data.test,
-                                 self.cfg.robustness, self.device, console=self.console, seed=self.cfg.seed)
+        return ensure_robustness(
+            self.teacher_dir,
+            self.teacher_dir / "model.pt",
+            self.teacher.model,
+            self.data.test,
+            self.cfg.robustness,
+            self.device,
+            console=self.console,
+            seed=self.cfg.seed,
+        )
 
     def student_robustness(self, checkpoint: Path, reference: dict[str, Any]) -> dict[str, Any]:
         """A student's accuracy under the configured corruptions, its mCE relative to ``reference`` (the teacher's record)."""
-        return ensure_robustness(checkpoint.parent, checkpoint, load_checkpoint(checkpoint).model, self.data.test,
-                                 self.cfg.robustness, self.device, reference=reference, console=self.console, seed=self.cfg.seed)
+        return ensure_robustness(
+            checkpoint.parent,
+            checkpoint,
+            load_checkpoint(checkpoint).model,
+            self.data.test,
+            self.cfg.robustness,
+            self.device,
+            reference=reference,
+            console=self.console,
+            seed=self.cfg.seed,
+        )
 
     def teacher_summary(self) -> dict[str, Any]:
         _ = self.teacher
@@ -262,8 +330,10 @@ class Pipeline:
         cpu = torch.device("cpu")
         for summary, model in ((teacher, self.teacher.model), (student, load_checkpoint(student["checkpoint"]).model)):
             summary["latency"] = measure_latency(model, image, cpu, repeats=self.cfg.report.latency_repeats)
-        student["latency_note"] = (f"PyTorch eager on CPU, {torch.get_num_threads()} threads, batch 1, 5 warm-up calls, "
-                                   f"median of {self.cfg.report.latency_repeats}")
+        student["latency_note"] = (
+            f"PyTorch eager on CPU, {torch.get_num_threads()} threads, batch 1, 5 warm-up calls, "
+            f"median of {self.cfg.report.latency_repeats}"
+        )
         if self.cfg.robustness.enabled:
             reference = self.teacher_robustness()
             for summary, record in ((teacher, reference), (student, self.student_robustness(Path(student["checkpoint"]), reference))):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -22,8 +22,8 @@ from igkd.distributed import DistContext
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.extras import require
 from igkd.methods import method_flags
-from igkd.models.checkpoint import import_state_dict
 from igkd.models.base import NormalizedModel
+from igkd.models.checkpoint import import_state_dict
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import NormSpec, normalization_values
 from igkd.training.distill import attention_pairs, loss_weights
@@ -53,7 +53,8 @@ def stages_for(command: str, cfg: RunConfig) -> tuple[str, ...]:
     """The stages a command runs: teacher; attribute = teacher + maps; distill, run and experiment = all it needs."""
     uses_maps = method_flags(cfg.student.method)[1]
     return {"teacher": ("teacher",), "attribute": ("teacher", "maps")}.get(
-        command, ("teacher", "maps", "student") if uses_maps else ("teacher", "student"))
+        command, ("teacher", "maps", "student") if uses_maps else ("teacher", "student")
+    )
 
 
 def _teacher_problems(cfg: RunConfig, layout: DataLayout) -> list[str]:
@@ -66,19 +67,27 @@ def _teacher_problems(cfg: RunConfig, layout: DataLayout) -> list[str]:
         return [f"teacher.checkpoint: {exc}"]
     problems = []
     if str(loaded.arch) != str(parse_arch(cfg.teacher.arch)):
-        problems.append(f"teacher '{cfg.teacher.checkpoint}' is a {loaded.arch} (its checkpoint records it), but teacher.arch is "
-                        f"{cfg.teacher.arch}; set teacher.arch={loaded.arch} (or --arch {loaded.arch})")
+        problems.append(
+            f"teacher '{cfg.teacher.checkpoint}' is a {loaded.arch} (its checkpoint records it), but teacher.arch is "
+            f"{cfg.teacher.arch}; set teacher.arch={loaded.arch} (or --arch {loaded.arch})"
+        )
     if loaded.classes != layout.classes:
-        problems.append(f"teacher '{cfg.teacher.checkpoint}' predicts classes {loaded.classes}, but the data has {layout.classes}; "
-                        "use a teacher trained on these classes or set data.classes to its class list")
+        problems.append(
+            f"teacher '{cfg.teacher.checkpoint}' predicts classes {loaded.classes}, but the data has {layout.classes}; "
+            "use a teacher trained on these classes or set data.classes to its class list"
+        )
     setting = cfg.teacher.normalize
     if "imported_from" not in loaded.metadata and (setting in ("cifar10", "pretrained", "none") or isinstance(setting, NormSpec)):
         asked = normalization_values(setting, None, cfg.teacher.arch)
-        if not (torch.allclose(torch.tensor(asked[0]), torch.tensor(loaded.mean), atol=1e-4)
-                and torch.allclose(torch.tensor(asked[1]), torch.tensor(loaded.std), atol=1e-4)):
-            problems.append(f"teacher.normalize asks for mean {asked[0]} / std {asked[1]}, but the checkpoint "
-                            f"'{cfg.teacher.checkpoint}' normalises with mean {loaded.mean} / std {loaded.std}; "
-                            "leave teacher.normalize unset (dataset) to keep the checkpoint's, or use the matching values")
+        if not (
+            torch.allclose(torch.tensor(asked[0]), torch.tensor(loaded.mean), atol=1e-4)
+            and torch.allclose(torch.tensor(asked[1]), torch.tensor(loaded.std), atol=1e-4)
+        ):
+            problems.append(
+                f"teacher.normalize asks for mean {asked[0]} / std {asked[1]}, but the checkpoint "
+                f"'{cfg.teacher.checkpoint}' normalises with mean {loaded.mean} / std {loaded.std}; "
+                "leave teacher.normalize unset (dataset) to keep the checkpoint's, or use the matching values"
+            )
     return problems
 
 
@@ -89,8 +98,9 @@ def _training_problems(section: str, cfg_train: TrainConfig, images: int, world_
     except IgkdError as exc:
         problems.append(f"{section}.train: {exc}")
     if images < cfg_train.batch_size:
-        problems.append(f"{section}.train.batch_size {cfg_train.batch_size} exceeds the {images} images it trains on; "
-                        f"lower {section}.train.batch_size")
+        problems.append(
+            f"{section}.train.batch_size {cfg_train.batch_size} exceeds the {images} images it trains on; lower {section}.train.batch_size"
+        )
     return problems
 
 
@@ -120,14 +130,18 @@ def _output_problems(cfg: RunConfig, write_bytes: int) -> list[str]:
     for label, folder in folders:
         existing = _writable_ancestor(folder.resolve())
         if existing is None or not os.access(existing, os.W_OK | os.X_OK):
-            problems.append(f"{label}: cannot create or write '{folder}' ({existing or 'a file is in the way'} is not a writable folder); "
-                            "choose a writable output directory")
+            problems.append(
+                f"{label}: cannot create or write '{folder}' ({existing or 'a file is in the way'} is not a writable folder); "
+                "choose a writable output directory"
+            )
     existing = _writable_ancestor(cfg.run_dir.resolve())
     if existing is not None and not problems:
         free = shutil.disk_usage(existing).free
         if free < write_bytes:
-            problems.append(f"out_dir: the run may write {write_bytes / 1e6:,.1f} MB (checkpoints, caches), but '{existing}' has "
-                            f"{free / 1e6:,.1f} MB free; free disk space or set out_dir (and cache_dir) elsewhere")
+            problems.append(
+                f"out_dir: the run may write {write_bytes / 1e6:,.1f} MB (checkpoints, caches), but '{existing}' has "
+                f"{free / 1e6:,.1f} MB free; free disk space or set out_dir (and cache_dir) elsewhere"
+            )
     return problems
 
 

@@ -9,10 +9,10 @@ however long it runs. After the first steps, one line projects the stage's time 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 LONG_RUN_SECONDS = 3600
 PROJECT_AFTER_STEPS = 5
@@ -34,8 +34,10 @@ def long_run_hint(seconds: float, device_type: str, settings_off: list[str] | tu
     if seconds <= LONG_RUN_SECONDS or device_type != "cpu":
         return None
     faster = f"; faster settings left off: {', '.join(f'--set {s}' for s in settings_off)}" if settings_off else ""
-    return (f"projected {duration(seconds)} on this CPU: use a GPU, fewer epochs (--set teacher.train.epochs=... "
-            f"--set student.train.epochs=...), or a smaller architecture (e.g. --set student.arch=...:width=0.5){faster}")
+    return (
+        f"projected {duration(seconds)} on this CPU: use a GPU, fewer epochs (--set teacher.train.epochs=... "
+        f"--set student.train.epochs=...), or a smaller architecture (e.g. --set student.arch=...:width=0.5){faster}"
+    )
 
 
 class StageProgress:
@@ -44,31 +46,49 @@ class StageProgress:
     ``later_s`` is the projected time of the run's stages after this one, for the whole-run projection.
     """
 
-    def __init__(self, console: Console, label: str, images_per_step: int, device_type: str = "cpu", later_s: float = 0.0,
-                 interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic, unit: str = "step", project: bool = True,
-                 settings_off: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        images_per_step: int,
+        device_type: str = "cpu",
+        later_s: float = 0.0,
+        interval_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "step",
+        project: bool = True,
+        settings_off: tuple[str, ...] = (),
+    ) -> None:
         self.console, self.label, self.images_per_step, self.unit = console, label, images_per_step, unit
         self.settings_off = settings_off  # named in the long-run note
         self.project = project  # print the stage / whole-run projection after the first steps
         self.device_type, self.later_s, self.interval_s, self.clock = device_type, later_s, interval_s, clock
-        self.total, self.steps_per_epoch = 1, None
+        self.total: int = 1
+        self.steps_per_epoch: int | None = None
         self.live = console.is_terminal and not console.quiet
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._start_done = self._last_done = 0
         self._started = self._last_line = 0.0
         self._next_fraction = 0.1
         self.projected = False
 
-    def start(self, total: int, done: int = 0, steps_per_epoch: int | None = None) -> "StageProgress":
+    def start(self, total: int, done: int = 0, steps_per_epoch: int | None = None) -> StageProgress:
         """Begin a stage of ``total`` steps (or resume it at ``done``), ``steps_per_epoch`` per epoch when it has epochs."""
         self.total, self.steps_per_epoch = max(1, total), steps_per_epoch
         self._start_done = self._last_done = done
         self._started = self._last_line = self.clock()
         self._next_fraction = (done // max(1, self.total // 10) + 1) / 10
         if self.live:
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                 TimeRemainingColumn(), console=self.console, transient=True)
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=self.total, completed=done, info="")
         return self
@@ -95,7 +115,11 @@ class StageProgress:
     def advance(self, done: int, fields: Callable[[], dict[str, float]] | None = None) -> None:
         """``done`` steps are finished; ``fields`` (e.g. the running loss) is read only when something is shown."""
         self._last_done = done
-        if self.project and not self.projected and (done - self._start_done >= PROJECT_AFTER_STEPS or self.clock() - self._started >= PROJECT_AFTER_SECONDS):
+        if (
+            self.project
+            and not self.projected
+            and (done - self._start_done >= PROJECT_AFTER_STEPS or self.clock() - self._started >= PROJECT_AFTER_SECONDS)
+        ):
             self._project()
         if self._bar is not None:
             per_step = self.seconds_per_step()
@@ -103,9 +127,9 @@ class StageProgress:
             if shown is not None:
                 self._last_line = self.clock()
                 rate = f"{self.images_per_step / per_step:,.0f} img/s" if per_step and self.images_per_step else ""
-                self._bar.update(self._task, completed=done, info=" ".join([rate, *(f"{k} {v:.4f}" for k, v in shown.items())]))
+                self._bar.update(self._task, completed=done, info=" ".join([rate, *(f"{k} {v:.4f}" for k, v in shown.items())]))  # type: ignore[arg-type]
             else:
-                self._bar.update(self._task, completed=done)
+                self._bar.update(self._task, completed=done)  # type: ignore[arg-type]
             return
         if self.due(done):
             self._last_line = self.clock()

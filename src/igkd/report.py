@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from igkd.atomic import atomic_write_text, atomic_write_with
+from igkd.attribution.cache import MappedMaps
 from igkd.data.imageset import ImageSet
 from igkd.overlay import overlay_maps
 
 
-def save_overlay_figure(path: Path, pool: ImageSet, maps: torch.Tensor, indices: list[int], power: float = 1.5) -> None:
+def save_overlay_figure(path: Path, pool: ImageSet, maps: torch.Tensor | MappedMaps, indices: list[int], power: float = 1.5) -> None:
     """A grid: each column one training image, rows = image, its IG map, the paper's overlay."""
     import matplotlib
 
@@ -46,13 +47,28 @@ def comparison_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[tu
     """(metric, teacher, student, ratio) rows for the console table and the report."""
     t, s = teacher, student
     return [
-        ("test accuracy (%)", _pct(t["test"]["accuracy"]), _pct(s["test"]["accuracy"]), f"{100 * (s['test']['accuracy'] - t['test']['accuracy']):+.2f} pts"),
+        (
+            "test accuracy (%)",
+            _pct(t["test"]["accuracy"]),
+            _pct(s["test"]["accuracy"]),
+            f"{100 * (s['test']['accuracy'] - t['test']['accuracy']):+.2f} pts",
+        ),
         ("balanced accuracy (%)", _pct(t["test"]["balanced_accuracy"]), _pct(s["test"]["balanced_accuracy"]), ""),
         ("agreement with teacher (%)", "100.00", _pct(s["test"].get("teacher_agreement")), ""),
         ("params", f"{t['params']:,}", f"{s['params']:,}", f"{t['params'] / s['params']:.2f}x fewer"),
         ("MACs / image", f"{t['macs']:,}", f"{s['macs']:,}", f"{t['macs'] / s['macs']:.2f}x fewer"),
-        ("checkpoint size (bytes)", f"{t['checkpoint_bytes']:,}", f"{s['checkpoint_bytes']:,}", f"{t['checkpoint_bytes'] / s['checkpoint_bytes']:.2f}x smaller"),
-        ("latency, batch 1, median (ms)", f"{t['latency']['median_ms']:.2f}", f"{s['latency']['median_ms']:.2f}", f"{t['latency']['median_ms'] / s['latency']['median_ms']:.2f}x faster"),
+        (
+            "checkpoint size (bytes)",
+            f"{t['checkpoint_bytes']:,}",
+            f"{s['checkpoint_bytes']:,}",
+            f"{t['checkpoint_bytes'] / s['checkpoint_bytes']:.2f}x smaller",
+        ),
+        (
+            "latency, batch 1, median (ms)",
+            f"{t['latency']['median_ms']:.2f}",
+            f"{s['latency']['median_ms']:.2f}",
+            f"{t['latency']['median_ms'] / s['latency']['median_ms']:.2f}x faster",
+        ),
     ] + _robustness_rows(t, s)
 
 
@@ -61,36 +77,68 @@ def _robustness_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[t
         return []
     t, s = teacher["robustness"], student["robustness"]
     mce = f"mCE {s['mce']:.2f} vs teacher" if s.get("mce") is not None else ""
-    return [("mean corruption accuracy (%)", _pct(t["mean_corruption_accuracy"]), _pct(s["mean_corruption_accuracy"]),
-             f"{100 * (s['mean_corruption_accuracy'] - t['mean_corruption_accuracy']):+.2f} pts, {mce}".rstrip(", "))]
+    return [
+        (
+            "mean corruption accuracy (%)",
+            _pct(t["mean_corruption_accuracy"]),
+            _pct(s["mean_corruption_accuracy"]),
+            f"{100 * (s['mean_corruption_accuracy'] - t['mean_corruption_accuracy']):+.2f} pts, {mce}".rstrip(", "),
+        )
+    ]
 
 
-def write_report(path: Path, title: str, teacher: dict[str, Any], student: dict[str, Any], figure: str | None, notes: dict[str, Any]) -> None:
+def write_report(
+    path: Path, title: str, teacher: dict[str, Any], student: dict[str, Any], figure: str | None, notes: dict[str, Any]
+) -> None:
     """Write the Markdown report of one pipeline run."""
     rows = comparison_rows(teacher, student)
-    lines = [f"# {title}", "", f"Data: **{notes['data']}**. Student method: **{student['method']}**, "
-             f"architecture `{student['arch']}`; teacher `{teacher['arch']}`.", "",
-             "| metric | teacher | student | student vs teacher |", "|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Data: **{notes['data']}**. Student method: **{student['method']}**, "
+        f"architecture `{student['arch']}`; teacher `{teacher['arch']}`.",
+        "",
+        "| metric | teacher | student | student vs teacher |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     lines += ["", f"Latency: {student['latency_note']}.", ""]
     if "robustness" in student:
-        lines += ["Mean corruption accuracy: over the common corruptions and severities of the config's `robustness` section, "
-                  "generated from the test split with a fixed seed (`teacher/robustness.json` and the student's `robustness.json` "
-                  "hold every cell); mCE 1.00 = as robust as the teacher.", ""]
+        lines += [
+            "Mean corruption accuracy: over the common corruptions and severities of the config's `robustness` section, "
+            "generated from the test split with a fixed seed (`teacher/robustness.json` and the student's `robustness.json` "
+            "hold every cell); mCE 1.00 = as robust as the teacher.",
+            "",
+        ]
     lines += [
-              "Accuracy is on the test split, with the checkpoint chosen on the validation split "
-              f"(teacher epoch {teacher.get('best_epoch', 'n/a')}, student epoch {student['best_epoch']}).", ""]
+        "Accuracy is on the test split, with the checkpoint chosen on the validation split "
+        f"(teacher epoch {teacher.get('best_epoch', 'n/a')}, student epoch {student['best_epoch']}).",
+        "",
+    ]
     if figure:
         lines += ["## Images, their teacher IG maps and overlays", "", f"![IG overlays]({figure})", ""]
     if "ig" in notes:
         ig = notes["ig"]
-        lines += [f"IG: {ig['steps']} steps ({ig['method']}), baseline `{ig['baseline']}`, target `{ig['target']}`; "
-                  f"mean |completeness delta| relative to |f(x)-f(x0)|: {ig['mean_rel_delta']:.2e}.", ""]
+        lines += [
+            f"IG: {ig['steps']} steps ({ig['method']}), baseline `{ig['baseline']}`, target `{ig['target']}`; "
+            f"mean |completeness delta| relative to |f(x)-f(x0)|: {ig['mean_rel_delta']:.2e}.",
+            "",
+        ]
     lines += ["## Per-class test accuracy (%)", "", "| class | teacher | student |", "|---|---|---|"]
     for name in teacher["test"]["per_class_accuracy"]:
-        lines.append(f"| {name} | {_pct(teacher['test']['per_class_accuracy'][name])} | {_pct(student['test']['per_class_accuracy'][name])} |")
+        lines.append(
+            f"| {name} | {_pct(teacher['test']['per_class_accuracy'][name])} | {_pct(student['test']['per_class_accuracy'][name])} |"
+        )
     prov = notes["provenance"]
-    lines += ["", "## Provenance", "", f"- command: `{prov['command']}`", f"- git commit: `{prov['git_commit']}`",
-              f"- device: {prov['environment']['device']} ({prov['environment'].get('gpu', prov['environment']['platform'])}), "
-              f"torch {prov['environment']['torch']}, {prov['environment']['cpu_threads']} CPU threads", f"- seed: {prov['seed']}", ""]
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- command: `{prov['command']}`",
+        f"- git commit: `{prov['git_commit']}`",
+        f"- device: {prov['environment']['device']} ({prov['environment'].get('gpu', prov['environment']['platform'])}), "
+        f"torch {prov['environment']['torch']}, {prov['environment']['cpu_threads']} CPU threads",
+        f"- seed: {prov['seed']}",
+        "",
+    ]
     atomic_write_text(path, "\n".join(lines))

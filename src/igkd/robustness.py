@@ -27,8 +27,10 @@ from igkd.runtime import place_model
 from igkd.training.loop import predict_logits
 
 RECORD = "robustness.json"
-SOURCE = ("Hendrycks & Dietterich, ICLR 2019, severity parameters of make_cifar_c.py (github.com/hendrycks/robustness); "
-          "generated on the fly by igkd.corruptions")
+SOURCE = (
+    "Hendrycks & Dietterich, ICLR 2019, severity parameters of make_cifar_c.py (github.com/hendrycks/robustness); "
+    "generated on the fly by igkd.corruptions"
+)
 
 Accuracies = dict[str, dict[str, float]]  # corruption -> severity (as a string, for JSON) -> accuracy
 
@@ -38,8 +40,14 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, devi
     return float((predictions == labels).float().mean())
 
 
-def corruption_accuracies(models: dict[str, nn.Module], test: ImageSet, protocol: RobustnessConfig, device: torch.device,
-                          batch_size: int = 1024, console: Console | None = None) -> dict[str, dict[str, Any]]:
+def corruption_accuracies(
+    models: dict[str, nn.Module],
+    test: ImageSet,
+    protocol: RobustnessConfig,
+    device: torch.device,
+    batch_size: int = 1024,
+    console: Console | None = None,
+) -> dict[str, dict[str, Any]]:
     """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models.
 
     The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluate.evaluate_model`."""
@@ -47,9 +55,12 @@ def corruption_accuracies(models: dict[str, nn.Module], test: ImageSet, protocol
         place_model(model, device, channels_last=True)
     results: dict[str, dict[str, Any]] = {
         name: {"clean_accuracy": _accuracy(model, test.images, test.labels, device, batch_size), "accuracy": {}}
-        for name, model in models.items()}
+        for name, model in models.items()
+    }
     cells = [(c, s) for c in protocol.corruptions for s in protocol.severities]
-    progress = StageProgress(console, "corruptions", len(test), device.type, unit="set", project=False).start(len(cells)) if console else None
+    progress = (
+        StageProgress(console, "corruptions", len(test), device.type, unit="set", project=False).start(len(cells)) if console else None
+    )
     for done, (corruption, severity) in enumerate(cells, 1):
         images = corrupt(test.images, corruption, severity, protocol.seed, device)
         for name, model in models.items():
@@ -67,8 +78,12 @@ def summarize_robustness(clean_accuracy: float, accuracy: Accuracies, reference:
     A corruption on which the reference makes no error has no CE (``None``); mCE averages the others."""
     values = [a for per_severity in accuracy.values() for a in per_severity.values()]
     mca = float(np.mean(values))
-    summary: dict[str, Any] = {"clean_accuracy": clean_accuracy, "accuracy": accuracy, "mean_corruption_accuracy": mca,
-                               "relative_drop": (clean_accuracy - mca) / clean_accuracy if clean_accuracy > 0 else None}
+    summary: dict[str, Any] = {
+        "clean_accuracy": clean_accuracy,
+        "accuracy": accuracy,
+        "mean_corruption_accuracy": mca,
+        "relative_drop": (clean_accuracy - mca) / clean_accuracy if clean_accuracy > 0 else None,
+    }
     if reference is not None:
         errors = {}
         for corruption, per_severity in accuracy.items():
@@ -82,24 +97,43 @@ def summarize_robustness(clean_accuracy: float, accuracy: Accuracies, reference:
 def protocol_record(protocol: RobustnessConfig) -> dict[str, Any]:
     """The protocol as stored with every result: corruptions, severities, seed, each corruption's parameters and the
     version of their implementation (a result of another protocol is stale)."""
-    return {**protocol.model_dump(exclude={"enabled"}), "parameters": {c: list(PARAMETERS[c]) for c in protocol.corruptions},
-            "source": SOURCE, "version": VERSION}
+    return {
+        **protocol.model_dump(exclude={"enabled"}),
+        "parameters": {c: list(PARAMETERS[c]) for c in protocol.corruptions},
+        "source": SOURCE,
+        "version": VERSION,
+    }
 
 
 def _up_to_date(record: dict[str, Any], checkpoint_sha256: str, protocol: dict[str, Any], reference_sha256: str | None) -> bool:
-    return (record.get("checkpoint_sha256") == checkpoint_sha256 and record.get("protocol") == protocol
-            and record.get("reference", {}).get("checkpoint_sha256") == reference_sha256)
+    return (
+        record.get("checkpoint_sha256") == checkpoint_sha256
+        and record.get("protocol") == protocol
+        and record.get("reference", {}).get("checkpoint_sha256") == reference_sha256
+    )
 
 
 def robustness_current(folder: Path, checkpoint: Path, protocol: RobustnessConfig, reference: dict[str, Any] | None) -> bool:
     """Whether ``folder/robustness.json`` holds this checkpoint's result under this protocol and reference."""
-    return _up_to_date(read_json_object(folder / RECORD), hash_file(checkpoint), protocol_record(protocol),
-                       reference["checkpoint_sha256"] if reference else None)
+    return _up_to_date(
+        read_json_object(folder / RECORD),
+        hash_file(checkpoint),
+        protocol_record(protocol),
+        reference["checkpoint_sha256"] if reference else None,
+    )
 
 
-def ensure_robustness(folder: Path, checkpoint: Path, model: nn.Module, test: ImageSet, protocol: RobustnessConfig,
-                      device: torch.device, reference: dict[str, Any] | None = None, console: Console | None = None,
-                      seed: int = 0) -> dict[str, Any]:
+def ensure_robustness(
+    folder: Path,
+    checkpoint: Path,
+    model: nn.Module,
+    test: ImageSet,
+    protocol: RobustnessConfig,
+    device: torch.device,
+    reference: dict[str, Any] | None = None,
+    console: Console | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """``folder/robustness.json`` for ``checkpoint``: reused when current, else measured and written atomically.
 
     ``reference`` is another model's record (the teacher's) for CE/mCE; without it the model is its own reference."""
@@ -111,9 +145,14 @@ def ensure_robustness(folder: Path, checkpoint: Path, model: nn.Module, test: Im
         return existing
     measured = corruption_accuracies({"model": model}, test, protocol, device, console=console)["model"]
     ref_accuracy = reference["accuracy"] if reference else measured["accuracy"]
-    record = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "protocol": expected, "test_images": len(test),
-              **summarize_robustness(measured["clean_accuracy"], measured["accuracy"], ref_accuracy),
-              "reference": {"checkpoint": reference["checkpoint"], "checkpoint_sha256": reference_sha} if reference else {},
-              **provenance(device, seed)}
+    record = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": digest,
+        "protocol": expected,
+        "test_images": len(test),
+        **summarize_robustness(measured["clean_accuracy"], measured["accuracy"], ref_accuracy),
+        "reference": {"checkpoint": reference["checkpoint"], "checkpoint_sha256": reference_sha} if reference else {},
+        **provenance(device, seed),
+    }
     atomic_write_json(folder / RECORD, record)
     return record

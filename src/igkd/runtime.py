@@ -7,8 +7,8 @@ import functools
 import os
 import random
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class RandomStreams:
     overlay: torch.Generator
 
     @classmethod
-    def seeded(cls, seed: int, device: torch.device) -> "RandomStreams":
+    def seeded(cls, seed: int, device: torch.device) -> RandomStreams:
         return cls(**{f.name: torch.Generator(device=device).manual_seed(stream_seed(seed, f.name)) for f in fields(cls)})
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -116,7 +116,7 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" or (amp == "auto" and native_bf16(device)) else None
 
 
-def autocast(device: torch.device, amp: str | torch.dtype | None) -> ContextManager:
+def autocast(device: torch.device, amp: str | torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to the dtype ``amp`` names (a training setting, see :func:`autocast_dtype`, or a dtype); None: a no-op."""
     dtype = autocast_dtype(device, amp) if isinstance(amp, str) else amp
     return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
@@ -134,14 +134,17 @@ def auto_settings(device: torch.device) -> dict[str, str]:
     bf16 = native_bf16(device)
     where = "this GPU supports bf16" if device.type == "cuda" else "this CPU has AVX-512 BF16 or AMX"
     why_not = "this GPU lacks bf16" if device.type == "cuda" else "this CPU lacks AVX-512 BF16 and AMX: bf16 would be emulated, slower"
-    return {"amp": "bf16" if bf16 else "off", "amp_why": where if bf16 else why_not,
-            "channels_last": "on" if use_channels_last(device, "auto") else "off",
-            "channels_last_why": "faster convolutions" if use_channels_last(device, "auto") else f"no gain known on {device.type}"}
+    return {
+        "amp": "bf16" if bf16 else "off",
+        "amp_why": where if bf16 else why_not,
+        "channels_last": "on" if use_channels_last(device, "auto") else "off",
+        "channels_last_why": "faster convolutions" if use_channels_last(device, "auto") else f"no gain known on {device.type}",
+    }
 
 
 def place_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     """Move ``model`` to ``device`` with its 4-D weights channels_last or, without ``channels_last``, contiguous (in place)."""
-    return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)  # type: ignore[call-overload]
 
 
 def is_channels_last(model: nn.Module) -> bool:
@@ -240,8 +243,9 @@ def git_commit() -> str:
     source = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=source).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5,
-                               cwd=source).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5, cwd=source
+        ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -10,8 +10,10 @@ from igkd.runtime import autocast_dtype, native_bf16, use_channels_last
 
 def training_settings(train: TrainConfig, device: torch.device) -> dict[str, str]:
     """What a training section's ``amp`` and ``channels_last`` come to on ``device`` (``auto`` resolved)."""
-    return {"amp": "bf16" if autocast_dtype(device, train.amp) is not None else "off",
-            "channels_last": "on" if use_channels_last(device, train.channels_last) else "off"}
+    return {
+        "amp": "bf16" if autocast_dtype(device, train.amp) is not None else "off",
+        "channels_last": "on" if use_channels_last(device, train.channels_last) else "off",
+    }
 
 
 def settings_off(cfg: RunConfig, device: torch.device, stages: tuple[str, ...]) -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -93,10 +93,23 @@ def compare_pairs(runs: dict[str, dict[int, float]], pairs: Sequence[tuple[str, 
         if min(len(x), len(y)) < 2:
             continue
         result = sps.ttest_rel(x, y) if paired else sps.ttest_ind(x, y, equal_var=False)
-        rows.append((a, b, float(np.mean(x) - np.mean(y)), "paired t" if paired else "Welch t", float(result.statistic),
-                     float(result.pvalue), cohens_d(x, y), len(x), len(y)))
+        rows.append(
+            (
+                a,
+                b,
+                float(np.mean(x) - np.mean(y)),
+                "paired t" if paired else "Welch t",
+                float(result.statistic),
+                float(result.pvalue),
+                cohens_d(x, y),
+                len(x),
+                len(y),
+            )
+        )
     adjusted = holm([r[5] for r in rows]) if rows else []
-    return [Comparison(a, b, diff, name, stat, p, p_adj, d, na, nb) for (a, b, diff, name, stat, p, d, na, nb), p_adj in zip(rows, adjusted)]
+    return [
+        Comparison(a, b, diff, name, stat, p, p_adj, d, na, nb) for (a, b, diff, name, stat, p, d, na, nb), p_adj in zip(rows, adjusted)
+    ]
 
 
 def compare_methods(runs: dict[str, dict[int, float]], paired: bool = False) -> list[Comparison]:
@@ -106,8 +119,11 @@ def compare_methods(runs: dict[str, dict[int, float]], paired: bool = False) -> 
     for a, b in pairs:
         x, y = _samples(runs, a, b, paired)
         if min(len(x), len(y)) < 2:
-            raise IgkdError(f"paired test of {a} vs {b} needs at least 2 shared seeds, got {len(x)}" if paired else
-                            f"Welch test of {a} vs {b} needs at least 2 runs of each, got {len(x)} and {len(y)}")
+            raise IgkdError(
+                f"paired test of {a} vs {b} needs at least 2 shared seeds, got {len(x)}"
+                if paired
+                else f"Welch test of {a} vs {b} needs at least 2 runs of each, got {len(x)} and {len(y)}"
+            )
     return compare_pairs(runs, pairs, paired)
 
 

@@ -8,7 +8,6 @@ from igkd.attribution.cache import (
     read_manifest,
     teacher_hash,
 )
-from igkd.fingerprint import data_hash
 from igkd.attribution.ig import (
     IGParams,
     IGRunStats,
@@ -20,6 +19,7 @@ from igkd.attribution.ig import (
     make_baselines,
     select_targets,
 )
+from igkd.fingerprint import data_hash
 
 __all__ = [
     "AttributionCache",
@@ -30,7 +30,7 @@ __all__ = [
     "attribution_maps",
     "compute_ig_maps",
     "data_hash",
-        "eval_mode",
+    "eval_mode",
     "integrated_gradients",
     "load_maps_file",
     "map_params",

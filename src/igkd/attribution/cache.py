@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -53,8 +54,12 @@ def map_params(params: IGParams) -> dict[str, Any]:
 
 
 def attribution_key(
-    teacher: nn.Module | Mapping[str, torch.Tensor], images_uint8: torch.Tensor, labels: torch.Tensor, params: IGParams,
-    *, data_digest: str | None = None,
+    teacher: nn.Module | Mapping[str, torch.Tensor],
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    params: IGParams,
+    *,
+    data_digest: str | None = None,
 ) -> str:
     """Cache key: teacher weights (+ normalisation), data, map-relevant IG params and the format version.
 
@@ -211,8 +216,15 @@ class AttributionCache:
         if n < count:
             raise IgkdError(f"cannot split {n} images into {count} IG shards; use at most {n} processes")
         lo, hi = n * index // count, n * (index + 1) // count
-        info = {"key": key, "shape": [hi - lo, h, w], "rows": [lo, hi], "dtype": self.dtype, "params": params.model_dump(),
-                "teacher_hash": teacher_digest, "data_hash": data_digest}
+        info = {
+            "key": key,
+            "shape": [hi - lo, h, w],
+            "rows": [lo, hi],
+            "dtype": self.dtype,
+            "params": params.model_dump(),
+            "teacher_hash": teacher_digest,
+            "data_hash": data_digest,
+        }
         path = self.shard_path(key, index, count)
         self.directory.mkdir(parents=True, exist_ok=True)
         out, start, stats, complete = self._open_shard(path, info)
@@ -220,10 +232,18 @@ class AttributionCache:
             return path
 
         def record(done: int, finished: bool) -> None:
-            out.flush()
-            atomic_write_json(path.with_suffix(".json"), {**info, "file_size": path.stat().st_size, "images_done": done,
-                                                          "batches_done": -(-done // params.batch_size),
-                                                          "stats": asdict(stats), "complete": finished})
+            out.flush()  # type: ignore[union-attr]
+            atomic_write_json(
+                path.with_suffix(".json"),
+                {
+                    **info,
+                    "file_size": path.stat().st_size,
+                    "images_done": done,
+                    "batches_done": -(-done // params.batch_size),
+                    "stats": asdict(stats),
+                    "complete": finished,
+                },
+            )
 
         done, recorded_at, batch_ended = start, time.monotonic(), time.monotonic()
 
@@ -258,7 +278,7 @@ class AttributionCache:
         if unfinished:
             raise IgkdError(f"IG attribution shards {unfinished} are missing or unfinished; {_REBUILD} with the same number of processes")
         first, last = states[0], states[-1]
-        n, h, w = last["rows"][1], *first["shape"][1:]
+        n, h, w = last["rows"][1], *first["shape"][1:]  # type: ignore[misc]
         stats = IGRunStats()
         for state in states:
             stats.add(IGRunStats(**state["stats"]))
@@ -268,7 +288,7 @@ class AttributionCache:
             os.replace(shards[0], final)
         else:
             merged = final.with_name(f".{final.name}.merging.npy")
-            out = np.lib.format.open_memmap(merged, mode="w+", dtype=first["dtype"], shape=(n, h, w))
+            out = np.lib.format.open_memmap(merged, mode="w+", dtype=first["dtype"], shape=(n, h, w))  # type: ignore[has-type]
             for path, state in zip(shards, states):
                 lo, hi = state["rows"]
                 out[lo:hi] = np.load(path, mmap_mode="r")
@@ -276,9 +296,18 @@ class AttributionCache:
             del out
             os.replace(merged, final)
         manifest = {key_: first[key_] for key_ in ("key", "dtype", "params", "teacher_hash", "data_hash")}
-        manifest.update(shape=[n, h, w], sha256=hash_file(final), file_size=final.stat().st_size, shards=count,
-                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), igkd_version=igkd.__version__,
-                        complete=True, images_done=n, batches_done=sum(state["batches_done"] for state in states), stats=asdict(stats))
+        manifest.update(
+            shape=[n, h, w],  # type: ignore[has-type]
+            sha256=hash_file(final),
+            file_size=final.stat().st_size,
+            shards=count,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            igkd_version=igkd.__version__,
+            complete=True,
+            images_done=n,  # type: ignore[has-type]
+            batches_done=sum(state["batches_done"] for state in states),
+            stats=asdict(stats),
+        )
         atomic_write_json(final.with_suffix(".json"), manifest)
         for path in shards:
             path.unlink(missing_ok=True)
@@ -289,8 +318,9 @@ class AttributionCache:
         """Reopen a matching shard (memmap, images done, stats, complete?) or start it afresh."""
         state = read_json_object(path.with_suffix(".json"))
         try:
-            if {k: state.get(k) for k in ("key", "shape", "rows", "dtype")} == {k: info[k] for k in ("key", "shape", "rows", "dtype")} \
-                    and path.stat().st_size == state["file_size"]:
+            if {k: state.get(k) for k in ("key", "shape", "rows", "dtype")} == {
+                k: info[k] for k in ("key", "shape", "rows", "dtype")
+            } and path.stat().st_size == state["file_size"]:
                 stats = IGRunStats(**state["stats"])
                 if state.get("complete") is True:
                     return None, int(state["images_done"]), stats, True

@@ -7,9 +7,10 @@ internally. Quadrature rules match Captum's ``approximation_methods`` so results
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,14 +46,24 @@ class IGParams(BaseModel):
     method: Method = "gausslegendre"
     baseline: BaselineKind = "zero"
     target: TargetKind = "label"
-    precision: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast the model (1.5x faster on a CPU with "
-                                                      "native bf16, and on a GPU); not the default anywhere, since it moves the maps: by up "
-                                                      "to 0.28 on the CIFAR teacher (benchmarks/results/throughput-cpu.md)")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="bfloat16: autocast the model (1.5x faster on a CPU with "
+        "native bf16, and on a GPU); not the default anywhere, since it moves the maps: by up "
+        "to 0.28 on the CIFAR teacher (benchmarks/results/throughput-cpu.md)",
+    )
     batch_size: int = Field(256, ge=1, description="images per attribution batch")
-    internal_batch_size: int | None = Field(None, ge=1, description="max model inputs (images*steps) per forward/backward; "
-                                            "unset: 64 on a CPU, on a GPU 4096 halved until it fits in memory")
-    channels_last: Literal["auto", "on", "off"] = Field("auto", description="the teacher and its path points in channels_last "
-                                                        "(auto: on CUDA and the CPU); faster convolutions, maps equal up to float rounding")
+    internal_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="max model inputs (images*steps) per forward/backward; "
+        "unset: 64 on a CPU, on a GPU 4096 halved until it fits in memory",
+    )
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="the teacher and its path points in channels_last "
+        "(auto: on CUDA and the CPU); faster convolutions, maps equal up to float rounding",
+    )
 
     @field_validator("channels_last", mode="before")
     @classmethod
@@ -61,7 +72,7 @@ class IGParams(BaseModel):
         return ("on" if value else "off") if isinstance(value, bool) else value
 
     @model_validator(mode="after")
-    def _riemann_needs_two_steps(self) -> "IGParams":
+    def _riemann_needs_two_steps(self) -> IGParams:
         if self.method.startswith("riemann") and self.steps < 2:
             raise ValueError(f"method '{self.method}' needs steps >= 2")
         return self
@@ -91,7 +102,7 @@ class IGRunStats:
         self.max_abs_delta = max(self.max_abs_delta, abs_delta.max().item(), 0.0)
         self.max_rel_delta = max(self.max_rel_delta, rel.max().item(), 0.0)
 
-    def add(self, other: "IGRunStats") -> None:
+    def add(self, other: IGRunStats) -> None:
         """Fold in the stats of another set of images (e.g. another shard)."""
         self.images += other.images
         self.sum_abs_delta += other.sum_abs_delta
@@ -118,16 +129,20 @@ def alphas_and_weights(steps: int, method: Method = "gausslegendre") -> tuple[to
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * weights)
-    weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
-    ends = {"riemann_left": (0.0, 1 - 1 / steps), "riemann_right": (1 / steps, 1.0),
-            "riemann_middle": (0.5 / steps, 1 - 0.5 / steps), "riemann_trapezoid": (0.0, 1.0)}
+    weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)  # type: ignore[assignment]
+    ends = {
+        "riemann_left": (0.0, 1 - 1 / steps),
+        "riemann_right": (1 / steps, 1.0),
+        "riemann_middle": (0.5 / steps, 1 - 0.5 / steps),
+        "riemann_trapezoid": (0.0, 1.0),
+    }
     if method not in ends:
         raise IgkdError(f"unknown IG method '{method}': use gausslegendre or riemann_left/right/middle/trapezoid")
     if method == "riemann_trapezoid":
         weights[0] /= 2
         weights[-1] /= 2
     # float32 linspace, exactly as Captum builds its Riemann nodes
-    return torch.linspace(*ends[method], steps, dtype=torch.float32).double(), weights
+    return torch.linspace(*ends[method], steps, dtype=torch.float32).double(), weights  # type: ignore[return-value]
 
 
 @contextmanager
@@ -196,8 +211,13 @@ def _weighted_path_grads(
 
 @torch.no_grad()
 def _target_gap(
-    model: nn.Module, images: torch.Tensor, baselines: torch.Tensor, targets: torch.Tensor, chunk: int,
-    autocast_dtype: torch.dtype | None, layout: torch.memory_format,
+    model: nn.Module,
+    images: torch.Tensor,
+    baselines: torch.Tensor,
+    targets: torch.Tensor,
+    chunk: int,
+    autocast_dtype: torch.dtype | None,
+    layout: torch.memory_format,
 ) -> torch.Tensor:
     """f(x)[t] - f(x0)[t] per image."""
     gaps, pairs = [], max(1, chunk // 2)
@@ -206,7 +226,7 @@ def _target_gap(
         with autocast(images.device, autocast_dtype):
             logits = model(torch.cat([images[i:j], baselines[i:j]]).contiguous(memory_format=layout)).float()
         t = targets[i:j].unsqueeze(1)
-        gaps.append(logits[: len(t)].gather(1, t) - logits[len(t):].gather(1, t))
+        gaps.append(logits[: len(t)].gather(1, t) - logits[len(t) :].gather(1, t))
     return torch.cat(gaps).squeeze(1)
 
 
@@ -228,8 +248,7 @@ def integrated_gradients(
     its memory format (channels_last or not).
     """
     if images.shape != baselines.shape or len(targets) != len(images):
-        raise ValueError(f"images {tuple(images.shape)}, baselines {tuple(baselines.shape)} and "
-                         f"{len(targets)} targets do not match")
+        raise ValueError(f"images {tuple(images.shape)}, baselines {tuple(baselines.shape)} and {len(targets)} targets do not match")
     images, baselines = images.float(), baselines.float()
     targets = targets.to(device=images.device, dtype=torch.long)
     alphas, weights = (t.float().to(images.device, non_blocking=True) for t in alphas_and_weights(steps, method))
@@ -297,15 +316,16 @@ def compute_ig_maps(
 
     The model is moved to ``device`` in the memory format ``params.channels_last`` asks for, and stays so; the maps are
     computed by its eval-mode copy with BatchNorm folded and ReLU/ReLU6 fused into the convolutions
-    (:func:`igkd.models.fuse.fast_frozen_copy`). Images ``start:`` are processed in batches of ``params.batch_size`` and written to ``out`` (float16 by default; a uint8
-    ``out`` gets round(map * 255)), so a caller can resume after the last finished batch; ``progress(done, total)``
-    follows each batch once its maps are in ``out``. A batch is read back to the host only once the next one is
-    queued, so a GPU does not wait for the host. Returns ``out`` and the completeness stats, accumulated into
-    ``stats`` when given (for resumed runs).
+    (:func:`igkd.models.fuse.fast_frozen_copy`). Images ``start:`` are processed in batches of ``params.batch_size`` and
+    written to ``out`` (float16 by default; a uint8 ``out`` gets round(map * 255)), so a caller can resume after the
+    last finished batch; ``progress(done, total)`` follows each batch once its maps are in ``out``. A batch is read
+    back to the host only once the next one is queued, so a GPU does not wait for the host. Returns ``out`` and the
+    completeness stats, accumulated into ``stats`` when given (for resumed runs).
     """
     if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4 or len(labels) != len(images_uint8):
-        raise ValueError(f"need uint8 images [N, C, H, W] and N labels, got {images_uint8.dtype} "
-                         f"{tuple(images_uint8.shape)} and {len(labels)} labels")
+        raise ValueError(
+            f"need uint8 images [N, C, H, W] and N labels, got {images_uint8.dtype} {tuple(images_uint8.shape)} and {len(labels)} labels"
+        )
     n, _, h, w = images_uint8.shape
     out = np.zeros((n, h, w), dtype=np.float16) if out is None else out
     if tuple(out.shape) != (n, h, w):
@@ -315,7 +335,7 @@ def compute_ig_maps(
     dtype = torch.bfloat16 if params.precision == "bfloat16" else None  # the autocast dtype (None: float32)
     channels_last = use_channels_last(device, params.channels_last)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device, memory_format=layout)
+    model.to(device, memory_format=layout)  # type: ignore[call-overload]
     frozen = fast_frozen_copy(model).to(memory_format=layout)
     pending: Pending | None = None
     for i in range(start, n, params.batch_size):
@@ -329,8 +349,10 @@ def compute_ig_maps(
                 break
             except torch.cuda.OutOfMemoryError:
                 if params.internal_batch_size is not None or chunk == 1:
-                    raise IgkdError(f"out of GPU memory computing IG with {chunk} path points per pass; "
-                                    "set a smaller attribution.internal_batch_size, or unset it to size it automatically") from None
+                    raise IgkdError(
+                        f"out of GPU memory computing IG with {chunk} path points per pass; "
+                        "set a smaller attribution.internal_batch_size, or unset it to size it automatically"
+                    ) from None
                 chunk //= 2
                 torch.cuda.empty_cache()
         queued = (i, *copy_to_host([attribution_maps(attr), delta, attr.flatten(1).sum(dim=1) - delta], device))

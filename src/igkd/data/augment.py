@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def crop_flip_params(b: int, padding: int, flip: bool, generator: torch.Generator | None = None,
-                     device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def crop_flip_params(
+    b: int, padding: int, flip: bool, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Top and left offsets in the zero-padded image and (with ``flip``) which samples are mirrored: B each."""
     top = torch.randint(0, 2 * padding + 1, (b,), device=device, generator=generator)
     left = torch.randint(0, 2 * padding + 1, (b,), device=device, generator=generator)
@@ -33,9 +34,7 @@ def apply_crop_flip(batch: torch.Tensor, padding: int, top: torch.Tensor, left: 
     return padded[batch_idx, chan_idx, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def random_crop_flip(
-    batch: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def random_crop_flip(batch: torch.Tensor, padding: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """Randomly crop every sample of ``batch`` (B x C x H x W) after zero padding, and flip half of them."""
     if padding == 0 and not flip:
         return batch

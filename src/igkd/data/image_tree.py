@@ -23,6 +23,11 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 ReadBytes = Callable[[], bytes]
 
 
+def _returning(data: bytes) -> ReadBytes:
+    """A reader of bytes already read."""
+    return lambda: data
+
+
 @dataclass
 class ImageTree:
     """Where a split lives, what identifies its content (for cache keys), and how to read its files."""
@@ -45,9 +50,14 @@ class ImageTree:
         samples: list[tuple[str, int, ReadBytes]] = []
         for name in sorted(folders):
             if name not in class_list:
-                raise IgkdError(f"folder '{self.location}/{name}' is not in the class list {class_list}; add it to data.classes or remove it")
+                raise IgkdError(
+                    f"folder '{self.location}/{name}' is not in the class list {class_list}; add it to data.classes or remove it"
+                )
             if not folders[name]:
-                raise IgkdError(f"class folder '{self.location}/{name}' holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder")
+                raise IgkdError(
+                    f"class folder '{self.location}/{name}' holds no images "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
+                )
             label = class_list.index(name)
             samples.extend((f"{self.location}/{name}/{file}", label, read) for file, read in sorted(folders[name].items()))
         samples.sort(key=lambda s: s[1])
@@ -59,21 +69,33 @@ def find_image_tree(root: Path, split: str) -> ImageTree:
     folder = root / split
     if folder.is_dir():
         return _folder_tree(folder)
-    candidates = [root.parent / f"{root.name}-{split}{s}" for s in ARCHIVE_SUFFIXES] + [root.parent / f"{root.name}{s}" for s in ARCHIVE_SUFFIXES]
+    candidates = [root.parent / f"{root.name}-{split}{s}" for s in ARCHIVE_SUFFIXES] + [
+        root.parent / f"{root.name}{s}" for s in ARCHIVE_SUFFIXES
+    ]
     archive = next((c for c in candidates if c.is_file()), None)
     if archive is None:
-        raise IgkdError(f"data folder '{folder}' not found, nor an archive '{candidates[0]}' or '{candidates[3]}'; "
-                        "check data.root and data.train_split/test_split")
+        raise IgkdError(
+            f"data folder '{folder}' not found, nor an archive '{candidates[0]}' or '{candidates[3]}'; "
+            "check data.root and data.train_split/test_split"
+        )
     return _archive_tree(archive, (split, f"{root.name}/{split}"))
 
 
 def _folder_tree(folder: Path) -> ImageTree:
     """The image files of ``folder/<class>/``, listed once (their sizes and mtimes identify the content)."""
-    files = {d.name: {f.name: f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS}
-             for d in folder.iterdir() if d.is_dir()}
-    listing = sorted((f"{name}/{file}", path.stat().st_size, path.stat().st_mtime_ns) for name, found in files.items() for file, path in found.items())
-    return ImageTree(str(folder), {"root": str(folder.resolve()), "files": listing},
-                     lambda: {name: {file: path.read_bytes for file, path in found.items()} for name, found in files.items()})
+    files = {
+        d.name: {f.name: f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS}
+        for d in folder.iterdir()
+        if d.is_dir()
+    }
+    listing = sorted(
+        (f"{name}/{file}", path.stat().st_size, path.stat().st_mtime_ns) for name, found in files.items() for file, path in found.items()
+    )
+    return ImageTree(
+        str(folder),
+        {"root": str(folder.resolve()), "files": listing},
+        lambda: {name: {file: path.read_bytes for file, path in found.items()} for name, found in files.items()},
+    )
 
 
 def _archive_tree(archive: Path, prefixes: tuple[str, ...]) -> ImageTree:
@@ -92,13 +114,17 @@ def _archive_tree(archive: Path, prefixes: tuple[str, ...]) -> ImageTree:
                         folders.setdefault(parts[-1], {})
                     elif member.isfile() and grandparent in prefixes and Path(parts[-1]).suffix.lower() in IMAGE_EXTENSIONS:
                         data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                        folders.setdefault(parts[-2], {})[parts[-1]] = lambda data=data: data
+                        folders.setdefault(parts[-2], {})[parts[-1]] = _returning(data)
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            raise IgkdError(f"cannot read archive '{archive}' ({exc.__class__.__name__}: {exc}); replace it with an intact copy or unpack it "
-                            f"to '{archive.parent}'") from None
+            raise IgkdError(
+                f"cannot read archive '{archive}' ({exc.__class__.__name__}: {exc}); replace it with an intact copy or unpack it "
+                f"to '{archive.parent}'"
+            ) from None
         if not folders:
-            raise IgkdError(f"archive '{archive}' holds no folder {' or '.join(repr(p + '/') for p in prefixes)}; "
-                            "check data.root and data.train_split/test_split")
+            raise IgkdError(
+                f"archive '{archive}' holds no folder {' or '.join(repr(p + '/') for p in prefixes)}; "
+                "check data.root and data.train_split/test_split"
+            )
         return folders
 
     identity = {"archive": str(archive.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "prefixes": list(prefixes)}

@@ -40,7 +40,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise IgkdError(f"dataset '{self.name}' must hold uint8 RGB images N x 3 x H x W, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise IgkdError(
+                f"dataset '{self.name}' must hold uint8 RGB images N x 3 x H x W, got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if self.labels.shape != (self.images.shape[0],):
             raise IgkdError(f"dataset '{self.name}' has {self.images.shape[0]} images but {self.labels.numel()} labels")
         if len(self.images) == 0:
@@ -60,7 +62,7 @@ class ImageSet:
     def image_size(self) -> tuple[int, int]:
         return int(self.images.shape[2]), int(self.images.shape[3])
 
-    def subset(self, indices: torch.Tensor, name: str | None = None) -> "ImageSet":
+    def subset(self, indices: torch.Tensor, name: str | None = None) -> ImageSet:
         """The images at ``indices``, in that order."""
         return ImageSet(self.images[indices], self.labels[indices], self.classes, name or self.name)
 
@@ -84,7 +86,7 @@ class ImageSet:
         mean = total / n
         return mean.tolist(), ((squares - n * mean.pow(2)) / max(1, n - 1)).clamp_min(0).sqrt().tolist()
 
-    def remap_to(self, classes: list[str]) -> "ImageSet":
+    def remap_to(self, classes: list[str]) -> ImageSet:
         """Re-index labels to another class list (every class here must appear in it)."""
         unknown = [c for c in self.classes if c not in classes]
         if unknown:

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from igkd.data.image_tree import ImageTree, find_image_tree
 from igkd.data.imageset import size_setting
-from igkd.data.sources import CIFAR10_CLASSES, DataConfig, expand_path, load_split, split_folder
+from igkd.data.sources import CIFAR10_CLASSES, DataConfig, Split, expand_path, load_split, split_folder
 from igkd.errors import IgkdError
 
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
@@ -51,8 +51,10 @@ def check_split_classes(test_name: str, test_classes: list[str], classes: list[s
     if unknown:
         where = "data.classes" if configured else "the training split's class folders"
         full = ",".join(sorted(set(classes) | set(unknown)))
-        raise IgkdError(f"the {test_name} split has classes {unknown} that are not in the class list {classes} ({where}); "
-                        f"set data.classes=[{full}] to train and evaluate on the full list, or remove those test folders")
+        raise IgkdError(
+            f"the {test_name} split has classes {unknown} that are not in the class list {classes} ({where}); "
+            f"set data.classes=[{full}] to train and evaluate on the full list, or remove those test folders"
+        )
 
 
 def _header_size(name: str, data: bytes) -> tuple[int, int]:
@@ -67,11 +69,13 @@ def _check_size(cfg: DataConfig, split: str, size: tuple[int, int] | None, name:
     height, width = cfg.size_hw
     if size is not None and not cfg.resize and size != (width, height):
         order = "" if size[0] == size[1] and width == height else "width x height, "
-        raise IgkdError(f"the {split} split's images are {size[0]}x{size[1]} ({order}'{name}'), but data.image_size is "
-                        f"{size_setting(cfg.size_hw)}; set data.resize=true or data.image_size={size_setting((size[1], size[0]))}")
+        raise IgkdError(
+            f"the {split} split's images are {size[0]}x{size[1]} ({order}'{name}'), but data.image_size is "
+            f"{size_setting(cfg.size_hw)}; set data.resize=true or data.image_size={size_setting((size[1], size[0]))}"
+        )
 
 
-def _tree(cfg: DataConfig, split: str) -> ImageTree:
+def _tree(cfg: DataConfig, split: Split) -> ImageTree:
     folder = split_folder(cfg, split)
     return find_image_tree(folder.parent, folder.name)
 
@@ -85,13 +89,16 @@ def _folder_split(cfg: DataConfig, split: str, tree: ImageTree, classes: list[st
     return class_list, SplitLayout(Path(tree.location).name, sorted(tree.folders), labels, size, tree.location)
 
 
-def _cifar10_split(cfg: DataConfig, split: str) -> SplitLayout:
+def _cifar10_split(cfg: DataConfig, split: Split) -> SplitLayout:
     root = expand_path(cfg.root or "data/cifar10")
     if cfg.size_hw != (32, 32) and not cfg.resize:
         raise IgkdError(f"CIFAR-10 images are 32x32, but data.image_size is {size_setting(cfg.size_hw)}; set data.image_size=32")
     present = (root / "cifar-10-batches-py").is_dir()
     if not present and not cfg.download:
-        raise IgkdError(f"CIFAR-10 not found under '{root}'; set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py")
+        raise IgkdError(
+            f"CIFAR-10 not found under '{root}'; set data.download=true (needs "
+            "internet) or data.root to a folder holding cifar-10-batches-py"
+        )
     labels = load_split(cfg, split).labels if present else torch.zeros(CIFAR10_SIZES[split], dtype=torch.int64)
     return SplitLayout(split, list(CIFAR10_CLASSES), labels, (32, 32), "" if present else "to be downloaded (170 MB)")
 
@@ -103,9 +110,12 @@ def inspect_data(cfg: DataConfig) -> DataLayout:
     size; digits are loaded in memory; CIFAR-10 is read when present (its labels are not known before download).
     """
     if cfg.source == "digits":
-        train, test = (load_split(cfg, split) for split in ("train", "test"))
-        return DataLayout(train.classes, SplitLayout("train", train.classes, train.labels, None),
-                          SplitLayout("test", test.classes, test.labels, None))
+        train_set, test_set = (load_split(cfg, split) for split in ("train", "test"))
+        return DataLayout(
+            train_set.classes,
+            SplitLayout("train", train_set.classes, train_set.labels, None),
+            SplitLayout("test", test_set.classes, test_set.labels, None),
+        )
     if cfg.source == "cifar10":
         return DataLayout(list(CIFAR10_CLASSES), _cifar10_split(cfg, "train"), _cifar10_split(cfg, "test"))
     train_tree, test_tree = _tree(cfg, "train"), _tree(cfg, "test")

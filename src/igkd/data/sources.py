@@ -18,6 +18,8 @@ from igkd.errors import IgkdError
 from igkd.fingerprint import hash_jsonable
 from igkd.integrity import verify, write_manifest
 
+Split = Literal["train", "test"]
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 1234  # fixed: the digits test set never changes with the run's seed
@@ -44,14 +46,20 @@ class DataConfig(BaseModel):
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
     augment: Literal["crop_flip", "resized_crop_flip"] = Field(
-        "crop_flip", description="training crops: crop_flip (zero-pad by crop_padding, random crop, flip) or resized_crop_flip "
-        "(RandomResizedCrop with crop_scale/crop_ratio back to image_size, flip); the map always moves with its image")
+        "crop_flip",
+        description="training crops: crop_flip (zero-pad by crop_padding, random crop, flip) or resized_crop_flip "
+        "(RandomResizedCrop with crop_scale/crop_ratio back to image_size, flip); the map always moves with its image",
+    )
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="resized_crop_flip: the crop's area fraction range")
     crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="resized_crop_flip: the crop's aspect ratio range")
-    eval_crop: float = Field(1.0, gt=0.0, le=1.0, description="validation/test: center-crop this fraction and resize back (1: the whole image)")
+    eval_crop: float = Field(
+        1.0, gt=0.0, le=1.0, description="validation/test: center-crop this fraction and resize back (1: the whole image)"
+    )
     loader: Literal["auto", "memory", "stream"] = Field(
-        "auto", description="memory: the pool and maps on the device, batches made there; stream: DataLoader workers "
-        "augment each image with its map; auto: stream for resized_crop_flip or a pool over 2 GiB, else memory")
+        "auto",
+        description="memory: the pool and maps on the device, batches made there; stream: DataLoader workers "
+        "augment each image with its map; auto: stream for resized_crop_flip or a pool over 2 GiB, else memory",
+    )
     workers: int = Field(2, ge=0, description="stream: DataLoader worker processes (0: in the main process)")
 
     @property
@@ -60,7 +68,7 @@ class DataConfig(BaseModel):
         return image_hw(self.image_size)
 
     @model_validator(mode="after")
-    def _ranges(self) -> "DataConfig":
+    def _ranges(self) -> DataConfig:
         if not (0 < self.crop_scale[0] <= self.crop_scale[1] <= 1 and 0 < self.crop_ratio[0] <= self.crop_ratio[1]):
             raise ValueError("crop_scale needs 0 < min <= max <= 1 and crop_ratio 0 < min <= max")
         if self.loader == "memory" and self.augment == "resized_crop_flip":
@@ -82,7 +90,7 @@ def expand_path(path: Path | str) -> Path:
     return Path(expanded)
 
 
-def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path | None = None, write_cache: bool = True) -> ImageSet:
+def load_split(cfg: DataConfig, split: Split, cache_dir: Path | None = None, write_cache: bool = True) -> ImageSet:
     """Load the training pool or the test set described by ``cfg`` (decoded images are cached in ``cache_dir``,
     read from it when there, and written to it only with ``write_cache``)."""
     if cfg.source == "digits":
@@ -92,10 +100,12 @@ def load_split(cfg: DataConfig, split: Literal["train", "test"], cache_dir: Path
     return load_image_folder(split_folder(cfg, split), cfg.classes, cfg.image_size, cfg.resize, cache_dir, write_cache)
 
 
-def split_folder(cfg: DataConfig, split: Literal["train", "test"]) -> Path:
+def split_folder(cfg: DataConfig, split: Split) -> Path:
     """The folder of an ImageFolder split: ``data.root`` / ``data.train_split`` or ``data.test_split``."""
     if cfg.root is None:
-        raise IgkdError("data.root is not set; point it at the folder that holds the class folders' parent (e.g. data.root=/data/cifar10-jpeg)")
+        raise IgkdError(
+            "data.root is not set; point it at the folder that holds the class folders' parent (e.g. data.root=/data/cifar10-jpeg)"
+        )
     return expand_path(cfg.root) / (cfg.train_split if split == "train" else cfg.test_split)
 
 
@@ -122,9 +132,15 @@ def _load_cifar10(cfg: DataConfig, split: str) -> ImageSet:
     try:
         dataset = CIFAR10(str(root), train=(split == "train"), download=cfg.download)
     except RuntimeError as exc:
-        raise IgkdError(f"CIFAR-10 not found under '{root}' ({exc}); set data.download=true (needs internet) or data.root to a folder holding cifar-10-batches-py") from None
+        raise IgkdError(
+            f"CIFAR-10 not found under '{root}' ({exc}); set data.download=true "
+            "(needs internet) or data.root to a folder holding cifar-10-batches-py"
+        ) from None
     except OSError as exc:
-        raise IgkdError(f"could not download CIFAR-10 to '{root}' ({exc.__class__.__name__}); check the network, or use source=imagefolder with a local copy") from None
+        raise IgkdError(
+            f"could not download CIFAR-10 to '{root}' ({exc.__class__.__name__}); "
+            "check the network, or use source=imagefolder with a local copy"
+        ) from None
     images = torch.from_numpy(np.asarray(dataset.data)).permute(0, 3, 1, 2).contiguous()
     return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes), f"cifar10-{split}")
 
@@ -141,8 +157,10 @@ def decode_image(data: bytes, name: str, image_size: ImageSize, resize: bool) ->
     if rgb.size != (width, height):
         if not resize:
             order = "" if rgb.size[0] == rgb.size[1] and width == height else " (width x height)"
-            raise IgkdError(f"image '{name}' is {rgb.size[0]}x{rgb.size[1]}, expected {width}x{height}{order}; set data.resize=true "
-                            f"or data.image_size={size_setting((rgb.size[1], rgb.size[0]))}")
+            raise IgkdError(
+                f"image '{name}' is {rgb.size[0]}x{rgb.size[1]}, expected {width}x{height}{order}; set data.resize=true "
+                f"or data.image_size={size_setting((rgb.size[1], rgb.size[0]))}"
+            )
         rgb = rgb.resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(rgb, dtype=np.uint8)
 
@@ -160,14 +178,18 @@ def load_image_folder(
     key = hash_jsonable({**tree.identity, "classes": classes, "size": size_record(image_hw(image_size)), "resize": resize})
     cache_file = cache_dir / f"imagefolder-{key[:16]}.npy" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
-        manifest = verify(cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{tree.location}'")
+        manifest = verify(
+            cache_file, key, "prepared dataset cache", f"delete it (and its .json) and re-run: it is rebuilt from '{tree.location}'"
+        )
         return ImageSet(_mapped(cache_file), torch.tensor(manifest["labels"], dtype=torch.int64), manifest["classes"], folder.name)
     from rich.progress import track
 
     class_list, samples = tree.samples(classes)
     labels = torch.tensor([label for _, label, _ in samples], dtype=torch.int64)
-    decoded = (decode_image(read(), name, image_size, resize)
-               for name, _, read in track(samples, description=f"decoding {folder.name}", transient=True, disable=len(samples) < 2000))
+    decoded = (
+        decode_image(read(), name, image_size, resize)
+        for name, _, read in track(samples, description=f"decoding {folder.name}", transient=True, disable=len(samples) < 2000)
+    )
     if cache_file is None or not write_cache:
         images = torch.from_numpy(np.stack(list(decoded))).permute(0, 3, 1, 2).contiguous()
         return ImageSet(images, labels, class_list, folder.name)
@@ -184,8 +206,17 @@ def load_image_folder(
     except BaseException:
         partial.unlink(missing_ok=True)  # a corrupt image or an interrupt leaves no half-written cache
         raise
-    write_manifest(cache_file, key, {"source": tree.location, "shape": [len(samples), 3, height, width], "dtype": "uint8",
-                                     "classes": class_list, "labels": labels.tolist()})
+    write_manifest(
+        cache_file,
+        key,
+        {
+            "source": tree.location,
+            "shape": [len(samples), 3, height, width],
+            "dtype": "uint8",
+            "classes": class_list,
+            "labels": labels.tolist(),
+        },
+    )
     return ImageSet(_mapped(cache_file), labels, class_list, folder.name)
 
 

@@ -10,7 +10,8 @@ so the result depends neither on the number of workers nor on which worker loads
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -25,8 +26,9 @@ Augment = Literal["crop_flip", "resized_crop_flip"]
 SampleParams = tuple[int, tuple[float, ...]]  # (dataset index, its crop box/offsets and flip)
 
 
-def resized_crop_params(b: int, size: tuple[int, int], scale: Sequence[float], ratio: Sequence[float], flip: bool,
-                        generator: torch.Generator) -> list[tuple[int, int, int, int, bool]]:
+def resized_crop_params(
+    b: int, size: tuple[int, int], scale: Sequence[float], ratio: Sequence[float], flip: bool, generator: torch.Generator
+) -> list[tuple[int, int, int, int, bool]]:
     """Per sample (top, left, height, width, flipped): torchvision's RandomResizedCrop box, drawn from ``generator``
     (each sample's box from its own seed, through ``RandomResizedCrop.get_params`` on a forked global generator)."""
     seeds = torch.randint(0, 2**62, (b,), generator=generator, device=generator.device).tolist()
@@ -44,8 +46,9 @@ class AugmentedPool(Dataset):
     """Image ``i`` with its map stacked as a fourth channel (float in [0, 1]), augmented by the parameters it is
     asked with; ``(index, params)`` in, ``(stacked C+1 x H x W, label)`` out."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor | MappedMaps | None, augment: Augment,
-                 padding: int) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, maps: torch.Tensor | MappedMaps | None, augment: Augment, padding: int
+    ) -> None:
         self.images, self.labels, self.maps, self.augment, self.padding = images, labels, maps, augment, padding
 
     def __len__(self) -> int:
@@ -63,24 +66,45 @@ class AugmentedPool(Dataset):
         stacked = self._stacked(index)
         if self.augment == "crop_flip":
             top, left, flipped = params
-            out = apply_crop_flip(stacked[None], self.padding, torch.tensor([int(top)]), torch.tensor([int(left)]),
-                                  None if flipped < 0 else torch.tensor([bool(flipped)]))[0]
+            out = apply_crop_flip(
+                stacked[None],
+                self.padding,
+                torch.tensor([int(top)]),
+                torch.tensor([int(left)]),
+                None if flipped < 0 else torch.tensor([bool(flipped)]),
+            )[0]
         else:
             top, left, height, width, flipped = params
-            out = TF.resized_crop(stacked, int(top), int(left), int(height), int(width), list(stacked.shape[-2:]),
-                                  interpolation=InterpolationMode.BILINEAR, antialias=True)
+            out = TF.resized_crop(
+                stacked,
+                int(top),
+                int(left),
+                int(height),
+                int(width),
+                list(stacked.shape[-2:]),
+                interpolation=InterpolationMode.BILINEAR,
+                antialias=True,
+            )
             out = TF.horizontal_flip(out) if flipped else out
         return out, self.labels[index]
 
 
-def epoch_params(batches: Sequence[torch.Tensor], augment: Augment, padding: int, flip: bool, image_size: tuple[int, int],
-                 scale: Sequence[float], ratio: Sequence[float], generator: torch.Generator) -> list[list[SampleParams]]:
+def epoch_params(
+    batches: Sequence[torch.Tensor],
+    augment: Augment,
+    padding: int,
+    flip: bool,
+    image_size: tuple[int, int],
+    scale: Sequence[float],
+    ratio: Sequence[float],
+    generator: torch.Generator,
+) -> list[list[SampleParams]]:
     """Every batch's per-sample parameters, drawn in step order from ``generator`` (the run's augment stream)."""
     planned = []
     for indices in batches:
         b = len(indices)
         if augment == "crop_flip" and padding == 0 and not flip:  # nothing to draw, as on the device path
-            params = [(0, 0, -1)] * b
+            params: Sequence[tuple[int | bool, ...]] = [(0, 0, -1)] * b
         elif augment == "crop_flip":
             top, left, flipped = crop_flip_params(b, padding, flip, generator, generator.device)
             flips = flipped.tolist() if flipped is not None else [-1] * b
@@ -99,20 +123,42 @@ class StreamingBatches:
     maps (``overlay``: a function of images, maps and the overlay generator) in the main process.
     """
 
-    def __init__(self, pool: AugmentedPool, image_size: tuple[int, int], flip: bool, scale: Sequence[float], ratio: Sequence[float],
-                 device: torch.device, channels_last: bool, workers: int, overlay: Any = None) -> None:
+    def __init__(
+        self,
+        pool: AugmentedPool,
+        image_size: tuple[int, int],
+        flip: bool,
+        scale: Sequence[float],
+        ratio: Sequence[float],
+        device: torch.device,
+        channels_last: bool,
+        workers: int,
+        overlay: Any = None,
+    ) -> None:
         self.pool, self.image_size, self.flip, self.scale, self.ratio = pool, image_size, flip, scale, ratio
-        self.device, self.layout, self.workers, self.overlay = device, torch.channels_last if channels_last else torch.contiguous_format, workers, overlay
+        self.device, self.layout, self.workers, self.overlay = (
+            device,
+            torch.channels_last if channels_last else torch.contiguous_format,
+            workers,
+            overlay,
+        )
         self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._expected: list[list[int]] = []
 
     def start_epoch(self, batches: Sequence[torch.Tensor], streams: RandomStreams) -> None:
         """Plan the epoch: draw every batch's augmentation now (in step order) and start loading them."""
-        planned = epoch_params(batches, self.pool.augment, self.pool.padding, self.flip, self.image_size, self.scale, self.ratio,
-                               streams.augment)
+        planned = epoch_params(
+            batches, self.pool.augment, self.pool.padding, self.flip, self.image_size, self.scale, self.ratio, streams.augment
+        )
         self._expected = [[i for i, _ in batch] for batch in planned]
-        loader = DataLoader(self.pool, batch_sampler=planned, num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=4 if self.workers else None)
+        loader = DataLoader(
+            self.pool,
+            batch_sampler=planned,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if self.workers else None,
+        )
         self._batches = iter(loader)
 
     def __call__(self, indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, torch.Tensor]:

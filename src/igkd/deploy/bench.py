@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,12 +23,16 @@ from igkd.provenance import provenance
 ORT_BACKEND = "onnxruntime-cpu"
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
-ORDER = (f"PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
-         f"call and then {LATENCY_BLOCK} timed calls, starting one model further along than the round before); onnxruntime: one "
-         "model after another, since each session's own threads spin after a call and slow a session called right after it")
-COLD_DEFINITION = ("first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
-                   "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
-                   "is charged to no model")
+ORDER = (
+    f"PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
+    f"call and then {LATENCY_BLOCK} timed calls, starting one model further along than the round before); onnxruntime: one "
+    "model after another, since each session's own threads spin after a call and slow a session called right after it"
+)
+COLD_DEFINITION = (
+    "first call on a freshly loaded model (new module / new onnxruntime session), no warm-up; "
+    "each runtime is initialised beforehand on a throwaway model, so one-time process start-up "
+    "is charged to no model"
+)
 
 Call = Callable[[], object]
 
@@ -67,7 +72,7 @@ def make_call(backend: str, model: nn.Module, onnx: bytes | None, batch: int, im
     """A zero-argument forward pass of a fresh runner (module moved to its device, or a new ORT session)."""
     images = torch.rand(batch, 3, *image_hw(image_size), generator=torch.Generator().manual_seed(0))
     if backend == ORT_BACKEND:
-        session = ort_session(onnx, threads)
+        session = ort_session(onnx, threads)  # type: ignore[arg-type]
         feed = {session.get_inputs()[0].name: images.numpy()}
         return lambda: session.run(None, feed)
     device = torch.device("cuda" if backend == CUDA_BACKEND else "cpu")
@@ -93,8 +98,17 @@ def timing_groups(backend: str, count: int) -> list[list[int]]:
     return [[i] for i in range(count)] if backend == ORT_BACKEND else [list(range(count))]
 
 
-def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequence[str], batch_sizes: Sequence[int], threads: int,
-            warmup: int, repeats: int, cold: bool, image_size: int) -> list[dict[str, Any]]:
+def measure(
+    paths: Sequence[Path],
+    loaded: Sequence[LoadedModel],
+    backends: Sequence[str],
+    batch_sizes: Sequence[int],
+    threads: int,
+    warmup: int,
+    repeats: int,
+    cold: bool,
+    image_size: int,
+) -> list[dict[str, Any]]:
     """Size, cost and latency of every checkpoint (``loaded`` from ``paths``) on every backend and batch size.
 
     On PyTorch the models of one backend and batch size are timed in turn (:func:`interleaved_latency`), so their
@@ -106,8 +120,10 @@ def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequ
     for backend in backends:
         cuda = backend == CUDA_BACKEND
         for batch in batch_sizes:
-            cold_ms = [time_call_ms(make_call(backend, load_checkpoint(path).model, graph, batch, size, threads), cuda) if cold else None
-                       for path, graph, size in zip(paths, onnx, sizes)]
+            cold_ms = [
+                time_call_ms(make_call(backend, load_checkpoint(path).model, graph, batch, size, threads), cuda) if cold else None
+                for path, graph, size in zip(paths, onnx, sizes)
+            ]
             timings = []
             for group in timing_groups(backend, len(loaded)):
                 calls = [make_call(backend, loaded[i].model, onnx[i], batch, sizes[i], threads) for i in group]
@@ -116,9 +132,18 @@ def measure(paths: Sequence[Path], loaded: Sequence[LoadedModel], backends: Sequ
                 model_rows.append({"backend": backend, "batch": batch, **({"cold_ms": cold_call_ms} if cold else {}), **timing})
     for model in loaded:
         model.model.cpu()
-    return [{"path": str(path), "arch": str(model.arch), "image_size": size_record(size), "params": count_params(model.model),
-             "macs": count_macs(model.model, size), "file_bytes": file_size(path), "latency": model_rows}
-            for path, model, size, model_rows in zip(paths, loaded, sizes, rows)]
+    return [
+        {
+            "path": str(path),
+            "arch": str(model.arch),
+            "image_size": size_record(size),
+            "params": count_params(model.model),
+            "macs": count_macs(model.model, size),
+            "file_bytes": file_size(path),
+            "latency": model_rows,
+        }
+        for path, model, size, model_rows in zip(paths, loaded, sizes, rows)
+    ]
 
 
 def short_labels(paths: Sequence[Path]) -> list[str]:
@@ -142,8 +167,16 @@ def add_ratios(models: list[dict[str, Any]]) -> None:
                     row[f"{key}_vs_first"] = row[key] / ref[key]
 
 
-def bench(paths: Sequence[Path], batch_sizes: Sequence[int] = (1, 64), threads: int | None = None, warmup: int = 5,
-          repeats: int = 30, cold: bool = False, image_size: int = 32, backends: Sequence[str] | None = None) -> dict[str, Any]:
+def bench(
+    paths: Sequence[Path],
+    batch_sizes: Sequence[int] = (1, 64),
+    threads: int | None = None,
+    warmup: int = 5,
+    repeats: int = 30,
+    cold: bool = False,
+    image_size: int = 32,
+    backends: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Benchmark checkpoints side by side; every number plus settings and provenance, ready for JSON."""
     if not paths:
         raise IgkdError("give at least one checkpoint to benchmark (the first one is the reference, e.g. the teacher)")
@@ -160,11 +193,23 @@ def bench(paths: Sequence[Path], batch_sizes: Sequence[int] = (1, 64), threads: 
     for model, label in zip(models, short_labels([Path(p) for p in paths])):
         model["label"] = label
     add_ratios(models)
-    settings = {"threads": threads, "warmup": warmup, "repeats": repeats, "batch_sizes": list(batch_sizes),
-                "backends": chosen, "order": ORDER, "cold": cold, "cold_definition": COLD_DEFINITION if cold else None,
-                "timer": {"cpu": "time.perf_counter", "cuda": "CUDA events"}, "onnx_opset": ONNX_OPSET,
-                **({"onnxruntime": importlib.metadata.version("onnxruntime"),
-                    "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}} if ORT_BACKEND in chosen else {})}
+    settings = {
+        "threads": threads,
+        "warmup": warmup,
+        "repeats": repeats,
+        "batch_sizes": list(batch_sizes),
+        "backends": chosen,
+        "order": ORDER,
+        "cold": cold,
+        "cold_definition": COLD_DEFINITION if cold else None,
+        "timer": {"cpu": "time.perf_counter", "cuda": "CUDA events"},
+        "onnx_opset": ONNX_OPSET,
+        **(
+            {"onnxruntime": importlib.metadata.version("onnxruntime"), "onnxruntime_threads": {"intra_op": threads, "inter_op": 1}}
+            if ORT_BACKEND in chosen
+            else {}
+        ),
+    }
     return {"settings": settings, "models": models, "provenance": record}
 
 
@@ -195,16 +240,38 @@ def comparison_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]
         row("MACs / image", lambda m: _count(m["macs"]), lambda m: _ratio(m["macs_vs_first"])),
         row("checkpoint size", lambda m: f"{m['file_bytes'] / 1e6:.2f} MB", lambda m: _ratio(m["file_bytes_vs_first"])),
     ]
-    for i, ref in enumerate(models[0]["latency"]):
+
+    def latency_rows(i: int, ref: dict[str, Any]) -> list[list[str]]:
         setting = f"{ref['backend']}, batch {ref['batch']}"
-        rows.append(row(f"{setting}: median (p90) ms", lambda m: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
-                        lambda m: _ratio(m["latency"][i]["median_ms_vs_first"])))
+        out = [
+            row(
+                f"{setting}: median (p90) ms",
+                lambda m: f"{m['latency'][i]['median_ms']:.3f} ({m['latency'][i]['p90_ms']:.3f})",
+                lambda m: _ratio(m["latency"][i]["median_ms_vs_first"]),
+            )
+        ]
         if "cold_ms" in ref:
-            rows.append(row(f"{setting}: cold first call ms", lambda m: f"{m['latency'][i]['cold_ms']:.3f}",
-                            lambda m: _ratio(m["latency"][i]["cold_ms_vs_first"])))
-        rows.append(row(f"{setting}: min-max ms", lambda m: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}", lambda m: ""))
-        rows.append(row(f"{setting}: images/s", lambda m: f"{m['latency'][i]['throughput_ips']:,.0f}",
-                        lambda m: _ratio(m["latency"][i]["throughput_ips_vs_first"])))
+            out.append(
+                row(
+                    f"{setting}: cold first call ms",
+                    lambda m: f"{m['latency'][i]['cold_ms']:.3f}",
+                    lambda m: _ratio(m["latency"][i]["cold_ms_vs_first"]),
+                )
+            )
+        out.append(
+            row(f"{setting}: min-max ms", lambda m: f"{m['latency'][i]['min_ms']:.3f}-{m['latency'][i]['max_ms']:.3f}", lambda m: "")
+        )
+        out.append(
+            row(
+                f"{setting}: images/s",
+                lambda m: f"{m['latency'][i]['throughput_ips']:,.0f}",
+                lambda m: _ratio(m["latency"][i]["throughput_ips_vs_first"]),
+            )
+        )
+        return out
+
+    for i, ref in enumerate(models[0]["latency"]):
+        rows += latency_rows(i, ref)
     return header, rows
 
 
@@ -213,14 +280,24 @@ def per_model_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     models = result["models"]
     settings = [f"{row['backend']}, batch {row['batch']}: median ms" for row in models[0]["latency"]]
     header = ["model", "arch", "params", "MACs / image", *settings]
-    rows = [[m["label"], m["arch"], f"{_count(m['params'])} ({_ratio(m['params_vs_first'])})", f"{_count(m['macs'])} ({_ratio(m['macs_vs_first'])})",
-             *[f"{r['median_ms']:.3f} ({_ratio(r['median_ms_vs_first'])})" for r in m["latency"]]] for m in models]
+    rows = [
+        [
+            m["label"],
+            m["arch"],
+            f"{_count(m['params'])} ({_ratio(m['params_vs_first'])})",
+            f"{_count(m['macs'])} ({_ratio(m['macs_vs_first'])})",
+            *[f"{r['median_ms']:.3f} ({_ratio(r['median_ms_vs_first'])})" for r in m["latency"]],
+        ]
+        for m in models
+    ]
     return header, rows
 
 
 def bench_caption(result: dict[str, Any]) -> str:
     """One line stating how the numbers were taken."""
     s = result["settings"]
-    text = (f"{s['threads']} CPU threads (torch and onnxruntime intra-op), {s['warmup']} warm-up calls, "
-            f"{s['repeats']} timed calls, PyTorch models timed in turn; ratios are model / {result['models'][0]['label']}")
+    text = (
+        f"{s['threads']} CPU threads (torch and onnxruntime intra-op), {s['warmup']} warm-up calls, "
+        f"{s['repeats']} timed calls, PyTorch models timed in turn; ratios are model / {result['models'][0]['label']}"
+    )
     return text + ("; cold = " + s["cold_definition"] if s["cold"] else "")

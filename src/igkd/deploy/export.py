@@ -53,8 +53,13 @@ def onnx_bytes(model: nn.Module, image_size: ImageSize) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            model.eval(), (_example(image_size),), buffer, dynamo=False, opset_version=ONNX_OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model.eval(),
+            (_example(image_size),),
+            buffer,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
     return buffer.getvalue()
@@ -123,23 +128,44 @@ def report_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-def export_model(loaded: LoadedModel, source: Path, output: Path, fmt: str, image_size: ImageSize, atol: float = DEFAULT_ATOL) -> dict[str, Any]:
+def export_model(
+    loaded: LoadedModel, source: Path, output: Path, fmt: str, image_size: ImageSize, atol: float = DEFAULT_ATOL
+) -> dict[str, Any]:
     """Export, check against PyTorch, then write the model and its check report (nothing if the check fails)."""
     if output.resolve() == source.resolve():
         raise IgkdError(f"export output '{output}' is the checkpoint itself; choose another --output")
     data = export_bytes(loaded.model, fmt, image_size)
     diff = max_abs_diff(loaded.model, fmt, data, image_size)
     if not diff <= atol:
-        raise IgkdError(f"exported {fmt} model differs from PyTorch by {diff:.3g} (> {atol:g}); nothing written; "
-                        "report this model, or raise --atol if the difference is acceptable")
+        raise IgkdError(
+            f"exported {fmt} model differs from PyTorch by {diff:.3g} (> {atol:g}); nothing written; "
+            "report this model, or raise --atol if the difference is acceptable"
+        )
     report = {
-        "source": str(source), "output": str(output), "format": fmt, "bytes": len(data),
-        "arch": str(loaded.arch), "classes": loaded.classes, "mean": loaded.mean, "std": loaded.std,
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, *image_hw(image_size)], "dtype": "float32", "range": [0.0, 1.0],
-                  "normalisation": "inside the model"},
-        "output_name": OUTPUT_NAME, "opset": ONNX_OPSET if fmt == "onnx" else None,
-        "check": {"max_abs_diff": diff, "atol": atol, "batch_sizes": list(CHECK_BATCHES), "export_batch": EXPORT_BATCH,
-                  "runtime": "onnxruntime (CPU)" if fmt == "onnx" else "torch.jit"},
+        "source": str(source),
+        "output": str(output),
+        "format": fmt,
+        "bytes": len(data),
+        "arch": str(loaded.arch),
+        "classes": loaded.classes,
+        "mean": loaded.mean,
+        "std": loaded.std,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, *image_hw(image_size)],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "normalisation": "inside the model",
+        },
+        "output_name": OUTPUT_NAME,
+        "opset": ONNX_OPSET if fmt == "onnx" else None,
+        "check": {
+            "max_abs_diff": diff,
+            "atol": atol,
+            "batch_sizes": list(CHECK_BATCHES),
+            "export_batch": EXPORT_BATCH,
+            "runtime": "onnxruntime (CPU)" if fmt == "onnx" else "torch.jit",
+        },
         "provenance": provenance(torch.device("cpu"), seed=0),
     }
     atomic_write_bytes(output, data)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +53,9 @@ def _reader(input_name: str, images: np.ndarray, progress: StageProgress | None 
     return Batches()
 
 
-def quantize_onnx(model: bytes, calibration: np.ndarray, per_channel: bool = True, reduce_range: bool = True,
-                  progress: StageProgress | None = None) -> bytes:
+def quantize_onnx(
+    model: bytes, calibration: np.ndarray, per_channel: bool = True, reduce_range: bool = True, progress: StageProgress | None = None
+) -> bytes:
     """Static int8 QDQ quantisation after onnxruntime's recommended pre-processing: int8 weights (per output
     channel unless ``per_channel`` is False), int8 activations with MinMax ranges from ``calibration``.
 
@@ -72,8 +74,14 @@ def quantize_onnx(model: bytes, calibration: np.ndarray, per_channel: bool = Tru
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(proto, prepared)
         quantize_static(
-            prepared, quantized, _reader(proto.graph.input[0].name, calibration, progress), quant_format=QuantFormat.QDQ,
-            per_channel=per_channel, reduce_range=reduce_range, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            prepared,
+            quantized,
+            _reader(proto.graph.input[0].name, calibration, progress),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )
         return quantized.read_bytes()
@@ -90,16 +98,25 @@ def weight_bytes(model: bytes) -> int:
 def onnx_accuracy(model: bytes, dataset: ImageSet) -> tuple[float, np.ndarray]:
     """Accuracy and predictions of an ONNX model on a uint8 image set."""
     session = ort_session(model)
-    predictions = np.concatenate([
-        onnx_logits(session, dataset.images[i : i + EVAL_BATCH].float().div(255).numpy()).argmax(1)
-        for i in range(0, len(dataset), EVAL_BATCH)
-    ])
+    predictions = np.concatenate(
+        [
+            onnx_logits(session, dataset.images[i : i + EVAL_BATCH].float().div(255).numpy()).argmax(1)
+            for i in range(0, len(dataset), EVAL_BATCH)
+        ]
+    )
     return float((predictions == dataset.labels.numpy()).mean()), predictions
 
 
 def quantize_model(
-    loaded: LoadedModel, source: Path, output: Path, data: PreparedData, calibration: int, seed: int,
-    per_channel: bool = True, reduce_range: bool = True, console: Console | None = None,
+    loaded: LoadedModel,
+    source: Path,
+    output: Path,
+    data: PreparedData,
+    calibration: int,
+    seed: int,
+    per_channel: bool = True,
+    reduce_range: bool = True,
+    console: Console | None = None,
 ) -> dict[str, Any]:
     """Quantise ``loaded`` to int8 ONNX, compare it with the float ONNX on the test split, write model + JSON report.
 
@@ -116,16 +133,35 @@ def quantize_model(
     acc_fp32, pred_fp32 = onnx_accuracy(fp32, test)
     acc_int8, pred_int8 = onnx_accuracy(int8, test)
     report = {
-        "source": str(source), "output": str(output), "arch": str(loaded.arch), "classes": loaded.classes,
-        "image_size": size_record(data.pool.image_size), "opset": ONNX_OPSET,
-        "quantization": {"format": "QDQ", "weights": ("int8 (7-bit range), " if reduce_range else "int8, ") + ("per channel" if per_channel else "per tensor"),
-                         "activations": "int8, per tensor", "calibration_method": "MinMax"},
+        "source": str(source),
+        "output": str(output),
+        "arch": str(loaded.arch),
+        "classes": loaded.classes,
+        "image_size": size_record(data.pool.image_size),
+        "opset": ONNX_OPSET,
+        "quantization": {
+            "format": "QDQ",
+            "weights": ("int8 (7-bit range), " if reduce_range else "int8, ") + ("per channel" if per_channel else "per tensor"),
+            "activations": "int8, per tensor",
+            "calibration_method": "MinMax",
+        },
         "calibration": {"split": "train", "images": len(images), "seed": seed, "data": data.pool.name},
-        "test": {"data": test.name, "n": len(test), "accuracy_fp32": acc_fp32, "accuracy_int8": acc_int8,
-                 "accuracy_change": acc_int8 - acc_fp32, "agreement": float((pred_fp32 == pred_int8).mean()),
-                 "runtime": "onnxruntime (CPU)"},
-        "size": {"checkpoint_bytes": file_size(source), "fp32_onnx_bytes": len(fp32), "int8_onnx_bytes": len(int8),
-                 "fp32_weight_bytes": weight_bytes(fp32), "int8_weight_bytes": weight_bytes(int8)},
+        "test": {
+            "data": test.name,
+            "n": len(test),
+            "accuracy_fp32": acc_fp32,
+            "accuracy_int8": acc_int8,
+            "accuracy_change": acc_int8 - acc_fp32,
+            "agreement": float((pred_fp32 == pred_int8).mean()),
+            "runtime": "onnxruntime (CPU)",
+        },
+        "size": {
+            "checkpoint_bytes": file_size(source),
+            "fp32_onnx_bytes": len(fp32),
+            "int8_onnx_bytes": len(int8),
+            "fp32_weight_bytes": weight_bytes(fp32),
+            "int8_weight_bytes": weight_bytes(int8),
+        },
         "provenance": provenance(torch.device("cpu"), seed),
     }
     atomic_write_bytes(output, int8)

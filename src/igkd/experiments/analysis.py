@@ -32,8 +32,12 @@ def map_agreement(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.1) -> di
         rhos.append(0.0 if np.isnan(rho) else float(rho))
         top_x, top_y = set(np.argpartition(-x, k - 1)[:k].tolist()), set(np.argpartition(-y, k - 1)[:k].tolist())
         ious.append(len(top_x & top_y) / len(top_x | top_y))
-    return {"images": len(rhos), "spearman_mean": float(np.mean(rhos)), "spearman_std": float(np.std(rhos)),
-            f"top{round(100 * top_fraction)}_iou_mean": float(np.mean(ious))}
+    return {
+        "images": len(rhos),
+        "spearman_mean": float(np.mean(rhos)),
+        "spearman_std": float(np.std(rhos)),
+        f"top{round(100 * top_fraction)}_iou_mean": float(np.mean(ious)),
+    }
 
 
 def ig_agreement(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
+from igkd.identity import stage_identities, student_run_id
 from igkd.methods import METHODS, canonical_method
 from igkd.models.mobilenetv2 import NUM_FEATURE_BLOCKS, ArchSpec
 from igkd.models.registry import parse_arch
-from igkd.identity import stage_identities, student_run_id
 
 T = TypeVar("T")
 EXPERIMENTS = ("ablation", "sweep")
@@ -93,12 +94,16 @@ def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str | Non
     return jobs
 
 
-def sweep_archs(teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, widths: tuple[float, ...] = SWEEP_WIDTHS) -> list[tuple[str, str]]:
+def sweep_archs(
+    teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, widths: tuple[float, ...] = SWEEP_WIDTHS
+) -> list[tuple[str, str]]:
     """(family, arch): the teacher minus its last k blocks, and the teacher at smaller width multipliers."""
     teacher = parse_arch(teacher_arch)
     if not isinstance(teacher, ArchSpec):
-        raise IgkdError(f"the compression sweep removes blocks and narrows widths of mobilenetv2_cifar; the teacher '{teacher_arch}' "
-                        "is another family: run its students one by one with --set student.arch=...")
+        raise IgkdError(
+            f"the compression sweep removes blocks and narrows widths of mobilenetv2_cifar; the teacher '{teacher_arch}' "
+            "is another family: run its students one by one with --set student.arch=..."
+        )
     most = NUM_FEATURE_BLOCKS - 2 - teacher.drop_last_blocks
     if any(not 1 <= k <= most for k in blocks):
         raise IgkdError(f"--blocks {list(blocks)}: the teacher '{teacher_arch}' allows removing 1..{most} more blocks")
@@ -134,8 +139,12 @@ def plan_jobs(name: str, base: RunConfig, options: PlanOptions, data_content: st
     unknown = [c for c in options.controls if c not in ABLATION_CONTROLS]
     if unknown:
         raise IgkdError(f"--controls {','.join(unknown)}: unknown map control; choose from {', '.join(ABLATION_CONTROLS)} (or none)")
-    options = replace(options, controls=tuple(dict.fromkeys(options.controls)), blocks=tuple(dict.fromkeys(options.blocks)),
-                      widths=tuple(dict.fromkeys(options.widths)))
+    options = replace(
+        options,
+        controls=tuple(dict.fromkeys(options.controls)),
+        blocks=tuple(dict.fromkeys(options.blocks)),
+        widths=tuple(dict.fromkeys(options.widths)),
+    )
     jobs = (ablation_jobs if name == "ablation" else sweep_jobs)(base, options, data_content)
     if not jobs:
         raise IgkdError(f"the {name} plan is empty with methods {list(options.methods or [])}; choose methods it runs")

@@ -44,8 +44,13 @@ def box_plot(path: Path, groups: dict[str, list[float]], title: str, teacher_acc
     _save(fig, path)
 
 
-def sweep_plot(path: Path, series: dict[tuple[str, str], list[tuple[float, float, float, float]]], x_label: str,
-               teacher: tuple[float, float] | None, title: str) -> None:
+def sweep_plot(
+    path: Path,
+    series: dict[tuple[str, str], list[tuple[float, float, float, float]]],
+    x_label: str,
+    teacher: tuple[float, float] | None,
+    title: str,
+) -> None:
     """Accuracy vs size on a log axis: one line per (method, family); points are (x, mean, ci_low, ci_high)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.0, 4.5))
@@ -57,8 +62,17 @@ def sweep_plot(path: Path, series: dict[tuple[str, str], list[tuple[float, float
         mean = np.array([100 * p[1] for p in points])
         low = np.array([100 * p[2] if np.isfinite(p[2]) else 100 * p[1] for p in points])
         high = np.array([100 * p[3] if np.isfinite(p[3]) else 100 * p[1] for p in points])
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], linestyle=styles.get(family, ":"), marker="o", markersize=3, color=colors[method],
-                    capsize=2, label=f"{method} ({'last k blocks removed' if family == 'blocks' else 'width multiplier'})")
+        ax.errorbar(
+            x,
+            mean,
+            yerr=[mean - low, high - mean],
+            linestyle=styles.get(family, ":"),
+            marker="o",
+            markersize=3,
+            color=colors[method],
+            capsize=2,
+            label=f"{method} ({'last k blocks removed' if family == 'blocks' else 'width multiplier'})",
+        )
     if teacher is not None:
         ax.scatter([teacher[0]], [100 * teacher[1]], marker="*", s=120, color="black", zorder=5, label="teacher")
     ax.set_xscale("log")
@@ -80,8 +94,17 @@ def severity_plot(path: Path, series: dict[str, list[tuple[int, float, float, fl
         mean = np.array([100 * p[1] for p in points])
         low = np.array([100 * p[2] if np.isfinite(p[2]) else 100 * p[1] for p in points])
         high = np.array([100 * p[3] if np.isfinite(p[3]) else 100 * p[1] for p in points])
-        ax.errorbar(np.asarray(x) + 0.04 * (i - len(series) / 2), mean, yerr=[mean - low, high - mean], marker="o", markersize=3,
-                    capsize=2, color="black" if method == "teacher" else f"C{i}", linestyle="--" if method == "teacher" else "-", label=method)
+        ax.errorbar(
+            np.asarray(x) + 0.04 * (i - len(series) / 2),
+            mean,
+            yerr=[mean - low, high - mean],
+            marker="o",
+            markersize=3,
+            capsize=2,
+            color="black" if method == "teacher" else f"C{i}",
+            linestyle="--" if method == "teacher" else "-",
+            label=method,
+        )
     ax.set_xticks(range(0, 6), ["clean", "1", "2", "3", "4", "5"])
     ax.set_xlabel("corruption severity")
     ax.set_ylabel("test accuracy (%), mean over corruptions; 95% CI over seeds")
@@ -97,7 +120,10 @@ def ig_grid(path: Path, images: torch.Tensor, titles: list[str], rows: dict[str,
     x = images.float() / 255
     teacher_maps = torch.from_numpy(np.asarray(next(iter(rows.values())), dtype=np.float32))
     overlaid = overlay_maps(x, teacher_maps, prob=1.0, power_range=(power, power))
-    panels = [("image", x.permute(0, 2, 3, 1).numpy(), None), (f"overlay (s={power:g})", overlaid.permute(0, 2, 3, 1).numpy(), None)]
+    panels: list[tuple[str, np.ndarray, str | None]] = [
+        ("image", x.permute(0, 2, 3, 1).numpy(), None),
+        (f"overlay (s={power:g})", overlaid.permute(0, 2, 3, 1).numpy(), None),
+    ]
     panels += [(f"IG: {name}", np.asarray(maps, dtype=np.float32), "inferno") for name, maps in rows.items()]
     fig, axes = plt.subplots(len(panels), len(x), figsize=(1.5 * len(x), 1.55 * len(panels)), squeeze=False)
     for r, (label, stack, cmap) in enumerate(panels):

@@ -12,6 +12,7 @@ import io
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,11 @@ from igkd.robustness import RECORD
 from igkd.runtime import resolve_device
 from igkd.stats import as_dicts, compare_pairs, summarize
 
-PAPER_NOTE = ("For orientation only: on the original CIFAR-10 (not comparable with other data, CIFAR-10 JPEG q75 included) "
-              "the paper reports means over 10 runs at 4.12x of Student 91.18%, KD 91.62%, KD_IG 92.02%, KD_IG_AT 91.86% "
-              "and a teacher of 93.91%.")
+PAPER_NOTE = (
+    "For orientation only: on the original CIFAR-10 (not comparable with other data, CIFAR-10 JPEG q75 included) "
+    "the paper reports means over 10 runs at 4.12x of Student 91.18%, KD 91.62%, KD_IG 92.02%, KD_IG_AT 91.86% "
+    "and a teacher of 93.91%."
+)
 
 
 def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -43,12 +46,16 @@ def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
         final = read_json_object(folder / "final.json")
         if final:
             transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted(folder.glob("transfer-*.json"))}
-            runs[folder.name] = {"final": final, "analysis": read_json_object(folder / "analysis.json"), "transfer": transfer,
-                                 "robustness": read_json_object(folder / RECORD)}
+            runs[folder.name] = {
+                "final": final,
+                "analysis": read_json_object(folder / "analysis.json"),
+                "transfer": transfer,
+                "robustness": read_json_object(folder / RECORD),
+            }
     return runs
 
 
-def _pct(x: float) -> str:
+def _pct(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
 
 
@@ -104,8 +111,15 @@ def _mean_or_nan(values: list[float | None]) -> float:
     return float(np.mean(present)) if present else float("nan")
 
 
-def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path,
-              teacher_checks: dict[str, Any], base_arch: str) -> dict[str, Any]:
+def _ablation(
+    doc: Document,
+    plan: dict[str, Any],
+    runs: dict[str, dict[str, Any]],
+    teacher: dict[str, Any],
+    figures: Path,
+    teacher_checks: dict[str, Any],
+    base_arch: str,
+) -> dict[str, Any]:
     groups = _by_group(plan, runs, base_arch)
     if not groups:
         doc.paragraph("No run of this experiment has finished yet.")
@@ -120,26 +134,61 @@ def _ablation(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any
         agreement = [r["analysis"].get("ig_agreement", {}).get("spearman_mean") for r in seeds.values()]
         delta = s.mean - float(np.mean(list(baseline.values()))) if baseline else float("nan")
         final = next(iter(seeds.values()))["final"]
-        rows.append([group, str(s.n), _pct(s.mean), _pct(s.std), f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]", _pct(s.best),
-                     f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a", f"{final['params']:,}", f"{final['macs']:,}",
-                     _pct(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
-                     f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a"])
-    doc.table(["arm", "runs", "mean acc (%)", "std", "95% CI", "best", "vs Student (pts)", "params", "MACs", "agrees w/ teacher (%)",
-               "IG Spearman vs teacher"], rows)
-    doc.paragraph(f"Test accuracy of the checkpoint chosen on the validation split; CI: Student-t over seeds. Student `{base_arch}` "
-                  "unless the arm names another after `@`. "
-                  "`-shuffled` / `-noise`: KD_IG with each image given another image's map / a random map (controls). "
-                  "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images.")
-    box_plot(figures / "ablation_box.png", {g: list(v.values()) for g, v in accuracy.items()},
-             f"ablation at {base_arch}", teacher["test"]["accuracy"] if teacher else None)
+        rows.append(
+            [
+                group,
+                str(s.n),
+                _pct(s.mean),
+                _pct(s.std),
+                f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]",
+                _pct(s.best),
+                f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a",
+                f"{final['params']:,}",
+                f"{final['macs']:,}",
+                _pct(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
+                f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a",
+            ]
+        )
+    doc.table(
+        [
+            "arm",
+            "runs",
+            "mean acc (%)",
+            "std",
+            "95% CI",
+            "best",
+            "vs Student (pts)",
+            "params",
+            "MACs",
+            "agrees w/ teacher (%)",
+            "IG Spearman vs teacher",
+        ],
+        rows,
+    )
+    doc.paragraph(
+        f"Test accuracy of the checkpoint chosen on the validation split; CI: Student-t over seeds. Student `{base_arch}` "
+        "unless the arm names another after `@`. "
+        "`-shuffled` / `-noise`: KD_IG with each image given another image's map / a random map (controls). "
+        "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images."
+    )
+    box_plot(
+        figures / "ablation_box.png",
+        {g: list(v.values()) for g, v in accuracy.items()},
+        f"ablation at {base_arch}",
+        teacher["test"]["accuracy"] if teacher else None,
+    )
     doc.image("figures/ablation_box.png", "ablation box plot")
     planned = _pairwise(doc, accuracy, "Planned comparisons", "test accuracy", planned_pairs(list(accuracy)))
     tests = _pairwise(doc, accuracy, "All pairwise tests", "test accuracy")
-    return {"summary": {g: s.__dict__ for g, s in summaries.items()}, "planned": planned, "tests": tests,
-            "robustness": _robustness(doc, groups, teacher_checks, figures)}
+    return {
+        "summary": {g: s.__dict__ for g, s in summaries.items()},
+        "planned": planned,
+        "tests": tests,
+        "robustness": _robustness(doc, groups, teacher_checks, figures),
+    }
 
 
-def _mean_ci(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+def _mean_ci(values: Sequence[float | None], scale: float = 100.0, digits: int = 2) -> str:
     present = [v for v in values if v is not None]
     if not present:
         return "n/a"
@@ -168,49 +217,90 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
     transfer = {g: [_transfer_accuracy(r, "accuracy") for r in seeds.values()] for g, seeds in groups.items()}
     balanced = {g: [_transfer_accuracy(r, "balanced_accuracy") for r in seeds.values()] for g, seeds in groups.items()}
     if left_out:
-        doc.paragraph("Left out of this section: " + "; ".join(f"{n} student record(s): {why}" for why, n in left_out.items())
-                      + ". Re-run the experiment with `robustness.enabled=true` to measure them again under the teacher's protocol.")
+        doc.paragraph(
+            "Left out of this section: "
+            + "; ".join(f"{n} student record(s): {why}" for why, n in left_out.items())
+            + ". Re-run the experiment with `robustness.enabled=true` to measure them again under the teacher's protocol."
+        )
     if not reference and not any(v is not None for vs in transfer.values() for v in vs):
-        doc.paragraph("No corruption or transfer evaluation yet: set `robustness.enabled=true` and re-run the experiment "
-                      "(finished students are reused; only the evaluation runs), or run `igkd transfer`.")
+        doc.paragraph(
+            "No corruption or transfer evaluation yet: set `robustness.enabled=true` and re-run the experiment "
+            "(finished students are reused; only the evaluation runs), or run `igkd transfer`."
+        )
         return {}
     rows = []
     if reference:
         protocol = reference["protocol"]
-        doc.paragraph(f"Corruptions {', '.join(protocol['corruptions'])} at severities {', '.join(map(str, protocol['severities']))}, "
-                      f"generated from the {reference['test_images']} test images with seed {protocol['seed']}: the same images for every "
-                      f"model. Parameters: {protocol['source']} (the table in `igkd.corruptions`). mCA: mean corruption accuracy over every "
-                      "corruption and severity; mCE: mean over corruptions of the model's summed error divided by the teacher's "
-                      "(1.00 = as robust as the teacher); drop: (clean - mCA) / clean.")
-        rows.append(["teacher", "1", _pct(reference["clean_accuracy"]), _pct(reference["mean_corruption_accuracy"]), "1.00",
-                     _pct(reference["relative_drop"]), _pct(_transfer_accuracy(teacher, "accuracy")),
-                     _pct(_transfer_accuracy(teacher, "balanced_accuracy"))])
+        doc.paragraph(
+            f"Corruptions {', '.join(protocol['corruptions'])} at severities {', '.join(map(str, protocol['severities']))}, "
+            f"generated from the {reference['test_images']} test images with seed {protocol['seed']}: the same images for every "
+            f"model. Parameters: {protocol['source']} (the table in `igkd.corruptions`). mCA: mean corruption accuracy over every "
+            "corruption and severity; mCE: mean over corruptions of the model's summed error divided by the teacher's "
+            "(1.00 = as robust as the teacher); drop: (clean - mCA) / clean."
+        )
+        rows.append(
+            [
+                "teacher",
+                "1",
+                _pct(reference["clean_accuracy"]),
+                _pct(reference["mean_corruption_accuracy"]),
+                "1.00",
+                _pct(reference["relative_drop"]),
+                _pct(_transfer_accuracy(teacher, "accuracy")),
+                _pct(_transfer_accuracy(teacher, "balanced_accuracy")),
+            ]
+        )
     for group in groups:
         recs = list(records[group].values())
-        rows.append([group, str(len(recs)), _mean_ci([r["clean_accuracy"] for r in recs]), _mean_ci([r["mean_corruption_accuracy"] for r in recs]),
-                     _mean_ci([r.get("mce") for r in recs], 1.0), _mean_ci([r["relative_drop"] for r in recs]),
-                     _mean_ci(transfer[group]), _mean_ci(balanced[group])])
-    doc.table(["method", "runs", "clean acc (%)", "mCA (%)", "mCE vs teacher", "drop (%)", "transfer acc (%)", "transfer bal. acc (%)"], rows)
-    doc.paragraph("Mean [95% CI] over seeds. Transfer: accuracy on the evaluated splits of the other dataset (`igkd transfer`), "
-                  "their mean; n/a where not evaluated.")
+        rows.append(
+            [
+                group,
+                str(len(recs)),
+                _mean_ci([r["clean_accuracy"] for r in recs]),
+                _mean_ci([r["mean_corruption_accuracy"] for r in recs]),
+                _mean_ci([r.get("mce") for r in recs], 1.0),
+                _mean_ci([r["relative_drop"] for r in recs]),
+                _mean_ci(transfer[group]),
+                _mean_ci(balanced[group]),
+            ]
+        )
+    doc.table(
+        ["method", "runs", "clean acc (%)", "mCA (%)", "mCE vs teacher", "drop (%)", "transfer acc (%)", "transfer bal. acc (%)"], rows
+    )
+    doc.paragraph(
+        "Mean [95% CI] over seeds. Transfer: accuracy on the evaluated splits of the other dataset (`igkd transfer`), "
+        "their mean; n/a where not evaluated."
+    )
     if not reference or not any(records.values()):
         return {"transfer": transfer}
     corruptions, severities = reference["protocol"]["corruptions"], [str(v) for v in reference["protocol"]["severities"]]
     by_model = {"teacher": [reference], **{g: list(recs.values()) for g, recs in records.items() if recs}}
     doc.paragraph("Accuracy (%) per corruption, mean over severities (and seeds):")
-    doc.table(["method", *corruptions], [[g, *[_pct(float(np.mean([np.mean([r["accuracy"][c][v] for v in severities]) for r in recs])))
-                                               for c in corruptions]] for g, recs in by_model.items()])
-    series = {g: [(0, *_mean_band([r["clean_accuracy"] for r in recs]))]
-              + [(int(v), *_mean_band([float(np.mean([r["accuracy"][c][v] for c in corruptions])) for r in recs])) for v in severities]
-              for g, recs in by_model.items()}
+    doc.table(
+        ["method", *corruptions],
+        [
+            [g, *[_pct(float(np.mean([np.mean([r["accuracy"][c][v] for v in severities]) for r in recs]))) for c in corruptions]]
+            for g, recs in by_model.items()
+        ],
+    )
+    series = {
+        g: [(0, *_mean_band([r["clean_accuracy"] for r in recs]))]
+        + [(int(v), *_mean_band([float(np.mean([r["accuracy"][c][v] for c in corruptions])) for r in recs])) for v in severities]
+        for g, recs in by_model.items()
+    }
     severity_plot(figures / "robustness_severity.png", series, "accuracy under common corruptions")
     doc.image("figures/robustness_severity.png", "accuracy against corruption severity")
     mca = {g: {seed: r["mean_corruption_accuracy"] for seed, r in recs.items()} for g, recs in records.items() if recs}
-    return {"mca": {g: summarize(list(v.values())).__dict__ for g, v in mca.items()},
-            "mce": {g: summarize([r["mce"] for r in recs.values()]).__dict__ for g, recs in records.items()
-                    if recs and all(r.get("mce") is not None for r in recs.values())},
-            "tests": _pairwise(doc, mca, "Pairwise tests on mean corruption accuracy", "mean corruption accuracy", level=4),
-            "transfer": transfer}
+    return {
+        "mca": {g: summarize(list(v.values())).__dict__ for g, v in mca.items()},
+        "mce": {
+            g: summarize([r["mce"] for r in recs.values()]).__dict__
+            for g, recs in records.items()
+            if recs and all(r.get("mce") is not None for r in recs.values())
+        },
+        "tests": _pairwise(doc, mca, "Pairwise tests on mean corruption accuracy", "mean corruption accuracy", level=4),
+        "transfer": transfer,
+    }
 
 
 def _mean_band(values: list[float]) -> tuple[float, float, float]:
@@ -218,8 +308,9 @@ def _mean_band(values: list[float]) -> tuple[float, float, float]:
     return s.mean, s.ci_low, s.ci_high
 
 
-def _pairwise(doc: Document, values: dict[str, dict[int, float]], title: str, what: str,
-              pairs: list[tuple[str, str]] | None = None, level: int = 3) -> dict[str, Any]:
+def _pairwise(
+    doc: Document, values: dict[str, dict[int, float]], title: str, what: str, pairs: list[tuple[str, str]] | None = None, level: int = 3
+) -> dict[str, Any]:
     """Welch and paired tests of ``pairs`` (default: every pair of arms), each Holm-corrected over the pairs it could test."""
     family = "planned" if pairs is not None else "all"
     pairs = pairs if pairs is not None else list(itertools.combinations(values, 2))
@@ -230,25 +321,48 @@ def _pairwise(doc: Document, values: dict[str, dict[int, float]], title: str, wh
         doc.paragraph(f"No {family} pair of arms has two runs each yet, so no test of {what} yet.")
         return {}
     scope = "the comparisons listed" if family == "planned" else "every pair of arms"
-    doc.paragraph(f"Of {what}, for {scope}: Welch's t-test (independent runs) with Cohen's d, Holm-corrected over the m = {len(welch)} "
-                  "pairs with at least 2 runs in each arm; and the paired t-test on the seeds both arms share, Holm-corrected over the "
-                  f"m = {len(paired)} pairs sharing at least 2 seeds. Runs with the same seed share the training subset, the initial "
-                  "weights, the data order and the crops and flips, so pairing by seed is valid. n: runs in the test.")
+    doc.paragraph(
+        f"Of {what}, for {scope}: Welch's t-test (independent runs) with Cohen's d, Holm-corrected over the m = {len(welch)} "
+        "pairs with at least 2 runs in each arm; and the paired t-test on the seeds both arms share, Holm-corrected over the "
+        f"m = {len(paired)} pairs sharing at least 2 seeds. Runs with the same seed share the training subset, the initial "
+        "weights, the data order and the crops and flips, so pairing by seed is valid. n: runs in the test."
+    )
     welch_by_pair = {(c.a, c.b): c for c in welch}
     rows = []
     for a, b in pairs:
         w, p = welch_by_pair.get((a, b)), paired.get((a, b))
         if w is None and p is None:
             continue
-        diff = (w or p).mean_difference if w else float(np.mean(list(values[a].values())) - np.mean(list(values[b].values())))
-        rows.append([f"{a} - {b}", f"{100 * diff:+.2f}", f"{w.n_a}/{w.n_b}" if w else f"{len(values[a])}/{len(values[b])}",
-                     f"{w.p_value:.3g}" if w else "n/a", f"{w.p_holm:.3g}" if w else "n/a", f"{w.cohens_d:+.2f}" if w else "n/a",
-                     str(p.n_a) if p else str(len(set(values[a]) & set(values[b]))), f"{p.p_value:.3g}" if p else "n/a",
-                     f"{p.p_holm:.3g}" if p else "n/a"])
+        diff = w.mean_difference if w else float(np.mean(list(values[a].values())) - np.mean(list(values[b].values())))
+        rows.append(
+            [
+                f"{a} - {b}",
+                f"{100 * diff:+.2f}",
+                f"{w.n_a}/{w.n_b}" if w else f"{len(values[a])}/{len(values[b])}",
+                f"{w.p_value:.3g}" if w else "n/a",
+                f"{w.p_holm:.3g}" if w else "n/a",
+                f"{w.cohens_d:+.2f}" if w else "n/a",
+                str(p.n_a) if p else str(len(set(values[a]) & set(values[b]))),
+                f"{p.p_value:.3g}" if p else "n/a",
+                f"{p.p_holm:.3g}" if p else "n/a",
+            ]
+        )
     if family == "all":
         rows.sort(key=lambda r: float(r[3]) if r[3] != "n/a" else 2.0)
-    doc.table(["pair", "diff (pts)", "n", "Welch p", f"Welch p (Holm, m={len(welch)})", "Cohen's d", "paired n", "paired p",
-               f"paired p (Holm, m={len(paired)})"], rows)
+    doc.table(
+        [
+            "pair",
+            "diff (pts)",
+            "n",
+            "Welch p",
+            f"Welch p (Holm, m={len(welch)})",
+            "Cohen's d",
+            "paired n",
+            "paired p",
+            f"paired p (Holm, m={len(paired)})",
+        ],
+        rows,
+    )
     return {"family": family, "pairs": [list(pair) for pair in pairs], "welch": as_dicts(welch), "paired": as_dicts(list(paired.values()))}
 
 
@@ -268,7 +382,13 @@ def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]],
         if not finals:
             continue
         params, macs = finals[0]["params"], finals[0]["macs"]
-        row = [family, f"`{arch}`", f"{params:,}", f"{teacher['params'] / params:.2f}x" if teacher else "", f"{teacher['macs'] / macs:.2f}x" if teacher else ""]
+        row = [
+            family,
+            f"`{arch}`",
+            f"{params:,}",
+            f"{teacher['params'] / params:.2f}x" if teacher else "",
+            f"{teacher['macs'] / macs:.2f}x" if teacher else "",
+        ]
         for method in methods:
             values = [f["test"]["accuracy"] for f in cells.get((family, arch, method), [])]
             row.append(_ci(values) if values else "-")
@@ -308,34 +428,76 @@ def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], p
     rows = {"teacher": compute_ig_maps(teacher.model.to(device), images, labels, cfg.attribution, device)[0]}
     for group, checkpoint in chosen.items():
         if Path(checkpoint).is_file():
-            rows[f"{group} student"] = compute_ig_maps(load_checkpoint(checkpoint).model.to(device), images, labels, cfg.attribution, device)[0]
+            rows[f"{group} student"] = compute_ig_maps(
+                load_checkpoint(checkpoint).model.to(device), images, labels, cfg.attribution, device
+            )[0]
     ig_grid(figures / "ig_maps.png", images, [teacher.classes[int(y)] for y in labels], rows)
     doc.heading("IG maps of teacher and students", 2)
     doc.image("figures/ig_maps.png", "IG maps")
-    doc.paragraph(f"Test images (true-label target, {cfg.attribution.steps} steps, baseline `{cfg.attribution.baseline}`); "
-                  "row 2 is the paper's overlay of the teacher's map as used in training; student maps are from seed 0.")
+    doc.paragraph(
+        f"Test images (true-label target, {cfg.attribution.steps} steps, baseline `{cfg.attribution.baseline}`); "
+        "row 2 is the paper's overlay of the teacher's map as used in training; student maps are from seed 0."
+    )
 
 
 def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    fields = ["run_id", "experiment", "group", "method", "maps", "arch", "family", "seed", "test_accuracy", "balanced_accuracy",
-              "teacher_agreement", "best_val_accuracy", "best_epoch", "params", "macs", "train_seconds", "ig_spearman",
-              "transfer_accuracy", "transfer_balanced_accuracy", "mean_corruption_accuracy", "mce", "git_commit", "device"]
+    fields = [
+        "run_id",
+        "experiment",
+        "group",
+        "method",
+        "maps",
+        "arch",
+        "family",
+        "seed",
+        "test_accuracy",
+        "balanced_accuracy",
+        "teacher_agreement",
+        "best_val_accuracy",
+        "best_epoch",
+        "params",
+        "macs",
+        "train_seconds",
+        "ig_spearman",
+        "transfer_accuracy",
+        "transfer_balanced_accuracy",
+        "mean_corruption_accuracy",
+        "mce",
+        "git_commit",
+        "device",
+    ]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for run_id, run in runs.items():
         final, job = run["final"], jobs.get(run_id, {})
-        writer.writerow({
-            "run_id": run_id, "experiment": job.get("experiment", ""), "group": job.get("group", ""), "method": final.get("method"),
-            "maps": final["config"]["student"]["ig"]["maps"], "arch": final["arch"], "family": job.get("family", ""),
-            "seed": final["seed"], "test_accuracy": final["test"]["accuracy"], "balanced_accuracy": final["test"]["balanced_accuracy"],
-            "teacher_agreement": final["test"].get("teacher_agreement"), "best_val_accuracy": final.get("best_val_accuracy"),
-            "best_epoch": final.get("best_epoch"), "params": final["params"], "macs": final["macs"], "train_seconds": final.get("train_seconds"),
-            "ig_spearman": run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
-            "transfer_accuracy": _transfer_accuracy(run, "accuracy"), "transfer_balanced_accuracy": _transfer_accuracy(run, "balanced_accuracy"),
-            "mean_corruption_accuracy": run["robustness"].get("mean_corruption_accuracy"), "mce": run["robustness"].get("mce"),
-            "git_commit": final.get("git_commit"), "device": final.get("environment", {}).get("gpu", final.get("environment", {}).get("device")),
-        })
+        writer.writerow(
+            {
+                "run_id": run_id,
+                "experiment": job.get("experiment", ""),
+                "group": job.get("group", ""),
+                "method": final.get("method"),
+                "maps": final["config"]["student"]["ig"]["maps"],
+                "arch": final["arch"],
+                "family": job.get("family", ""),
+                "seed": final["seed"],
+                "test_accuracy": final["test"]["accuracy"],
+                "balanced_accuracy": final["test"]["balanced_accuracy"],
+                "teacher_agreement": final["test"].get("teacher_agreement"),
+                "best_val_accuracy": final.get("best_val_accuracy"),
+                "best_epoch": final.get("best_epoch"),
+                "params": final["params"],
+                "macs": final["macs"],
+                "train_seconds": final.get("train_seconds"),
+                "ig_spearman": run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
+                "transfer_accuracy": _transfer_accuracy(run, "accuracy"),
+                "transfer_balanced_accuracy": _transfer_accuracy(run, "balanced_accuracy"),
+                "mean_corruption_accuracy": run["robustness"].get("mean_corruption_accuracy"),
+                "mce": run["robustness"].get("mce"),
+                "git_commit": final.get("git_commit"),
+                "device": final.get("environment", {}).get("gpu", final.get("environment", {}).get("device")),
+            }
+        )
     return buffer.getvalue()
 
 
@@ -346,8 +508,10 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
     seeds = sorted({job["seed"] for job in plan["jobs"]})
     fractions = ", ".join(sorted({f"{100 * call['train_fraction']:.0f}%" for call in calls}))
     finished = sum(job["run_id"] in runs for job in plan["jobs"])
-    text = (f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {', '.join(map(str, seeds))}, each on a fresh stratified "
-            f"{fractions} subset of the training split).")
+    text = (
+        f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {', '.join(map(str, seeds))}, each on a fresh stratified "
+        f"{fractions} subset of the training split)."
+    )
     waiting = []
     for job in plan["jobs"]:
         if job["run_id"] not in runs:
@@ -363,43 +527,69 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
     plans = {p.stem: read_json_object(p) for p in sorted((run_dir / "experiments").glob("*.json"))}
     runs = load_runs(run_dir)
     if not plans and not runs:
-        raise IgkdError(f"nothing to report in {run_dir}: no experiment plan and no finished run; run 'igkd experiment ablation -c CONFIG' first")
+        raise IgkdError(
+            f"nothing to report in {run_dir}: no experiment plan and no finished run; run 'igkd experiment ablation -c CONFIG' first"
+        )
     out = run_dir / "report"
     figures = out / "figures"
     teacher = read_json_object(run_dir / "teacher" / "final.json")
-    teacher_checks = {"robustness": read_json_object(run_dir / "teacher" / RECORD),
-                      "transfer": {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))}}
+    teacher_checks = {
+        "robustness": read_json_object(run_dir / "teacher" / RECORD),
+        "transfer": {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))},
+    }
     label = cfg.report.data_label or (teacher.get("data") if teacher else None) or cfg.data.source
     doc = Document(f"igkd experiments: {cfg.name}")
-    doc.paragraph(f"Data: **{label}**. Every number below was measured by the runs in `runs/`; each run's JSON records its "
-                  "command, git commit, device, library versions, seed and full config.")
+    doc.paragraph(
+        f"Data: **{label}**. Every number below was measured by the runs in `runs/`; each run's JSON records its "
+        "command, git commit, device, library versions, seed and full config."
+    )
     summary: dict[str, Any] = {"data": label, "run_dir": str(run_dir)}
     if teacher:
         doc.heading("Teacher", 2)
-        doc.table(["arch", "test acc (%)", "balanced (%)", "params", "MACs", "best epoch", "train time (s)"],
-                  [[f"`{teacher['arch']}`", _pct(teacher["test"]["accuracy"]), _pct(teacher["test"]["balanced_accuracy"]),
-                    f"{teacher['params']:,}", f"{teacher['macs']:,}", str(teacher.get("best_epoch", "imported")),
-                    f"{teacher.get('train_seconds', float('nan')):.0f}"]])
+        doc.table(
+            ["arch", "test acc (%)", "balanced (%)", "params", "MACs", "best epoch", "train time (s)"],
+            [
+                [
+                    f"`{teacher['arch']}`",
+                    _pct(teacher["test"]["accuracy"]),
+                    _pct(teacher["test"]["balanced_accuracy"]),
+                    f"{teacher['params']:,}",
+                    f"{teacher['macs']:,}",
+                    str(teacher.get("best_epoch", "imported")),
+                    f"{teacher.get('train_seconds', float('nan')):.0f}",
+                ]
+            ],
+        )
         for name, record in teacher_checks["transfer"].items():
-            splits = ", ".join(f"{s}: {_pct(m['accuracy'])}% acc / {_pct(m['balanced_accuracy'])}% balanced ({m['n']} images, "
-                               f"{len(m['classes_present'])} of {len(m['classes'])} classes)" for s, m in record["splits"].items())
+            splits = ", ".join(
+                f"{s}: {_pct(m['accuracy'])}% acc / {_pct(m['balanced_accuracy'])}% balanced ({m['n']} images, "
+                f"{len(m['classes_present'])} of {len(m['classes'])} classes)"
+                for s, m in record["splits"].items()
+            )
             doc.paragraph(f"Teacher on {name}: {splits}.")
         summary["teacher"] = {k: teacher[k] for k in ("arch", "params", "macs", "test") if k in teacher}
     for name, plan in plans.items():
         doc.heading(f"{name.capitalize()}", 2)
         doc.paragraph(_status(plan, runs, run_dir))
-        summary[name] = (_ablation(doc, plan, runs, teacher, figures, teacher_checks, cfg.student.arch) if name == "ablation"
-                         else _sweep(doc, plan, runs, teacher, figures))
+        summary[name] = (
+            _ablation(doc, plan, runs, teacher, figures, teacher_checks, cfg.student.arch)
+            if name == "ablation"
+            else _sweep(doc, plan, runs, teacher, figures)
+        )
         if name == "ablation":
             doc.paragraph(PAPER_NOTE)
     _ig_figure(doc, cfg, runs, plans, figures)
     jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
     commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
-    devices = sorted({str(r["final"].get("environment", {}).get("gpu", r["final"].get("environment", {}).get("device"))) for r in runs.values()})
+    devices = sorted(
+        {str(r["final"].get("environment", {}).get("gpu", r["final"].get("environment", {}).get("device"))) for r in runs.values()}
+    )
     prov = provenance(resolve_device(cfg.device), cfg.seed)
     doc.heading("Provenance", 2)
-    doc.paragraph(f"Report made by `{prov['command']}` at commit `{prov['git_commit']}`. Runs: {len(runs)}, git commits "
-                  f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}.")
+    doc.paragraph(
+        f"Report made by `{prov['command']}` at commit `{prov['git_commit']}`. Runs: {len(runs)}, git commits "
+        f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}."
+    )
     for run_id, run in runs.items():
         atomic_write_json(out / "runs" / f"{run_id}.json", run)
     if teacher:

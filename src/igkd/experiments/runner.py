@@ -25,14 +25,14 @@ from igkd import budget
 from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
-from igkd.preflight import preflight
 from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
-from igkd.fingerprint import hash_file
 from igkd.experiments.plan import Job, PlanOptions
+from igkd.fingerprint import hash_file
 from igkd.identity import stage_finished
 from igkd.methods import method_flags
 from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
+from igkd.preflight import preflight
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
 from igkd.robustness import RECORD, robustness_current
@@ -64,12 +64,21 @@ def job_finished(run_dir: Path, job: Job) -> bool:
     folder = run_dir / "students" / job.run_id
     trained = stage_finished(folder / "final.json", job.identity)
     count = job.cfg.report.agreement_images
-    return (trained and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
-            and _robustness_done(run_dir, folder, job.cfg))
+    return (
+        trained
+        and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
+        and _robustness_done(run_dir, folder, job.cfg)
+    )
 
 
-def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: int | None = None, console: Console | None = None,
-            deadline: float | None = None) -> JobOutcome:
+def run_job(
+    cfg_tree: dict[str, Any],
+    student_dir: str,
+    run_id: str,
+    threads: int | None = None,
+    console: Console | None = None,
+    deadline: float | None = None,
+) -> JobOutcome:
     """Train one student and analyse it (teacher and maps must exist); safe to call in a worker process.
 
     Without ``console`` the run's output goes to ``<student_dir>/log.txt``. Under a ``deadline`` (``time.time()``
@@ -95,8 +104,10 @@ def run_job(cfg_tree: dict[str, Any], student_dir: str, run_id: str, threads: in
             if count and not _analysis_done(folder / "analysis.json", summary["identity"], count):
                 student = load_checkpoint(summary["checkpoint"]).model
                 agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
-                atomic_write_json(folder / "analysis.json", {"identity": summary["identity"], "ig_agreement": agreement,
-                                                             **provenance(pipeline.device, cfg.seed)})
+                atomic_write_json(
+                    folder / "analysis.json",
+                    {"identity": summary["identity"], "ig_agreement": agreement, **provenance(pipeline.device, cfg.seed)},
+                )
             if cfg.robustness.enabled:
                 pipeline.student_robustness(Path(summary["checkpoint"]), pipeline.teacher_robustness())
             return JobOutcome(run_id, "done")
@@ -143,8 +154,10 @@ class ExperimentRunner:
         pipeline = self.pipeline
         teacher_final = pipeline.teacher_dir / "final.json"
         if sharded and not teacher_final.is_file():
-            raise IgkdError(f"sharded experiments need one shared teacher, but {teacher_final} does not exist; run "
-                            f"'igkd teacher -c CONFIG' once and copy {pipeline.teacher_dir} to every machine first")
+            raise IgkdError(
+                f"sharded experiments need one shared teacher, but {teacher_final} does not exist; run "
+                f"'igkd teacher -c CONFIG' once and copy {pipeline.teacher_dir} to every machine first"
+            )
         _ = pipeline.teacher
         if self.base.robustness.enabled:
             pipeline.teacher_robustness()
@@ -161,20 +174,31 @@ class ExperimentRunner:
         calls = earlier.get("calls", [{k: earlier[k] for k in asdict(options) if k in earlier}] if earlier.get("jobs") else [])
         call = json.loads(json.dumps({**asdict(options), "student_arch": self.base.student.arch}))  # as read back
         jobs_by_run = {job["run_id"]: job for job in earlier.get("jobs", [])} | {job.run_id: job.describe() for job in jobs}
-        atomic_write_json(path, {"experiment": name, "calls": calls + [call] if call not in calls else calls,
-                                 "base_config": self.base.model_dump(mode="json"), "jobs": list(jobs_by_run.values())})
+        atomic_write_json(
+            path,
+            {
+                "experiment": name,
+                "calls": calls + [call] if call not in calls else calls,
+                "base_config": self.base.model_dump(mode="json"),
+                "jobs": list(jobs_by_run.values()),
+            },
+        )
         return path
 
     def run(self, jobs: list[Job], workers: int = 1) -> list[JobOutcome]:
         """Run the unfinished jobs, ``workers`` at a time; a failing job is reported, the others go on."""
         todo = [job for job in jobs if not job_finished(self.run_dir, job)]
         outcomes = [JobOutcome(job.run_id, "skipped", "finished earlier") for job in jobs if job not in todo]
-        self.console.print(f"experiment: {len(jobs)} runs, {len(outcomes)} finished earlier, {len(todo)} to run"
-                           + (f" ({workers} at a time)" if workers > 1 and todo else ""))
+        self.console.print(
+            f"experiment: {len(jobs)} runs, {len(outcomes)} finished earlier, {len(todo)} to run"
+            + (f" ({workers} at a time)" if workers > 1 and todo else "")
+        )
         bar = StageProgress(self.console, "experiment", 0, self.pipeline.device.type, unit="run", project=False).start(len(todo))
         for done, outcome in enumerate(self._execute(todo, workers), 1):
             outcomes.append(outcome)
-            self.console.print(f"  {outcome.status}: {outcome.run_id}" + (f" ({outcome.detail})" if outcome.detail else ""), highlight=False)
+            self.console.print(
+                f"  {outcome.status}: {outcome.run_id}" + (f" ({outcome.detail})" if outcome.detail else ""), highlight=False
+            )
             bar.advance(done)
             if outcome.status == "stopped" and workers <= 1:
                 break  # the deadline has come: the jobs after it would stop at once
@@ -215,8 +239,17 @@ class ExperimentRunner:
                 continue
             model = load_checkpoint(checkpoint).model
             results = {split: transfer_metrics(model, data, device, f"{root.name}/{split}") for split, data in sets.items()}
-            atomic_write_json(out, {"dataset": name, "root": str(root), "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
-                                    "splits": results, **provenance(device, self.base.seed)})
+            atomic_write_json(
+                out,
+                {
+                    "dataset": name,
+                    "root": str(root),
+                    "checkpoint": str(checkpoint),
+                    "checkpoint_sha256": digest,
+                    "splits": results,
+                    **provenance(device, self.base.seed),
+                },
+            )
             done += 1
         self.console.print(f"transfer '{name}': evaluated {done} of {len(checkpoints)} models ({len(checkpoints) - done} up to date)")
         return done

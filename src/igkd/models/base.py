@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -23,7 +23,7 @@ class NormalizedModel(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """(images - mean) / std, per channel."""
-        return (images - self.mean) / self.std
+        return (images - self.mean) / self.std  # type: ignore[operator]
 
     @property
     def network(self) -> nn.Module:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -47,8 +48,8 @@ def save_checkpoint(
         "version": CHECKPOINT_VERSION,
         "arch": spec_record(spec),
         "classes": list(classes),
-        "mean": model.mean.flatten().tolist(),
-        "std": model.std.flatten().tolist(),
+        "mean": model.mean.flatten().tolist(),  # type: ignore[operator]
+        "std": model.std.flatten().tolist(),  # type: ignore[operator]
         "state_dict": {k: v.detach().cpu() for k, v in model.network.state_dict().items()},
         "metadata": metadata or {},
     }
@@ -73,8 +74,14 @@ def _load_weights(model: NormalizedModel, state_dict: dict[str, torch.Tensor], s
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
-        sides = "; ".join(part for part in (f"{len(missing)} missing: {_first(missing)}" if missing else "",
-                                            f"{len(unexpected)} unexpected: {_first(unexpected)}" if unexpected else "") if part)
+        sides = "; ".join(
+            part
+            for part in (
+                f"{len(missing)} missing: {_first(missing)}" if missing else "",
+                f"{len(unexpected)} unexpected: {_first(unexpected)}" if unexpected else "",
+            )
+            if part
+        )
         raise IgkdError(
             f"checkpoint '{source}' does not match architecture '{arch}' ({sides}); pass the architecture it was saved with, "
             "or map its key names with --rename OLD=NEW (teacher.rename)"

@@ -10,7 +10,7 @@ under bf16 autocast.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,17 +31,18 @@ def depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, conv: nn.
     if not is_depthwise(conv):
         return None
     channels = conv.in_channels
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight.shape[-2:], conv.stride, conv.padding, conv.dilation
-    qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # padding of the equivalent stride-1 correlation
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = weight.shape[-2:], conv.stride, conv.padding, conv.dilation  # type: ignore[str-unpack]
+    qh, qw = dh * (kh - 1) - ph, dw * (kw - 1) - pw  # type: ignore[operator]  # padding of the equivalent stride-1 correlation
     if qh < 0 or qw < 0:
         return None
     if sh > 1 or sw > 1:
         (n, _, ho, wo), (h, w) = grad.shape, input_shape[-2:]
         # rows/columns of the input that no output reached (floor in the output size), as zeros at the end
-        rh, rw = h - ((ho - 1) * sh + dh * (kh - 1) + 1 - 2 * ph), w - ((wo - 1) * sw + dw * (kw - 1) + 1 - 2 * pw)
+        rh, rw = h - ((ho - 1) * sh + dh * (kh - 1) + 1 - 2 * ph), w - ((wo - 1) * sw + dw * (kw - 1) + 1 - 2 * pw)  # type: ignore[operator]
         layout = torch.channels_last if grad.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        spread = torch.empty(n, channels, (ho - 1) * sh + 1 + rh, (wo - 1) * sw + 1 + rw, dtype=grad.dtype,
-                             device=grad.device, memory_format=layout).zero_()
+        spread = torch.empty(
+            n, channels, (ho - 1) * sh + 1 + rh, (wo - 1) * sw + 1 + rw, dtype=grad.dtype, device=grad.device, memory_format=layout
+        ).zero_()
         spread[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw] = grad
         grad = spread
     return F.conv2d(grad, weight.flip(-2, -1), None, 1, (qh, qw), (dh, dw), channels)
@@ -63,8 +64,9 @@ class _DepthwiseConvolution(torch.autograd.Function):
         return (*convolution_gradients(grad, x, weight, ctx.conv, ctx.has_bias, ctx.needs_input_grad[:3]), None)
 
 
-def convolution_gradients(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d, has_bias: bool,
-                          needed: tuple[bool, ...]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+def convolution_gradients(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conv: nn.Conv2d, has_bias: bool, needed: tuple[bool, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of conv2d(x, weight, bias) for the output gradient ``grad``: (input, weight, bias), each only where
     ``needed``; the input's from :func:`depthwise_input_gradient` where it applies, the rest from torch's backward."""
     grad_x = depthwise_input_gradient(grad, weight, conv, x.shape) if needed[0] else None
@@ -72,8 +74,18 @@ def convolution_gradients(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     grad_w = grad_b = None
     if any(mask):
         backward_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]] if has_bias else None, list(conv.stride), list(conv.padding),
-            list(conv.dilation), False, [0, 0], conv.groups, mask)
+            grad,
+            x,
+            weight,
+            [weight.shape[0]] if has_bias else None,
+            list(conv.stride),
+            list(conv.padding),
+            list(conv.dilation),
+            False,
+            [0, 0],
+            conv.groups,
+            mask,
+        )
         grad_x = backward_x if grad_x is None else grad_x
     return grad_x, grad_w, grad_b
 
@@ -88,15 +100,19 @@ class Bf16DepthwiseConv2d(nn.Conv2d):
             return super().forward(input)
         dtype = torch.get_autocast_dtype("cpu")
         with torch.autocast("cpu", enabled=False):
-            return _DepthwiseConvolution.apply(input.to(dtype), self.weight.to(dtype),
-                                               None if self.bias is None else self.bias.to(dtype), self)
+            return _DepthwiseConvolution.apply(
+                input.to(dtype), self.weight.to(dtype), None if self.bias is None else self.bias.to(dtype), self
+            )
 
 
 def depthwise_convolutions(model: nn.Module) -> list[nn.Conv2d]:
     """``model``'s plain zero-padded depthwise ``nn.Conv2d`` layers (one group per channel, as many outputs as
     inputs), the ones :func:`depthwise_input_gradient` applies to. Subclasses do not count (they may compute otherwise)."""
-    return [m for m in model.modules() if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-            and is_depthwise(m)]
+    return [
+        m
+        for m in model.modules()
+        if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str) and is_depthwise(m)
+    ]
 
 
 @contextlib.contextmanager

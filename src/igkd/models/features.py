@@ -6,7 +6,8 @@ model is wrapped), and leave the model's forward and state dict untouched.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,8 +27,10 @@ def check_layer(model: NormalizedModel, path: str, role: str, setting: str) -> s
     """``path`` when the model's network has that module, else a one-line error with the closest names."""
     names = layer_names(model)
     if path not in names:
-        raise IgkdError(f"the {role} has no layer '{path}'{closest(path, names)}; fix {setting} with a module path of the {role} "
-                        f"(its top-level layers: {', '.join(n for n in names if '.' not in n)[:200]})")
+        raise IgkdError(
+            f"the {role} has no layer '{path}'{closest(path, names)}; fix {setting} with a module path of the {role} "
+            f"(its top-level layers: {', '.join(n for n in names if '.' not in n)[:200]})"
+        )
     return path
 
 
@@ -54,6 +57,7 @@ class FeatureTap:
     def _keeper(self, path: str):
         def keep(module: nn.Module, inputs: Any, output: Any) -> None:
             self._outputs[path] = _feature_map(output, path)
+
         return keep
 
     def take(self) -> list[torch.Tensor]:
@@ -72,7 +76,7 @@ class FeatureTap:
         self._handles.clear()
         self._outputs.clear()
 
-    def __enter__(self) -> "FeatureTap":
+    def __enter__(self) -> FeatureTap:
         return self
 
     def __exit__(self, *exc: object) -> None:

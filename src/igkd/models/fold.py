@@ -10,8 +10,13 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     """A plain Conv2d followed by a plain BatchNorm2d over its outputs that normalises by running statistics."""
-    return (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and norm.num_features == conv.out_channels
-            and norm.running_mean is not None and norm.running_var is not None)
+    return (
+        type(conv) is nn.Conv2d
+        and type(norm) is nn.BatchNorm2d
+        and norm.num_features == conv.out_channels
+        and norm.running_mean is not None
+        and norm.running_var is not None
+    )
 
 
 def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
@@ -32,7 +37,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         for conv_name, norm_name in zip(names, names[1:]):
             conv, norm = container._modules[conv_name], container._modules[norm_name]
             if _foldable(conv, norm):
-                container._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
+                container._modules[conv_name] = fuse_conv_bn_eval(conv, norm)  # type: ignore[arg-type, type-var]
                 container._modules[norm_name] = nn.Identity()
                 folded += 1
     folded_model.requires_grad_(False)

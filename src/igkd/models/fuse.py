@@ -32,9 +32,19 @@ class _ConvActivation(torch.autograd.Function):
     """activation(conv2d(x, w, b)) in one oneDNN call; the backward masks the gradient by the saved output."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: "FusedConvActivation") -> torch.Tensor:
-        out = ONEDNN_POINTWISE_CONVOLUTION(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                                           conv.groups, conv.activation, list(conv.activation_range), "")
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: FusedConvActivation) -> torch.Tensor:
+        out = ONEDNN_POINTWISE_CONVOLUTION(
+            x,
+            weight,
+            bias,
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+            conv.activation,
+            list(conv.activation_range),
+            "",
+        )
         ctx.save_for_backward(x, weight, out)
         ctx.conv = conv
         ctx.has_bias = bias is not None
@@ -77,7 +87,7 @@ class FusedConvActivation(nn.Conv2d):
 
     def _unfused(self, input: torch.Tensor) -> torch.Tensor:
         out = super().forward(input)
-        return F.relu(out) if self.activation == "relu" else F.hardtanh(out, *self.activation_range)
+        return F.relu(out) if self.activation == "relu" else F.hardtanh(out, *self.activation_range)  # type: ignore[arg-type]
 
 
 def _activation_of(module: nn.Module) -> tuple[str, tuple[float, ...]] | None:
@@ -85,7 +95,7 @@ def _activation_of(module: nn.Module) -> tuple[str, tuple[float, ...]] | None:
     if type(module) is nn.ReLU:
         return "relu", ()
     if type(module) in (nn.Hardtanh, nn.ReLU6):
-        return "hardtanh", (float(module.min_val), float(module.max_val))
+        return "hardtanh", (float(module.min_val), float(module.max_val))  # type: ignore[arg-type]
     return None
 
 
@@ -110,13 +120,13 @@ def fuse_conv_activations(model: nn.Module) -> int:
             conv = container._modules[conv_name]
             if not _fusable(conv):
                 continue
-            follower = next((name for name in names[position + 1:] if type(container._modules[name]) is not nn.Identity), None)
+            follower = next((name for name in names[position + 1 :] if type(container._modules[name]) is not nn.Identity), None)
             activation = None if follower is None else _activation_of(container._modules[follower])
             if activation is None:
                 continue
             conv.__class__ = FusedConvActivation
-            conv.activation, conv.activation_range = activation
-            container._modules[follower] = nn.Identity()
+            conv.activation, conv.activation_range = activation  # type: ignore[assignment]
+            container._modules[follower] = nn.Identity()  # type: ignore[index]
             fused += 1
     return fused
 
@@ -128,7 +138,7 @@ def out_of_place_activations(model: nn.Module) -> int:
     """
     switched = [m for m in model.modules() if getattr(m, "inplace", None) is True]
     for module in switched:
-        module.inplace = False
+        module.inplace = False  # type: ignore[assignment]
     return len(switched)
 
 

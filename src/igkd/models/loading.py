@@ -15,15 +15,16 @@ from igkd.normalization import NormSetting, normalization_values, parse_normaliz
 def parse_normalize(text: str | None, arch: str | None = None) -> tuple[list[float], list[float]]:
     """``--normalize`` (default cifar10) as (mean, std), in the syntax of ``teacher.normalize`` (``pretrained``: ``arch``'s)."""
     try:
-        setting = TypeAdapter(NormSetting).validate_python(parse_normalization(text or "cifar10"))
+        setting: NormSetting = TypeAdapter(NormSetting).validate_python(parse_normalization(text or "cifar10"))
         return normalization_values(setting, None, arch)
     except (ValueError, ValidationError) as exc:
         detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
         raise IgkdError(f"--normalize: {detail}") from None
 
 
-def load_any_model(path: Path, arch: str | None, normalize: str | None, classes: list[str] | None = None,
-                   rename: list[str] | None = None) -> LoadedModel:
+def load_any_model(
+    path: Path, arch: str | None, normalize: str | None, classes: list[str] | None = None, rename: list[str] | None = None
+) -> LoadedModel:
     """An igkd checkpoint as is; a plain state dict needs ``arch`` (classes default to CIFAR-10's; ``rename``:
     OLD=NEW key-prefix rules)."""
     if arch is None:

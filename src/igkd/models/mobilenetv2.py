@@ -8,10 +8,11 @@ State-dict keys are exactly those of the widely used CIFAR-10 MobileNetV2 checkp
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 from torchvision.models import MobileNetV2
 
@@ -50,8 +51,7 @@ def parse_mobilenetv2_cifar(text: str) -> ArchSpec:
     match = _ARCH_RE.match(text.strip())
     if not match or match["name"] != "mobilenetv2_cifar":
         raise IgkdError(
-            f"unknown architecture '{text}': use 'mobilenetv2_cifar', optionally with ':width=W' and ':k=K' "
-            "(e.g. 'mobilenetv2_cifar:k=5')"
+            f"unknown architecture '{text}': use 'mobilenetv2_cifar', optionally with ':width=W' and ':k=K' (e.g. 'mobilenetv2_cifar:k=5')"
         )
     fields: dict[str, float | int] = {}
     for opt in filter(None, match["opts"].split(":")):
@@ -64,7 +64,7 @@ def parse_mobilenetv2_cifar(text: str) -> ArchSpec:
             raise IgkdError(f"unknown architecture option '{key}' in '{text}': use 'width' or 'k'")
     try:
         return ArchSpec(name=match["name"], **fields)
-    except ValueError as exc:
+    except ValidationError as exc:
         raise IgkdError(f"invalid architecture '{text}': {exc.errors()[0]['msg']}") from None
 
 
@@ -113,9 +113,13 @@ def build_mobilenetv2_cifar(spec: ArchSpec, num_classes: int, mean: Sequence[flo
     return ImageClassifier(kept, _out_channels(kept[-1]), num_classes, mean, std)
 
 
-
-register_family(ModelFamily(
-    name=ArchSpec.family, spec_type=ArchSpec, parse=parse_mobilenetv2_cifar, build=build_mobilenetv2_cifar,
-    pretrained_normalization=lambda spec: (list(CIFAR10_MEAN), list(CIFAR10_STD)),
-    syntax="'mobilenetv2_cifar[:width=W][:k=K]'",
-))
+register_family(
+    ModelFamily(
+        name=ArchSpec.family,
+        spec_type=ArchSpec,
+        parse=parse_mobilenetv2_cifar,
+        build=build_mobilenetv2_cifar,
+        pretrained_normalization=lambda spec: (list(CIFAR10_MEAN), list(CIFAR10_STD)),
+        syntax="'mobilenetv2_cifar[:width=W][:k=K]'",
+    )
+)

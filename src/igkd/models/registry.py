@@ -8,8 +8,9 @@ An architecture is written ``FAMILY[:NAME][:key=value...]``: ``mobilenetv2_cifar
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -68,8 +69,9 @@ def parse_arch(text: str | ModelSpec) -> ModelSpec:
     return _FAMILIES[prefix].parse(str(text).strip())
 
 
-def build_model(arch: str | ModelSpec, num_classes: int, mean: Sequence[float] = (0.0, 0.0, 0.0),
-                std: Sequence[float] = (1.0, 1.0, 1.0)) -> NormalizedModel:
+def build_model(
+    arch: str | ModelSpec, num_classes: int, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0)
+) -> NormalizedModel:
     """A freshly initialised model of ``arch`` with a ``num_classes`` head, normalising with ``mean``/``std``."""
     spec = parse_arch(arch)
     return family_of(spec).build(spec, num_classes, mean, std)
@@ -91,7 +93,9 @@ def spec_from_record(record: dict[str, Any]) -> ModelSpec:
     fields = dict(record)
     name = fields.pop("family", LEGACY_FAMILY)
     if name not in _FAMILIES:
-        raise IgkdError(f"the checkpoint's architecture family '{name}' is not registered in this igkd; install or import the module that registers it")
+        raise IgkdError(
+            f"the checkpoint's architecture family '{name}' is not registered in this igkd; install or import the module that registers it"
+        )
     return _FAMILIES[name].spec_type(**fields)
 
 

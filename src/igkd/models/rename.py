@@ -6,7 +6,8 @@ Each rule is applied in turn to every key, so rules compose: ``module.=`` strips
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from igkd.errors import IgkdError
 
@@ -28,7 +29,7 @@ def rename_key(key: str, rules: list[tuple[str, str]]) -> str:
     """``key`` after every rule, in order (a rule rewrites the key when the key starts with its OLD)."""
     for old, new in rules:
         if key.startswith(old):
-            key = new + key[len(old):]
+            key = new + key[len(old) :]
     return key
 
 

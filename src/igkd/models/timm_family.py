@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from types import ModuleType
-from typing import Sequence
 
 from igkd.errors import IgkdError
 from igkd.extras import require
@@ -37,7 +37,13 @@ def timm_normalization(spec: HubSpec) -> tuple[list[float], list[float]]:
     return list(mean or IMAGENET_MEAN), list(std or IMAGENET_STD)
 
 
-register_family(ModelFamily(
-    name="timm", spec_type=HubSpec, parse=parse_hub_arch, build=build_timm, pretrained_normalization=timm_normalization,
-    syntax="'timm:NAME[:key=value...]' (pip install 'igkd[timm]')",
-))
+register_family(
+    ModelFamily(
+        name="timm",
+        spec_type=HubSpec,
+        parse=parse_hub_arch,
+        build=build_timm,
+        pretrained_normalization=timm_normalization,
+        syntax="'timm:NAME[:key=value...]' (pip install 'igkd[timm]')",
+    )
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torchvision.models as tvm
@@ -24,8 +24,10 @@ def build_torchvision(spec: HubSpec, num_classes: int, mean: Sequence[float], st
     """``get_model(NAME, num_classes=...)``; ``weights=NAME`` (e.g. DEFAULT) loads those weights, except the head, online."""
     names = tvm.list_models(module=tvm)
     if spec.name not in names:
-        raise IgkdError(f"unknown torchvision classification model '{spec.name}'{closest(spec.name, names)}; "
-                        "see torchvision.models.list_models(module=torchvision.models)")
+        raise IgkdError(
+            f"unknown torchvision classification model '{spec.name}'{closest(spec.name, names)}; "
+            "see torchvision.models.list_models(module=torchvision.models)"
+        )
     kwargs = dict(spec.kwargs)
     weights = kwargs.pop("weights", None)
     try:
@@ -37,8 +39,13 @@ def build_torchvision(spec: HubSpec, num_classes: int, mean: Sequence[float], st
     return TorchvisionClassifier(net, mean, std)
 
 
-register_family(ModelFamily(
-    name="torchvision", spec_type=HubSpec, parse=parse_hub_arch, build=build_torchvision,
-    pretrained_normalization=lambda spec: (list(IMAGENET_MEAN), list(IMAGENET_STD)),
-    syntax="'torchvision:NAME[:key=value...]' (e.g. torchvision:resnet18)",
-))
+register_family(
+    ModelFamily(
+        name="torchvision",
+        spec_type=HubSpec,
+        parse=parse_hub_arch,
+        build=build_torchvision,
+        pretrained_normalization=lambda spec: (list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        syntax="'torchvision:NAME[:key=value...]' (e.g. torchvision:resnet18)",
+    )
+)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
@@ -15,13 +16,13 @@ from igkd.errors import IgkdError
 from igkd.identity import stage_identities
 from igkd.losses import LossWeights, distillation_loss
 from igkd.methods import method_flags
-from igkd.normalization import normalization_values
-from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.base import NormalizedModel
+from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.features import FeatureTap, check_layer
 from igkd.models.fuse import fast_frozen_copy
 from igkd.models.mobilenetv2 import ImageClassifier
 from igkd.models.registry import build_model, parse_arch
+from igkd.normalization import normalization_values
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
 from igkd.runtime import place_model, use_channels_last
@@ -50,24 +51,33 @@ def attention_pairs(cfg: RunConfig, teacher: NormalizedModel, student: Normalize
     pairs = cfg.student.at.pairs
     if not pairs:
         if not (isinstance(teacher, ImageClassifier) and isinstance(student, ImageClassifier)):
-            raise IgkdError(f"attention transfer from {cfg.teacher.arch} to {cfg.student.arch} needs its layers: set "
-                            "student.at.pairs=[[TEACHER_LAYER,STUDENT_LAYER]] with module paths (e.g. [[layer3,features.9]])")
+            raise IgkdError(
+                f"attention transfer from {cfg.teacher.arch} to {cfg.student.arch} needs its layers: set "
+                "student.at.pairs=[[TEACHER_LAYER,STUDENT_LAYER]] with module paths (e.g. [[layer3,features.9]])"
+            )
         pairs = [((len(student.features) - 1) // 2,) * 2]
     paths = []
     for t, s in pairs:
         tp, sp = _block_path(teacher, t), _block_path(student, s)
         if tp is None or sp is None:
             if isinstance(teacher, ImageClassifier) and isinstance(student, ImageClassifier):
-                raise IgkdError(f"attention pair ({t}, {s}) is out of range: the teacher has {len(teacher.features)} blocks, "
-                                f"the student {len(student.features)}; fix student.at.pairs")
-            raise IgkdError(f"attention pair ({t}, {s}): integer layers name blocks of mobilenetv2_cifar only; "
-                            "fix student.at.pairs with module paths (e.g. [[layer3,features.9]])")
+                raise IgkdError(
+                    f"attention pair ({t}, {s}) is out of range: the teacher has {len(teacher.features)} blocks, "
+                    f"the student {len(student.features)}; fix student.at.pairs"
+                )
+            raise IgkdError(
+                f"attention pair ({t}, {s}): integer layers name blocks of mobilenetv2_cifar only; "
+                "fix student.at.pairs with module paths (e.g. [[layer3,features.9]])"
+            )
         paths.append((check_layer(teacher, tp, "teacher", "student.at.pairs"), check_layer(student, sp, "student", "student.at.pairs")))
     return paths
 
 
 def make_distill_loss(
-    weights: LossWeights, teacher: NormalizedModel, pairs: list[tuple[str, str]], cached_logits: torch.Tensor | None,
+    weights: LossWeights,
+    teacher: NormalizedModel,
+    pairs: list[tuple[str, str]],
+    cached_logits: torch.Tensor | None,
     student_tap: FeatureTap | None = None,
 ) -> LossFn:
     """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index.
@@ -128,13 +138,18 @@ class DistillationRun:
     loss_fn: LossFn
 
 
-def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | None, device: torch.device) -> DistillationRun:
+def distillation_run(
+    cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | MappedMaps | None, device: torch.device
+) -> DistillationRun:
     """The configured student (seeded), its seed's training subset, batch inputs (with the overlay) and loss, on ``device``."""
     _, use_ig, _ = method_flags(cfg.student.method)
     if use_ig and maps is None:
         raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
     if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
-        raise IgkdError(f"IG maps have shape {tuple(maps.shape)} but the training pool is {(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'")
+        raise IgkdError(
+            f"IG maps have shape {tuple(maps.shape)} but the training pool is "
+            f"{(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'"
+        )
     student = new_student(cfg, data, teacher).to(device)
     channels_last = use_channels_last(device, cfg.student.train.channels_last)  # the student, its frozen teacher and the batches
     teacher_model = place_model(teacher.model, device, channels_last).eval()
@@ -145,21 +160,28 @@ def distillation_run(cfg: RunConfig, data: PreparedData, teacher: LoadedModel, m
     weights = loss_weights(cfg)
     cached = None
     if weights.use_kd and cfg.student.kd.teacher_logits == "cached":
-        cached = cached_teacher_logits(teacher_model, data.pool.images, data.pool.labels, cfg.cache_path,
-                                       cfg.student.train.eval_batch_size, device, data_digest=data.pool.digest).to(device)
-    pairs = attention_pairs(cfg, online_teacher, student) if weights.use_at else []
+        cached = cached_teacher_logits(
+            teacher_model,
+            data.pool.images,
+            data.pool.labels,
+            cfg.cache_path,
+            cfg.student.train.eval_batch_size,
+            device,
+            data_digest=data.pool.digest,
+        ).to(device)
+    pairs = attention_pairs(cfg, online_teacher, student) if weights.use_at else []  # type: ignore[arg-type]
     student_tap = FeatureTap(student, [s for _, s in pairs]) if weights.use_at else None
     overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
-    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, online_teacher, pairs, cached, student_tap))
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, online_teacher, pairs, cached, student_tap))  # type: ignore[arg-type]
 
 
 def distill_student(
     cfg: RunConfig,
     data: PreparedData,
     teacher: LoadedModel,
-    maps: torch.Tensor | None,
+    maps: torch.Tensor | MappedMaps | None,
     device: torch.device,
     out_dir: Path,
     progress: Progress | None = None,
@@ -170,15 +192,35 @@ def distill_student(
     arch = parse_arch(cfg.student.arch)
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
-        save_checkpoint(out_dir / "best.pt", net, arch, data.classes, {
-            "role": "student", "method": cfg.student.method, "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
-            "image_size": size_record(data.pool.image_size),
-        })
+        save_checkpoint(
+            out_dir / "best.pt",
+            net,  # type: ignore[arg-type]
+            arch,
+            data.classes,
+            {
+                "role": "student",
+                "method": cfg.student.method,
+                "epoch": row["epoch"],
+                "val_accuracy": row["val_accuracy"],
+                "image_size": size_record(data.pool.image_size),
+            },
+        )
 
     result = fit(
-        run.student, run.train_idx, run.make_inputs, run.loss_fn,
-        data.val_images, data.pool.labels[data.val_idx], cfg.student.train, device, cfg.seed,
-        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).student, step_progress=step_progress,
+        run.student,
+        run.train_idx,
+        run.make_inputs,
+        run.loss_fn,
+        data.val_images,
+        data.pool.labels[data.val_idx],
+        cfg.student.train,
+        device,
+        cfg.seed,
+        out_dir,
+        save_best,
+        progress,
+        resume_key=stage_identities(cfg, data.content_digest).student,
+        step_progress=step_progress,
         section="student",
     )
     return load_checkpoint(out_dir / "best.pt"), result

@@ -58,13 +58,26 @@ def data_path(cfg: DataConfig, pool: ImageSet) -> Literal["memory", "stream"]:
     return "stream" if cfg.augment == "resized_crop_flip" or pool.images.numel() > DEVICE_POOL_LIMIT else "memory"
 
 
-def input_maker(cfg: DataConfig, pool: ImageSet, device: torch.device, channels_last: bool,
-                maps: torch.Tensor | MappedMaps | None = None, overlay: OverlayConfig | None = None) -> MakeInputs:
+def input_maker(
+    cfg: DataConfig,
+    pool: ImageSet,
+    device: torch.device,
+    channels_last: bool,
+    maps: torch.Tensor | MappedMaps | None = None,
+    overlay: OverlayConfig | None = None,
+) -> MakeInputs:
     """The training batches of ``pool`` (and the overlay of its ``maps``, pool order) on the configured data path."""
     if data_path(cfg, pool) == "memory":
         device_maps = maps[:] if isinstance(maps, MappedMaps) else maps
-        return batch_maker(pool.images.to(device), pool.labels.to(device), cfg.crop_padding, cfg.flip,
-                           None if device_maps is None or overlay is None else device_maps.to(device), overlay, channels_last)
+        return batch_maker(
+            pool.images.to(device),
+            pool.labels.to(device),
+            cfg.crop_padding,
+            cfg.flip,
+            None if device_maps is None or overlay is None else device_maps.to(device),
+            overlay,
+            channels_last,
+        )
 
     def blend(images: torch.Tensor, batch_maps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         assert overlay is not None
@@ -72,5 +85,6 @@ def input_maker(cfg: DataConfig, pool: ImageSet, device: torch.device, channels_
 
     with_maps = maps is not None and overlay is not None
     dataset = AugmentedPool(pool.images, pool.labels, maps if with_maps else None, cfg.augment, cfg.crop_padding)
-    return StreamingBatches(dataset, pool.image_size, cfg.flip, cfg.crop_scale, cfg.crop_ratio, device, channels_last, cfg.workers,
-                            blend if with_maps else None)
+    return StreamingBatches(
+        dataset, pool.image_size, cfg.flip, cfg.crop_scale, cfg.crop_ratio, device, channels_last, cfg.workers, blend if with_maps else None
+    )

@@ -13,9 +13,9 @@ import io
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -28,8 +28,17 @@ from igkd.distributed import DistContext
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.progress import StageProgress
-from igkd.runtime import (RandomStreams, autocast, autocast_dtype, fused_optimizers, is_channels_last,
-                          micro_batch_seed, place_model, seed_device_rng, use_channels_last)
+from igkd.runtime import (
+    RandomStreams,
+    autocast,
+    autocast_dtype,
+    fused_optimizers,
+    is_channels_last,
+    micro_batch_seed,
+    place_model,
+    seed_device_rng,
+    use_channels_last,
+)
 
 MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -58,8 +67,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.scaled_lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **fused)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.scaled_lr, **fused)
-    return torch.optim.AdamW(groups, lr=cfg.scaled_lr, **fused)
+        return torch.optim.Adam(groups, lr=cfg.scaled_lr, **fused)  # type: ignore[arg-type]
+    return torch.optim.AdamW(groups, lr=cfg.scaled_lr, **fused)  # type: ignore[arg-type]
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -79,8 +88,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str = "auto",
-                   progress: StageProgress | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str = "auto", progress: StageProgress | None = None
+) -> torch.Tensor:
     """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images.
 
     The model is moved to ``device`` and stays there (a model loaded on the CPU can be passed for a GPU run); its
@@ -120,16 +130,22 @@ TrainStep = Callable[[torch.Tensor, RandomStreams], dict[str, torch.Tensor]]
 
 def batchnorm_statistics(model: nn.Module) -> list[torch.Tensor]:
     """The running means and variances of every BatchNorm layer (the buffers training updates outside the optimiser)."""
-    return [stat for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-            for stat in (m.running_mean, m.running_var)]
+    return [
+        stat  # type: ignore[misc]
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        for stat in (m.running_mean, m.running_var)
+    ]
 
 
 def micro_batch_count(batch_size: int, micro_batches: int, ctx: DistContext) -> int:
     """How many equal chunks a batch is cut into over all processes; a batch that does not split is an error."""
     total = micro_batches * ctx.world_size
     if batch_size % total:
-        raise IgkdError(f"batch size {batch_size} does not split into {ctx.world_size} process(es) x {micro_batches} "
-                        f"micro-batch(es); set train.batch_size to a multiple of {total} (or change train.micro_batches)")
+        raise IgkdError(
+            f"batch size {batch_size} does not split into {ctx.world_size} process(es) x {micro_batches} "
+            f"micro-batch(es); set train.batch_size to a multiple of {total} (or change train.micro_batches)"
+        )
     return total
 
 
@@ -161,11 +177,14 @@ def make_train_step(
     size = cfg.batch_size // total_chunks
     channels_last = use_channels_last(device, cfg.channels_last)
     dtype = autocast_dtype(device, cfg.amp)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                  broadcast_buffers=False) if ctx.enabled else None
+    ddp = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        if ctx.enabled
+        else None
+    )
     bn_stats = batchnorm_statistics(model) if chunks_per_rank > 1 else []
     train_model = model if ddp is None else ddp
-    train_model = torch.compile(train_model) if cfg.compile else train_model
+    train_model = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
     def step(indices: torch.Tensor, streams: RandomStreams) -> dict[str, torch.Tensor]:
         inputs, labels = make_inputs(indices, streams)
@@ -184,7 +203,7 @@ def make_train_step(
                 part = slice(chunk * size, (chunk + 1) * size)
                 seed_device_rng(micro_batch_seed(seed, global_step, chunk), device)
                 defer_sync = ddp is not None and local < chunks_per_rank - 1
-                with ddp.no_sync() if defer_sync else contextlib.nullcontext():
+                with ddp.no_sync() if defer_sync else contextlib.nullcontext():  # type: ignore[union-attr]
                     with autocast(device, dtype):
                         loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
                     (loss / chunks_per_rank).backward()
@@ -220,21 +239,21 @@ def fit(
 ) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs; keep the best validation checkpoint via ``on_best``.
 
-    ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
-    from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
-    one batch, drawing only from ``streams.augment`` and ``streams.overlay`` (a ``make_inputs`` with a
-``start_epoch(batches, streams)`` method is handed each epoch's batches first, to load them ahead);
-    ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
-    holds a state saved under the same ``resume_key``, training continues from it (one saved on another kind of
-    device re-seeds the random streams, with a note through ``step_progress``: their states do not carry over).
+        ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
+        from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
+        one batch, drawing only from ``streams.augment`` and ``streams.overlay`` (a ``make_inputs`` with a
+    ``start_epoch(batches, streams)`` method is handed each epoch's batches first, to load them ahead);
+        ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
+        holds a state saved under the same ``resume_key``, training continues from it (one saved on another kind of
+        device re-seeds the random streams, with a note through ``step_progress``: their states do not carry over).
 
-    Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
-    and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
-    after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every step.
-    ``section`` (teacher or student) names ``cfg`` in the options a divergence error suggests. Under a deadline
-    (:mod:`igkd.budget`) an epoch that would end after it is not started: :class:`igkd.budget.BudgetReached` is raised
-    with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
-    so ranks cannot disagree).
+        Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
+        and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
+        after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every step.
+        ``section`` (teacher or student) names ``cfg`` in the options a divergence error suggests. Under a deadline
+        (:mod:`igkd.budget`) an epoch that would end after it is not started: :class:`igkd.budget.BudgetReached` is raised
+        with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
+        so ranks cannot disagree).
     """
     ctx = distributed.current()
     ensure_dir(run_dir)
@@ -258,9 +277,11 @@ def fit(
             schedule.load_state_dict(state["schedule"])
             history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
             if not streams.load_state(state["random_streams"], seed, start_epoch) and step_progress is not None:
-                step_progress.note(f"the training state in '{state_file}' was saved on another kind of device; its random "
-                                   f"streams (epoch order, crops and flips, overlay) are re-seeded from the seed for epoch "
-                                   f"{start_epoch + 1}: the run goes on deterministically, not as the interrupted run would have")
+                step_progress.note(
+                    f"the training state in '{state_file}' was saved on another kind of device; its random "
+                    f"streams (epoch order, crops and flips, overlay) are re-seeded from the seed for epoch "
+                    f"{start_epoch + 1}: the run goes on deterministically, not as the interrupted run would have"
+                )
     train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
     started = time.perf_counter()
     images_seen = 0
@@ -281,16 +302,20 @@ def fit(
             for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
             if step_progress is not None:  # the loss is read (a device sync) only when a line or the bar shows it
-                step_progress.advance(epoch * steps_per_epoch + step + 1, lambda: {"loss": float(sums["loss"]) / (step + 1)})
+                # advance() calls the lambda at once or not at all, so it sees this step's values
+                step_progress.advance(epoch * steps_per_epoch + step + 1, lambda: {"loss": float(sums["loss"]) / (step + 1)})  # noqa: B023
         train_stats = {f"train_{k}": float(v) / steps_per_epoch for k, v in distributed.all_reduce_sum(sums).items()}
         distributed.average_(batchnorm_statistics(model))
         if not math.isfinite(train_stats["train_loss"]):
-            raise IgkdError(f"training diverged: loss is {train_stats['train_loss']} in epoch {epoch + 1}; "
-                             f"lower the learning rate (--set {section}.train.lr=...) or turn amp off (--set {section}.train.amp=off)")
+            raise IgkdError(
+                f"training diverged: loss is {train_stats['train_loss']} in epoch {epoch + 1}; "
+                f"lower the learning rate (--set {section}.train.lr=...) or turn amp off (--set {section}.train.amp=off)"
+            )
         images_seen += steps_per_epoch * cfg.batch_size
         row = _validate(model, val_images, val_labels, cfg, device) if ctx.is_main else {}
-        row = distributed.broadcast_object({"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"],
-                                            "seconds": time.perf_counter() - epoch_start})
+        row = distributed.broadcast_object(
+            {"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+        )
         history.append(row)
         budget.remember(f"{section} epoch", row["seconds"])
         improved = row["val_accuracy"] > best["val_accuracy"]
@@ -300,11 +325,20 @@ def fit(
             if improved:
                 on_best(model, row)
             _write_metrics(run_dir, history)
-            atomic_torch_save(state_file, {
-                "resume_key": resume_key, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "random_streams": streams.state(), "history": history, "best": best, "world_size": ctx.world_size,
-            })
+            atomic_torch_save(
+                state_file,
+                {
+                    "resume_key": resume_key,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "random_streams": streams.state(),
+                    "history": history,
+                    "best": best,
+                    "world_size": ctx.world_size,
+                },
+            )
         if progress:
             progress(epoch + 1, cfg.epochs, row)
     if step_progress is not None:
@@ -317,5 +351,7 @@ def fit(
 def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
     """Validation loss and accuracy of the (unwrapped) model."""
     logits = predict_logits(model, images, cfg.eval_batch_size, device, cfg.amp)
-    return {"val_loss": float(nn.functional.cross_entropy(logits, labels.cpu())),
-            "val_accuracy": float((logits.argmax(1) == labels.cpu()).float().mean())}
+    return {
+        "val_loss": float(nn.functional.cross_entropy(logits, labels.cpu())),
+        "val_accuracy": float((logits.argmax(1) == labels.cpu()).float().mean()),
+    }

@@ -32,7 +32,10 @@ def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> Load
     mean, std = resolve_normalization(cfg, data)
     loaded = import_state_dict(checkpoint, cfg.teacher.arch, data.classes, mean, std, cfg.teacher.rename)
     if loaded.classes != data.classes:
-        raise IgkdError(f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the data has {data.classes}; use a teacher trained on these classes")
+        raise IgkdError(
+            f"teacher '{checkpoint}' predicts classes {loaded.classes}, but the "
+            f"data has {data.classes}; use a teacher trained on these classes"
+        )
     return loaded
 
 
@@ -46,8 +49,14 @@ def teacher_loss(cfg: RunConfig) -> LossFn:
     return loss_fn
 
 
-def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_dir: Path, progress: Progress | None = None,
-                  step_progress: StageProgress | None = None) -> tuple[LoadedModel, FitResult]:
+def train_teacher(
+    cfg: RunConfig,
+    data: PreparedData,
+    device: torch.device,
+    out_dir: Path,
+    progress: Progress | None = None,
+    step_progress: StageProgress | None = None,
+) -> tuple[LoadedModel, FitResult]:
     """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint."""
     arch = parse_arch(cfg.teacher.arch)
     mean, std = resolve_normalization(cfg, data)
@@ -56,14 +65,35 @@ def train_teacher(cfg: RunConfig, data: PreparedData, device: torch.device, out_
     loss_fn = teacher_loss(cfg)
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
-        save_checkpoint(out_dir / "model.pt", net, arch, data.classes, {"role": "teacher", "epoch": row["epoch"], "val_accuracy": row["val_accuracy"],
-                                                                         "image_size": size_record(data.pool.image_size)})
+        save_checkpoint(
+            out_dir / "model.pt",
+            net,  # type: ignore[arg-type]
+            arch,
+            data.classes,
+            {
+                "role": "teacher",
+                "epoch": row["epoch"],
+                "val_accuracy": row["val_accuracy"],
+                "image_size": size_record(data.pool.image_size),
+            },
+        )
 
     make_inputs = input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last))
     result = fit(
-        model, data.train_idx.to(device), make_inputs, loss_fn,
-        data.val_images, data.pool.labels[data.val_idx], cfg.teacher.train, device, cfg.teacher.seed,
-        out_dir, save_best, progress, resume_key=stage_identities(cfg, data.content_digest).teacher, step_progress=step_progress,
+        model,
+        data.train_idx.to(device),
+        make_inputs,
+        loss_fn,
+        data.val_images,
+        data.pool.labels[data.val_idx],
+        cfg.teacher.train,
+        device,
+        cfg.teacher.seed,
+        out_dir,
+        save_best,
+        progress,
+        resume_key=stage_identities(cfg, data.content_digest).teacher,
+        step_progress=step_progress,
         section="teacher",
     )
     return load_checkpoint(out_dir / "model.pt"), result

@@ -30,8 +30,14 @@ def logits_precision(device: torch.device) -> str:
 
 
 def cached_teacher_logits(
-    teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, cache_dir: Path, batch_size: int, device: torch.device,
-    *, data_digest: str | None = None,
+    teacher: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cache_dir: Path,
+    batch_size: int,
+    device: torch.device,
+    *,
+    data_digest: str | None = None,
 ) -> torch.Tensor:
     """Teacher logits (float32, CPU) for uint8 ``images``, read from the verified cache or computed and cached.
 
@@ -46,8 +52,17 @@ def cached_teacher_logits(
         if distributed.current().is_main and not (path.is_file() and manifest_path(path).is_file()):
             logits = predict_logits(teacher, images, batch_size, device)
             atomic_torch_save(path, logits)
-            write_manifest(path, key, {"shape": list(logits.shape), "dtype": "float32", "precision": precision,
-                                       "teacher_hash": teacher_digest, "data_hash": data_digest})
+            write_manifest(
+                path,
+                key,
+                {
+                    "shape": list(logits.shape),
+                    "dtype": "float32",
+                    "precision": precision,
+                    "teacher_hash": teacher_digest,
+                    "data_hash": data_digest,
+                },
+            )
     fix = "delete it and its .json, then re-run the same command (it is rebuilt from the teacher)"
     manifest = verify(path, key, "teacher logits cache", fix)
     logits = torch.load(path, map_location="cpu", weights_only=True)
