@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = (TINY_SETS + ["student.train.epochs=1"] if args.tiny else []) + args.overrides
     cfg = load_config(args.config, overrides)
     device = resolve_device(cfg.device)
+    started = provenance(device, cfg.seed)  # the commit that runs: read before the work tree can move
     arms = {"float32": {"amp": "off", "channels_last": "off"}, "fast": fast_settings(device)}
     runs = {name: [train_arm(args.config, overrides, settings, seed) for seed in args.seeds] for name, settings in arms.items()}
     result = {
         "benchmark": "precision_accuracy",
-        **provenance(device, cfg.seed),
+        **started,
         "config": args.config,
         "overrides": overrides,
         "student_arch": cfg.student.arch,
