@@ -19,12 +19,14 @@ python3 - "$run_dir" "$here" <<'PY'
 import hashlib, json, shutil, sys
 from pathlib import Path
 
+from igkd.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
+
 run_dir, here = Path(sys.argv[1]), Path(sys.argv[2])
 plans = [json.loads(p.read_text()) for p in sorted((run_dir / "experiments").glob("*.json"))]
 arms = {}
 for plan in plans:
     for job in plan["jobs"]:
-        final = run_dir / "students" / job["run_id"] / "final.json"
+        final = run_dir / "students" / job["run_id"] / SUMMARY
         if final.is_file():
             record = json.loads(final.read_text())
             key = (job["group"], job["arch"])
@@ -33,9 +35,9 @@ for plan in plans:
 models = here / "models"
 shutil.rmtree(models, ignore_errors=True)
 models.mkdir()
-chosen = {"teacher.pt": (run_dir / "teacher" / "model.pt", json.loads((run_dir / "teacher" / "final.json").read_text()))}
+chosen = {"teacher.pt": (run_dir / "teacher" / TEACHER_MODEL, json.loads((run_dir / "teacher" / SUMMARY).read_text()))}
 for (group, arch), (run_id, record) in sorted(arms.items()):
-    chosen[f"{group}-{arch.replace(':', '_').replace('=', '')}.pt"] = (run_dir / "students" / run_id / "best.pt", record)
+    chosen[f"{group}-{arch.replace(':', '_').replace('=', '')}.pt"] = (run_dir / "students" / run_id / STUDENT_MODEL, record)
 manifest = []
 for name, (source, record) in chosen.items():
     shutil.copy2(source, models / name)

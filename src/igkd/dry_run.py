@@ -20,6 +20,7 @@ from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
 from igkd.config import RunConfig, TrainConfig
 from igkd.data.prepare import PreparedData
 from igkd.identity import stage_finished
+from igkd.layout import STATE, SUMMARY, TEACHER_MODEL
 from igkd.methods import method_flags
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model, parse_arch
@@ -53,7 +54,7 @@ def training_status(folder: Path, summary: str, identity: str, epochs: int) -> S
     final = folder / summary
     if stage_finished(final, identity):
         return StageStatus("reuse", f"{final} records this identity ({identity[:12]})", 0)
-    state = folder / "state.pt"
+    state = folder / STATE
     if state.is_file():
         saved = torch.load(state, map_location="cpu", weights_only=True)
         if saved.get("resume_key") == identity:
@@ -203,10 +204,10 @@ class DryRun:
 
     def _teacher(self, checked: Preflight, data: PreparedData, device: torch.device) -> dict[str, Any]:
         cfg, folder = self.cfg, self.pipeline.teacher_dir
-        status = training_status(folder, "final.json", self.pipeline.identities.teacher, cfg.teacher.train.epochs)
+        status = training_status(folder, SUMMARY, self.pipeline.identities.teacher, cfg.teacher.train.epochs)
         if cfg.teacher.checkpoint is not None and status.action != "reuse":
             status = StageStatus("run", f"imports {cfg.teacher.checkpoint}", 0)
-        teacher = load_checkpoint(folder / "model.pt") if status.action == "reuse" else _fresh_teacher(cfg, data)
+        teacher = load_checkpoint(folder / TEACHER_MODEL) if status.action == "reuse" else _fresh_teacher(cfg, data)
         model = teacher.model
         plan = {
             "stage": "teacher",
@@ -270,7 +271,7 @@ class DryRun:
         self, teacher: dict[str, Any], data: PreparedData, device: torch.device, identity: str, status: StageStatus | None = None
     ) -> dict[str, Any]:
         cfg = self.cfg
-        status = status or training_status(self.pipeline.student_dir, "final.json", identity, cfg.student.train.epochs)
+        status = status or training_status(self.pipeline.student_dir, SUMMARY, identity, cfg.student.train.epochs)
         uses_maps = method_flags(cfg.student.method)[1]
         maps = torch.zeros(len(data.pool), *data.pool.image_size) if uses_maps else None  # same cost as the real maps
         timing_cfg = cfg.model_copy(

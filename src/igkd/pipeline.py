@@ -22,6 +22,7 @@ from igkd.data.prepare import PreparedData, prepare_data
 from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
 from igkd.identity import StageIdentities, stage_finished, stage_identities, student_run_id
+from igkd.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
 from igkd.methods import method_flags
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.modelstats import count_macs, count_params, file_size, measure_latency
@@ -167,7 +168,7 @@ class Pipeline:
     @cached_property
     def teacher(self) -> LoadedModel:
         """Train or import the teacher, unless a finished one with the same config exists."""
-        checkpoint, summary_file = self.teacher_dir / "model.pt", self.teacher_dir / "final.json"
+        checkpoint, summary_file = self.teacher_dir / TEACHER_MODEL, self.teacher_dir / SUMMARY
         identity = self.identities.teacher
         if self._finished(summary_file, identity):
             self.console.print(f"teacher: reusing {checkpoint}")
@@ -259,7 +260,7 @@ class Pipeline:
 
     def run_student(self) -> dict[str, Any]:
         """Distil the configured student, unless finished; return its summary."""
-        summary_file = self.student_dir / "final.json"
+        summary_file = self.student_dir / SUMMARY
         identity = self.identities.student
         if self._finished(summary_file, identity):
             self.console.print(f"student: reusing {self.student_dir}")
@@ -286,14 +287,17 @@ class Pipeline:
             )
         return self._publish(
             summary_file,
-            lambda: {**self._summary(loaded, self.student_dir / "best.pt", "student", identity, fit), "method": self.cfg.student.method},
+            lambda: {
+                **self._summary(loaded, self.student_dir / STUDENT_MODEL, "student", identity, fit),
+                "method": self.cfg.student.method,
+            },
         )
 
     def teacher_robustness(self) -> dict[str, Any]:
         """The teacher's accuracy under the configured corruptions (``teacher/robustness.json``, reused when current)."""
         return ensure_robustness(
             self.teacher_dir,
-            self.teacher_dir / "model.pt",
+            self.teacher_dir / TEACHER_MODEL,
             self.teacher.model,
             self.data.test,
             self.cfg.robustness,
@@ -318,7 +322,7 @@ class Pipeline:
 
     def teacher_summary(self) -> dict[str, Any]:
         _ = self.teacher
-        return json.loads((self.teacher_dir / "final.json").read_text())
+        return json.loads((self.teacher_dir / SUMMARY).read_text())
 
     def run_all(self) -> dict[str, Any]:
         """Teacher -> attributions -> student -> evaluation -> report; returns the report's numbers (rank 0; {} elsewhere)."""

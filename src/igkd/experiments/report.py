@@ -26,6 +26,7 @@ from igkd.errors import IgkdError
 from igkd.experiments.analysis import agreement_indices
 from igkd.experiments.document import Document
 from igkd.experiments.plots import box_plot, ig_grid, severity_plot, sweep_plot
+from igkd.layout import ANALYSIS, METRICS, SUMMARY, TEACHER_MODEL
 from igkd.models.checkpoint import load_checkpoint
 from igkd.provenance import provenance
 from igkd.robustness import RECORD
@@ -43,12 +44,12 @@ def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Every finished student run: ``final.json`` plus its analysis, transfer and corruption records, by run folder name."""
     runs = {}
     for folder in sorted((run_dir / "students").glob("*")):
-        final = read_json_object(folder / "final.json")
+        final = read_json_object(folder / SUMMARY)
         if final:
             transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted(folder.glob("transfer-*.json"))}
             runs[folder.name] = {
                 "final": final,
-                "analysis": read_json_object(folder / "analysis.json"),
+                "analysis": read_json_object(folder / ANALYSIS),
                 "transfer": transfer,
                 "robustness": read_json_object(folder / RECORD),
             }
@@ -410,7 +411,7 @@ def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]],
 
 def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], plans: dict[str, dict[str, Any]], figures: Path) -> None:
     """Test images, the teacher's overlay, and IG maps of the teacher and of seed-0 ablation students."""
-    teacher_path = cfg.run_dir / "teacher" / "model.pt"
+    teacher_path = cfg.run_dir / "teacher" / TEACHER_MODEL
     ablation = plans.get("ablation")
     if not teacher_path.is_file() or not ablation or cfg.report.examples == 0:
         return
@@ -515,7 +516,7 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
     waiting = []
     for job in plan["jobs"]:
         if job["run_id"] not in runs:
-            metrics = run_dir / "students" / job["run_id"] / "metrics.jsonl"
+            metrics = run_dir / "students" / job["run_id"] / METRICS
             epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
             waiting.append(f"`{job['run_id']}` ({epochs} epochs done)" if epochs else f"`{job['run_id']}` (not started)")
     return text + (f" Status: still to finish: {', '.join(waiting)}." if waiting else " Status: every planned run has finished.")
@@ -532,7 +533,7 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         )
     out = run_dir / "report"
     figures = out / "figures"
-    teacher = read_json_object(run_dir / "teacher" / "final.json")
+    teacher = read_json_object(run_dir / "teacher" / SUMMARY)
     teacher_checks = {
         "robustness": read_json_object(run_dir / "teacher" / RECORD),
         "transfer": {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))},

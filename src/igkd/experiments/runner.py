@@ -29,6 +29,7 @@ from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_
 from igkd.experiments.plan import Job, PlanOptions
 from igkd.fingerprint import hash_file
 from igkd.identity import stage_finished
+from igkd.layout import ANALYSIS, STUDENT_MODEL, SUMMARY, TEACHER_MODEL
 from igkd.methods import method_flags
 from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
@@ -56,19 +57,15 @@ def _robustness_done(run_dir: Path, folder: Path, cfg: RunConfig) -> bool:
     if not cfg.robustness.enabled:
         return True
     reference = read_json_object(run_dir / "teacher" / RECORD)
-    return bool(reference) and robustness_current(folder, folder / "best.pt", cfg.robustness, reference)
+    return bool(reference) and robustness_current(folder, folder / STUDENT_MODEL, cfg.robustness, reference)
 
 
 def job_finished(run_dir: Path, job: Job) -> bool:
     """Whether ``job``'s student and its analyses (IG agreement; corruptions when enabled) are complete and current."""
     folder = run_dir / "students" / job.run_id
-    trained = stage_finished(folder / "final.json", job.identity)
+    trained = stage_finished(folder / SUMMARY, job.identity)
     count = job.cfg.report.agreement_images
-    return (
-        trained
-        and (count == 0 or _analysis_done(folder / "analysis.json", job.identity, count))
-        and _robustness_done(run_dir, folder, job.cfg)
-    )
+    return trained and (count == 0 or _analysis_done(folder / ANALYSIS, job.identity, count)) and _robustness_done(run_dir, folder, job.cfg)
 
 
 def run_job(
@@ -101,11 +98,11 @@ def run_job(
             pipeline = Pipeline(cfg, console, student_dir=folder)
             summary = pipeline.run_student()
             count = cfg.report.agreement_images
-            if count and not _analysis_done(folder / "analysis.json", summary["identity"], count):
+            if count and not _analysis_done(folder / ANALYSIS, summary["identity"], count):
                 student = load_checkpoint(summary["checkpoint"]).model
                 agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
                 atomic_write_json(
-                    folder / "analysis.json",
+                    folder / ANALYSIS,
                     {"identity": summary["identity"], "ig_agreement": agreement, **provenance(pipeline.device, cfg.seed)},
                 )
             if cfg.robustness.enabled:
@@ -152,7 +149,7 @@ class ExperimentRunner:
     def prepare(self, jobs: list[Job], sharded: bool) -> None:
         """Train (or reuse) the shared teacher and build (or verify) the IG maps the jobs need."""
         pipeline = self.pipeline
-        teacher_final = pipeline.teacher_dir / "final.json"
+        teacher_final = pipeline.teacher_dir / SUMMARY
         if sharded and not teacher_final.is_file():
             raise IgkdError(
                 f"sharded experiments need one shared teacher, but {teacher_final} does not exist; run "
@@ -225,12 +222,12 @@ class ExperimentRunner:
 
         root = expand_path(root)
         device = resolve_device(self.base.device)
-        teacher = self.run_dir / "teacher" / "model.pt"
+        teacher = self.run_dir / "teacher" / TEACHER_MODEL
         if not teacher.is_file():
             raise IgkdError(f"no teacher in {self.run_dir}; run the experiment (or 'igkd teacher') with this config first")
         classes = load_checkpoint(teacher).classes
         sets = {split: load_transfer_set(self.base.data, root, split, classes, self.base.cache_path) for split in splits}
-        checkpoints = [teacher] + sorted(p / "best.pt" for p in (self.run_dir / "students").glob("*") if (p / "final.json").is_file())
+        checkpoints = [teacher] + sorted(p / STUDENT_MODEL for p in (self.run_dir / "students").glob("*") if (p / SUMMARY).is_file())
         done = 0
         for checkpoint in checkpoints:
             out = checkpoint.parent / f"transfer-{name}.json"

@@ -14,6 +14,7 @@ from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
+from igkd.layout import STUDENT_MODEL
 from igkd.losses import LossWeights, distillation_loss
 from igkd.methods import method_flags
 from igkd.models.base import NormalizedModel
@@ -193,7 +194,7 @@ def distill_student(
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(
-            out_dir / "best.pt",
+            out_dir / STUDENT_MODEL,
             net,  # type: ignore[arg-type]
             arch,
             data.classes,
@@ -223,4 +224,4 @@ def distill_student(
         step_progress=step_progress,
         section="student",
     )
-    return load_checkpoint(out_dir / "best.pt"), result
+    return load_checkpoint(out_dir / STUDENT_MODEL), result

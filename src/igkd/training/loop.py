@@ -26,6 +26,7 @@ from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.config import TrainConfig
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError
+from igkd.layout import METRICS, METRICS_CSV, STATE
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.progress import StageProgress
 from igkd.runtime import (
@@ -116,13 +117,13 @@ def predict_logits(
 
 
 def _write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    atomic_write_text(run_dir / METRICS, "".join(json.dumps(row) + "\n" for row in history))
     buffer = io.StringIO()
     fields = list(dict.fromkeys(key for row in history for key in row))
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_text(run_dir / "metrics.csv", buffer.getvalue())
+    atomic_write_text(run_dir / METRICS_CSV, buffer.getvalue())
 
 
 TrainStep = Callable[[torch.Tensor, RandomStreams], dict[str, torch.Tensor]]
@@ -268,7 +269,7 @@ def fit(
     history: list[dict[str, float]] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
     start_epoch = 0
-    state_file = run_dir / "state.pt"
+    state_file = run_dir / STATE
     if state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=True)
         if state.get("resume_key") == resume_key:

@@ -12,6 +12,7 @@ from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
+from igkd.layout import TEACHER_MODEL
 from igkd.losses import LossWeights, distillation_loss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
 from igkd.models.registry import build_model, parse_arch
@@ -66,7 +67,7 @@ def train_teacher(
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(
-            out_dir / "model.pt",
+            out_dir / TEACHER_MODEL,
             net,  # type: ignore[arg-type]
             arch,
             data.classes,
@@ -96,4 +97,4 @@ def train_teacher(
         step_progress=step_progress,
         section="teacher",
     )
-    return load_checkpoint(out_dir / "model.pt"), result
+    return load_checkpoint(out_dir / TEACHER_MODEL), result
