@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 from scipy import stats as sps
 
 from igkd.config import load_config
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.experiments.report import build_report
+from igkd.experiments.report import build_report, classes_first
 from igkd.experiments.runner import ExperimentRunner
 from igkd.robustness import RECORD
 
@@ -156,3 +157,8 @@ def test_corruption_records_of_another_protocol_or_teacher_are_left_out_with_the
     assert summary["ablation"]["robustness"]["mca"]["KD"]["n"] == 1  # of 3 KD records, 2 do not match the teacher's
     assert "1 student record(s): measured under another corruption protocol than the teacher's" in markdown
     assert "1 student record(s): its mCE is relative to another teacher" in markdown
+
+
+def test_figure_examples_show_one_image_per_class_first():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    assert classes_first(torch.tensor([0, 1, 3, 4, 5, 7]), labels).tolist() == [0, 3, 5, 1, 4, 7]

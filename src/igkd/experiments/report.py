@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from igkd.atomic import atomic_write_json, atomic_write_text, read_json_object
@@ -423,7 +424,8 @@ def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], p
 
     teacher = load_checkpoint(teacher_path)
     test = load_split(cfg.data, "test", cfg.cache_path).remap_to(teacher.classes)
-    picks = agreement_indices(test.labels, cfg.report.agreement_images or cfg.report.examples)[: cfg.report.examples]
+    picks = classes_first(agreement_indices(test.labels, cfg.report.agreement_images or cfg.report.examples), test.labels)
+    picks = picks[: cfg.report.examples]
     images, labels = test.images[picks], test.labels[picks]
     device = resolve_device(cfg.device)
     rows = {"teacher": compute_ig_maps(teacher.model.to(device), images, labels, cfg.attribution, device)[0]}
@@ -439,6 +441,19 @@ def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], p
         f"Test images (true-label target, {cfg.attribution.steps} steps, baseline `{cfg.attribution.baseline}`); "
         "row 2 is the paper's overlay of the teacher's map as used in training; student maps are from seed 0."
     )
+
+
+def classes_first(indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``indices`` reordered so that the first image of each class comes first (in class order of first appearance), the
+    rest after in their order: a few examples then show as many classes as they can."""
+    seen: set[int] = set()
+    first: list[int] = []
+    rest: list[int] = []
+    for index in indices.tolist():
+        label = int(labels[index])
+        (rest if label in seen else first).append(index)
+        seen.add(label)
+    return torch.tensor(first + rest, dtype=torch.long)
 
 
 def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> str:
@@ -557,7 +572,7 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
                     f"{teacher['params']:,}",
                     f"{teacher['macs']:,}",
                     str(teacher.get("best_epoch", "imported")),
-                    f"{teacher.get('train_seconds', float('nan')):.0f}",
+                    f"{teacher['train_seconds']:.0f}" if teacher.get("train_seconds") is not None else "imported",
                 ]
             ],
         )
