@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     config = "digits" if args.tiny else args.config
     overrides = (TINY_SETS if args.tiny else []) + args.overrides
+    cfg = load_config(config, overrides)
+    from igkd.runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    started = provenance(device, cfg.seed)  # the commit that runs: read before the work tree can move
     runs = []
     for repeat in range(args.repeats):
         if args.keep_dir is not None:
@@ -75,14 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         with tempfile.TemporaryDirectory(prefix="igkd-full-run-") as tmp:
             runs.append(timed_run(config, overrides, args.teacher, args.epochs, Path(tmp)))
-    cfg = load_config(config, overrides)
-    from igkd.runtime import resolve_device
-
-    device = resolve_device(cfg.device)
     totals = [r["total_s"] for r in runs]
     result = {
         "benchmark": "full_run",
-        **provenance(device, cfg.seed),
+        **started,
         "config": config,
         "overrides": overrides,
         "teacher": str(args.teacher) if args.teacher else "trained in the run (not timed)",

@@ -42,7 +42,7 @@ def experiment(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run an experiment's student runs; finished runs (same identity) are skipped, so re-running resumes."""
-    from igkd.budget import BudgetReached, deadline_at, resolve_deadline
+    from igkd.budget import BudgetReached, deadline_at, resolve_deadline, stop_if_past
     from igkd.config import load_config
     from igkd.distributed import launched_by_torchrun
     from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
@@ -50,6 +50,7 @@ def experiment(
     from igkd.experiments.runner import ExperimentRunner
 
     with deadline_at(resolve_deadline(budget, stop_at)):
+        stop_if_past(0.0, f"the {name} experiment")  # a call that starts past its deadline decodes and prepares nothing
         if launched_by_torchrun():
             raise IgkdError(
                 "igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
