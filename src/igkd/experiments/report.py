@@ -320,7 +320,7 @@ def _pairwise(
     paired = {(c.a, c.b): c for c in compare_pairs(values, pairs, paired=True)}
     doc.heading(title, level)
     if not welch and not paired:
-        doc.paragraph(f"No {family} pair of arms has two runs each yet, so no test of {what} yet.")
+        doc.paragraph(f"No {'planned ' if family == 'planned' else ''}pair of arms has two runs each yet, so no test of {what} yet.")
         return {}
     scope = "the comparisons listed" if family == "planned" else "every pair of arms"
     doc.paragraph(
