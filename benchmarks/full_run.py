@@ -12,26 +12,21 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from igkd.atomic import atomic_write_json, atomic_write_text
-from igkd.config import load_config
-from igkd.pipeline import Pipeline
-from igkd.provenance import provenance
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.config import load_config  # noqa: E402
+from igkd.pipeline import Pipeline  # noqa: E402
+from igkd.provenance import provenance  # noqa: E402
+from throughput import TINY_SETS as THROUGHPUT_TINY_SETS  # noqa: E402
 
-TINY_SETS = [
-    "data.image_size=8",
-    "data.crop_padding=1",
-    "teacher.arch=mobilenetv2_cifar:width=0.25:k=10",
-    "student.arch=mobilenetv2_cifar:width=0.25:k=14",
-    "teacher.train.epochs=1",
-    "device=cpu",
-    "attribution.steps=4",
-]
+TINY_SETS = [*THROUGHPUT_TINY_SETS, "attribution.steps=4"]
 
 
 def timed_run(config: str, overrides: list[str], teacher: Path | None, epochs: int, workdir: Path) -> dict[str, float]:
