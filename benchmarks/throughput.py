@@ -31,7 +31,7 @@ from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import RandomStreams, configure_kernels, is_channels_last, native_bf16, place_model, resolve_device, use_channels_last  # noqa: E402
-from igkd.training.distill import loss_weights, make_distill_loss, online_teacher_model  # noqa: E402
+from igkd.training.distill import make_distill_loss, online_teacher_model, student_loss  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
 from igkd.training.loop import make_optimizer, make_schedule, make_train_step, predict_logits  # noqa: E402
 from igkd.training.teacher import resolve_normalization  # noqa: E402
@@ -65,7 +65,7 @@ def igkd_runner(cfg, data, teacher, maps, device, cached_logits: torch.Tensor | 
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, maps.to(device), cfg.student.ig, channels_last)
     frozen = online_teacher_model(teacher.model, device, channels_last)
-    loss_fn = make_distill_loss(loss_weights(cfg), frozen, [], None if cached_logits is None else cached_logits.to(device))
+    loss_fn = make_distill_loss(student_loss(cfg), frozen, [], None if cached_logits is None else cached_logits.to(device))
     optimizer = make_optimizer(student, cfg.student.train, device)
     step = make_train_step(
         student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device

@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_STUDENT
 from igkd.config import OverlayConfig, TrainConfig
 from igkd.data.augment import random_crop_flip
-from igkd.losses import LossWeights, distillation_loss
+from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.registry import build_model
 from igkd.overlay import map_source, overlay_maps
 from igkd.runtime import RandomStreams
@@ -95,7 +95,7 @@ def _inputs_seen(make_inputs, images, labels, run_dir) -> list[tuple[torch.Tenso
 
     def loss_fn(model, x, y, indices):
         seen.append((indices.clone(), x.detach().clone()))
-        return distillation_loss(LossWeights(), model(x), y)
+        return WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(model(x), y))
 
     torch.manual_seed(0)
     model = build_model(TINY_STUDENT, 10)

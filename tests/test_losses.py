@@ -6,7 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from igkd.losses import LossWeights, at_loss, attention_map, distillation_loss, kd_loss
+from igkd.config import StudentConfig
+from igkd.errors import IgkdError
+from igkd.losses import LossInputs, LossTerm, at_loss, attention_map, kd_loss, register_term, weighted_loss
+from igkd.methods import Mix, student_mix
 
 
 def test_kd_loss_matches_definition_and_is_zero_for_equal_logits():
@@ -44,14 +47,44 @@ def test_at_loss_compares_maps_of_different_sizes_at_the_smaller_one_by_area_ave
     assert attention_map(rect, (2, 3)).shape == (3, 6) and float(at_loss([rect], [small])) > 0
 
 
-def test_distillation_loss_combines_terms_with_paper_weights():
+def test_presets_weigh_their_terms_as_the_paper_does():
     s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
     fs, ft = [torch.randn(4, 6, 4, 4)], [torch.randn(4, 6, 4, 4)]
     ce = F.cross_entropy(s, y)
-    total, parts = distillation_loss(LossWeights(), s, y)
+    student = StudentConfig(method="Student")
+    total, parts = weighted_loss(student_mix(student).weights, student)(LossInputs(s, y))
     torch.testing.assert_close(total, ce)
     assert set(parts) == {"ce"}
-    w = LossWeights(use_kd=True, alpha=0.01, temperature=2.5, use_at=True, gamma=0.8)
-    total, parts = distillation_loss(w, s, y, t, fs, ft)
+    full = StudentConfig(method="KD_IG_AT")
+    assert student_mix(full).weights == {"ce": 0.99, "kd": 0.01, "at": 0.8} and student_mix(full).overlay
+    total, parts = weighted_loss(student_mix(full).weights, full)(LossInputs(s, y, t, fs, ft))
     torch.testing.assert_close(total, 0.99 * ce + 0.01 * kd_loss(s, t, 2.5) + 0.8 * at_loss(fs, ft))
-    assert set(parts) == {"ce", "kd", "at"}
+    assert list(parts) == ["ce", "kd", "at"]
+    tuned = StudentConfig(method="KD_AT", kd={"alpha": 0.3, "temperature": 4.0}, at={"gamma": 2.0})
+    assert student_mix(tuned).weights == {"ce": 0.7, "kd": 0.3, "at": 2.0}
+    assert weighted_loss(student_mix(tuned).weights, tuned).terms[1].temperature == 4.0
+
+
+def test_a_mix_of_your_own_is_validated_and_named():
+    mix = StudentConfig(method="CE_AT", terms={"kd": 0.5, "ce": 1.0}, overlay=True)
+    assert list(mix.terms) == ["ce", "kd"]  # summed in name order, however written
+    assert student_mix(mix) == Mix({"ce": 1.0, "kd": 0.5}, True) and student_mix(mix).needs == {"teacher_logits"}
+    with pytest.raises(ValueError, match="name it with student.method=NAME, not the preset 'KD_IG'"):
+        StudentConfig(terms={"ce": 1.0})
+    with pytest.raises(ValueError, match="unknown loss term 'fitnets'; choose from"):
+        StudentConfig(method="Mine", terms={"ce": 1.0, "fitnets": 0.1})
+    with pytest.raises(ValueError, match="overlay belongs to a mix of your own"):
+        StudentConfig(method="KD", overlay=True)
+    with pytest.raises(ValueError, match="names a folder"):
+        StudentConfig(method="my mix", terms={"ce": 1.0})
+
+
+def test_a_term_name_is_registered_once():
+    with pytest.raises(IgkdError, match="loss term 'kd' is already registered by igkd.losses.kd.KDTerm"):
+
+        @register_term("kd")
+        class OtherKD(LossTerm):
+            pass
+
+    with pytest.raises(IgkdError, match="needs \\['maps'\\], which no training step offers"):
+        register_term("mapped", needs={"maps"})  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from conftest import TINY_STUDENT, run_cli, sets, tiny_overrides
 from igkd.config import TrainConfig
-from igkd.losses import LossWeights, distillation_loss
+from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.registry import build_model
 from igkd.progress import StageProgress
 from igkd.training.inputs import batch_maker
@@ -34,7 +34,7 @@ def _fit_with(progress: StageProgress, tmp_path) -> None:
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     labels = torch.arange(64) % 10
     model = build_model(TINY_STUDENT, 10)
-    loss = lambda net, x, y, _: distillation_loss(LossWeights(), net(x), y)  # noqa: E731
+    loss = lambda net, x, y, _: WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(net(x), y))  # noqa: E731
     fit(
         model,
         torch.arange(64),

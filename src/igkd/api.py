@@ -27,7 +27,7 @@ from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.errors import IgkdError
 from igkd.fingerprint import data_hash
-from igkd.losses import LossWeights, at_loss, distillation_loss, kd_loss
+from igkd.losses import ATTerm, CrossEntropyTerm, KDTerm, LossInputs, LossTerm, WeightedLoss, at_loss, kd_loss
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model
@@ -169,17 +169,19 @@ class DistillationLoss(nn.Module):
         student_features: Sequence[torch.Tensor] | None = None,
         teacher_features: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        weights = LossWeights(
-            teacher_logits is not None, self.alpha, self.temperature, student_features is not None, self.gamma, self.label_smoothing
-        )
-        total, _ = distillation_loss(
-            weights,
+        terms: list[tuple[LossTerm, float]] = [(CrossEntropyTerm(self.label_smoothing), 1.0)]
+        if teacher_logits is not None:
+            terms = [(terms[0][0], 1.0 - self.alpha), (KDTerm(self.temperature), self.alpha)]
+        if student_features is not None:
+            terms.append((ATTerm(), self.gamma))
+        inputs = LossInputs(
             student_logits,
             labels,
             teacher_logits,
             None if student_features is None else list(student_features),
             None if teacher_features is None else list(teacher_features),
         )
+        total, _ = WeightedLoss(terms)(inputs)
         return total
 
 

@@ -254,13 +254,22 @@ def info(as_json: bool = typer.Option(False, "--json", help="Print the report as
 
 @app.command()
 def methods() -> None:
-    """List the eight distillation methods and what each one uses."""
+    """List the method presets (their loss terms and weights at the default settings, and the IG overlay) and the
+    registered loss terms a config can mix with student.terms."""
+    from igkd.config import StudentConfig
+    from igkd.losses import loss_terms
     from igkd.methods import METHODS
 
-    table = Table("method", "KD", "IG overlay", "AT")
-    for name, flags in METHODS.items():
-        table.add_row(name, *("yes" if f else "-" for f in flags))
+    defaults = StudentConfig()
+    table = Table("method", "loss", "IG overlay")
+    for name, method in METHODS.items():
+        weights = method.weights(defaults)
+        table.add_row(name, " + ".join(f"{weight:g} {term}" for term, weight in weights.items()), "yes" if method.overlay else "-")
     console.print(table)
+    terms = Table("loss term", "needs of the teacher", "defined in")
+    for name, term in loss_terms().items():
+        terms.add_row(name, ", ".join(sorted(term.needs)) or "-", term.__module__)
+    console.print(terms)
 
 
 def main() -> None:

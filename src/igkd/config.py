@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +15,8 @@ from igkd.attribution.ig import IGParams
 from igkd.corruptions import CORRUPTIONS, SEVERITIES, check_corruptions
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
-from igkd.methods import canonical_method
+from igkd.losses import term_class
+from igkd.methods import canonical_method, find_method
 from igkd.models.registry import arch_text, parse_arch
 from igkd.models.rename import parse_rename_rules
 from igkd.normalization import NormSetting, parse_normalization
@@ -151,7 +154,15 @@ class StudentConfig(_Strict):
     normalize: Literal["teacher"] | NormSetting = Field(
         "teacher", description="teacher (the teacher's mean/std) or any teacher.normalize value"
     )
-    method: str = "KD_IG"
+    method: str = Field(
+        "KD_IG", description="a preset (igkd methods: Student, KD, IG, AT, KD_IG, ...), or the name of the mix in student.terms"
+    )
+    terms: dict[str, float] | None = Field(
+        None,
+        description="your own mix of registered loss terms by name and weight (e.g. {ce: 0.9, kd: 0.1}), summed in name "
+        "order, instead of a preset; name it with student.method",
+    )
+    overlay: bool | None = Field(None, description="with student.terms: overlay the teacher's maps on the input (default off)")
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     kd: KDConfig = KDConfig()
     at: ATConfig = ATConfig()
@@ -165,10 +176,34 @@ class StudentConfig(_Strict):
     def _parse_normalize(cls, value: Any) -> Any:
         return value if value == "teacher" else parse_normalization(value)
 
+    @field_validator("terms")
+    @classmethod
+    def _registered_terms(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("a mix needs at least one loss term (e.g. {ce: 1.0})")
+        try:
+            for name in value:
+                term_class(name)
+        except IgkdError as exc:
+            raise ValueError(str(exc)) from None
+        return dict(sorted(value.items()))
+
     @model_validator(mode="after")
     def _check(self) -> StudentConfig:
         parse_arch(self.arch)
-        self.method = canonical_method(self.method)
+        if self.terms is None:
+            if self.overlay is not None:
+                raise ValueError(
+                    f"overlay belongs to a mix of your own (student.terms); the method {self.method} sets its own "
+                    "(the presets with IG overlay the maps)"
+                )
+            self.method = canonical_method(self.method)
+        elif find_method(self.method) is not None:
+            raise ValueError(f"student.terms declares a mix of your own: name it with student.method=NAME, not the preset '{self.method}'")
+        elif not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.method):
+            raise ValueError(f"method '{self.method}' names a folder: use letters, digits and _ . + - only")
         return self
 
 
@@ -209,6 +244,9 @@ class RunConfig(_Strict):
     """Everything one run of the pipeline needs."""
 
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    imports: list[str] = Field(
+        [], description="Python modules imported before the config is checked: your own loss terms or model families"
+    )
     out_dir: Path = Path("runs")
     cache_dir: Path | None = None
     seed: int = Field(0, ge=0)
@@ -317,8 +355,20 @@ def load_config(source: str | Path | None = None, overrides: list[str] | None = 
     return validate_config(tree, str(path))
 
 
+def import_modules(names: Any, origin: str) -> None:
+    """Import the config's ``imports`` (modules that register loss terms or model families), so that it can name them."""
+    for name in names if isinstance(names, list) else []:
+        try:
+            importlib.import_module(str(name))
+        except ImportError as exc:
+            raise IgkdError(
+                f"imports in {origin}: cannot import '{name}' ({exc}); put its folder on PYTHONPATH or install its package"
+            ) from None
+
+
 def validate_config(tree: dict[str, Any], origin: str = "config") -> RunConfig:
-    """Validate a config mapping; the first problem becomes a one-line :class:`IgkdError`."""
+    """Import the config's ``imports``, then validate it; the first problem becomes a one-line :class:`IgkdError`."""
+    import_modules(tree.get("imports"), origin)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:

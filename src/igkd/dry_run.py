@@ -21,7 +21,7 @@ from igkd.config import RunConfig, TrainConfig
 from igkd.data.prepare import PreparedData
 from igkd.identity import stage_finished
 from igkd.layout import STATE, SUMMARY, TEACHER_MODEL
-from igkd.methods import method_flags
+from igkd.methods import overlays_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model, parse_arch
 from igkd.modelstats import count_macs, count_params
@@ -272,7 +272,7 @@ class DryRun:
     ) -> dict[str, Any]:
         cfg = self.cfg
         status = status or training_status(self.pipeline.student_dir, SUMMARY, identity, cfg.student.train.epochs)
-        uses_maps = method_flags(cfg.student.method)[1]
+        uses_maps = overlays_maps(cfg.student)
         maps = torch.zeros(len(data.pool), *data.pool.image_size) if uses_maps else None  # same cost as the real maps
         timing_cfg = cfg.model_copy(
             update={"student": cfg.student.model_copy(update={"kd": cfg.student.kd.model_copy(update={"teacher_logits": "online"})})}

@@ -25,7 +25,7 @@ from igkd.config import RunConfig
 from igkd.data.sources import expand_path
 from igkd.errors import IgkdError
 from igkd.fingerprint import hash_file, hash_jsonable
-from igkd.methods import method_flags
+from igkd.methods import overlays_maps
 
 FORMAT_VERSION = 1
 # Where the data lives is not what it is (its content is hashed instead), and how it is loaded changes no batch.
@@ -35,7 +35,7 @@ _DATA_LOCATION = {"root", "download", "loader", "workers"}
 _LATER_SETTINGS: dict[str, dict[str, object]] = {
     "data": {"augment": "crop_flip", "crop_scale": [0.35, 1.0], "crop_ratio": [0.75, 4 / 3], "eval_crop": 1.0},
     "teacher": {"rename": []},
-    "student": {"normalize": "teacher"},
+    "student": {"normalize": "teacher", "terms": None, "overlay": None},
 }
 
 
@@ -83,7 +83,7 @@ def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     teacher = hash_jsonable(
         {"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings, "imported_checkpoint": imported}
     )
-    uses_maps = method_flags(cfg.student.method)[1]
+    uses_maps = overlays_maps(cfg.student)
     maps = (
         hash_jsonable(
             {"format": FORMAT_VERSION, "stage": "maps", "data": data, "teacher": teacher, "settings": map_params(cfg.attribution)}
@@ -113,6 +113,6 @@ def stage_finished(summary: Path, identity: str) -> bool:
 def student_run_id(cfg: RunConfig, student_identity: str) -> str:
     """A student's folder name under ``students/``: method, map control, architecture, seed and its identity."""
     arch = cfg.student.arch.replace(":", "_").replace("=", "")
-    uses_maps = method_flags(cfg.student.method)[1]
+    uses_maps = overlays_maps(cfg.student)
     control = "" if cfg.student.ig.maps == "aligned" or not uses_maps else f"-{cfg.student.ig.maps}"
     return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}-{student_identity[:8]}"

@@ -23,7 +23,7 @@ from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
 from igkd.identity import StageIdentities, stage_finished, stage_identities, student_run_id
 from igkd.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
-from igkd.methods import method_flags
+from igkd.methods import overlays_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.preflight import STAGES, Preflight, preflight, stages_for
@@ -265,7 +265,7 @@ class Pipeline:
         if self._finished(summary_file, identity):
             self.console.print(f"student: reusing {self.student_dir}")
             return json.loads(summary_file.read_text())
-        uses_ig = method_flags(self.cfg.student.method)[1]
+        uses_ig = overlays_maps(self.cfg.student)
         maps = self.maps if uses_ig else None
         teacher = self.teacher
         self.console.print(

@@ -21,12 +21,12 @@ from igkd.data.splits import stratified_split, stratified_subset
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.extras import require
-from igkd.methods import method_flags
+from igkd.methods import overlays_maps, student_mix
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import import_state_dict
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import NormSpec, normalization_values
-from igkd.training.distill import attention_pairs, loss_weights
+from igkd.training.distill import attention_pairs
 from igkd.training.loop import micro_batch_count
 
 STAGES = ("teacher", "maps", "student")
@@ -51,7 +51,7 @@ class Preflight:
 
 def stages_for(command: str, cfg: RunConfig) -> tuple[str, ...]:
     """The stages a command runs: teacher; attribute = teacher + maps; distill, run and experiment = all it needs."""
-    uses_maps = method_flags(cfg.student.method)[1]
+    uses_maps = overlays_maps(cfg.student)
     return {"teacher": ("teacher",), "attribute": ("teacher", "maps")}.get(
         command, ("teacher", "maps", "student") if uses_maps else ("teacher", "student")
     )
@@ -160,7 +160,7 @@ def estimate_writes(cfg: RunConfig, preflight: Preflight, stages: Iterable[str])
     if "student" in stages and preflight.student is not None:
         params = sum(p.numel() for p in preflight.student.parameters())
         writes["student"] = params * _FILE_BYTES_PER_PARAM[cfg.student.train.optimizer]
-        if method_flags(cfg.student.method)[0] and cfg.student.kd.teacher_logits == "cached":
+        if "teacher_logits" in student_mix(cfg.student).needs and cfg.student.kd.teacher_logits == "cached":
             writes["teacher logits"] = len(layout.train) * len(layout.classes) * 4
     return writes
 
@@ -197,7 +197,7 @@ def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout
         problems += _training_problems("teacher", cfg.teacher.train, len(train_idx), world_size)
     if student is not None:
         problems += _training_problems("student", cfg.student.train, len(student_idx), world_size)
-        if loss_weights(cfg).use_at:
+        if "features" in student_mix(cfg.student).needs:
             try:
                 attention_pairs(cfg, teacher, student)
             except IgkdError as exc:

@@ -30,7 +30,7 @@ from igkd.experiments.plan import Job, PlanOptions
 from igkd.fingerprint import hash_file
 from igkd.identity import stage_finished
 from igkd.layout import ANALYSIS, STUDENT_MODEL, SUMMARY, TEACHER_MODEL
-from igkd.methods import method_flags
+from igkd.methods import overlays_maps
 from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
 from igkd.preflight import preflight
@@ -158,7 +158,7 @@ class ExperimentRunner:
         _ = pipeline.teacher
         if self.base.robustness.enabled:
             pipeline.teacher_robustness()
-        if any(method_flags(job.method)[1] for job in jobs):
+        if any(overlays_maps(job.cfg.student) for job in jobs):
             pipeline.attribute(rebuild_invalid=False)
 
     def write_plan(self, name: str, jobs: list[Job], options: PlanOptions) -> Path:

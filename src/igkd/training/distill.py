@@ -15,8 +15,8 @@ from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
 from igkd.layout import STUDENT_MODEL
-from igkd.losses import LossWeights, distillation_loss
-from igkd.methods import method_flags
+from igkd.losses import LossInputs, WeightedLoss, weighted_loss
+from igkd.methods import overlays_maps, student_mix
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.features import FeatureTap, check_layer
@@ -32,11 +32,9 @@ from igkd.training.loop import FitResult, LossFn, MakeInputs, Progress, fit
 from igkd.training.teacher_logits import cached_teacher_logits
 
 
-def loss_weights(cfg: RunConfig) -> LossWeights:
-    """The loss terms of the configured method."""
-    use_kd, _, use_at = method_flags(cfg.student.method)
-    kd, at = cfg.student.kd, cfg.student.at
-    return LossWeights(use_kd, kd.alpha, kd.temperature, use_at, at.gamma, cfg.student.train.label_smoothing)
+def student_loss(cfg: RunConfig) -> WeightedLoss:
+    """The configured method's (or ``student.terms`` mix's) loss terms with their weights."""
+    return weighted_loss(student_mix(cfg.student).weights, cfg.student)
 
 
 def _block_path(model: NormalizedModel, layer: int | str) -> str | None:
@@ -75,36 +73,38 @@ def attention_pairs(cfg: RunConfig, teacher: NormalizedModel, student: Normalize
 
 
 def make_distill_loss(
-    weights: LossWeights,
+    loss: WeightedLoss,
     teacher: NormalizedModel,
     pairs: list[tuple[str, str]],
     cached_logits: torch.Tensor | None,
     student_tap: FeatureTap | None = None,
 ) -> LossFn:
-    """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index.
+    """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index, and
+    the paired layers' features, as far as the loss's terms need them.
 
-    With attention transfer, ``student_tap`` records the student's paired layers (hooks registered before the
-    student is wrapped for DDP or compiled); the teacher's are recorded for the one pass.
+    With features, ``student_tap`` records the student's paired layers (hooks registered before the student is
+    wrapped for DDP or compiled); the teacher's are recorded for the one pass.
     """
     teacher_paths = [t for t, _ in pairs]
+    needs_logits, needs_features = "teacher_logits" in loss.needs, "features" in loss.needs
 
     def loss_fn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor):
         student_feats = teacher_feats = teacher_logits = None
         logits = student(x)
-        if weights.use_at:
-            assert student_tap is not None, "AT needs the student's feature tap"
+        if needs_features:
+            assert student_tap is not None, "features need the student's feature tap"
             student_feats = student_tap.take()
         with torch.no_grad():
-            if weights.use_at:
+            if needs_features:
                 with FeatureTap(teacher, teacher_paths) as tap:
                     online_logits = teacher(x)
                     teacher_feats = tap.take()
-                teacher_logits = online_logits if weights.use_kd and cached_logits is None else None
-            elif weights.use_kd and cached_logits is None:
+                teacher_logits = online_logits if needs_logits and cached_logits is None else None
+            elif needs_logits and cached_logits is None:
                 teacher_logits = teacher(x)
-            if weights.use_kd and cached_logits is not None:
+            if needs_logits and cached_logits is not None:
                 teacher_logits = cached_logits[indices]
-        return distillation_loss(weights, logits, y, teacher_logits, student_feats, teacher_feats)
+        return loss(LossInputs(logits, y, teacher_logits, student_feats, teacher_feats))
 
     return loss_fn
 
@@ -143,7 +143,7 @@ def distillation_run(
     cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | MappedMaps | None, device: torch.device
 ) -> DistillationRun:
     """The configured student (seeded), its seed's training subset, batch inputs (with the overlay) and loss, on ``device``."""
-    _, use_ig, _ = method_flags(cfg.student.method)
+    use_ig = overlays_maps(cfg.student)
     if use_ig and maps is None:
         raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
     if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
@@ -158,9 +158,9 @@ def distillation_run(
         p.requires_grad_(False)
     # the loss runs the folded copy; cached logits come from the teacher itself (their key is its hash)
     online_teacher = online_teacher_model(teacher_model, device, channels_last)
-    weights = loss_weights(cfg)
+    loss = student_loss(cfg)
     cached = None
-    if weights.use_kd and cfg.student.kd.teacher_logits == "cached":
+    if "teacher_logits" in loss.needs and cfg.student.kd.teacher_logits == "cached":
         cached = cached_teacher_logits(
             teacher_model,
             data.pool.images,
@@ -170,12 +170,13 @@ def distillation_run(
             device,
             data_digest=data.pool.digest,
         ).to(device)
-    pairs = attention_pairs(cfg, online_teacher, student) if weights.use_at else []  # type: ignore[arg-type]
-    student_tap = FeatureTap(student, [s for _, s in pairs]) if weights.use_at else None
+    needs_features = "features" in loss.needs
+    pairs = attention_pairs(cfg, online_teacher, student) if needs_features else []  # type: ignore[arg-type]
+    student_tap = FeatureTap(student, [s for _, s in pairs]) if needs_features else None
     overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
-    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(weights, online_teacher, pairs, cached, student_tap))  # type: ignore[arg-type]
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(loss, online_teacher, pairs, cached, student_tap))  # type: ignore[arg-type]
 
 
 def distill_student(

@@ -13,7 +13,7 @@ from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.identity import stage_identities
 from igkd.layout import TEACHER_MODEL
-from igkd.losses import LossWeights, distillation_loss
+from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
@@ -42,10 +42,10 @@ def import_teacher(cfg: RunConfig, data: PreparedData, checkpoint: Path) -> Load
 
 def teacher_loss(cfg: RunConfig) -> LossFn:
     """The teacher's per-step loss: cross-entropy (with the configured label smoothing)."""
-    weights = LossWeights(label_smoothing=cfg.teacher.train.label_smoothing)
+    loss = WeightedLoss([(CrossEntropyTerm(cfg.teacher.train.label_smoothing), 1.0)])
 
     def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, _: torch.Tensor):
-        return distillation_loss(weights, net(x), y)
+        return loss(LossInputs(net(x), y))
 
     return loss_fn
 

@@ -1,0 +1,94 @@
+"""The loss-term registry: a term is an ``nn.Module`` registered by name, which says what it needs and computes one
+scalar from a batch's :class:`LossInputs` (after torchdistill's registered losses).
+
+Adding a term is one module with one registration::
+
+    @register_term("my_term", needs={"teacher_logits"})
+    class MyTerm(LossTerm):
+        def forward(self, inputs: LossInputs) -> torch.Tensor:
+            return (inputs.student_logits - inputs.teacher_logits).pow(2).mean()
+
+after which ``student.terms: {ce: 1.0, my_term: 0.5}`` (with ``student.method`` naming the mix) trains with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+
+import torch
+from torch import nn
+
+from igkd.errors import IgkdError
+
+if TYPE_CHECKING:
+    from igkd.config import StudentConfig
+
+Need = Literal["teacher_logits", "features"]
+NEEDS: tuple[Need, ...] = ("teacher_logits", "features")
+
+
+@dataclass
+class LossInputs:
+    """What one training step offers the terms: the student's logits and the labels, and what the mix needs of the
+    teacher (its logits on the same input, the paired layers' features of both models)."""
+
+    student_logits: torch.Tensor
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
+    student_features: list[torch.Tensor] | None = None
+    teacher_features: list[torch.Tensor] | None = None
+
+
+class LossTerm(nn.Module):
+    """One registered loss term; ``name`` (its registry key and log key) and ``needs`` are set by :func:`register_term`."""
+
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[Need]] = frozenset()
+
+    @classmethod
+    def from_config(cls, student: StudentConfig) -> LossTerm:
+        """The term with its settings from the student section (a term without settings takes none)."""
+        return cls()
+
+    @classmethod
+    def default_weight(cls, student: StudentConfig) -> float:
+        """The term's weight in a named method (a preset of :mod:`igkd.methods`)."""
+        return 1.0
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+_TERMS: dict[str, type[LossTerm]] = {}
+T = TypeVar("T", bound=type[LossTerm])
+
+
+def register_term(name: str, needs: set[Need] | frozenset[Need] = frozenset()) -> Callable[[T], T]:
+    """Class decorator: register a :class:`LossTerm` under ``name``, needing ``needs`` of the teacher."""
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise IgkdError(f"loss term '{name}' needs {sorted(unknown)}, which no training step offers; choose from {', '.join(NEEDS)}")
+
+    def register(cls: T) -> T:
+        taken = _TERMS.get(name)
+        if taken is not None and taken.__qualname__ != cls.__qualname__:
+            raise IgkdError(f"loss term '{name}' is already registered by {taken.__module__}.{taken.__qualname__}; choose another name")
+        cls.name, cls.needs = name, frozenset(needs)
+        _TERMS[name] = cls
+        return cls
+
+    return register
+
+
+def loss_terms() -> dict[str, type[LossTerm]]:
+    """The registered terms by name."""
+    return dict(_TERMS)
+
+
+def term_class(name: str) -> type[LossTerm]:
+    """The term registered as ``name``; an unknown name is a one-line error."""
+    if name not in _TERMS:
+        raise IgkdError(f"unknown loss term '{name}'; choose from {', '.join(_TERMS)} or register one with igkd.losses.register_term")
+    return _TERMS[name]
