@@ -21,18 +21,31 @@ def write_manifest(path: Path, key: str, meta: dict[str, Any]) -> None:
     atomic_write_json(manifest_path(path), {"key": key, "file_size": path.stat().st_size, "sha256": hash_file(path), **meta})
 
 
-def verify(path: Path, key: str, what: str, fix: str) -> dict[str, Any]:
-    """The manifest of ``path`` if file and manifest are intact and built for ``key``; else one-line IgkdError."""
+def read_manifest(path: Path, what: str, fix: str, required: frozenset[str] = frozenset({"key", "file_size", "sha256"})) -> dict[str, Any]:
+    """The manifest of ``path``, with at least the ``required`` keys; else one-line IgkdError."""
     try:
         manifest = json.loads(manifest_path(path).read_text())
     except (OSError, ValueError):
-        raise IgkdError(f"{what} '{path}' has no readable manifest; {fix}") from None
-    if manifest.get("key") != key:
-        raise IgkdError(f"{what} '{path}' was built from other inputs (stale); {fix}")
+        raise IgkdError(f"{what} '{path}' has no readable manifest (.json); {fix}") from None
+    if not isinstance(manifest, dict) or not required <= manifest.keys():
+        raise IgkdError(f"{what} '{path}' has an incomplete or invalid manifest (.json); {fix}")
+    return manifest
+
+
+def check_file(path: Path, manifest: dict[str, Any], what: str, fix: str) -> None:
+    """One-line IgkdError unless ``path`` has the size and SHA-256 its manifest records."""
     if path.stat().st_size != manifest.get("file_size"):
         raise IgkdError(
             f"{what} '{path}' has {path.stat().st_size} bytes, its manifest says {manifest.get('file_size')} (truncated?); {fix}"
         )
     if hash_file(path) != manifest.get("sha256"):
         raise IgkdError(f"{what} '{path}' does not match its manifest's SHA-256 (corrupted); {fix}")
+
+
+def verify(path: Path, key: str, what: str, fix: str) -> dict[str, Any]:
+    """The manifest of ``path`` if file and manifest are intact and built for ``key``; else one-line IgkdError."""
+    manifest = read_manifest(path, what, fix)
+    if manifest.get("key") != key:
+        raise IgkdError(f"{what} '{path}' was built from other inputs (stale); {fix}")
+    check_file(path, manifest, what, fix)
     return manifest

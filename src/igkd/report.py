@@ -10,6 +10,7 @@ import torch
 from igkd.atomic import atomic_write_text, atomic_write_with
 from igkd.attribution.cache import MappedMaps
 from igkd.data.imageset import ImageSet
+from igkd.experiments.document import percent
 from igkd.overlay import overlay_maps
 
 
@@ -39,22 +40,18 @@ def save_overlay_figure(path: Path, pool: ImageSet, maps: torch.Tensor | MappedM
     plt.close(fig)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
 def comparison_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(metric, teacher, student, ratio) rows for the console table and the report."""
     t, s = teacher, student
     return [
         (
             "test accuracy (%)",
-            _pct(t["test"]["accuracy"]),
-            _pct(s["test"]["accuracy"]),
+            percent(t["test"]["accuracy"]),
+            percent(s["test"]["accuracy"]),
             f"{100 * (s['test']['accuracy'] - t['test']['accuracy']):+.2f} pts",
         ),
-        ("balanced accuracy (%)", _pct(t["test"]["balanced_accuracy"]), _pct(s["test"]["balanced_accuracy"]), ""),
-        ("agreement with teacher (%)", "100.00", _pct(s["test"].get("teacher_agreement")), ""),
+        ("balanced accuracy (%)", percent(t["test"]["balanced_accuracy"]), percent(s["test"]["balanced_accuracy"]), ""),
+        ("agreement with teacher (%)", "100.00", percent(s["test"].get("teacher_agreement")), ""),
         ("params", f"{t['params']:,}", f"{s['params']:,}", f"{t['params'] / s['params']:.2f}x fewer"),
         ("MACs / image", f"{t['macs']:,}", f"{s['macs']:,}", f"{t['macs'] / s['macs']:.2f}x fewer"),
         (
@@ -80,8 +77,8 @@ def _robustness_rows(teacher: dict[str, Any], student: dict[str, Any]) -> list[t
     return [
         (
             "mean corruption accuracy (%)",
-            _pct(t["mean_corruption_accuracy"]),
-            _pct(s["mean_corruption_accuracy"]),
+            percent(t["mean_corruption_accuracy"]),
+            percent(s["mean_corruption_accuracy"]),
             f"{100 * (s['mean_corruption_accuracy'] - t['mean_corruption_accuracy']):+.2f} pts, {mce}".rstrip(", "),
         )
     ]
@@ -127,7 +124,7 @@ def write_report(
     lines += ["## Per-class test accuracy (%)", "", "| class | teacher | student |", "|---|---|---|"]
     for name in teacher["test"]["per_class_accuracy"]:
         lines.append(
-            f"| {name} | {_pct(teacher['test']['per_class_accuracy'][name])} | {_pct(student['test']['per_class_accuracy'][name])} |"
+            f"| {name} | {percent(teacher['test']['per_class_accuracy'][name])} | {percent(student['test']['per_class_accuracy'][name])} |"
         )
     prov = notes["provenance"]
     lines += [

@@ -13,7 +13,6 @@ shard is complete, :meth:`AttributionCache.merge_shards` joins them; the entry's
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 import igkd
-from igkd import budget
+from igkd import budget, integrity
 from igkd.atomic import atomic_write_json, read_json_object
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
@@ -36,6 +35,7 @@ from igkd.fingerprint import data_hash, hash_file, hash_jsonable, hash_state_dic
 FORMAT_VERSION = 1
 CacheDtype = Literal["float16", "uint8"]
 _REBUILD = "re-run 'igkd attribute' (it rebuilds the cache)"
+_WHAT = "IG attribution cache"
 # Throughput knobs: they do not change the maps, so they do not invalidate a cache.
 _NON_KEY_PARAMS = {"batch_size", "internal_batch_size", "channels_last"}
 CHECKPOINT_SECONDS = 30.0  # at most this long between durable records of a build's progress (two fsyncs each)
@@ -73,21 +73,15 @@ def _key(teacher_digest: str, data_digest: str, params: IGParams) -> str:
 
 
 def _fail(path: Path, problem: str) -> IgkdError:
-    return IgkdError(f"IG attribution cache '{path}' {problem}; {_REBUILD}")
+    return IgkdError(f"{_WHAT} '{path}' {problem}; {_REBUILD}")
 
 
 def read_manifest(npy_path: str | Path) -> dict[str, Any]:
-    """The complete manifest next to ``npy_path`` (``.json`` suffix); IgkdError if missing or garbled."""
-    npy_path = Path(npy_path)
-    try:
-        manifest = json.loads(npy_path.with_suffix(".json").read_text())
-    except FileNotFoundError:
-        raise _fail(npy_path, "has no manifest (.json)") from None
-    except (OSError, ValueError):
-        raise _fail(npy_path, "has an unreadable manifest (.json)") from None
-    required = {"key", "shape", "dtype", "sha256", "file_size", "complete"}
-    if not isinstance(manifest, dict) or not required <= manifest.keys() or manifest["complete"] is not True:
-        raise _fail(npy_path, "has an incomplete or invalid manifest (.json)")
+    """The complete manifest next to ``npy_path`` (``.json`` suffix); IgkdError if missing, garbled or unfinished."""
+    path = Path(npy_path)
+    manifest = integrity.read_manifest(path, _WHAT, _REBUILD, frozenset({"key", "shape", "dtype", "sha256", "file_size", "complete"}))
+    if manifest["complete"] is not True:
+        raise _fail(path, "has an incomplete or invalid manifest (.json)")
     return manifest
 
 
@@ -127,10 +121,7 @@ def load_maps_file(
         raise _fail(path, "was built for another teacher, data set or IG parameters (stale)")
     if expected_shape is not None and list(manifest["shape"]) != list(expected_shape):
         raise _fail(path, f"has shape {tuple(manifest['shape'])}, expected {tuple(expected_shape)} (stale)")
-    if path.stat().st_size != manifest["file_size"]:
-        raise _fail(path, f"has {path.stat().st_size} bytes, its manifest says {manifest['file_size']} (truncated?)")
-    if hash_file(path) != manifest["sha256"]:
-        raise _fail(path, "does not match its manifest's SHA-256 (corrupted)")
+    integrity.check_file(path, manifest, _WHAT, _REBUILD)
     try:
         data = np.load(path, mmap_mode="r")
     except (OSError, ValueError):

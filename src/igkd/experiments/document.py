@@ -1,8 +1,10 @@
-"""A report as a list of blocks (headings, paragraphs, tables, images), rendered to Markdown and to HTML."""
+"""A report as a list of blocks (headings, paragraphs, tables, images), rendered to Markdown and to HTML, and the
+number formatting every report shares."""
 
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -12,6 +14,11 @@ _STYLE = (
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     "td:first-child,th:first-child{text-align:left}img{max-width:100%}code{background:#f4f4f4}"
 )
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage with two decimals (``0.9118`` -> ``91.18``); ``n/a`` when missing or not finite."""
+    return "n/a" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.2f}"
 
 
 def _inline_html(text: str) -> str:

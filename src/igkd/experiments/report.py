@@ -25,7 +25,7 @@ from igkd.attribution.ig import compute_ig_maps
 from igkd.config import RunConfig
 from igkd.errors import IgkdError
 from igkd.experiments.analysis import agreement_indices
-from igkd.experiments.document import Document
+from igkd.experiments.document import Document, percent
 from igkd.experiments.plots import box_plot, ig_grid, severity_plot, sweep_plot
 from igkd.layout import ANALYSIS, METRICS, SUMMARY, TEACHER_MODEL
 from igkd.models.checkpoint import load_checkpoint
@@ -55,10 +55,6 @@ def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
                 "robustness": read_json_object(folder / RECORD),
             }
     return runs
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}"
 
 
 def _ci(values: list[float]) -> str:
@@ -140,14 +136,14 @@ def _ablation(
             [
                 group,
                 str(s.n),
-                _pct(s.mean),
-                _pct(s.std),
-                f"[{_pct(s.ci_low)}, {_pct(s.ci_high)}]",
-                _pct(s.best),
+                percent(s.mean),
+                percent(s.std),
+                f"[{percent(s.ci_low)}, {percent(s.ci_high)}]",
+                percent(s.best),
                 f"{100 * delta:+.2f}" if math.isfinite(delta) else "n/a",
                 f"{final['params']:,}",
                 f"{final['macs']:,}",
-                _pct(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
+                percent(_mean_or_nan([r["final"]["test"].get("teacher_agreement") for r in seeds.values()])),
                 f"{_mean_or_nan(agreement):.3f}" if any(a is not None for a in agreement) else "n/a",
             ]
         )
@@ -244,12 +240,12 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
             [
                 "teacher",
                 "1",
-                _pct(reference["clean_accuracy"]),
-                _pct(reference["mean_corruption_accuracy"]),
+                percent(reference["clean_accuracy"]),
+                percent(reference["mean_corruption_accuracy"]),
                 "1.00",
-                _pct(reference["relative_drop"]),
-                _pct(_transfer_accuracy(teacher, "accuracy")),
-                _pct(_transfer_accuracy(teacher, "balanced_accuracy")),
+                percent(reference["relative_drop"]),
+                percent(_transfer_accuracy(teacher, "accuracy")),
+                percent(_transfer_accuracy(teacher, "balanced_accuracy")),
             ]
         )
     for group in groups:
@@ -281,7 +277,7 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
     doc.table(
         ["method", *corruptions],
         [
-            [g, *[_pct(float(np.mean([np.mean([r["accuracy"][c][v] for v in severities]) for r in recs]))) for c in corruptions]]
+            [g, *[percent(float(np.mean([np.mean([r["accuracy"][c][v] for v in severities]) for r in recs]))) for c in corruptions]]
             for g, recs in by_model.items()
         ],
     )
@@ -567,8 +563,8 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
             [
                 [
                     f"`{teacher['arch']}`",
-                    _pct(teacher["test"]["accuracy"]),
-                    _pct(teacher["test"]["balanced_accuracy"]),
+                    percent(teacher["test"]["accuracy"]),
+                    percent(teacher["test"]["balanced_accuracy"]),
                     f"{teacher['params']:,}",
                     f"{teacher['macs']:,}",
                     str(teacher.get("best_epoch", "imported")),
@@ -578,7 +574,7 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         )
         for name, record in teacher_checks["transfer"].items():
             splits = ", ".join(
-                f"{s}: {_pct(m['accuracy'])}% acc / {_pct(m['balanced_accuracy'])}% balanced ({m['n']} images, "
+                f"{s}: {percent(m['accuracy'])}% acc / {percent(m['balanced_accuracy'])}% balanced ({m['n']} images, "
                 f"{len(m['classes_present'])} of {len(m['classes'])} classes)"
                 for s, m in record["splits"].items()
             )
