@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from igkd.attribution.cache import AttributionCache, attribution_key
 from igkd.attribution.ig import BaselineKind, IGParams, Method, TargetKind, compute_ig_maps
+from igkd.attribution.sources import Source
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.errors import IgkdError
@@ -73,6 +75,8 @@ def compute_attributions(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
+    source: Source = "ig",
+    layer: str | None = None,
     steps: int = 50,
     method: Method = "gausslegendre",
     baseline: BaselineKind = "zero",
@@ -83,7 +87,8 @@ def compute_attributions(
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """The teacher's IG maps of ``images`` (uint8 N x 3 x H x W, un-augmented, in dataset order): float32 N x H x W
-    in [0, 1], row i the map of image i.
+    in [0, 1], row i the map of image i. ``source`` picks another attribution (Captum's ``smoothgrad_ig``,
+    ``smoothgrad``, ``input_x_gradient``, or ``gradcam`` at the module path ``layer``).
 
     With ``cache_dir`` the maps are stored there under a key of the teacher's weights, the data and the IG
     settings, reused when the key matches and resumed when a build was interrupted.
@@ -93,7 +98,10 @@ def compute_attributions(
             f"compute_attributions needs uint8 images N x C x H x W, got {images.dtype} {tuple(images.shape)}; "
             "pass the un-augmented images as stored (e.g. (x * 255).round().to(torch.uint8))"
         )
-    params = IGParams(steps=steps, method=method, baseline=baseline, target=target, batch_size=batch_size)
+    try:
+        params = IGParams(source=source, layer=layer, steps=steps, method=method, baseline=baseline, target=target, batch_size=batch_size)
+    except ValidationError as exc:
+        raise IgkdError(f"compute_attributions: {exc.errors()[0]['msg']}; fix the arguments") from None
     target_device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
     if cache_dir is None:
         maps, _ = compute_ig_maps(teacher, images, labels, params, target_device, progress)

@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "deploy": ("onnx", "onnxruntime", "onnxscript"),
     "tensorboard": ("tensorboard",),
     "timm": ("timm",),
+    "captum": ("captum",),
     "test": ("pytest", "captum"),
 }
 

@@ -38,6 +38,7 @@ _REBUILD = "re-run 'igkd attribute' (it rebuilds the cache)"
 _WHAT = "IG attribution cache"
 # Throughput knobs: they do not change the maps, so they do not invalidate a cache.
 _NON_KEY_PARAMS = {"batch_size", "internal_batch_size", "channels_last"}
+_SOURCE_PARAMS = {"source", "layer", "noise_samples", "noise_std"}  # added with the Captum sources
 CHECKPOINT_SECONDS = 30.0  # at most this long between durable records of a build's progress (two fsyncs each)
 
 
@@ -49,8 +50,10 @@ def teacher_hash(teacher: nn.Module | Mapping[str, torch.Tensor]) -> str:
 
 
 def map_params(params: IGParams) -> dict[str, Any]:
-    """The IG parameters that change the maps (not the throughput knobs)."""
-    return params.model_dump(exclude=_NON_KEY_PARAMS)
+    """The parameters that change the maps (not the throughput knobs); the source's settings only for other sources
+    than IG, so that IG maps keep the key they had before there were others."""
+    values = params.model_dump(exclude=_NON_KEY_PARAMS)
+    return values if params.source != "ig" else {k: v for k, v in values.items() if k not in _SOURCE_PARAMS}
 
 
 def attribution_key(

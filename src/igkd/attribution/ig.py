@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from igkd.attribution.sources import Source, captum_attributions
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.models.fuse import fast_frozen_copy
@@ -42,6 +43,14 @@ class IGParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    source: Source = Field(
+        "ig",
+        description="ig (igkd's Integrated Gradients, the paper's), or with Captum (pip install 'igkd[captum]'): "
+        "smoothgrad_ig, smoothgrad, input_x_gradient, gradcam (at attribution.layer)",
+    )
+    layer: str | None = Field(None, description="gradcam: the teacher's layer by module path (e.g. features.16, layer4)")
+    noise_samples: int = Field(16, ge=1, description="smoothgrad sources: noisy copies per image")
+    noise_std: float = Field(0.15, gt=0, description="smoothgrad sources: the noise's standard deviation, in pixel units ([0, 1] images)")
     steps: int = Field(50, ge=1)
     method: Method = "gausslegendre"
     baseline: BaselineKind = "zero"
@@ -75,6 +84,10 @@ class IGParams(BaseModel):
     def _riemann_needs_two_steps(self) -> IGParams:
         if self.method.startswith("riemann") and self.steps < 2:
             raise ValueError(f"method '{self.method}' needs steps >= 2")
+        if self.source == "gradcam" and not self.layer:
+            raise ValueError("source gradcam needs layer, a module path of the teacher (e.g. features.16 or layer4)")
+        if self.source != "ig" and self.precision != "float32":
+            raise ValueError(f"source {self.source} runs in float32 (Captum); set precision float32")
         return self
 
 
@@ -93,7 +106,9 @@ class IGRunStats:
     max_rel_delta: float = 0.0
 
     def update(self, delta: torch.Tensor, gap: torch.Tensor) -> None:
-        """Add one batch's deltas and logit gaps f(x)[t] - f(x0)[t]."""
+        """Add one batch's deltas and logit gaps f(x)[t] - f(x0)[t] (none for a source without completeness)."""
+        if delta.numel() == 0:
+            return
         abs_delta = delta.detach().abs().double().cpu()
         rel = abs_delta / gap.detach().abs().double().cpu().clamp_min(1e-6)
         self.images += len(abs_delta)
@@ -343,6 +358,15 @@ def compute_ig_maps(
         x = images_uint8[i:j].to(device, non_blocking=True).float().div_(255.0)
         t = select_targets(frozen, x, labels[i:j].to(device, non_blocking=True), params.target)
         x0 = make_baselines(frozen, x, params.baseline)
+        if params.source != "ig":  # Captum's; completeness is IG's alone
+            with eval_mode(frozen):
+                attr = captum_attributions(frozen, x, t, x0, params, seed=i)
+            none = torch.empty(0, device=device)
+            queued = (i, *copy_to_host([attribution_maps(attr), none, none], device))
+            if pending is not None:
+                _finish(pending, out, stats, progress, n)
+            pending = queued
+            continue
         while True:
             try:
                 attr, delta = integrated_gradients(frozen, x, t, x0, params.steps, params.method, chunk, dtype)
