@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Land the campaign's progress in this folder: Tiny ImageNet transfer of the teacher and every finished student, the
-# report of every finished run, and the models (teacher, and the best-on-validation student of each arm) with their
-# SHA-256. Run it with the campaign stopped or paused; it reads the campaign's run folder and writes only here.
+# report of every finished run, the models (teacher, and the best-on-validation student of each arm) with their
+# SHA-256, and their params, MACs and CPU latency side by side (latency.json: truncation against width at similar
+# size). Run it with the campaign stopped or paused (the latency needs the CPU to itself); it reads the campaign's run
+# folder and writes only here.
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh
 set -euo pipefail
@@ -48,3 +50,6 @@ for name, (source, record) in chosen.items():
 (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 print(f"land: {len(manifest)} models in {models}")
 PY
+mapfile -t students < <(python3 -c 'import json,sys; print("\n".join(m["file"] for m in json.load(open(sys.argv[1])) if m["file"] != "teacher.pt"))' "$here/models/manifest.json")
+python3 -m igkd bench "$here/models/teacher.pt" "${students[@]/#/$here/models/}" --backend torch-cpu --backend onnxruntime-cpu \
+  --repeats 50 -o "$here/latency.json"

@@ -1,0 +1,80 @@
+"""Grad-CAM and CAM explanations and the losses that compare them: values against their definitions, gradients
+against finite differences (double backward for Grad-CAM)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igkd.losses.cam import cat_loss, class_activation_maps, explanation_similarity_loss, grad_cam
+
+
+class TinyNet(nn.Module):
+    """conv -> ReLU -> global average pool -> linear: Grad-CAM equals CAM up to a positive factor here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = F.relu(self.conv(x))
+        return self.fc(features.mean(dim=(2, 3))), features
+
+
+@pytest.fixture
+def net() -> TinyNet:
+    torch.manual_seed(0)
+    return TinyNet().double()
+
+
+def test_grad_cam_of_a_pooled_linear_head_is_its_cam(net):
+    x = torch.rand(3, 3, 6, 6, dtype=torch.float64)
+    logits, features = net(x)
+    targets = torch.tensor([0, 3, 4])
+    cam = grad_cam(features, logits, targets)
+    cams = class_activation_maps(features, net.fc.weight)
+    expected = F.relu(cams[torch.arange(3), targets]) / 36  # gradient of a mean over 6 x 6 positions
+    torch.testing.assert_close(cam, expected)
+
+
+def test_explanation_similarity_loss_is_zero_for_proportional_maps_and_two_for_opposite_ones():
+    maps = torch.rand(2, 4, 4) + 0.1
+    assert float(explanation_similarity_loss(maps, 3 * maps)) == pytest.approx(0.0, abs=1e-6)
+    assert float(explanation_similarity_loss(maps, -maps)) == pytest.approx(2.0, abs=1e-6)
+    large = maps.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)  # the same map at twice the size
+    assert float(explanation_similarity_loss(large, maps)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_cat_loss_compares_pooled_normalised_class_maps():
+    cams = torch.randn(2, 5, 4, 4)
+    assert float(cat_loss(cams, 2 * cams)) == pytest.approx(0.0, abs=1e-7)
+    pooled = F.normalize(F.adaptive_avg_pool2d(cams, 2).flatten(2), dim=2)
+    other = torch.randn(2, 5, 4, 4)
+    expected = (pooled - F.normalize(F.adaptive_avg_pool2d(other, 2).flatten(2), dim=2)).pow(2).mean()
+    torch.testing.assert_close(cat_loss(cams, other), expected)
+
+
+def test_the_student_side_of_grad_cam_trains_by_double_backward(net):
+    """d loss / d conv weight through Grad-CAM (a gradient of a gradient) against central finite differences."""
+    x = torch.rand(2, 3, 5, 5, dtype=torch.float64)
+    teacher_map = torch.rand(2, 5, 5, dtype=torch.float64)
+    targets = torch.tensor([1, 2])
+
+    def loss() -> torch.Tensor:
+        logits, features = net(x)
+        cam = grad_cam(features, logits, targets, create_graph=True)
+        return 1 - F.cosine_similarity(cam.flatten(1), teacher_map.flatten(1), dim=1).mean()
+
+    (analytic,) = torch.autograd.grad(loss(), net.conv.weight)
+    assert analytic.abs().sum() > 0
+    index, eps = (1, 2, 0, 1), 1e-6
+    weight = net.conv.weight.data
+    weight[index] += eps
+    plus = loss().item()
+    weight[index] -= 2 * eps
+    minus = loss().item()
+    weight[index] += eps
+    assert (plus - minus) / (2 * eps) == pytest.approx(float(analytic[index]), rel=1e-6)
