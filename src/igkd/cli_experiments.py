@@ -60,7 +60,7 @@ def experiment(
     from igkd.config import load_config
     from igkd.distributed import launched_by_torchrun
     from igkd.experiments.grid import load_experiment
-    from igkd.experiments.plan import cli_options, parse_shard, plan_jobs, resolve_options
+    from igkd.experiments.plan import cli_options, parse_shard, plan_jobs
     from igkd.experiments.plan import shard as take_shard
     from igkd.experiments.runner import ExperimentRunner
 
@@ -90,7 +90,7 @@ def experiment(
                 describe(plan, console.print)
             return
         runner.prepare(selected, sharded=count > 1)
-        plan_file = runner.write_plan(name, planned, resolve_options(declared, options))
+        plan_file = runner.write_plan(declared, planned, options)
         console.print(f"{name}: shard {index}/{count} holds {len(selected)} of {len(planned)} runs; plan: {plan_file}")
         outcomes = runner.run(selected, jobs)
         stopped = [o for o in outcomes if o.status == "stopped"]
