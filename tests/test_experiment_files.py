@@ -4,6 +4,7 @@ file's values, a user's own grid runs end to end, and a bad file is one error li
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +118,14 @@ def test_a_bad_grid_file_is_one_error_line_and_writes_nothing(tmp_path, capsys, 
     code, out, err = run_cli(["experiment", str(grid), *sets(tiny_overrides(tmp_path))], capsys, monkeypatch)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err + out, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_the_documented_example_is_a_valid_experiment_file(tmp_path):
+    page = (Path(__file__).parents[1] / "docs" / "experiments.md").read_text()
+    example = page.split("## Experiment files", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "doc.yaml").write_text(example)
+    jobs = plan_jobs(str(tmp_path / "doc.yaml"), load_config("digits"), PlanOptions(), DATA)
+    assert [j.group for j in jobs[:3]] == ["KD", "KD_IG", "KD_IG-shuffled"] and len(jobs) == 9
 
 
 def test_an_unknown_experiment_name_or_missing_file_is_one_line(tmp_path, capsys, monkeypatch):
