@@ -202,6 +202,26 @@ def test_attention_pairs_by_module_path_with_suggestions_and_the_builtin_default
     ]
 
 
+def test_the_family_owns_its_blocks_attention_default_and_smaller_students():
+    from igkd.experiments.plan import sweep_archs
+    from igkd.models.registry import family_of
+
+    mobilenet, resnet = family_of(parse_arch("mobilenetv2_cifar:k=5")), family_of(parse_arch("torchvision:resnet18"))
+    student = build_model("mobilenetv2_cifar:width=0.25:k=5", 10)
+    assert mobilenet.block_paths is not None and mobilenet.block_paths(student) == [f"features.{i}" for i in range(14)]
+    assert mobilenet.default_attention_pair is not None and mobilenet.default_attention_pair(student, student) == (6, 6)
+    assert mobilenet.smaller_students is not None and mobilenet.smaller_students(parse_arch("mobilenetv2_cifar"), (5,), (0.5,)) == [
+        ("blocks", "mobilenetv2_cifar:k=5"),
+        ("width", "mobilenetv2_cifar:width=0.5"),
+    ]
+    assert resnet.block_paths is resnet.default_attention_pair is resnet.smaller_students is None  # the hooks' defaults
+    with pytest.raises(IgkdError, match="narrows widths of mobilenetv2_cifar; the teacher 'torchvision:resnet18' is another family"):
+        sweep_archs("torchvision:resnet18", (3,), ())
+    ints = load_config("digits", ["teacher.arch=torchvision:resnet18", "student.method=KD_AT", "student.at.pairs=[[3, 3]]"])
+    with pytest.raises(IgkdError, match=r"attention pair \(3, 3\): integer layers name blocks of mobilenetv2_cifar only"):
+        attention_pairs(ints, build_model(ints.teacher.arch, 10), build_model(ints.student.arch, 10))
+
+
 def test_a_layer_that_is_not_a_feature_map_is_a_clear_error():
     model = build_model("torchvision:resnet18", 5)
     with FeatureTap(model, ["fc"]), pytest.raises(IgkdError, match="layer 'fc' outputs \\(2, 5\\), not an N x C x H x W"):

@@ -14,23 +14,37 @@ from igkd.errors import IgkdError
 console = Console()
 
 
+FILE_DEFAULT = "(default: the experiment file's)"
+
+
 def experiment(
-    name: str = typer.Argument(..., help="ablation (8 methods + shuffled/noise-map controls) or sweep (compression factor)."),
+    name: str = typer.Argument(
+        ...,
+        help="ablation (8 methods + shuffled/noise-map controls), sweep (compression factor), or an experiment YAML file (its grid).",
+    ),
     config: str = ConfigOpt,
     overrides: list[str] | None = SetOpt,
-    seeds: int = typer.Option(
-        10, "--seeds", "-n", min=1, help="Runs per variant, seeds 0..N-1 (raise it later: finished seeds are skipped)."
+    seeds: int | None = typer.Option(
+        None,
+        "--seeds",
+        "-n",
+        min=1,
+        help=f"Runs per arm, seeds FIRST..FIRST+N-1 (raise it later: finished seeds are skipped) {FILE_DEFAULT}.",
     ),
-    first_seed: int = typer.Option(0, min=0, help="First seed."),
-    train_fraction: float = typer.Option(
-        0.8, min=0.01, max=1.0, help="Stratified fraction of the training split each run trains on, fresh per seed."
+    first_seed: int | None = typer.Option(None, min=0, help=f"First seed {FILE_DEFAULT}."),
+    train_fraction: float | None = typer.Option(
+        None, min=0.01, max=1.0, help=f"Stratified fraction of the training split each run trains on, fresh per seed {FILE_DEFAULT}."
     ),
-    methods: str | None = typer.Option(None, help="Only these methods, comma-separated (default: all of the experiment's)."),
-    controls: str = typer.Option(
-        "shuffled,noise", help="Ablation: KD_IG's map controls to run, comma-separated (shuffled, noise; none for neither)."
+    methods: str | None = typer.Option(
+        None, help=f"Only these methods, comma-separated (the ablation picks from its eight, in their order) {FILE_DEFAULT}."
     ),
-    blocks: str = typer.Option("3,5,7,9,11,13,15,17", help="Sweep: numbers of last blocks removed (k), comma-separated."),
-    widths: str = typer.Option("0.75,0.5,0.35,0.25,0.1,0.05", help="Sweep: width multipliers relative to the teacher, comma-separated."),
+    controls: str | None = typer.Option(
+        None, help=f"Map controls (shuffled, noise; none for neither) of the methods the file runs on controls (KD_IG) {FILE_DEFAULT}."
+    ),
+    blocks: str | None = typer.Option(None, help=f"Smaller students: numbers of last blocks removed (k), comma-separated {FILE_DEFAULT}."),
+    widths: str | None = typer.Option(
+        None, help=f"Smaller students: width multipliers relative to the teacher, comma-separated {FILE_DEFAULT}."
+    ),
     shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),
     budget: str | None = typer.Option(
@@ -45,7 +59,8 @@ def experiment(
     from igkd.budget import BudgetReached, deadline_at, resolve_deadline, stop_if_past
     from igkd.config import load_config
     from igkd.distributed import launched_by_torchrun
-    from igkd.experiments.plan import PlanOptions, parse_list, parse_shard, plan_jobs
+    from igkd.experiments.grid import load_experiment
+    from igkd.experiments.plan import cli_options, parse_shard, plan_jobs
     from igkd.experiments.plan import shard as take_shard
     from igkd.experiments.runner import ExperimentRunner
 
@@ -57,18 +72,13 @@ def experiment(
                 "not torchrun; torchrun is for one large run (igkd teacher/attribute/distill/run)"
             )
         index, count = parse_shard(shard)
+        declared = load_experiment(name)
+        name = declared.name
+        options = cli_options(declared, seeds, first_seed, train_fraction, methods, controls, blocks, widths)
         base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
-        options = PlanOptions(
-            tuple(range(first_seed, first_seed + seeds)),
-            train_fraction,
-            tuple(parse_list(methods, str, "--methods")) if methods else None,
-            () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
-            tuple(parse_list(blocks, int, "--blocks")),
-            tuple(parse_list(widths, float, "--widths")),
-        )
         runner = ExperimentRunner(base, console, write_caches=not dry_run)
-        runner.check([job.cfg for job in take_shard(plan_jobs(name, base, options, None), index, count)])
-        planned = plan_jobs(name, base, options, runner.data_content)
+        runner.check([job.cfg for job in take_shard(plan_jobs(declared, base, options, None), index, count)])
+        planned = plan_jobs(declared, base, options, runner.data_content)
         selected = take_shard(planned, index, count)
         if dry_run:
             from igkd.dry_run import DryRun, describe
@@ -80,7 +90,7 @@ def experiment(
                 describe(plan, console.print)
             return
         runner.prepare(selected, sharded=count > 1)
-        plan_file = runner.write_plan(name, planned, options)
+        plan_file = runner.write_plan(declared, planned, options)
         console.print(f"{name}: shard {index}/{count} holds {len(selected)} of {len(planned)} runs; plan: {plan_file}")
         outcomes = runner.run(selected, jobs)
         stopped = [o for o in outcomes if o.status == "stopped"]

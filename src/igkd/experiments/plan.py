@@ -1,25 +1,21 @@
-"""The paper's experiments as lists of student runs (jobs), and how a list is split into shards."""
+"""An experiment's grid (:mod:`igkd.experiments.grid`) as a list of student runs (jobs), and how a list is split into shards."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
+from igkd.experiments.grid import CONTROLS, Experiment, SmallerStudents, load_experiment
 from igkd.identity import stage_identities, student_run_id
-from igkd.methods import METHODS, canonical_method
-from igkd.models.mobilenetv2 import NUM_FEATURE_BLOCKS, ArchSpec
-from igkd.models.registry import parse_arch
+from igkd.methods import canonical_method
+from igkd.models.registry import families, family_of, parse_arch
 
 T = TypeVar("T")
-EXPERIMENTS = ("ablation", "sweep")
-ABLATION_CONTROLS = ("shuffled", "noise")
-CONTROL_METHOD = "KD_IG"
-SWEEP_METHODS = ("Student", "KD", "IG", "KD_IG")
-SWEEP_BLOCKS = (3, 5, 7, 9, 11, 13, 15, 17)
-SWEEP_WIDTHS = (0.75, 0.5, 0.35, 0.25, 0.1, 0.05)
+CONFIGURED = "ablation"  # the family label of a job at the configured student.arch (the report groups by it)
 
 
 @dataclass(frozen=True)
@@ -69,83 +65,114 @@ def _variant(base: RunConfig, seed: int, train_fraction: float, **student: Any) 
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """What an experiment covers; the defaults are the paper's."""
+    """The command line's overrides of an experiment file's values (None: the file's). :func:`resolve_options` fills
+    them in, as the plan record keeps them."""
 
-    seeds: tuple[int, ...] = tuple(range(10))
-    train_fraction: float = 0.8
-    methods: tuple[str, ...] | None = None  # default: all eight + controls (ablation), SWEEP_METHODS (sweep)
-    controls: tuple[str, ...] = ABLATION_CONTROLS  # ablation: KD_IG's map controls to run (when KD_IG is in methods)
-    blocks: tuple[int, ...] = SWEEP_BLOCKS
-    widths: tuple[float, ...] = SWEEP_WIDTHS
-
-
-def ablation_jobs(base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
-    """The eight methods plus KD_IG with shuffled and with noise maps, at the configured student, per seed."""
-    arch = base.student.arch
-    variants = [(method, "aligned") for method in METHODS] + [(CONTROL_METHOD, control) for control in options.controls]
-    if options.methods is not None:
-        variants = [(m, c) for m, c in variants if m in options.methods]
-    jobs = []
-    for seed in options.seeds:
-        for method, maps in variants:
-            cfg = _variant(base, seed, options.train_fraction, method=method, ig__maps=maps)
-            group = method if maps == "aligned" else f"{method}-{maps}"
-            jobs.append(Job(group, method, maps, arch, "ablation", seed, cfg, data_content))
-    return jobs
+    seeds: tuple[int, ...] | None = None
+    train_fraction: float | None = None
+    methods: tuple[str, ...] | None = None  # as given: --methods replaces or selects from the file's (its methods_option)
+    controls: tuple[str, ...] | None = None  # the map controls of each method the file runs on controls
+    blocks: tuple[int, ...] | None = None  # smaller students: numbers of last blocks removed
+    widths: tuple[float, ...] | None = None  # smaller students: relative width multipliers
 
 
-def sweep_archs(
-    teacher_arch: str, blocks: tuple[int, ...] = SWEEP_BLOCKS, widths: tuple[float, ...] = SWEEP_WIDTHS
-) -> list[tuple[str, str]]:
-    """(family, arch): the teacher minus its last k blocks, and the teacher at smaller width multipliers."""
+def cli_options(
+    experiment: Experiment,
+    seeds: int | None = None,
+    first_seed: int | None = None,
+    train_fraction: float | None = None,
+    methods: str | None = None,
+    controls: str | None = None,
+    blocks: str | None = None,
+    widths: str | None = None,
+) -> PlanOptions:
+    """The options of ``igkd experiment`` (None: not given) as :class:`PlanOptions` (None: the file's)."""
+    grid = experiment.grid
+    given_seeds = None
+    if seeds is not None or first_seed is not None:
+        first = grid.first_seed if first_seed is None else first_seed
+        given_seeds = tuple(range(first, first + (grid.seeds if seeds is None else seeds)))
+    return PlanOptions(
+        given_seeds,
+        train_fraction,
+        tuple(parse_list(methods, str, "--methods")) if methods else None,
+        None if controls is None else () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
+        None if blocks is None else tuple(parse_list(blocks, int, "--blocks")),
+        None if widths is None else tuple(parse_list(widths, float, "--widths")),
+    )
+
+
+def resolve_options(experiment: Experiment, options: PlanOptions) -> PlanOptions:
+    """``options`` with the experiment file's values where they are None (``methods`` stays as given: None is the
+    file's); the record of a call in ``experiments/<name>.json``."""
+    grid = experiment.grid
+    smaller = grid.students
+    file_controls = tuple(dict.fromkeys(c for cs in grid.controls.values() for c in cs))
+    return PlanOptions(
+        tuple(range(grid.first_seed, grid.first_seed + grid.seeds)) if options.seeds is None else options.seeds,
+        grid.train_fraction if options.train_fraction is None else options.train_fraction,
+        options.methods,
+        file_controls if options.controls is None else options.controls,
+        (smaller.blocks if smaller else None) if options.blocks is None else options.blocks,
+        (smaller.widths if smaller else None) if options.widths is None else options.widths,
+    )
+
+
+def sweep_archs(teacher_arch: str, blocks: Sequence[int] | None = None, widths: Sequence[float] | None = None) -> list[tuple[str, str]]:
+    """(family, arch): the teacher's family's smaller students (for mobilenetv2_cifar, the teacher minus its last k
+    blocks, then the teacher at smaller width multipliers); None: the built-in sweep's."""
+    if blocks is None or widths is None:
+        default = load_experiment("sweep").grid.students
+        assert isinstance(default, SmallerStudents)
+        blocks, widths = default.blocks if blocks is None else blocks, default.widths if widths is None else widths
     teacher = parse_arch(teacher_arch)
-    if not isinstance(teacher, ArchSpec):
+    family = family_of(teacher)
+    if family.smaller_students is None:
+        able = ", ".join(name for name, f in families().items() if f.smaller_students) or "no family"
         raise IgkdError(
-            f"the compression sweep removes blocks and narrows widths of mobilenetv2_cifar; the teacher '{teacher_arch}' "
+            f"the compression sweep removes blocks and narrows widths of {able}; the teacher '{teacher_arch}' "
             "is another family: run its students one by one with --set student.arch=..."
         )
-    most = NUM_FEATURE_BLOCKS - 2 - teacher.drop_last_blocks
-    if any(not 1 <= k <= most for k in blocks):
-        raise IgkdError(f"--blocks {list(blocks)}: the teacher '{teacher_arch}' allows removing 1..{most} more blocks")
-    archs = [("blocks", str(teacher.model_copy(update={"drop_last_blocks": teacher.drop_last_blocks + k}))) for k in blocks]
-    archs += [("width", str(teacher.model_copy(update={"width_mult": round(teacher.width_mult * w, 6)}))) for w in widths]
-    return archs
+    return family.smaller_students(teacher, tuple(blocks), tuple(widths))
 
 
-def sweep_jobs(base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
-    """Student, KD, IG and KD_IG for every student of :func:`sweep_archs`, per seed."""
-    jobs = []
-    for seed in options.seeds:
-        for family, arch in sweep_archs(base.teacher.arch, options.blocks, options.widths):
-            for method in options.methods or SWEEP_METHODS:
-                cfg = _variant(base, seed, options.train_fraction, method=method, arch=arch, ig__maps="aligned")
-                jobs.append(Job(method, method, "aligned", arch, family, seed, cfg, data_content))
-    return jobs
-
-
-def plan_jobs(name: str, base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
-    """The jobs of an experiment, seed-major (all variants of seed 0 first), so fewer seeds finish first.
+def plan_jobs(experiment: str | Path | Experiment, base: RunConfig, options: PlanOptions, data_content: str | None) -> list[Job]:
+    """The jobs of an experiment (a built-in name, a YAML file or a loaded :class:`Experiment`), with ``options``
+    overriding its file's values: seed-major (all arms of seed 0 first), so fewer seeds finish first; within a seed,
+    student by student, each with the methods on aligned maps, then the methods on control maps.
 
     ``data_content`` is the base config's ``PreparedData.content_digest``: with the config it fixes every
     job's identity, and so its folder, before anything is trained. None plans the configs alone (for the checks
     that run before the data is decoded).
     """
-    if name not in EXPERIMENTS:
-        raise IgkdError(f"unknown experiment '{name}'; choose one of {', '.join(EXPERIMENTS)}")
+    experiment = load_experiment(experiment)
+    grid, name = experiment.grid, experiment.name
+    given_controls = options.controls
+    options = resolve_options(experiment, options)
+    assert options.seeds is not None and options.train_fraction is not None and options.controls is not None
     if not options.seeds:
         raise IgkdError("an experiment needs at least one seed; pass --seeds N with N >= 1")
+    methods = grid.methods
     if options.methods is not None:
-        options = replace(options, methods=tuple(dict.fromkeys(canonical_method(m) for m in options.methods)))
-    unknown = [c for c in options.controls if c not in ABLATION_CONTROLS]
+        given = tuple(dict.fromkeys(canonical_method(m) for m in options.methods))
+        methods = tuple(m for m in grid.methods if m in given) if grid.methods_option == "select" else given
+    unknown = [c for c in options.controls if c not in CONTROLS]
     if unknown:
-        raise IgkdError(f"--controls {','.join(unknown)}: unknown map control; choose from {', '.join(ABLATION_CONTROLS)} (or none)")
-    options = replace(
-        options,
-        controls=tuple(dict.fromkeys(options.controls)),
-        blocks=tuple(dict.fromkeys(options.blocks)),
-        widths=tuple(dict.fromkeys(options.widths)),
-    )
-    jobs = (ablation_jobs if name == "ablation" else sweep_jobs)(base, options, data_content)
+        raise IgkdError(f"--controls {','.join(unknown)}: unknown map control; choose from {', '.join(CONTROLS)} (or none)")
+    controls = {m: tuple(dict.fromkeys(cs if given_controls is None else given_controls)) for m, cs in grid.controls.items()}
+    variants = [(m, "aligned") for m in methods] + [(m, c) for m in methods for c in controls.get(m, ())]
+    students: list[tuple[str, str | None]] = [(CONFIGURED, None)]
+    if grid.students is not None:
+        assert options.blocks is not None and options.widths is not None
+        students = list(sweep_archs(base.teacher.arch, tuple(dict.fromkeys(options.blocks)), tuple(dict.fromkeys(options.widths))))
+    jobs = []
+    for seed in options.seeds:
+        for family, arch in students:
+            for method, maps in variants:
+                student: dict[str, Any] = {"method": method} | ({"arch": arch} if arch else {}) | {"ig__maps": maps}
+                cfg = _variant(base, seed, options.train_fraction, **student)
+                group = method if maps == "aligned" else f"{method}-{maps}"
+                jobs.append(Job(group, method, maps, arch or base.student.arch, family, seed, cfg, data_content))
     if not jobs:
         raise IgkdError(f"the {name} plan is empty with methods {list(options.methods or [])}; choose methods it runs")
     return jobs

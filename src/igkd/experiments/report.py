@@ -583,9 +583,10 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
     for name, plan in plans.items():
         doc.heading(f"{name.capitalize()}", 2)
         doc.paragraph(_status(plan, runs, run_dir))
+        at_configured = all(job.get("family") == "ablation" for job in plan["jobs"])  # a grid at the configured student
         summary[name] = (
             _ablation(doc, plan, runs, teacher, figures, teacher_checks, cfg.student.arch)
-            if name == "ablation"
+            if name == "ablation" or at_configured
             else _sweep(doc, plan, runs, teacher, figures)
         )
         if name == "ablation":

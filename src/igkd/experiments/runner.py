@@ -26,7 +26,8 @@ from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
-from igkd.experiments.plan import Job, PlanOptions
+from igkd.experiments.grid import Experiment, load_experiment
+from igkd.experiments.plan import Job, PlanOptions, resolve_options
 from igkd.fingerprint import hash_file
 from igkd.identity import stage_finished
 from igkd.layout import ANALYSIS, STUDENT_MODEL, SUMMARY, TEACHER_MODEL
@@ -161,11 +162,14 @@ class ExperimentRunner:
         if any(overlays_maps(job.cfg.student) for job in jobs):
             pipeline.attribute(rebuild_invalid=False)
 
-    def write_plan(self, name: str, jobs: list[Job], options: PlanOptions) -> Path:
+    def write_plan(self, experiment: str | Experiment, jobs: list[Job], options: PlanOptions) -> Path:
         """Add this call's full plan (every shard writes the same one) to the experiment's record for the report.
 
-        The record keeps every job any call planned (a later call with other methods, seeds or ``student.arch`` adds
-        to it), and each call's options under ``calls``; the same call twice changes nothing."""
+        The record, ``experiments/<name>.json``, keeps every job any call planned (a later call with other methods,
+        seeds or ``student.arch`` adds to it), and each call's options (the experiment file's where not given) under
+        ``calls``; the same call twice changes nothing."""
+        declared = load_experiment(experiment)
+        name, options = declared.name, resolve_options(declared, options)
         path = self.run_dir / "experiments" / f"{name}.json"
         earlier = read_json_object(path)
         calls = earlier.get("calls", [{k: earlier[k] for k in asdict(options) if k in earlier}] if earlier.get("jobs") else [])

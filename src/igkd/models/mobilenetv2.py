@@ -113,6 +113,27 @@ def build_mobilenetv2_cifar(spec: ArchSpec, num_classes: int, mean: Sequence[flo
     return ImageClassifier(kept, _out_channels(kept[-1]), num_classes, mean, std)
 
 
+def block_paths(model: nn.Module) -> list[str] | None:
+    """``features.I`` for every block of a built-in MobileNetV2 (None for another model)."""
+    return [f"features.{i}" for i in range(len(model.features))] if isinstance(model, ImageClassifier) else None
+
+
+def default_attention_pair(teacher: nn.Module, student: nn.Module) -> tuple[int, int]:
+    """The student's middle block and the same teacher block (the paper's attention transfer)."""
+    middle = (len(student.features) - 1) // 2  # type: ignore[arg-type]
+    return middle, middle
+
+
+def smaller_students(spec: ArchSpec, blocks: Sequence[int], widths: Sequence[float]) -> list[tuple[str, str]]:
+    """The teacher minus its last k blocks for each k, then the teacher at each relative width multiplier."""
+    most = NUM_FEATURE_BLOCKS - 2 - spec.drop_last_blocks
+    if any(not 1 <= k <= most for k in blocks):
+        raise IgkdError(f"--blocks {list(blocks)}: the teacher '{spec}' allows removing 1..{most} more blocks")
+    archs = [("blocks", str(spec.model_copy(update={"drop_last_blocks": spec.drop_last_blocks + k}))) for k in blocks]
+    archs += [("width", str(spec.model_copy(update={"width_mult": round(spec.width_mult * w, 6)}))) for w in widths]
+    return archs
+
+
 register_family(
     ModelFamily(
         name=ArchSpec.family,
@@ -121,5 +142,8 @@ register_family(
         build=build_mobilenetv2_cifar,
         pretrained_normalization=lambda spec: (list(CIFAR10_MEAN), list(CIFAR10_STD)),
         syntax="'mobilenetv2_cifar[:width=W][:k=K]'",
+        block_paths=block_paths,
+        default_attention_pair=default_attention_pair,
+        smaller_students=smaller_students,
     )
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+from torch import nn
 
 from igkd.errors import IgkdError
 from igkd.models.base import NormalizedModel
@@ -30,6 +31,15 @@ class ModelFamily:
     build: Callable[[Any, int, Sequence[float], Sequence[float]], NormalizedModel]
     pretrained_normalization: Callable[[Any], tuple[list[float], list[float]]]
     syntax: str
+    # Optional knowledge of the family (None: the family does not support it)
+    block_paths: Callable[[nn.Module], list[str] | None] | None = None
+    """The module paths that integer attention layers name, in order (``student.at.pairs=[[3, 3]]``)."""
+    default_attention_pair: Callable[[nn.Module, nn.Module], tuple[int | str, int | str]] | None = None
+    """The (teacher, student) layers attention transfer uses when ``student.at.pairs`` is empty, both of this family."""
+    smaller_students: Callable[[Any, Sequence[int], Sequence[float]], list[tuple[str, str]]] | None = None
+    """(kind, arch) of the compression sweep's students of a teacher spec: ``("blocks", ...)`` with its last k blocks
+    removed for each k of ``blocks``, then ``("width", ...)`` at each relative width multiplier of ``widths``; raises
+    :class:`IgkdError` for a k the teacher does not allow."""
 
 
 _FAMILIES: dict[str, ModelFamily] = {}

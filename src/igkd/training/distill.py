@@ -21,8 +21,7 @@ from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.features import FeatureTap, check_layer
 from igkd.models.fuse import fast_frozen_copy
-from igkd.models.mobilenetv2 import ImageClassifier
-from igkd.models.registry import build_model, parse_arch
+from igkd.models.registry import ModelFamily, build_model, families, family_of, parse_arch
 from igkd.normalization import normalization_values
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
@@ -37,35 +36,41 @@ def student_loss(cfg: RunConfig) -> WeightedLoss:
     return weighted_loss(student_mix(cfg.student).weights, cfg.student)
 
 
-def _block_path(model: NormalizedModel, layer: int | str) -> str | None:
-    """An integer layer as the built-in MobileNetV2's block path ``features.I`` (None when out of range or not that family)."""
+def _block_path(family: ModelFamily, model: NormalizedModel, layer: int | str) -> str | None:
+    """An integer layer as the family's block path (None when out of range or the family names no blocks)."""
     if isinstance(layer, str):
         return layer
-    return f"features.{layer}" if isinstance(model, ImageClassifier) and 0 <= layer < len(model.features) else None
+    paths = family.block_paths(model) if family.block_paths else None
+    return paths[layer] if paths is not None and 0 <= layer < len(paths) else None
 
 
 def attention_pairs(cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> list[tuple[str, str]]:
-    """Configured (teacher layer, student layer) module paths; by default, for the built-in MobileNetV2, the
-    student's middle block and the same teacher block. Integers name blocks of the built-in family."""
+    """Configured (teacher layer, student layer) module paths; by default the family's pair (for the built-in
+    MobileNetV2, the student's middle block and the same teacher block). Integers name blocks of families that
+    number them (:attr:`ModelFamily.block_paths`)."""
+    t_family, s_family = family_of(parse_arch(cfg.teacher.arch)), family_of(parse_arch(cfg.student.arch))
     pairs = cfg.student.at.pairs
     if not pairs:
-        if not (isinstance(teacher, ImageClassifier) and isinstance(student, ImageClassifier)):
+        if t_family is not s_family or s_family.default_attention_pair is None:
             raise IgkdError(
                 f"attention transfer from {cfg.teacher.arch} to {cfg.student.arch} needs its layers: set "
                 "student.at.pairs=[[TEACHER_LAYER,STUDENT_LAYER]] with module paths (e.g. [[layer3,features.9]])"
             )
-        pairs = [((len(student.features) - 1) // 2,) * 2]
+        pairs = [s_family.default_attention_pair(teacher, student)]
     paths = []
     for t, s in pairs:
-        tp, sp = _block_path(teacher, t), _block_path(student, s)
+        tp, sp = _block_path(t_family, teacher, t), _block_path(s_family, student, s)
         if tp is None or sp is None:
-            if isinstance(teacher, ImageClassifier) and isinstance(student, ImageClassifier):
+            t_blocks = t_family.block_paths(teacher) if t_family.block_paths else None
+            s_blocks = s_family.block_paths(student) if s_family.block_paths else None
+            if t_blocks is not None and s_blocks is not None:
                 raise IgkdError(
-                    f"attention pair ({t}, {s}) is out of range: the teacher has {len(teacher.features)} blocks, "
-                    f"the student {len(student.features)}; fix student.at.pairs"
+                    f"attention pair ({t}, {s}) is out of range: the teacher has {len(t_blocks)} blocks, "
+                    f"the student {len(s_blocks)}; fix student.at.pairs"
                 )
+            numbered = ", ".join(name for name, family in families().items() if family.block_paths) or "no family"
             raise IgkdError(
-                f"attention pair ({t}, {s}): integer layers name blocks of mobilenetv2_cifar only; "
+                f"attention pair ({t}, {s}): integer layers name blocks of {numbered} only; "
                 "fix student.at.pairs with module paths (e.g. [[layer3,features.9]])"
             )
         paths.append((check_layer(teacher, tp, "teacher", "student.at.pairs"), check_layer(student, sp, "student", "student.at.pairs")))
