@@ -53,8 +53,8 @@ def test_each_change_reaches_exactly_the_stages_that_depend_on_it(tmp_path):
 
 
 def test_settings_added_later_keep_old_identities_at_their_default_and_count_when_set(tmp_path):
-    """student.normalize, student.terms/overlay and teacher.rename came after format 1: runs made before them keep
-    their folders."""
+    """student.normalize, student.terms/overlay/explain/cat and teacher.rename came after format 1: runs made before
+    them keep their folders."""
     base = _ids(tmp_path)
     assert _ids(tmp_path, student__normalize="teacher", teacher__rename=[]) == base
     hashed = {
@@ -64,7 +64,7 @@ def test_settings_added_later_keep_old_identities_at_their_default_and_count_whe
         "teacher": base.teacher,
         "maps": base.maps,
         "seed": 0,
-        "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(mode="json", exclude={"normalize", "terms", "overlay"}),
+        "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(mode="json", exclude={"normalize", "terms", "overlay", "explain", "cat"}),
     }
     from igkd.fingerprint import hash_jsonable
 
@@ -73,6 +73,7 @@ def test_settings_added_later_keep_old_identities_at_their_default_and_count_whe
     assert (own.teacher, own.maps, own.student != base.student) == (base.teacher, base.maps, True)
     mix = _ids(tmp_path, student__method="MINE", student__terms={"ce": 0.99, "kd": 0.01}, student__overlay=True)
     assert (mix.maps, mix.student != base.student) == (base.maps, True)
+    assert _ids(tmp_path, student__explain={"weight": 2.0}).student != base.student
     renamed = _ids(tmp_path, teacher__rename=["module.="])
     assert renamed.teacher != base.teacher and renamed.data == base.data
 

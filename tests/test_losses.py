@@ -57,7 +57,9 @@ def test_presets_weigh_their_terms_as_the_paper_does():
     assert set(parts) == {"ce"}
     full = StudentConfig(method="KD_IG_AT")
     assert student_mix(full).weights == {"ce": 0.99, "kd": 0.01, "at": 0.8} and student_mix(full).overlay
-    total, parts = weighted_loss(student_mix(full).weights, full)(LossInputs(s, y, t, fs, ft))
+    loss = weighted_loss(student_mix(full).weights, full)
+    loss.terms[2].layer_pairs = [("layer3", "features.9")]  # as bound to the models
+    total, parts = loss(LossInputs(s, y, t, {"features.9": fs[0]}, {"layer3": ft[0]}))
     torch.testing.assert_close(total, 0.99 * ce + 0.01 * kd_loss(s, t, 2.5) + 0.8 * at_loss(fs, ft))
     assert list(parts) == ["ce", "kd", "at"]
     tuned = StudentConfig(method="KD_AT", kd={"alpha": 0.3, "temperature": 4.0}, at={"gamma": 2.0})

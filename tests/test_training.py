@@ -11,7 +11,7 @@ from conftest import tiny_config_tree
 from igkd.config import validate_config
 from igkd.data.prepare import prepare_data
 from igkd.errors import IgkdError
-from igkd.methods import METHODS
+from igkd.methods import METHODS, student_mix
 from igkd.models.checkpoint import load_checkpoint
 from igkd.training.distill import distill_student
 from igkd.training.teacher import train_teacher
@@ -59,17 +59,16 @@ def test_every_preset_distils_a_student(tiny_run, method, monkeypatch):
     out = tmp / "students" / method
     student, fit = distill_student(run_cfg, data, teacher, maps, CPU, out)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert ("train_kd" in rows[0]) == ("KD" in method)
-    assert ("train_at" in rows[0]) == ("AT" in method)
+    weights = student_mix(run_cfg.student).weights
+    assert {key[len("train_") :] for key in rows[0] if key.startswith("train_") and key != "train_loss"} == set(weights)
+    assert ("kd" in weights) == ("KD" in method.split("_")) and ("at" in weights) == ("AT" in method.split("_"))
     assert student.metadata["method"] == method and (out / "best.pt").is_file()
     # the logged loss is the weighted sum of the logged terms (means are linear): each term enters with its weight
-    alpha, gamma = cfg.student.kd.alpha, cfg.student.at.gamma
-    kd_part = (1 - alpha) * rows[0]["train_ce"] + alpha * rows[0]["train_kd"] if "KD" in method else rows[0]["train_ce"]
-    expected = kd_part + (gamma * rows[0]["train_at"] if "AT" in method else 0.0)
+    expected = sum(weight * rows[0][f"train_{term}"] for term, weight in weights.items())
     assert rows[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
     # IG methods overlay maps on every batch (prob 0.5 in the tiny config), the others never call the overlay
     steps = len(data.train_idx) // cfg.student.train.batch_size
-    assert len(overlaid) == (steps if "IG" in method else 0)
+    assert len(overlaid) == (steps if "IG" in method.split("_") else 0)
 
 
 def _spy(monkeypatch, module, name: str, calls: list):
@@ -106,7 +105,7 @@ def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control, monk
         assert all(tuple(m.flatten().tolist()) in rows for m in used)
     else:  # fresh uniform noise, no image's map
         assert 0.45 < float(used.mean()) < 0.55 and not torch.equal(used.sort().values, maps.sort().values)
-    cached = made_losses[0][0][3]  # make_distill_loss(weights, teacher, pairs, cached_logits)
+    cached = made_losses[0][0][2]  # make_distill_loss(loss, teacher, cached_logits, student_tap)
     clean = predict_logits(teacher.model, data.pool.images, 256, CPU)
     torch.testing.assert_close(cached, clean)  # the teacher's logits of the clean pool, in dataset order
     assert list(cfg.cache_path.glob("teacher-logits-*.pt")) and list(cfg.cache_path.glob("teacher-logits-*.json"))

@@ -180,15 +180,13 @@ class DistillationLoss(nn.Module):
         terms: list[tuple[LossTerm, float]] = [(CrossEntropyTerm(self.label_smoothing), 1.0)]
         if teacher_logits is not None:
             terms = [(terms[0][0], 1.0 - self.alpha), (KDTerm(self.temperature), self.alpha)]
-        if student_features is not None:
-            terms.append((ATTerm(), self.gamma))
-        inputs = LossInputs(
-            student_logits,
-            labels,
-            teacher_logits,
-            None if student_features is None else list(student_features),
-            None if teacher_features is None else list(teacher_features),
-        )
+        inputs = LossInputs(student_logits, labels, teacher_logits)
+        if student_features is not None and teacher_features is not None:
+            at = ATTerm()
+            at.layer_pairs = [(str(i), str(i)) for i in range(len(student_features))]  # the i-th pair, by position
+            inputs.student_features = {str(i): f for i, f in enumerate(student_features)}
+            inputs.teacher_features = {str(i): f for i, f in enumerate(teacher_features)}
+            terms.append((at, self.gamma))
         total, _ = WeightedLoss(terms)(inputs)
         return total
 

@@ -131,6 +131,23 @@ class ATConfig(_Strict):
     pairs: list[tuple[int | str, int | str]] = []
 
 
+class ExplainConfig(_Strict):
+    """Explanation matching (the ``gradcam`` term, e²KD): its weight in a method, and the (teacher layer, student layer)
+    whose Grad-CAMs are compared, by module path (default: each model's last feature map)."""
+
+    weight: float = Field(1.0, ge=0)
+    layers: tuple[str, str] | None = None
+
+
+class CATConfig(_Strict):
+    """Class activation transfer (the ``cat`` term, CAT-KD): its weight in a method, the side of the pooled maps, and
+    the (teacher layer, student layer) whose class activation maps are compared (default: the last feature maps)."""
+
+    weight: float = Field(1.0, ge=0)
+    resolution: int = Field(2, ge=1)
+    layers: tuple[str, str] | None = None
+
+
 class OverlayConfig(_Strict):
     """IG overlay: probability, blend rule, random power range and which maps (controls)."""
 
@@ -166,6 +183,8 @@ class StudentConfig(_Strict):
     train_fraction: float = Field(1.0, gt=0.0, le=1.0)
     kd: KDConfig = KDConfig()
     at: ATConfig = ATConfig()
+    explain: ExplainConfig = ExplainConfig()
+    cat: CATConfig = CATConfig()
     ig: OverlayConfig = OverlayConfig()
     train: TrainConfig = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="none", batch_size=64, epochs=100)
 

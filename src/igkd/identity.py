@@ -21,7 +21,7 @@ from pathlib import Path
 
 from igkd.atomic import read_json_object
 from igkd.attribution.cache import map_params
-from igkd.config import RunConfig
+from igkd.config import CATConfig, ExplainConfig, RunConfig
 from igkd.data.sources import expand_path
 from igkd.errors import IgkdError
 from igkd.fingerprint import hash_file, hash_jsonable
@@ -35,7 +35,13 @@ _DATA_LOCATION = {"root", "download", "loader", "workers"}
 _LATER_SETTINGS: dict[str, dict[str, object]] = {
     "data": {"augment": "crop_flip", "crop_scale": [0.35, 1.0], "crop_ratio": [0.75, 4 / 3], "eval_crop": 1.0},
     "teacher": {"rename": []},
-    "student": {"normalize": "teacher", "terms": None, "overlay": None},
+    "student": {
+        "normalize": "teacher",
+        "terms": None,
+        "overlay": None,
+        "explain": ExplainConfig().model_dump(mode="json"),
+        "cat": CATConfig().model_dump(mode="json"),
+    },
 }
 
 

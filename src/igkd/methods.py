@@ -1,7 +1,8 @@
 """Methods: named presets of loss terms (:mod:`igkd.losses`) and whether the teacher's maps are overlaid on the input.
 
-The paper's eight methods are presets here; a config may instead declare its own mix (``student.terms`` with
-``student.overlay``, named by ``student.method``). :func:`student_mix` answers, for either, what a student trains with.
+The paper's eight methods are presets here, beside KD_EXPL (e²KD) and KD_CAT (CAT-KD); a config may instead declare
+its own mix (``student.terms`` with ``student.overlay``, named by ``student.method``). :func:`student_mix` answers,
+for either, what a student trains with.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ for _preset in (
     Method("KD_AT", ("ce", "kd", "at")),
     Method("IG_AT", ("ce", "at"), overlay=True),
     Method("KD_IG_AT", ("ce", "kd", "at"), overlay=True),
+    Method("KD_EXPL", ("ce", "kd", "gradcam")),  # e²KD: KD plus Grad-CAM matching
+    Method("KD_CAT", ("ce", "kd", "cat")),  # KD plus CAT-KD's class activation transfer
 ):
     register_method(_preset)
 

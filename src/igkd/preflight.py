@@ -26,7 +26,7 @@ from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import import_state_dict
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import NormSpec, normalization_values
-from igkd.training.distill import attention_pairs
+from igkd.training.distill import student_loss
 from igkd.training.loop import micro_batch_count
 
 STAGES = ("teacher", "maps", "student")
@@ -197,9 +197,9 @@ def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout
         problems += _training_problems("teacher", cfg.teacher.train, len(train_idx), world_size)
     if student is not None:
         problems += _training_problems("student", cfg.student.train, len(student_idx), world_size)
-        if "features" in student_mix(cfg.student).needs:
+        for term in student_loss(cfg).terms:  # the layers and heads each loss term reads
             try:
-                attention_pairs(cfg, teacher, student)
+                term.bind(cfg, teacher, student)  # type: ignore[operator]
             except IgkdError as exc:
                 problems.append(str(exc))
     found = Preflight(layout, len(student_idx), teacher, student)

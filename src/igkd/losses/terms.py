@@ -14,7 +14,7 @@ after which ``student.terms: {ce: 1.0, my_term: 0.5}`` (with ``student.method`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 import torch
@@ -23,29 +23,45 @@ from torch import nn
 from igkd.errors import IgkdError
 
 if TYPE_CHECKING:
-    from igkd.config import StudentConfig
+    from igkd.config import RunConfig, StudentConfig
+    from igkd.models.base import NormalizedModel
 
-Need = Literal["teacher_logits", "features"]
-NEEDS: tuple[Need, ...] = ("teacher_logits", "features")
+Need = Literal["teacher_logits", "features", "teacher_gradients"]
+NEEDS: tuple[Need, ...] = ("teacher_logits", "features", "teacher_gradients")
 
 
 @dataclass
 class LossInputs:
     """What one training step offers the terms: the student's logits and the labels, and what the mix needs of the
-    teacher (its logits on the same input, the paired layers' features of both models)."""
+    teacher: its logits on the same input (detached), the outputs of the layers the terms read (by module path; the
+    student's in the graph), and with ``teacher_gradients`` the teacher's logits as computed from its recorded layers,
+    so that gradients with respect to those layers can be taken (its Grad-CAM)."""
 
     student_logits: torch.Tensor
     labels: torch.Tensor
     teacher_logits: torch.Tensor | None = None
-    student_features: list[torch.Tensor] | None = None
-    teacher_features: list[torch.Tensor] | None = None
+    student_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher_graph_logits: torch.Tensor | None = None
 
 
 class LossTerm(nn.Module):
-    """One registered loss term; ``name`` (its registry key and log key) and ``needs`` are set by :func:`register_term`."""
+    """One registered loss term; ``name`` (its registry key and log key) and ``needs`` are set by :func:`register_term`.
+
+    A term that reads layers sets ``layer_pairs`` ((teacher path, student path), the student's layer hooked before the
+    model is wrapped) in :meth:`bind`, once the models exist.
+    """
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[Need]] = frozenset()
+    layer_pairs: list[tuple[str, str]]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer_pairs = []
+
+    def bind(self, cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> None:
+        """Resolve what depends on the models (layer paths, a head's weights); a one-line error when they do not fit."""
 
     @classmethod
     def from_config(cls, student: StudentConfig) -> LossTerm:

@@ -48,17 +48,30 @@ class FeatureTap:
     Use it for the whole life of a model (``tap.remove()`` at the end) or for one pass (``with FeatureTap(...)``).
     """
 
-    def __init__(self, model: NormalizedModel, paths: Iterable[str]) -> None:
+    def __init__(self, model: NormalizedModel, paths: Iterable[str], keep_graph: bool = False) -> None:
+        """``keep_graph``: each recorded output is made a leaf that requires grad (under ``torch.enable_grad``), so
+        gradients of the outputs computed from it can be taken with respect to it (a frozen teacher's Grad-CAM)."""
         self.paths = list(paths)
+        self.keep_graph = keep_graph
         modules = dict(model.network.named_modules())
         self._outputs: dict[str, torch.Tensor] = {}
         self._handles: list[RemovableHandle] = [modules[p].register_forward_hook(self._keeper(p)) for p in dict.fromkeys(self.paths)]
 
     def _keeper(self, path: str):
-        def keep(module: nn.Module, inputs: Any, output: Any) -> None:
+        def keep(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor | None:
             self._outputs[path] = _feature_map(output, path)
+            if not self.keep_graph:
+                return None
+            if not isinstance(output, torch.Tensor):
+                raise IgkdError(f"layer '{path}' outputs a {type(output).__name__}; explanations need a layer that outputs one tensor")
+            self._outputs[path] = self._outputs[path].detach().requires_grad_(True)
+            return self._outputs[path]  # the rest of the pass computes from it
 
         return keep
+
+    def take_by_path(self) -> dict[str, torch.Tensor]:
+        """The latest output of each path, by path (then forgotten)."""
+        return dict(zip(self.paths, self.take(), strict=True))
 
     def take(self) -> list[torch.Tensor]:
         """The latest output of each path, in the order asked (then forgotten)."""
@@ -81,3 +94,12 @@ class FeatureTap:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def linear_head(model: NormalizedModel) -> nn.Linear:
+    """The classifier's last linear layer (``classifier.1``, ``fc``, timm's head): the weights that class activation maps
+    apply to the pooled feature map."""
+    linears = [module for module in model.network.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise IgkdError("class activation maps need a model whose head is a linear layer; this model has none")
+    return linears[-1]

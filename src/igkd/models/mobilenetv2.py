@@ -124,6 +124,11 @@ def default_attention_pair(teacher: nn.Module, student: nn.Module) -> tuple[int,
     return middle, middle
 
 
+def explanation_layer(model: nn.Module) -> str | None:
+    """The last block, ``features.{n-1}``: the feature map the head pools (None for another model)."""
+    return f"features.{len(model.features) - 1}" if isinstance(model, ImageClassifier) else None
+
+
 def smaller_students(spec: ArchSpec, blocks: Sequence[int], widths: Sequence[float]) -> list[tuple[str, str]]:
     """The teacher minus its last k blocks for each k, then the teacher at each relative width multiplier."""
     most = NUM_FEATURE_BLOCKS - 2 - spec.drop_last_blocks
@@ -144,6 +149,7 @@ register_family(
         syntax="'mobilenetv2_cifar[:width=W][:k=K]'",
         block_paths=block_paths,
         default_attention_pair=default_attention_pair,
+        explanation_layer=explanation_layer,
         smaller_students=smaller_students,
     )
 )

@@ -36,6 +36,8 @@ class ModelFamily:
     """The module paths that integer attention layers name, in order (``student.at.pairs=[[3, 3]]``)."""
     default_attention_pair: Callable[[nn.Module, nn.Module], tuple[int | str, int | str]] | None = None
     """The (teacher, student) layers attention transfer uses when ``student.at.pairs`` is empty, both of this family."""
+    explanation_layer: Callable[[nn.Module], str | None] | None = None
+    """The module path of the model's last feature map before pooling, where Grad-CAM and CAMs are taken by default."""
     smaller_students: Callable[[Any, Sequence[int], Sequence[float]], list[tuple[str, str]]] | None = None
     """(kind, arch) of the compression sweep's students of a teacher spec: ``("blocks", ...)`` with its last k blocks
     removed for each k of ``blocks``, then ``("width", ...)`` at each relative width multiplier of ``widths``; raises

@@ -19,9 +19,9 @@ from igkd.losses import LossInputs, WeightedLoss, weighted_loss
 from igkd.methods import overlays_maps, student_mix
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from igkd.models.features import FeatureTap, check_layer
+from igkd.models.features import FeatureTap
 from igkd.models.fuse import fast_frozen_copy
-from igkd.models.registry import ModelFamily, build_model, families, family_of, parse_arch
+from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
@@ -36,80 +36,38 @@ def student_loss(cfg: RunConfig) -> WeightedLoss:
     return weighted_loss(student_mix(cfg.student).weights, cfg.student)
 
 
-def _block_path(family: ModelFamily, model: NormalizedModel, layer: int | str) -> str | None:
-    """An integer layer as the family's block path (None when out of range or the family names no blocks)."""
-    if isinstance(layer, str):
-        return layer
-    paths = family.block_paths(model) if family.block_paths else None
-    return paths[layer] if paths is not None and 0 <= layer < len(paths) else None
-
-
-def attention_pairs(cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> list[tuple[str, str]]:
-    """Configured (teacher layer, student layer) module paths; by default the family's pair (for the built-in
-    MobileNetV2, the student's middle block and the same teacher block). Integers name blocks of families that
-    number them (:attr:`ModelFamily.block_paths`)."""
-    t_family, s_family = family_of(parse_arch(cfg.teacher.arch)), family_of(parse_arch(cfg.student.arch))
-    pairs = cfg.student.at.pairs
-    if not pairs:
-        if t_family is not s_family or s_family.default_attention_pair is None:
-            raise IgkdError(
-                f"attention transfer from {cfg.teacher.arch} to {cfg.student.arch} needs its layers: set "
-                "student.at.pairs=[[TEACHER_LAYER,STUDENT_LAYER]] with module paths (e.g. [[layer3,features.9]])"
-            )
-        pairs = [s_family.default_attention_pair(teacher, student)]
-    paths = []
-    for t, s in pairs:
-        tp, sp = _block_path(t_family, teacher, t), _block_path(s_family, student, s)
-        if tp is None or sp is None:
-            t_blocks = t_family.block_paths(teacher) if t_family.block_paths else None
-            s_blocks = s_family.block_paths(student) if s_family.block_paths else None
-            if t_blocks is not None and s_blocks is not None:
-                raise IgkdError(
-                    f"attention pair ({t}, {s}) is out of range: the teacher has {len(t_blocks)} blocks, "
-                    f"the student {len(s_blocks)}; fix student.at.pairs"
-                )
-            numbered = ", ".join(name for name, family in families().items() if family.block_paths) or "no family"
-            raise IgkdError(
-                f"attention pair ({t}, {s}): integer layers name blocks of {numbered} only; "
-                "fix student.at.pairs with module paths (e.g. [[layer3,features.9]])"
-            )
-        paths.append((check_layer(teacher, tp, "teacher", "student.at.pairs"), check_layer(student, sp, "student", "student.at.pairs")))
-    return paths
-
-
 def make_distill_loss(
     loss: WeightedLoss,
     teacher: NormalizedModel,
-    pairs: list[tuple[str, str]],
     cached_logits: torch.Tensor | None,
     student_tap: FeatureTap | None = None,
 ) -> LossFn:
-    """The per-step loss: teacher logits online (on exactly the student's input) or cached by dataset index, and
-    the paired layers' features, as far as the loss's terms need them.
+    """The per-step loss: what its terms need of the teacher, on exactly the student's input: its logits (online, or
+    cached by dataset index), the layers the terms read (``layer_pairs``, bound to the models) and, for Grad-CAM,
+    gradients through its recorded layers.
 
-    With features, ``student_tap`` records the student's paired layers (hooks registered before the student is
-    wrapped for DDP or compiled); the teacher's are recorded for the one pass.
+    ``student_tap`` records the student's layers (hooks registered before the student is wrapped for DDP or compiled);
+    the teacher's are recorded for the one pass.
     """
-    teacher_paths = [t for t, _ in pairs]
-    needs_logits, needs_features = "teacher_logits" in loss.needs, "features" in loss.needs
+    teacher_paths = list(dict.fromkeys(t for term in loss.terms for t, _ in term.layer_pairs))  # type: ignore[union-attr]
+    needs_logits, needs_graph = "teacher_logits" in loss.needs, "teacher_gradients" in loss.needs
 
     def loss_fn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor):
-        student_feats = teacher_feats = teacher_logits = None
         logits = student(x)
-        if needs_features:
-            assert student_tap is not None, "features need the student's feature tap"
-            student_feats = student_tap.take()
-        with torch.no_grad():
-            if needs_features:
-                with FeatureTap(teacher, teacher_paths) as tap:
-                    online_logits = teacher(x)
-                    teacher_feats = tap.take()
-                teacher_logits = online_logits if needs_logits and cached_logits is None else None
-            elif needs_logits and cached_logits is None:
-                teacher_logits = teacher(x)
-            if needs_logits and cached_logits is not None:
-                teacher_logits = cached_logits[indices]
-        return loss(LossInputs(logits, y, teacher_logits, student_feats, teacher_feats))
+        inputs = LossInputs(logits, y, student_features=student_tap.take_by_path() if student_tap is not None else {})
+        online_logits = None
+        if teacher_paths:
+            with torch.enable_grad() if needs_graph else torch.no_grad(), FeatureTap(teacher, teacher_paths, needs_graph) as tap:
+                online_logits = teacher(x)
+                inputs.teacher_features = tap.take_by_path()
+            if needs_graph:
+                inputs.teacher_graph_logits, online_logits = online_logits, online_logits.detach()
+        elif needs_logits and cached_logits is None:
+            with torch.no_grad():
+                online_logits = teacher(x)
+        if needs_logits:
+            inputs.teacher_logits = cached_logits[indices] if cached_logits is not None else online_logits
+        return loss(inputs)
 
     return loss_fn
 
@@ -175,13 +133,14 @@ def distillation_run(
             device,
             data_digest=data.pool.digest,
         ).to(device)
-    needs_features = "features" in loss.needs
-    pairs = attention_pairs(cfg, online_teacher, student) if needs_features else []  # type: ignore[arg-type]
-    student_tap = FeatureTap(student, [s for _, s in pairs]) if needs_features else None
+    for term in loss.terms:  # layer paths and heads, from the models the loss runs
+        term.bind(cfg, online_teacher, student)  # type: ignore[operator]
+    student_paths = list(dict.fromkeys(s for term in loss.terms for _, s in term.layer_pairs))  # type: ignore[union-attr]
+    student_tap = FeatureTap(student, student_paths) if student_paths else None
     overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
-    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(loss, online_teacher, pairs, cached, student_tap))  # type: ignore[arg-type]
+    return DistillationRun(student, train_idx, make_inputs, make_distill_loss(loss, online_teacher, cached, student_tap))  # type: ignore[arg-type]
 
 
 def distill_student(
