@@ -65,7 +65,7 @@ def igkd_runner(cfg, data, teacher, maps, device, cached_logits: torch.Tensor | 
     images, labels = data.pool.images.to(device), data.pool.labels.to(device)
     make_inputs = batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip, maps.to(device), cfg.student.ig, channels_last)
     frozen = online_teacher_model(teacher.model, device, channels_last)
-    loss_fn = make_distill_loss(student_loss(cfg), frozen, [], None if cached_logits is None else cached_logits.to(device))
+    loss_fn = make_distill_loss(student_loss(cfg), frozen, None if cached_logits is None else cached_logits.to(device))
     optimizer = make_optimizer(student, cfg.student.train, device)
     step = make_train_step(
         student, optimizer, make_schedule(optimizer, cfg.student.train, 1000), make_inputs, loss_fn, cfg.student.train, device

@@ -421,3 +421,11 @@ def test_precision_accuracy_benchmark_tiny_cpu(tmp_path):
     assert len(fp32["val_accuracy_per_epoch"]) == 1 and fp32["val_accuracy_per_epoch"][-1] <= fp32["best_val_accuracy"]
     markdown = next(tmp_path.glob("precision-accuracy-*.md")).read_text()
     assert "| mean |" in markdown and f"| 0 | {100 * fp32['val_accuracy_per_epoch'][0]:.2f} / " in markdown
+
+
+def test_loss_terms_benchmark_times_every_mix_interleaved(tmp_path):
+    result = benchmark("loss_terms").main(["--tiny", "--steps", "1", "--rounds", "2", "--out", str(tmp_path)])
+    assert set(result["ms_per_step"]) == {"Student", "KD", "KD_EXPL", "KD_CAT"}
+    assert all(row["rounds"] == 2 and row["min"] > 0 for row in result["ms_per_step"].values())
+    assert result["ratio_to_kd"]["KD"] == 1.0 and result["git_commit"] and result["environment"]["cpu"]
+    assert (tmp_path / "loss-terms-cpu-tiny.md").read_text().count("| KD_EXPL |") == 1

@@ -64,7 +64,9 @@ def test_settings_added_later_keep_old_identities_at_their_default_and_count_whe
         "teacher": base.teacher,
         "maps": base.maps,
         "seed": 0,
-        "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(mode="json", exclude={"normalize", "terms", "overlay", "explain", "cat"}),
+        "settings": validate_config(tiny_config_tree(tmp_path)).student.model_dump(
+            mode="json", exclude={"normalize", "terms", "overlay", "explain", "cat"}
+        ),
     }
     from igkd.fingerprint import hash_jsonable
 
