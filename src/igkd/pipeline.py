@@ -189,6 +189,7 @@ class Pipeline:
                     self.teacher_dir,
                     each,
                     self.step_progress("teacher", self.cfg.teacher.train.batch_size),
+                    resume_key=identity,
                 )
         self.__dict__["teacher"] = loaded
         self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", identity, fit))
@@ -284,6 +285,7 @@ class Pipeline:
                 self.student_dir,
                 each,
                 self.step_progress("student", self.cfg.student.train.batch_size),
+                resume_key=identity,
             )
         return self._publish(
             summary_file,
