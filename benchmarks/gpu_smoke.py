@@ -35,8 +35,8 @@ from igkd.models.checkpoint import LoadedModel  # noqa: E402
 from igkd.provenance import provenance  # noqa: E402
 from igkd.runtime import autocast, configure_kernels, resolve_device  # noqa: E402
 from igkd.training.distill import DistillationRun, distillation_run  # noqa: E402
-from igkd.training.inputs import batch_maker  # noqa: E402
-from igkd.training.loop import LossFn, fit, make_optimizer, predict_logits  # noqa: E402
+from igkd.training.inputs import batch_maker, epoch_start  # noqa: E402
+from igkd.training.loop import FitPlan, LossFn, fit, make_optimizer, predict_logits  # noqa: E402
 from igkd.training.teacher import teacher_loss  # noqa: E402
 from igkd.training.teacher_logits import cached_teacher_logits  # noqa: E402
 from latency import untrained_checkpoint  # noqa: E402
@@ -107,17 +107,20 @@ def fit_student(s: Setup, cfg: RunConfig, run: DistillationRun, name: str, loss_
     """One epoch of ``fit``; its last metrics row."""
     val = s.data.val_idx
     result = fit(
-        run.student,
-        run.train_idx,
-        run.make_inputs,
-        loss_fn or run.loss_fn,
-        s.data.pool.images[val],
-        s.data.pool.labels[val],
-        cfg.student.train,
-        s.device,
-        cfg.seed,
-        s.scratch / name,
-        lambda model, row: None,
+        FitPlan(
+            run.student,
+            run.train_idx,
+            run.make_inputs,
+            loss_fn or run.loss_fn,
+            s.data.pool.images[val],
+            s.data.pool.labels[val],
+            cfg.student.train,
+            s.device,
+            cfg.seed,
+            s.scratch / name,
+            lambda model, row: None,
+            start_epoch=epoch_start(run.make_inputs),
+        )
     )
     row = result.history[-1]
     expect(math.isfinite(row["train_loss"]), f"train loss {row['train_loss']}")
@@ -195,19 +198,21 @@ def check_rng_resume(s: Setup) -> str:
 
         model = benchmark_teacher(cfg, s.data, None, CPU).model
         fit(
-            model,
-            s.data.train_idx.to(s.device),
-            batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip),
-            teacher_loss(cfg),
-            s.data.pool.images[val],
-            s.data.pool.labels[val],
-            cfg.teacher.train,
-            s.device,
-            cfg.teacher.seed,
-            run_dir,
-            lambda net, row: None,
-            progress,
-            resume_key="smoke",
+            FitPlan(
+                model,
+                s.data.train_idx.to(s.device),
+                batch_maker(images, labels, cfg.data.crop_padding, cfg.data.flip),
+                teacher_loss(cfg),
+                s.data.pool.images[val],
+                s.data.pool.labels[val],
+                cfg.teacher.train,
+                s.device,
+                cfg.teacher.seed,
+                run_dir,
+                lambda net, row: None,
+                progress,
+                resume_key="smoke",
+            )
         )
         return torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
 

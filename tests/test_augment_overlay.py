@@ -13,7 +13,7 @@ from igkd.models.registry import build_model
 from igkd.overlay import map_source, overlay_maps
 from igkd.runtime import RandomStreams
 from igkd.training.inputs import batch_maker
-from igkd.training.loop import fit
+from igkd.training.loop import FitPlan, fit
 
 
 def _identity_pool(n: int = 16, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,17 +101,19 @@ def _inputs_seen(make_inputs, images, labels, run_dir) -> list[tuple[torch.Tenso
     model = build_model(TINY_STUDENT, 10)
     cfg = TrainConfig(epochs=2, batch_size=8, optimizer="adam", lr=1e-3, schedule="none")
     fit(
-        model,
-        torch.arange(len(images)),
-        make_inputs,
-        loss_fn,
-        images[:8],
-        labels[:8],
-        cfg,
-        torch.device("cpu"),
-        0,
-        run_dir,
-        lambda *_: None,
+        FitPlan(
+            model,
+            torch.arange(len(images)),
+            make_inputs,
+            loss_fn,
+            images[:8],
+            labels[:8],
+            cfg,
+            torch.device("cpu"),
+            0,
+            run_dir,
+            lambda *_: None,
+        )
     )
     return seen
 

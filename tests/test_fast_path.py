@@ -3,6 +3,7 @@ branches (events, asynchronous host copies, generator states) run with stand-ins
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from pathlib import Path
@@ -49,9 +50,9 @@ def _spy_fit(monkeypatch, module, made: list, student_seen: list, fitted: list) 
     whether bf16 autocast was on."""
     original = module.fit
 
-    def spy(model, train_idx, make_inputs, *args, **kwargs):
+    def spy(plan):
         def inputs(indices, streams):
-            x, y = make_inputs(indices, streams)
+            x, y = plan.make_inputs(indices, streams)
             made.append(x)
             return x, y
 
@@ -59,9 +60,9 @@ def _spy_fit(monkeypatch, module, made: list, student_seen: list, fitted: list) 
             if m.training:
                 student_seen.append((args[0], torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16))
 
-        model.register_forward_pre_hook(hook)
-        fitted.append(model)
-        return original(model, train_idx, inputs, *args, **kwargs)
+        plan.model.register_forward_pre_hook(hook)
+        fitted.append(plan.model)
+        return original(dataclasses.replace(plan, make_inputs=inputs))
 
     monkeypatch.setattr(module, "fit", spy)
 
@@ -146,7 +147,7 @@ def _train_cfg(**update) -> TrainConfig:
 def _tiny_fit(tmp: Path, data, cfg: TrainConfig, step_progress: StageProgress | None = None):
     """Teacher-style training of a tiny student on the digits pool, resumable under one key."""
     from igkd.training.inputs import batch_maker
-    from igkd.training.loop import fit
+    from igkd.training.loop import FitPlan, fit
     from igkd.training.teacher import teacher_loss
 
     torch.manual_seed(0)
@@ -155,19 +156,21 @@ def _tiny_fit(tmp: Path, data, cfg: TrainConfig, step_progress: StageProgress | 
     make_inputs = batch_maker(data.pool.images, data.pool.labels, 1, True)
     val = data.val_idx[:64]
     result = fit(
-        model,
-        data.train_idx,
-        make_inputs,
-        teacher_loss(run_cfg),
-        data.pool.images[val],
-        data.pool.labels[val],
-        cfg,
-        CPU,
-        seed=0,
-        run_dir=tmp / "fit",
-        on_best=lambda *_: None,
-        resume_key="k",
-        step_progress=step_progress,
+        FitPlan(
+            model,
+            data.train_idx,
+            make_inputs,
+            teacher_loss(run_cfg),
+            data.pool.images[val],
+            data.pool.labels[val],
+            cfg,
+            CPU,
+            seed=0,
+            run_dir=tmp / "fit",
+            on_best=lambda *_: None,
+            resume_key="k",
+            step_progress=step_progress,
+        )
     )
     return model, result
 

@@ -11,13 +11,13 @@ from torch import nn
 
 from igkd.config import load_config
 from igkd.errors import IgkdError
+from igkd.losses.at import attention_pairs
 from igkd.models import build_model, import_state_dict, load_checkpoint, parse_arch, save_checkpoint
 from igkd.models.base import NormalizedModel
 from igkd.models.features import FeatureTap
 from igkd.models.registry import ModelFamily, families, register_family
 from igkd.models.rename import rename_keys
 from igkd.normalization import normalization_values
-from igkd.training.distill import attention_pairs
 
 CLASSES = [str(i) for i in range(7)]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)

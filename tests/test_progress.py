@@ -15,7 +15,7 @@ from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.registry import build_model
 from igkd.progress import StageProgress
 from igkd.training.inputs import batch_maker
-from igkd.training.loop import fit
+from igkd.training.loop import FitPlan, fit
 
 
 def test_progress_of_a_run_outside_a_terminal_is_a_few_lines_with_etas(tmp_path, capsys, monkeypatch):
@@ -36,18 +36,20 @@ def _fit_with(progress: StageProgress, tmp_path) -> None:
     model = build_model(TINY_STUDENT, 10)
     loss = lambda net, x, y, _: WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(net(x), y))  # noqa: E731
     fit(
-        model,
-        torch.arange(64),
-        batch_maker(images, labels, 0, False),
-        loss,
-        images[:8],
-        labels[:8],
-        TrainConfig(epochs=3, batch_size=8, optimizer="adam", lr=1e-3, schedule="none"),
-        torch.device("cpu"),
-        0,
-        tmp_path,
-        lambda *_: None,
-        step_progress=progress,
+        FitPlan(
+            model,
+            torch.arange(64),
+            batch_maker(images, labels, 0, False),
+            loss,
+            images[:8],
+            labels[:8],
+            TrainConfig(epochs=3, batch_size=8, optimizer="adam", lr=1e-3, schedule="none"),
+            torch.device("cpu"),
+            0,
+            tmp_path,
+            lambda *_: None,
+            step_progress=progress,
+        )
     )
 
 

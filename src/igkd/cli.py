@@ -18,6 +18,7 @@ from igkd.cli_deploy import register as register_deploy_commands
 from igkd.cli_experiments import register as register_experiment_commands
 from igkd.cli_options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
 from igkd.errors import IgkdError, IgkdErrors
+from igkd.layout import REPORT, TEACHER_MODEL
 from igkd.normalization import NORMALIZE_SYNTAX
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def run(
     for row in results["rows"]:
         table.add_row(*row)
     console.print(table)
-    console.print(f"report: {pipeline.cfg.run_dir / 'report.md'}")
+    console.print(f"report: {pipeline.cfg.run_dir / REPORT}")
 
 
 @app.command()
@@ -101,10 +102,10 @@ def teacher(
     pipeline = _pipeline(config, extra, deterministic, "teacher", dry_run, as_json)
     if pipeline is None:
         return
-    summary = pipeline.teacher_summary()
+    summary = pipeline.run_stages("teacher")["teacher"]
     console.print(
         f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, "
-        f"{summary['params']:,} params -> {pipeline.teacher_dir / 'model.pt'}"
+        f"{summary['params']:,} params -> {pipeline.teacher_dir / TEACHER_MODEL}"
     )
 
 
@@ -139,7 +140,7 @@ def distill(
     )
     if pipeline is None:
         return
-    summary = pipeline.run_student()
+    summary = pipeline.run_stages("distill")["student"]
     console.print(
         f"student {summary['method']} {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}% "
         f"(best val {100 * summary.get('best_val_accuracy', float('nan')):.2f}%) -> {pipeline.student_dir}"

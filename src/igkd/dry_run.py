@@ -1,16 +1,16 @@
 """``--dry-run``: the checks of a real run, then its plan instead of the run; nothing is written.
 
-The plan lists the stages a command would run or reuse and why (from the stages' identities, the same reuse
-check as the run), data sizes, model sizes, the bytes it may write, and a time projection from a few training
-steps and one IG batch timed on this machine with the run's own step, inputs and loss.
+The plan walks the command's stages (:func:`igkd.stages.stages_for`, as the run does) and lists what each would run,
+resume or reuse and why (the same status as the run's, :mod:`igkd.stages`), data sizes, model sizes, the bytes it may
+write, and a time projection from a few training steps and one IG batch timed on this machine with the run's own step,
+inputs and loss.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -19,18 +19,18 @@ from torch import nn
 from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
 from igkd.config import RunConfig, TrainConfig
 from igkd.data.prepare import PreparedData
-from igkd.identity import stage_finished
-from igkd.layout import STATE, SUMMARY, TEACHER_MODEL
+from igkd.layout import TEACHER_MODEL
 from igkd.methods import overlays_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model, parse_arch
 from igkd.modelstats import count_macs, count_params
 from igkd.pipeline import Pipeline
-from igkd.preflight import Preflight, stages_for
+from igkd.preflight import Preflight
 from igkd.progress import duration, long_run_hint
 from igkd.provenance import provenance
 from igkd.runtime import RandomStreams, auto_settings, use_channels_last
 from igkd.speed import settings_off, training_settings
+from igkd.stages import STUDENT, TEACHER, StageStatus, names, stages_for
 from igkd.training.distill import distillation_run
 from igkd.training.inputs import input_maker
 from igkd.training.loop import LossFn, MakeInputs, make_optimizer, make_schedule, make_train_step, predict_logits
@@ -38,31 +38,6 @@ from igkd.training.teacher import resolve_normalization, teacher_loss
 
 TIMED_STEPS = 3
 IG_TIMED_IMAGES = 8
-
-
-@dataclass(frozen=True)
-class StageStatus:
-    """What a stage will do (run, resume or reuse) and why."""
-
-    action: str
-    why: str
-    epochs_left: int | None = None
-
-
-def training_status(folder: Path, summary: str, identity: str, epochs: int) -> StageStatus:
-    """A training stage's status from its folder: reuse a finished one, resume a saved state, or train."""
-    final = folder / summary
-    if stage_finished(final, identity):
-        return StageStatus("reuse", f"{final} records this identity ({identity[:12]})", 0)
-    state = folder / STATE
-    if state.is_file():
-        saved = torch.load(state, map_location="cpu", weights_only=True)
-        if saved.get("resume_key") == identity:
-            done = int(saved["epoch"]) + 1
-            return StageStatus("resume", f"{state} holds epoch {done} of {epochs} under this identity", epochs - done)
-    if final.is_file():
-        return StageStatus("run", f"{final} records another identity: a setting it depends on, or its data, changed", epochs)
-    return StageStatus("run", "no finished run in its folder", epochs)
 
 
 def _step_seconds(
@@ -128,13 +103,10 @@ class DryRun:
         data = self.pipeline.data
         ids = self.pipeline.identities
         device = self.pipeline.device
-        stages: list[dict[str, Any]] = []
-        teacher = self._teacher(checked, data, device)
-        stages.append(teacher["plan"])
-        if "maps" in self.stages:
-            stages.append(self._maps(teacher, data, device))
-        if "student" in self.stages:
-            stages.append(self._student(teacher, data, device, ids.student))
+        upstream: dict[str, dict[str, Any]] = {}  # stage name -> its plan row and what later stages build on
+        for stage in self.stages:
+            upstream[stage.name] = stage.cost(self, upstream)
+        stages = [record["plan"] for record in upstream.values()]
         total = sum(stage["projected_s"] for stage in stages)
         return {
             "command": self.command,
@@ -155,8 +127,8 @@ class DryRun:
             "writes_bytes": checked.writes,
             "projected_total_s": total,
             "auto_settings": auto_settings(device),
-            "settings_off": settings_off(self.cfg, device, self.stages),
-            "long_run_hint": long_run_hint(total, device.type, settings_off(self.cfg, device, self.stages)),
+            "settings_off": settings_off(self.cfg, device, names(self.stages)),
+            "long_run_hint": long_run_hint(total, device.type, settings_off(self.cfg, device, names(self.stages))),
             "provenance": provenance(device, self.cfg.seed),
         }
 
@@ -197,14 +169,15 @@ class DryRun:
         data = self.pipeline.data
         teacher = _fresh_teacher(self.cfg, data)
         status = StageStatus("run", "", self.cfg.student.train.epochs)
-        return self._student(teacher={"model": teacher}, data=data, device=self.pipeline.device, identity="", status=status)["projected_s"]
+        return self._student(teacher={"model": teacher}, identity="", status=status)["plan"]["projected_s"]
 
     def _model_row(self, model: nn.Module) -> dict[str, int]:
         return {"params": count_params(model), "macs": count_macs(model, self.pipeline.data.pool.image_size)}
 
-    def _teacher(self, checked: Preflight, data: PreparedData, device: torch.device) -> dict[str, Any]:
-        cfg, folder = self.cfg, self.pipeline.teacher_dir
-        status = training_status(folder, SUMMARY, self.pipeline.identities.teacher, cfg.teacher.train.epochs)
+    def teacher_cost(self) -> dict[str, Any]:
+        """The teacher's plan row, and the model (trained when reused, else fresh) and status the later stages build on."""
+        cfg, folder, data, device = self.cfg, self.pipeline.teacher_dir, self.pipeline.data, self.pipeline.device
+        status = TEACHER.status(self.pipeline)
         if cfg.teacher.checkpoint is not None and status.action != "reuse":
             status = StageStatus("run", f"imports {cfg.teacher.checkpoint}", 0)
         teacher = load_checkpoint(folder / TEACHER_MODEL) if status.action == "reuse" else _fresh_teacher(cfg, data)
@@ -235,8 +208,9 @@ class DryRun:
         teacher.model.eval()
         return {"plan": plan, "model": teacher, "status": status}
 
-    def _maps(self, teacher: dict[str, Any], data: PreparedData, device: torch.device) -> dict[str, Any]:
-        cfg, params = self.cfg, self.cfg.attribution
+    def maps_cost(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        """The maps' plan row: reused when the teacher is and its cache holds them (checked by key; verified when loaded)."""
+        cfg, params, data, device = self.cfg, self.cfg.attribution, self.pipeline.data, self.pipeline.device
         plan: dict[str, Any] = {
             "stage": "maps",
             "images": len(data.pool),
@@ -265,13 +239,15 @@ class DryRun:
             compute_ig_maps(model, data.pool.images[:count], data.pool.labels[:count], params, device)
             per_image = (time.perf_counter() - start) / count
             plan.update(timing_s={"per_image_s": per_image}, projected_s=per_image * len(data.pool))
-        return plan
+        return {"plan": plan}
 
-    def _student(
-        self, teacher: dict[str, Any], data: PreparedData, device: torch.device, identity: str, status: StageStatus | None = None
-    ) -> dict[str, Any]:
-        cfg = self.cfg
-        status = status or training_status(self.pipeline.student_dir, SUMMARY, identity, cfg.student.train.epochs)
+    def student_cost(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        """The student's plan row (timed with the teacher's model: a fresh one costs what a trained one costs)."""
+        return self._student(teacher, self.pipeline.identities.student)
+
+    def _student(self, teacher: dict[str, Any], identity: str, status: StageStatus | None = None) -> dict[str, Any]:
+        cfg, data, device = self.cfg, self.pipeline.data, self.pipeline.device
+        status = status or STUDENT.status(self.pipeline)
         uses_maps = overlays_maps(cfg.student)
         maps = torch.zeros(len(data.pool), *data.pool.image_size) if uses_maps else None  # same cost as the real maps
         timing_cfg = cfg.model_copy(
@@ -295,7 +271,7 @@ class DryRun:
                 run.student, cfg.student.train, run.make_inputs, run.loss_fn, run.train_idx, data.val_images, device, status.epochs_left
             )
             plan.update(timing_s=timing, projected_s=timing["seconds"])  # type: ignore[arg-type]
-        return plan
+        return {"plan": plan}
 
 
 def projection_line(plan: dict[str, Any]) -> str:

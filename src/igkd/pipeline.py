@@ -1,4 +1,8 @@
-"""The stages of a run (teacher -> attributions -> student -> evaluation -> report), each skipped when done."""
+"""The stages of a run (teacher -> attributions -> student -> evaluation -> report), each skipped when done.
+
+Which stages a command runs, in which order, and when a stage's output is current is the plan's (:mod:`igkd.stages`);
+this module runs them.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +25,19 @@ from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
 from igkd.errors import IgkdError
 from igkd.evaluate import evaluate_model
-from igkd.identity import StageIdentities, stage_finished, stage_identities, student_run_id
-from igkd.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
+from igkd.identity import StageIdentities, stage_identities, student_run_id
+from igkd.layout import FIGURES, OVERLAY_FIGURE, REPORT, RESULTS, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
 from igkd.methods import overlays_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.modelstats import count_macs, count_params, file_size, measure_latency
-from igkd.preflight import STAGES, Preflight, preflight, stages_for
+from igkd.preflight import Preflight, preflight
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
 from igkd.report import comparison_rows, save_overlay_figure, write_report
 from igkd.robustness import ensure_robustness
 from igkd.runtime import seed_everything
 from igkd.speed import settings_off
+from igkd.stages import STAGES, needed, stages_for, summary_status
 from igkd.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
 from igkd.training.distill import distill_student
 from igkd.training.inputs import data_path
@@ -85,8 +90,9 @@ class Pipeline:
         seed_everything(cfg.seed, cfg.deterministic)
 
     def check(self, command: str) -> Preflight:
-        """Every check that needs no training, for the stages ``command`` runs (see :mod:`igkd.preflight`); call it
-        before the first stage: a problem raises before anything is decoded, trained or written."""
+        """Every check that needs no training, for the stages ``command`` runs (:func:`igkd.stages.stages_for`, checked by
+        :mod:`igkd.preflight`); call it before the first stage: a problem raises before anything is decoded, trained or
+        written."""
         return preflight(self.cfg, stages_for(command, self.cfg), self.dist.world_size)
 
     @cached_property
@@ -112,16 +118,11 @@ class Pipeline:
 
     @property
     def teacher_dir(self) -> Path:
-        return self.cfg.run_dir / "teacher"
+        return self.cfg.run_dir / TEACHER_DIR
 
     @property
     def student_dir(self) -> Path:
-        return self._student_dir or self.cfg.run_dir / "students" / student_run_id(self.cfg, self.identities.student)
-
-    @staticmethod
-    def _finished(summary: Path, identity: str) -> bool:
-        """Whether ``summary`` (a stage's final.json) records ``identity``."""
-        return stage_finished(summary, identity)
+        return self._student_dir or self.cfg.run_dir / STUDENTS_DIR / student_run_id(self.cfg, self.identities.student)
 
     def _publish(self, path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Rank 0 builds the summary and writes it to ``path``; every rank returns it once it is written."""
@@ -170,7 +171,7 @@ class Pipeline:
         """Train or import the teacher, unless a finished one with the same config exists."""
         checkpoint, summary_file = self.teacher_dir / TEACHER_MODEL, self.teacher_dir / SUMMARY
         identity = self.identities.teacher
-        if self._finished(summary_file, identity):
+        if summary_status(self.teacher_dir, identity).done:
             self.console.print(f"teacher: reusing {checkpoint}")
             return load_checkpoint(checkpoint)
         fit = None
@@ -189,6 +190,7 @@ class Pipeline:
                     self.teacher_dir,
                     each,
                     self.step_progress("teacher", self.cfg.teacher.train.batch_size),
+                    resume_key=identity,
                 )
         self.__dict__["teacher"] = loaded
         self._publish(summary_file, lambda: self._summary(loaded, checkpoint, "teacher", identity, fit))
@@ -262,7 +264,7 @@ class Pipeline:
         """Distil the configured student, unless finished; return its summary."""
         summary_file = self.student_dir / SUMMARY
         identity = self.identities.student
-        if self._finished(summary_file, identity):
+        if summary_status(self.student_dir, identity).done:
             self.console.print(f"student: reusing {self.student_dir}")
             return json.loads(summary_file.read_text())
         uses_ig = overlays_maps(self.cfg.student)
@@ -284,6 +286,7 @@ class Pipeline:
                 self.student_dir,
                 each,
                 self.step_progress("student", self.cfg.student.train.batch_size),
+                resume_key=identity,
             )
         return self._publish(
             summary_file,
@@ -294,7 +297,8 @@ class Pipeline:
         )
 
     def teacher_robustness(self) -> dict[str, Any]:
-        """The teacher's accuracy under the configured corruptions (``teacher/robustness.json``, reused when current)."""
+        """The teacher's accuracy under the configured corruptions (``teacher/``:data:`igkd.layout.ROBUSTNESS`, reused
+        when current)."""
         return ensure_robustness(
             self.teacher_dir,
             self.teacher_dir / TEACHER_MODEL,
@@ -324,9 +328,15 @@ class Pipeline:
         _ = self.teacher
         return json.loads((self.teacher_dir / SUMMARY).read_text())
 
+    def run_stages(self, command: str) -> dict[str, Any]:
+        """Walk ``command``'s plan (:func:`igkd.stages.stages_for`): its last stage runs, or is reused when its output is
+        current, and an earlier one only when a stage that runs needs it (:func:`igkd.stages.needed`); returns each
+        walked stage's output (a summary; the maps) by stage name."""
+        return {stage.name: stage.run(self) for stage in needed(stages_for(command, self.cfg), self)}
+
     def run_all(self) -> dict[str, Any]:
         """Teacher -> attributions -> student -> evaluation -> report; returns the report's numbers (rank 0; {} elsewhere)."""
-        student = self.run_student()
+        student = self.run_stages("run")["student"]
         if not self.dist.is_main:
             return {}
         teacher = self.teacher_summary()
@@ -347,11 +357,11 @@ class Pipeline:
         if self.cfg.report.examples:
             maps = self.maps
             picks = torch.linspace(0, len(self.data.train_idx) - 1, self.cfg.report.examples).long()
-            figure_path = self.cfg.run_dir / "figures" / "ig_overlays.png"
+            figure_path = self.cfg.run_dir / FIGURES / OVERLAY_FIGURE
             save_overlay_figure(figure_path, self.data.pool, maps, self.data.train_idx[picks].tolist())
             figure = str(figure_path.relative_to(self.cfg.run_dir))
             notes["ig"] = {**self.cfg.attribution.model_dump(), "mean_rel_delta": self.completeness()}
-        write_report(self.cfg.run_dir / "report.md", f"igkd run '{self.cfg.name}'", teacher, student, figure, notes)
+        write_report(self.cfg.run_dir / REPORT, f"igkd run '{self.cfg.name}'", teacher, student, figure, notes)
         results = {"teacher": teacher, "student": student, "rows": comparison_rows(teacher, student)}
-        atomic_write_json(self.cfg.run_dir / "results.json", {k: v for k, v in results.items() if k != "rows"})
+        atomic_write_json(self.cfg.run_dir / RESULTS, {k: v for k, v in results.items() if k != "rows"})
         return results

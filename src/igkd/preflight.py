@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,7 +22,7 @@ from igkd.data.splits import stratified_split, stratified_subset
 from igkd.distributed import DistContext
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.extras import require
-from igkd.methods import overlays_maps, student_mix
+from igkd.methods import student_mix
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import import_state_dict
 from igkd.models.registry import build_model, parse_arch
@@ -29,7 +30,9 @@ from igkd.normalization import NormSpec, normalization_values
 from igkd.training.distill import student_loss
 from igkd.training.loop import micro_batch_count
 
-STAGES = ("teacher", "maps", "student")
+if TYPE_CHECKING:
+    from igkd.stages import Stage
+
 # Bytes per parameter of a training run's files: best checkpoint (1x) and training state (model + optimiser moments).
 _FILE_BYTES_PER_PARAM = {"sgd": 4 * (1 + 2), "adam": 4 * (1 + 3), "adamw": 4 * (1 + 3)}
 
@@ -47,14 +50,6 @@ class Preflight:
     @property
     def write_bytes(self) -> int:
         return sum(self.writes.values())
-
-
-def stages_for(command: str, cfg: RunConfig) -> tuple[str, ...]:
-    """The stages a command runs: teacher; attribute = teacher + maps; distill, run and experiment = all it needs."""
-    uses_maps = overlays_maps(cfg.student)
-    return {"teacher": ("teacher",), "attribute": ("teacher", "maps")}.get(
-        command, ("teacher", "maps", "student") if uses_maps else ("teacher", "student")
-    )
 
 
 def _teacher_problems(cfg: RunConfig, layout: DataLayout) -> list[str]:
@@ -145,23 +140,62 @@ def _output_problems(cfg: RunConfig, write_bytes: int) -> list[str]:
     return problems
 
 
-def estimate_writes(cfg: RunConfig, preflight: Preflight, stages: Iterable[str]) -> dict[str, int]:
+@dataclass
+class Checks:
+    """What every stage's checks look at (the stages' ``check`` and ``writes`` hooks, :mod:`igkd.stages`, call it)."""
+
+    cfg: RunConfig
+    layout: DataLayout
+    train_images: int  # the teacher's training split
+    student_images: int  # a student run's subset of it
+    teacher_model: NormalizedModel
+    student_model: NormalizedModel | None  # built when the student is checked
+    world_size: int
+
+    def teacher(self) -> list[str]:
+        """A trained teacher's batch must split and fit its training split (an imported one: :func:`_teacher_problems`)."""
+        if self.cfg.teacher.checkpoint is not None:
+            return []
+        return _training_problems("teacher", self.cfg.teacher.train, self.train_images, self.world_size)
+
+    def student(self) -> list[str]:
+        """The student's batch must split and fit its training subset; each loss term must find the layers (and heads)
+        it reads."""
+        cfg, problems = self.cfg, _training_problems("student", self.cfg.student.train, self.student_images, self.world_size)
+        if self.student_model is not None:
+            for term in student_loss(cfg).terms:
+                try:
+                    term.bind(cfg, self.teacher_model, self.student_model)  # type: ignore[operator]
+                except IgkdError as exc:
+                    problems.append(str(exc))
+        return problems
+
+    def teacher_writes(self) -> dict[str, int]:
+        params = sum(p.numel() for p in self.teacher_model.parameters())
+        return {"teacher": params * _FILE_BYTES_PER_PARAM[self.cfg.teacher.train.optimizer]}
+
+    def maps_writes(self) -> dict[str, int]:
+        height, width = self.cfg.data.size_hw
+        return {"IG maps": len(self.layout.train) * height * width * (2 if self.cfg.attribution.dtype == "float16" else 1)}
+
+    def student_writes(self) -> dict[str, int]:
+        cfg, writes = self.cfg, {}
+        if self.student_model is not None:
+            params = sum(p.numel() for p in self.student_model.parameters())
+            writes["student"] = params * _FILE_BYTES_PER_PARAM[cfg.student.train.optimizer]
+            if "teacher_logits" in student_mix(cfg.student).needs and cfg.student.kd.teacher_logits == "cached":
+                writes["teacher logits"] = len(self.layout.train) * len(self.layout.classes) * 4
+        return writes
+
+
+def estimate_writes(checks: Checks, stages: Iterable[Stage]) -> dict[str, int]:
     """Upper estimates of the bytes each stage writes (files that exist already are counted too)."""
-    layout, (height, width) = preflight.layout, cfg.data.size_hw
+    layout, (height, width) = checks.layout, checks.cfg.data.size_hw
     writes: dict[str, int] = {}
-    if cfg.data.source == "imagefolder":
+    if checks.cfg.data.source == "imagefolder":
         writes["decoded images"] = (len(layout.train) + len(layout.test)) * 3 * height * width
-    stages = set(stages)
-    if "teacher" in stages:
-        params = sum(p.numel() for p in preflight.teacher.parameters())
-        writes["teacher"] = params * _FILE_BYTES_PER_PARAM[cfg.teacher.train.optimizer]
-    if "maps" in stages:
-        writes["IG maps"] = len(layout.train) * height * width * (2 if cfg.attribution.dtype == "float16" else 1)
-    if "student" in stages and preflight.student is not None:
-        params = sum(p.numel() for p in preflight.student.parameters())
-        writes["student"] = params * _FILE_BYTES_PER_PARAM[cfg.student.train.optimizer]
-        if "teacher_logits" in student_mix(cfg.student).needs and cfg.student.kd.teacher_logits == "cached":
-            writes["teacher logits"] = len(layout.train) * len(layout.classes) * 4
+    for stage in stages:
+        writes.update(stage.writes(checks))
     return writes
 
 
@@ -179,8 +213,9 @@ def _structures(cfg: RunConfig, classes: int, with_student: bool) -> tuple[Norma
     return models["teacher"], models.get("student")
 
 
-def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout: DataLayout | None = None) -> Preflight:
-    """Check everything ``stages`` need that is known without training; raise :class:`IgkdErrors` listing every problem.
+def preflight(cfg: RunConfig, stages: Iterable[Stage], world_size: int = 1, layout: DataLayout | None = None) -> Preflight:
+    """Check everything ``stages`` (:func:`igkd.stages.stages_for`) need that is known without training; raise
+    :class:`IgkdErrors` listing every problem.
 
     Nothing is decoded (beyond one image per split), trained or written. ``layout`` is this config's
     :func:`inspect_data`, when the caller has it already.
@@ -191,19 +226,13 @@ def preflight(cfg: RunConfig, stages: Iterable[str], world_size: int = 1, layout
     train_idx, _ = stratified_split(labels, cfg.data.val_fraction, cfg.data.split_seed)
     student_idx = stratified_subset(train_idx, labels, cfg.student.train_fraction, cfg.seed)
     classes = len(layout.classes)
-    teacher, student = _structures(cfg, classes, "student" in stages)
-    problems = _teacher_problems(cfg, layout)
-    if "teacher" in stages and cfg.teacher.checkpoint is None:
-        problems += _training_problems("teacher", cfg.teacher.train, len(train_idx), world_size)
-    if student is not None:
-        problems += _training_problems("student", cfg.student.train, len(student_idx), world_size)
-        for term in student_loss(cfg).terms:  # the layers and heads each loss term reads
-            try:
-                term.bind(cfg, teacher, student)  # type: ignore[operator]
-            except IgkdError as exc:
-                problems.append(str(exc))
+    teacher, student = _structures(cfg, classes, any(stage.name == "student" for stage in stages))
+    checks = Checks(cfg, layout, len(train_idx), len(student_idx), teacher, student, world_size)
+    problems = _teacher_problems(cfg, layout)  # an imported teacher is checked by every command: all stages use it
+    for stage in stages:
+        problems += stage.check(checks)
     found = Preflight(layout, len(student_idx), teacher, student)
-    found.writes = estimate_writes(cfg, found, stages)
+    found.writes = estimate_writes(checks, stages)
     problems += _extras_problems(cfg)
     problems += _output_problems(cfg, found.write_bytes)
     if problems:

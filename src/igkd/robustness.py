@@ -21,12 +21,13 @@ from igkd.config import RobustnessConfig
 from igkd.corruptions import PARAMETERS, VERSION, corrupt
 from igkd.data.imageset import ImageSet
 from igkd.fingerprint import hash_file
+from igkd.layout import ROBUSTNESS
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
 from igkd.runtime import place_model
 from igkd.training.loop import predict_logits
 
-RECORD = "robustness.json"
+RECORD = ROBUSTNESS  # in the model's folder
 SOURCE = (
     "Hendrycks & Dietterich, ICLR 2019, severity parameters of make_cifar_c.py (github.com/hendrycks/robustness); "
     "generated on the fly by igkd.corruptions"

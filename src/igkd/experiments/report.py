@@ -27,7 +27,7 @@ from igkd.errors import IgkdError
 from igkd.experiments.analysis import agreement_indices
 from igkd.experiments.document import Document, percent
 from igkd.experiments.plots import box_plot, ig_grid, severity_plot, sweep_plot
-from igkd.layout import ANALYSIS, METRICS, SUMMARY, TEACHER_MODEL
+from igkd.layout import ANALYSIS, METRICS, REPORT, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, TRANSFER_PREFIX
 from igkd.models.checkpoint import load_checkpoint
 from igkd.provenance import provenance
 from igkd.robustness import RECORD
@@ -41,13 +41,18 @@ PAPER_NOTE = (
 )
 
 
+def _transfer_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """A model's transfer evaluations (``transfer-<name>.json``) by name."""
+    return {p.stem.removeprefix(TRANSFER_PREFIX): read_json_object(p) for p in sorted(folder.glob(f"{TRANSFER_PREFIX}*.json"))}
+
+
 def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
     """Every finished student run: ``final.json`` plus its analysis, transfer and corruption records, by run folder name."""
     runs = {}
-    for folder in sorted((run_dir / "students").glob("*")):
+    for folder in sorted((run_dir / STUDENTS_DIR).glob("*")):
         final = read_json_object(folder / SUMMARY)
         if final:
-            transfer = {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted(folder.glob("transfer-*.json"))}
+            transfer = _transfer_records(folder)
             runs[folder.name] = {
                 "final": final,
                 "analysis": read_json_object(folder / ANALYSIS),
@@ -408,7 +413,7 @@ def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]],
 
 def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], plans: dict[str, dict[str, Any]], figures: Path) -> None:
     """Test images, the teacher's overlay, and IG maps of the teacher and of seed-0 ablation students."""
-    teacher_path = cfg.run_dir / "teacher" / TEACHER_MODEL
+    teacher_path = cfg.run_dir / TEACHER_DIR / TEACHER_MODEL
     ablation = plans.get("ablation")
     if not teacher_path.is_file() or not ablation or cfg.report.examples == 0:
         return
@@ -527,7 +532,7 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
     waiting = []
     for job in plan["jobs"]:
         if job["run_id"] not in runs:
-            metrics = run_dir / "students" / job["run_id"] / METRICS
+            metrics = run_dir / STUDENTS_DIR / job["run_id"] / METRICS
             epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
             waiting.append(f"`{job['run_id']}` ({epochs} epochs done)" if epochs else f"`{job['run_id']}` (not started)")
     return text + (f" Status: still to finish: {', '.join(waiting)}." if waiting else " Status: every planned run has finished.")
@@ -544,10 +549,10 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         )
     out = run_dir / "report"
     figures = out / "figures"
-    teacher = read_json_object(run_dir / "teacher" / SUMMARY)
+    teacher = read_json_object(run_dir / TEACHER_DIR / SUMMARY)
     teacher_checks = {
-        "robustness": read_json_object(run_dir / "teacher" / RECORD),
-        "transfer": {p.stem.removeprefix("transfer-"): read_json_object(p) for p in sorted((run_dir / "teacher").glob("transfer-*.json"))},
+        "robustness": read_json_object(run_dir / TEACHER_DIR / RECORD),
+        "transfer": _transfer_records(run_dir / TEACHER_DIR),
     }
     label = cfg.report.data_label or (teacher.get("data") if teacher else None) or cfg.data.source
     doc = Document(f"igkd experiments: {cfg.name}")
@@ -610,6 +615,6 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
     atomic_write_text(out / "runs.csv", _runs_csv(runs, jobs))
     atomic_write_json(out / "summary.json", {**summary, "provenance": prov})
     atomic_write_text(out / "report.html", doc.html())
-    atomic_write_text(out / "report.md", doc.markdown())
+    atomic_write_text(out / REPORT, doc.markdown())
     console.print(f"report: {len(runs)} runs, experiments: {', '.join(plans) or 'none'}")
-    return out / "report.md"
+    return out / REPORT

@@ -1,7 +1,8 @@
 """Run an experiment's jobs: shared teacher and IG maps first, then the students, skipping finished ones.
 
 All runs of an experiment live in the base config's run directory: ``teacher/`` and ``cache/`` once,
-``students/<run_id>/`` per job (``final.json`` + ``analysis.json`` mark it done, keyed by the student's identity), and
+``students/<run_id>/`` per job (``final.json`` + ``analysis.json`` mark it done, keyed by the student's identity:
+:func:`igkd.stages.job_statuses`), and
 ``experiments/<name>.json`` with the plan. ``workers > 1`` trains several students at once on the same device
 (each in its own process): small students leave a GPU mostly idle, so runs in parallel raise its use.
 """
@@ -29,15 +30,14 @@ from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_
 from igkd.experiments.grid import Experiment, load_experiment
 from igkd.experiments.plan import Job, PlanOptions, resolve_options
 from igkd.fingerprint import hash_file
-from igkd.identity import stage_finished
-from igkd.layout import ANALYSIS, STUDENT_MODEL, SUMMARY, TEACHER_MODEL
+from igkd.layout import ANALYSIS, RUN_LOG, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, transfer_record
 from igkd.methods import overlays_maps
 from igkd.models.checkpoint import load_checkpoint
 from igkd.pipeline import Pipeline
 from igkd.preflight import preflight
 from igkd.progress import StageProgress
 from igkd.provenance import provenance
-from igkd.robustness import RECORD, robustness_current
+from igkd.stages import STUDENT, analysis_status, job_statuses, student_folder, transfer_current
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,10 @@ class JobOutcome:
     detail: str = ""
 
 
-def _analysis_done(path: Path, identity: str, images: int) -> bool:
-    record = read_json_object(path)
-    return record.get("identity") == identity and record.get("ig_agreement", {}).get("images", 0) == images
-
-
-def _robustness_done(run_dir: Path, folder: Path, cfg: RunConfig) -> bool:
-    if not cfg.robustness.enabled:
-        return True
-    reference = read_json_object(run_dir / "teacher" / RECORD)
-    return bool(reference) and robustness_current(folder, folder / STUDENT_MODEL, cfg.robustness, reference)
-
-
 def job_finished(run_dir: Path, job: Job) -> bool:
-    """Whether ``job``'s student and its analyses (IG agreement; corruptions when enabled) are complete and current."""
-    folder = run_dir / "students" / job.run_id
-    trained = stage_finished(folder / SUMMARY, job.identity)
-    count = job.cfg.report.agreement_images
-    return trained and (count == 0 or _analysis_done(folder / ANALYSIS, job.identity, count)) and _robustness_done(run_dir, folder, job.cfg)
+    """Whether ``job``'s student and its analyses (IG agreement; corruptions when enabled) are complete and current
+    (:func:`igkd.stages.job_statuses`, in order, stopping at the first that is not)."""
+    return all(status.done for status in job_statuses(run_dir, job.run_id, job.identity, job.cfg))
 
 
 def run_job(
@@ -93,13 +79,13 @@ def run_job(
             return JobOutcome(run_id, "stopped", str(exc))
         folder = ensure_dir(Path(student_dir))
         if console is None:
-            console = Console(file=stack.enter_context(open(folder / "log.txt", "a")), width=120)
+            console = Console(file=stack.enter_context(open(folder / RUN_LOG, "a")), width=120)
         try:
             cfg = validate_config(cfg_tree, f"job {run_id}")
             pipeline = Pipeline(cfg, console, student_dir=folder)
-            summary = pipeline.run_student()
+            summary = pipeline.run_stages("distill")["student"]
             count = cfg.report.agreement_images
-            if count and not _analysis_done(folder / ANALYSIS, summary["identity"], count):
+            if count and not analysis_status(folder, summary["identity"], count).done:
                 student = load_checkpoint(summary["checkpoint"]).model
                 agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
                 atomic_write_json(
@@ -141,7 +127,7 @@ class ExperimentRunner:
         problems: list[str] = []
         for cfg in {(cfg.student.arch, cfg.student.method): cfg for cfg in configs}.values():
             try:
-                preflight(cfg, ("student",), self.pipeline.dist.world_size, base.layout)
+                preflight(cfg, (STUDENT,), self.pipeline.dist.world_size, base.layout)
             except IgkdErrors as exc:
                 problems += [p for p in exc.problems if p not in problems]
         if problems:
@@ -207,7 +193,7 @@ class ExperimentRunner:
         return outcomes
 
     def _execute(self, todo: list[Job], workers: int):
-        calls = [(job.cfg.model_dump(mode="json"), str(self.run_dir / "students" / job.run_id), job.run_id) for job in todo]
+        calls = [(job.cfg.model_dump(mode="json"), str(student_folder(self.run_dir, job.run_id)), job.run_id) for job in todo]
         if workers <= 1:
             for call in calls:
                 yield run_job(*call, console=self.console, deadline=budget.deadline())
@@ -226,17 +212,17 @@ class ExperimentRunner:
 
         root = expand_path(root)
         device = resolve_device(self.base.device)
-        teacher = self.run_dir / "teacher" / TEACHER_MODEL
+        teacher = self.run_dir / TEACHER_DIR / TEACHER_MODEL
         if not teacher.is_file():
             raise IgkdError(f"no teacher in {self.run_dir}; run the experiment (or 'igkd teacher') with this config first")
         classes = load_checkpoint(teacher).classes
         sets = {split: load_transfer_set(self.base.data, root, split, classes, self.base.cache_path) for split in splits}
-        checkpoints = [teacher] + sorted(p / STUDENT_MODEL for p in (self.run_dir / "students").glob("*") if (p / SUMMARY).is_file())
+        checkpoints = [teacher] + sorted(p / STUDENT_MODEL for p in (self.run_dir / STUDENTS_DIR).glob("*") if (p / SUMMARY).is_file())
         done = 0
         for checkpoint in checkpoints:
-            out = checkpoint.parent / f"transfer-{name}.json"
+            out = checkpoint.parent / transfer_record(name)
             digest = hash_file(checkpoint)
-            if read_json_object(out).get("checkpoint_sha256") == digest and set(read_json_object(out).get("splits", {})) == set(splits):
+            if transfer_current(read_json_object(out), digest, splits):
                 continue
             model = load_checkpoint(checkpoint).model
             results = {split: transfer_metrics(model, data, device, f"{root.name}/{split}") for split, data in sets.items()}

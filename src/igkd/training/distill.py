@@ -13,7 +13,6 @@ from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
-from igkd.identity import stage_identities
 from igkd.layout import STUDENT_MODEL
 from igkd.losses import LossInputs, WeightedLoss, weighted_loss
 from igkd.methods import overlays_maps, student_mix
@@ -26,8 +25,8 @@ from igkd.normalization import normalization_values
 from igkd.overlay import map_source
 from igkd.progress import StageProgress
 from igkd.runtime import place_model, use_channels_last
-from igkd.training.inputs import input_maker
-from igkd.training.loop import FitResult, LossFn, MakeInputs, Progress, fit
+from igkd.training.inputs import epoch_start, input_maker
+from igkd.training.loop import FitPlan, FitResult, LossFn, MakeInputs, Progress, fit
 from igkd.training.teacher_logits import cached_teacher_logits
 
 
@@ -152,8 +151,10 @@ def distill_student(
     out_dir: Path,
     progress: Progress | None = None,
     step_progress: StageProgress | None = None,
+    resume_key: str = "",
 ) -> tuple[LoadedModel, FitResult]:
-    """Train the configured student; ``maps`` (pool order, N x H x W in [0,1]) are needed for IG methods."""
+    """Train the configured student; ``maps`` (pool order, N x H x W in [0,1]) are needed for IG methods. A training
+    state in ``out_dir`` saved under ``resume_key`` (the caller's student stage identity) is resumed."""
     run = distillation_run(cfg, data, teacher, maps, device)
     arch = parse_arch(cfg.student.arch)
 
@@ -173,20 +174,23 @@ def distill_student(
         )
 
     result = fit(
-        run.student,
-        run.train_idx,
-        run.make_inputs,
-        run.loss_fn,
-        data.val_images,
-        data.pool.labels[data.val_idx],
-        cfg.student.train,
-        device,
-        cfg.seed,
-        out_dir,
-        save_best,
-        progress,
-        resume_key=stage_identities(cfg, data.content_digest).student,
-        step_progress=step_progress,
-        section="student",
+        FitPlan(
+            run.student,
+            run.train_idx,
+            run.make_inputs,
+            run.loss_fn,
+            data.val_images,
+            data.pool.labels[data.val_idx],
+            cfg.student.train,
+            device,
+            cfg.seed,
+            out_dir,
+            save_best,
+            progress,
+            resume_key=resume_key,
+            step_progress=step_progress,
+            section="student",
+            start_epoch=epoch_start(run.make_inputs),
+        )
     )
     return load_checkpoint(out_dir / STUDENT_MODEL), result

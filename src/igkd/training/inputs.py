@@ -15,7 +15,7 @@ from igkd.data.sources import DataConfig
 from igkd.data.stream import AugmentedPool, StreamingBatches
 from igkd.overlay import overlay_maps
 from igkd.runtime import RandomStreams
-from igkd.training.loop import MakeInputs
+from igkd.training.loop import MakeInputs, StartEpoch
 
 DEVICE_POOL_LIMIT = 2 * 1024**3  # bytes of uint8 pool images above which data.loader=auto streams
 
@@ -88,3 +88,9 @@ def input_maker(
     return StreamingBatches(
         dataset, pool.image_size, cfg.flip, cfg.crop_scale, cfg.crop_ratio, device, channels_last, cfg.workers, blend if with_maps else None
     )
+
+
+def epoch_start(make_inputs: MakeInputs) -> StartEpoch | None:
+    """What :class:`igkd.training.loop.FitPlan` hands each epoch's batches to first: the streaming path's
+    :meth:`StreamingBatches.start_epoch` (it loads them ahead); None on the device path, which needs no plan."""
+    return make_inputs.start_epoch if isinstance(make_inputs, StreamingBatches) else None

@@ -45,6 +45,7 @@ MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.T
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 OnBest = Callable[[nn.Module, dict[str, float]], None]
 Progress = Callable[[int, int, dict[str, float]], None]
+StartEpoch = Callable[[list[torch.Tensor], RandomStreams], None]
 
 
 @dataclass
@@ -221,41 +222,55 @@ def make_train_step(
     return step
 
 
-def fit(
-    model: nn.Module,
-    train_indices: torch.Tensor,
-    make_inputs: MakeInputs,
-    loss_fn: LossFn,
-    val_images: torch.Tensor,
-    val_labels: torch.Tensor,
-    cfg: TrainConfig,
-    device: torch.device,
-    seed: int,
-    run_dir: Path,
-    on_best: OnBest,
-    progress: Progress | None = None,
-    resume_key: str = "",
-    step_progress: StageProgress | None = None,
-    section: str = "<section>",
-) -> FitResult:
-    """Train ``model`` for ``cfg.epochs`` epochs; keep the best validation checkpoint via ``on_best``.
+@dataclass
+class FitPlan:
+    """Everything one training run needs: what :func:`fit` trains, on what, and where it saves.
 
-        ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
-        from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
-        one batch, drawing only from ``streams.augment`` and ``streams.overlay`` (a ``make_inputs`` with a
-    ``start_epoch(batches, streams)`` method is handed each epoch's batches first, to load them ahead);
-        ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If ``run_dir/state.pt``
-        holds a state saved under the same ``resume_key``, training continues from it (one saved on another kind of
-        device re-seeds the random streams, with a note through ``step_progress``: their states do not carry over).
-
-        Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
-        and writes the metrics and state, and every rank returns once those files are written. ``progress`` is called
-        after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every step.
-        ``section`` (teacher or student) names ``cfg`` in the options a divergence error suggests. Under a deadline
-        (:mod:`igkd.budget`) an epoch that would end after it is not started: :class:`igkd.budget.BudgetReached` is raised
-        with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
-        so ranks cannot disagree).
+    ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
+    from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
+    one batch, drawing only from ``streams.augment`` and ``streams.overlay``; ``start_epoch(batches, streams)``, when
+    given (the streaming path: :func:`igkd.training.inputs.epoch_start`), is handed each epoch's batches first, to
+    load them ahead. ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If
+    ``run_dir/``:data:`igkd.layout.STATE` holds a state saved under the same ``resume_key`` (the caller's stage
+    identity), training continues from it. ``on_best`` is called with the model whenever validation improves,
+    ``progress`` after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every
+    step. ``section`` (teacher or student) names ``train`` in the options a divergence error suggests.
     """
+
+    model: nn.Module
+    train_indices: torch.Tensor
+    make_inputs: MakeInputs
+    loss_fn: LossFn
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    train: TrainConfig
+    device: torch.device
+    seed: int
+    run_dir: Path
+    on_best: OnBest
+    progress: Progress | None = None
+    resume_key: str = ""
+    step_progress: StageProgress | None = None
+    section: str = "<section>"
+    start_epoch: StartEpoch | None = None
+
+
+def fit(plan: FitPlan) -> FitResult:
+    """Train ``plan.model`` for ``plan.train.epochs`` epochs; keep the best validation checkpoint via ``plan.on_best``.
+
+    An interrupted run resumes from its saved state (see :class:`FitPlan`); one saved on another kind of device
+    re-seeds the random streams, with a note through ``step_progress``: their states do not carry over.
+
+    Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
+    and writes the metrics and state, and every rank returns once those files are written. Under a deadline
+    (:mod:`igkd.budget`) an epoch that would end after it is not started: :class:`igkd.budget.BudgetReached` is raised
+    with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
+    so ranks cannot disagree).
+    """
+    model, train_indices, make_inputs, loss_fn = plan.model, plan.train_indices, plan.make_inputs, plan.loss_fn
+    val_images, val_labels, cfg, device, seed = plan.val_images, plan.val_labels, plan.train, plan.device, plan.seed
+    run_dir, on_best, progress, resume_key = plan.run_dir, plan.on_best, plan.progress, plan.resume_key
+    step_progress, section = plan.step_progress, plan.section
     ctx = distributed.current()
     ensure_dir(run_dir)
     place_model(model, device, use_channels_last(device, cfg.channels_last))
@@ -295,9 +310,8 @@ def fit(
         epoch_start = time.perf_counter()
         order = torch.randperm(num_train, device=device, generator=streams.order)
         batches = [train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]] for step in range(steps_per_epoch)]
-        plan_epoch = getattr(make_inputs, "start_epoch", None)
-        if plan_epoch is not None:  # the streaming path loads the epoch's batches ahead of the steps
-            plan_epoch(batches, streams)
+        if plan.start_epoch is not None:  # the streaming path loads the epoch's batches ahead of the steps
+            plan.start_epoch(batches, streams)
         sums: dict[str, torch.Tensor] = {}
         for step, idx in enumerate(batches):
             for key, value in train_step(idx, streams).items():

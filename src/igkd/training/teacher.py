@@ -11,7 +11,6 @@ from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
-from igkd.identity import stage_identities
 from igkd.layout import TEACHER_MODEL
 from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
@@ -19,8 +18,8 @@ from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
 from igkd.progress import StageProgress
 from igkd.runtime import use_channels_last
-from igkd.training.inputs import input_maker
-from igkd.training.loop import FitResult, LossFn, Progress, fit
+from igkd.training.inputs import epoch_start, input_maker
+from igkd.training.loop import FitPlan, FitResult, LossFn, Progress, fit
 
 
 def resolve_normalization(cfg: RunConfig, data: PreparedData) -> tuple[list[float], list[float]]:
@@ -57,8 +56,10 @@ def train_teacher(
     out_dir: Path,
     progress: Progress | None = None,
     step_progress: StageProgress | None = None,
+    resume_key: str = "",
 ) -> tuple[LoadedModel, FitResult]:
-    """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint."""
+    """Train the configured teacher with cross-entropy; save the best-on-validation checkpoint. A training state
+    in ``out_dir`` saved under ``resume_key`` (the caller's teacher stage identity) is resumed."""
     arch = parse_arch(cfg.teacher.arch)
     mean, std = resolve_normalization(cfg, data)
     torch.manual_seed(cfg.teacher.seed)
@@ -81,20 +82,23 @@ def train_teacher(
 
     make_inputs = input_maker(cfg.data, data.pool, device, use_channels_last(device, cfg.teacher.train.channels_last))
     result = fit(
-        model,
-        data.train_idx.to(device),
-        make_inputs,
-        loss_fn,
-        data.val_images,
-        data.pool.labels[data.val_idx],
-        cfg.teacher.train,
-        device,
-        cfg.teacher.seed,
-        out_dir,
-        save_best,
-        progress,
-        resume_key=stage_identities(cfg, data.content_digest).teacher,
-        step_progress=step_progress,
-        section="teacher",
+        FitPlan(
+            model,
+            data.train_idx.to(device),
+            make_inputs,
+            loss_fn,
+            data.val_images,
+            data.pool.labels[data.val_idx],
+            cfg.teacher.train,
+            device,
+            cfg.teacher.seed,
+            out_dir,
+            save_best,
+            progress,
+            resume_key=resume_key,
+            step_progress=step_progress,
+            section="teacher",
+            start_epoch=epoch_start(make_inputs),
+        )
     )
     return load_checkpoint(out_dir / TEACHER_MODEL), result
