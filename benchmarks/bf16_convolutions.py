@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from igkd.atomic import atomic_write_json, atomic_write_text
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text
+from igkd.artifacts.provenance import provenance
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
-from igkd.provenance import provenance
-from igkd.runtime import configure_kernels, resolve_device
+from igkd.runtime.device import configure_kernels, resolve_device
 
 # (channels in, channels out, groups, size, stride): MobileNetV2-CIFAR's depthwise layers around its strided blocks
 LAYERS = [

@@ -20,10 +20,10 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.config import load_config  # noqa: E402
-from igkd.pipeline import Pipeline  # noqa: E402
-from igkd.provenance import provenance  # noqa: E402
+from igkd.stages.pipeline import Pipeline  # noqa: E402
 from throughput import TINY_SETS as THROUGHPUT_TINY_SETS  # noqa: E402
 
 TINY_SETS = [*THROUGHPUT_TINY_SETS, "attribution.steps=4"]
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = "digits" if args.tiny else args.config
     overrides = (TINY_SETS if args.tiny else []) + args.overrides
     cfg = load_config(config, overrides)
-    from igkd.runtime import resolve_device
+    from igkd.runtime.device import resolve_device
 
     device = resolve_device(cfg.device)
     started = provenance(device, cfg.seed)  # the commit that runs: read before the work tree can move

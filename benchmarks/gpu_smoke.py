@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from igkd.atomic import atomic_write_json  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json  # noqa: E402
+from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.attribution.ig import IGParams, compute_ig_maps  # noqa: E402
 from igkd.config import RunConfig, load_config  # noqa: E402
 from igkd.data.prepare import PreparedData, prepare_data  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, bench  # noqa: E402
 from igkd.models.checkpoint import LoadedModel  # noqa: E402
-from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import autocast, configure_kernels, resolve_device  # noqa: E402
+from igkd.runtime.device import autocast, configure_kernels, resolve_device  # noqa: E402
 from igkd.training.distill import DistillationRun, distillation_run  # noqa: E402
 from igkd.training.inputs import batch_maker, epoch_start  # noqa: E402
 from igkd.training.loop import FitPlan, LossFn, fit, make_optimizer, predict_logits  # noqa: E402

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from igkd.atomic import atomic_write_json
+from igkd.artifacts.atomic import atomic_write_json
+from igkd.artifacts.provenance import provenance
 from igkd.attribution.ig import IGParams, compute_ig_maps
 from igkd.config import load_config
 from igkd.data.prepare import prepare_data
 from igkd.models.checkpoint import load_checkpoint
-from igkd.provenance import provenance
-from igkd.runtime import configure_kernels, resolve_device
+from igkd.runtime.device import configure_kernels, resolve_device
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 
-from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, available_backends, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
 from igkd.models.checkpoint import save_checkpoint  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
 from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
-from igkd.runtime import configure_kernels  # noqa: E402
+from igkd.runtime.device import configure_kernels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WIDE_TABLE_MODELS = 3  # up to this many models side by side; more get one row each

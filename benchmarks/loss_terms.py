@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.config import load_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import LoadedModel  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
-from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import RandomStreams, configure_kernels, resolve_device  # noqa: E402
+from igkd.runtime.device import RandomStreams, configure_kernels, resolve_device  # noqa: E402
 from igkd.training.distill import distillation_run  # noqa: E402
 from igkd.training.loop import make_optimizer, make_schedule, make_train_step  # noqa: E402
 from igkd.training.teacher import import_teacher, resolve_normalization  # noqa: E402

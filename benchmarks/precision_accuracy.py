@@ -22,11 +22,11 @@ from pathlib import Path
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.config import load_config  # noqa: E402
-from igkd.pipeline import Pipeline  # noqa: E402
-from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import resolve_device  # noqa: E402
+from igkd.runtime.device import resolve_device  # noqa: E402
+from igkd.stages.pipeline import Pipeline  # noqa: E402
 from throughput import TINY_SETS, fast_settings  # noqa: E402
 
 

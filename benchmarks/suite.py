@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import full_run  # noqa: E402
 import latency  # noqa: E402
 import throughput  # noqa: E402
-from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.config import load_config  # noqa: E402
-from igkd.pipeline import Pipeline  # noqa: E402
-from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import resolve_device  # noqa: E402
+from igkd.runtime.device import resolve_device  # noqa: E402
+from igkd.stages.pipeline import Pipeline  # noqa: E402
 
 IG_TARGET_IMAGES = 50_000
 

@@ -23,14 +23,22 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from igkd.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, make_baselines  # noqa: E402
 from igkd.config import load_config, validate_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
-from igkd.provenance import provenance  # noqa: E402
-from igkd.runtime import RandomStreams, configure_kernels, is_channels_last, native_bf16, place_model, resolve_device, use_channels_last  # noqa: E402
+from igkd.runtime.device import (  # noqa: E402
+    RandomStreams,
+    configure_kernels,
+    is_channels_last,
+    native_bf16,
+    place_model,
+    resolve_device,
+    use_channels_last,
+)
 from igkd.training.distill import make_distill_loss, online_teacher_model, student_loss  # noqa: E402
 from igkd.training.inputs import batch_maker  # noqa: E402
 from igkd.training.loop import make_optimizer, make_schedule, make_train_step, predict_logits  # noqa: E402

@@ -76,7 +76,7 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
     """Run the igkd command line in this process: exit code, stdout, stderr."""
     import sys
 
-    from igkd.cli import main
+    from igkd.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["igkd", *args])
     with pytest.raises(SystemExit) as exit_info:

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from igkd.atomic import atomic_write_text
+from igkd.artifacts.atomic import atomic_write_text
 
 
 def _mode(path) -> int:

@@ -11,7 +11,7 @@ from igkd.data.augment import random_crop_flip
 from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.registry import build_model
 from igkd.overlay import map_source, overlay_maps
-from igkd.runtime import RandomStreams
+from igkd.runtime.device import RandomStreams
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import FitPlan, fit
 

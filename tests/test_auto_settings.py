@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conftest import run_cli, sets, tiny_overrides
-from igkd import runtime
 from igkd.config import load_config
-from igkd.info import describe_info, environment_report
-from igkd.progress import long_run_hint
-from igkd.speed import settings_off, training_settings
+from igkd.runtime import device as runtime
+from igkd.runtime.info import describe_info, environment_report
+from igkd.runtime.progress import long_run_hint
+from igkd.runtime.speed import settings_off, training_settings
 
 CPU = torch.device("cpu")
 

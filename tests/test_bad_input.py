@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY_TEACHER, run_cli, sets, tiny_overrides, write_image_folder
-from igkd.cli import main
+from igkd.cli.main import main
 from igkd.models.registry import build_model
 
 
@@ -130,7 +130,7 @@ def test_disk_full_leaves_no_partial_file(trained, tmp_path, capsys, monkeypatch
     def no_space(_fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("igkd.atomic.os.fsync", no_space)
+    monkeypatch.setattr("igkd.artifacts.atomic.os.fsync", no_space)
     code, _, err = run_cli(["teacher", *sets(tiny_overrides(tmp_path) + [f"out_dir={tmp_path / 'full'}"])], capsys, monkeypatch)
     assert code == 2 and "free disk space" in err and len(err.strip().splitlines()) == 1
     assert not [p for p in (tmp_path / "full").rglob("*") if p.is_file()]

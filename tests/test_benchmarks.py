@@ -400,7 +400,7 @@ def test_gpu_session_refuses_bad_input_in_one_line_before_starting(tmp_path, arg
 
 
 def test_provenance_names_the_recorded_commit_where_git_cannot(monkeypatch):
-    from igkd import provenance
+    from igkd.artifacts import provenance
 
     monkeypatch.setenv("IGKD_GIT_COMMIT", "abc123-dirty")
     monkeypatch.setattr(provenance, "git_commit", lambda: "unknown")

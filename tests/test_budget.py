@@ -10,12 +10,12 @@ import torch
 from rich.console import Console
 
 from conftest import run_cli, sets, tiny_config_tree, tiny_overrides
-from igkd import budget
 from igkd.attribution import AttributionCache, IGParams, attribution_key, compute_ig_maps
 from igkd.config import validate_config
 from igkd.errors import IgkdError
 from igkd.models.registry import build_model
-from igkd.pipeline import Pipeline
+from igkd.runtime import budget
+from igkd.stages.pipeline import Pipeline
 
 NOW = 1_000_000.0
 

@@ -98,7 +98,7 @@ def test_distill_and_evaluate_commands(finished_run):
 
 def _accuracy_under(checkpoint: Path, overrides: list[str], corruption: str, severity: int) -> float:
     """One corruption cell recomputed from scratch: the test split, corrupted, through the checkpoint."""
-    from igkd.corruptions import corrupt
+    from igkd.evaluation.corruptions import corrupt
 
     test = load_split(load_config("digits", overrides).data, "test", None)
     images = corrupt(test.images, corruption, severity, seed=0)

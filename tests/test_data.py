@@ -129,8 +129,8 @@ def test_a_cached_image_folder_is_decoded_into_a_memory_mapped_array_and_used_ma
     """The pool is never held as one in-memory copy: decoded straight into the cache's .npy, then mapped."""
     import numpy as np
 
+    from igkd.artifacts.fingerprint import data_hash
     from igkd.data import imageset
-    from igkd.fingerprint import data_hash
 
     root = write_image_folder(tmp_path / "d", {"a": 5, "b": 4})
     plain = load_image_folder(root, None, 8, False)  # no cache: decoded in memory, as before
@@ -154,7 +154,7 @@ def test_a_cached_image_folder_is_decoded_into_a_memory_mapped_array_and_used_ma
 def test_block_wise_hashing_gives_the_one_pass_digest(monkeypatch):
     import hashlib
 
-    from igkd import fingerprint
+    from igkd.artifacts import fingerprint
 
     images = torch.randint(0, 256, (37, 3, 5, 7), dtype=torch.uint8)
     expected = hashlib.sha256(f"{images.dtype}{tuple(images.shape)}".encode() + images.numpy().tobytes()).hexdigest()

@@ -19,9 +19,9 @@ from igkd.deploy.bench import bench, comparison_rows, timing_groups, torch_threa
 from igkd.deploy.export import EXPORT_BATCH, export_model, exported_logits, onnx_bytes, ort_session
 from igkd.deploy.quantize import calibration_images, quantize_model, quantize_onnx
 from igkd.errors import IgkdError
+from igkd.evaluation.modelstats import interleaved_latency
 from igkd.models.checkpoint import load_checkpoint, save_checkpoint
 from igkd.models.registry import build_model
-from igkd.modelstats import interleaved_latency
 from igkd.training.teacher import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,8 +152,8 @@ def test_bench_numbers_are_well_formed_and_ratios_consistent(trained, tmp_path):
 
 
 def test_cli_export_quantize_bench_and_one_line_errors(trained, tmp_path, monkeypatch):
-    from igkd.cli import app
-    from igkd.cli_deploy import register
+    from igkd.cli.deploy import register
+    from igkd.cli.main import app
 
     register(app)
     register(app)  # harmless twice
@@ -303,7 +303,7 @@ _WITHOUT_DEPLOY_EXTRA = """
 import sys
 for name in ("onnx", "onnxruntime", "onnxscript"):
     sys.modules[name] = None  # import fails, as without the 'deploy' extra
-from igkd.cli import main
+from igkd.cli.main import main
 sys.argv = ["igkd", *sys.argv[1:]]
 main()
 """

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from conftest import TINY_STUDENT, TINY_TEACHER
-from igkd.distributed import SINGLE, setup
 from igkd.errors import IgkdError
+from igkd.runtime.distributed import SINGLE, setup
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = [
@@ -142,7 +142,7 @@ def test_setup_refuses_a_fixed_gpu_for_several_processes(monkeypatch):
 
 
 def test_experiments_refuse_torchrun(monkeypatch, capsys):
-    from igkd.cli import main
+    from igkd.cli.main import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(sys, "argv", ["igkd", "experiment", "ablation", "--set", "device=cpu"])

@@ -14,11 +14,11 @@ from scipy import stats as sps
 from conftest import tiny_overrides, write_image_folder
 from igkd.config import load_config
 from igkd.errors import IgkdError
+from igkd.evaluation.modelstats import count_params
 from igkd.experiments.analysis import map_agreement
 from igkd.experiments.document import Document
 from igkd.experiments.plan import PlanOptions, parse_shard, plan_jobs, shard, sweep_archs
 from igkd.models.registry import build_model
-from igkd.modelstats import count_params
 from test_cli import _sets, igkd
 
 TINY_EXPERIMENT = ["report.agreement_images=24", "attribution.steps=4"]

@@ -17,8 +17,8 @@ from igkd.config import TrainConfig, validate_config
 from igkd.data.prepare import prepare_data
 from igkd.models.checkpoint import LoadedModel
 from igkd.models.registry import build_model, parse_arch
-from igkd.progress import StageProgress
-from igkd.runtime import RandomStreams
+from igkd.runtime.device import RandomStreams
+from igkd.runtime.progress import StageProgress
 
 CPU = torch.device("cpu")
 CL = torch.channels_last
@@ -120,7 +120,7 @@ def test_predict_logits_feeds_a_channels_last_model_channels_last_inputs():
 
 def test_place_model_sets_the_memory_format_both_ways():
     """A model left channels_last (compute_ig_maps does so) goes back to NCHW when placed with channels_last off."""
-    from igkd.runtime import is_channels_last, place_model
+    from igkd.runtime.device import is_channels_last, place_model
 
     model = build_model(parse_arch(TINY_STUDENT), 10, [0.5] * 3, [0.25] * 3)
     assert is_channels_last(place_model(model, CPU, True))
@@ -129,7 +129,7 @@ def test_place_model_sets_the_memory_format_both_ways():
 
 
 def test_cpu_description_names_the_family_and_model_and_the_speed_flags(tmp_path):
-    from igkd.runtime import cpu_description
+    from igkd.runtime.device import cpu_description
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
@@ -208,7 +208,7 @@ def test_fused_optimiser_on_the_cpu_matches_the_unfused_one(optimizer, monkeypat
 
 
 def test_fused_kernels_are_used_where_the_device_has_them():
-    from igkd import runtime
+    from igkd.runtime import device as runtime
     from igkd.training.loop import make_optimizer
 
     for optimizer in ("sgd", "adam", "adamw"):
@@ -236,7 +236,7 @@ class FakeEvent:
 
 
 def test_time_call_ms_times_with_cuda_events_on_the_gpu(monkeypatch):
-    from igkd.modelstats import time_call_ms
+    from igkd.evaluation.modelstats import time_call_ms
 
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     FakeEvent.log = []
@@ -247,7 +247,7 @@ def test_time_call_ms_times_with_cuda_events_on_the_gpu(monkeypatch):
 
 
 def test_host_copy_waits_for_a_cuda_event_only_when_read(monkeypatch):
-    from igkd.runtime import copy_to_host
+    from igkd.runtime.device import copy_to_host
 
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     FakeEvent.log = []
@@ -328,7 +328,7 @@ def test_training_saved_on_cuda_resumes_on_the_cpu_with_a_note(tiny):
 
 def test_kernel_flags_are_set_in_one_place():
     """cudnn autotuning whether or not this machine has CUDA, and a deterministic run does not leak into the next."""
-    from igkd import runtime
+    from igkd.runtime import device as runtime
 
     before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     try:
@@ -347,8 +347,8 @@ def test_cli_bench_times_with_the_pipelines_kernels(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     import igkd.deploy.bench as deploy_bench
-    from igkd.cli import app
-    from igkd.cli_deploy import register
+    from igkd.cli.deploy import register
+    from igkd.cli.main import app
     from igkd.errors import IgkdError
 
     seen: list[bool] = []
@@ -367,7 +367,7 @@ def test_cli_bench_times_with_the_pipelines_kernels(monkeypatch, tmp_path):
 def test_seed_device_rng_seeds_that_cuda_devices_generator(monkeypatch):
     import contextlib
 
-    from igkd.runtime import seed_device_rng
+    from igkd.runtime.device import seed_device_rng
 
     calls: list[tuple[str, object]] = []
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext(calls.append(("device", device))))

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from conftest import tiny_config_tree, tiny_overrides
+from igkd.artifacts.identity import stage_identities
 from igkd.config import validate_config
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.identity import stage_identities
-from igkd.pipeline import Pipeline
+from igkd.stages.pipeline import Pipeline
 from test_cli import _sets, igkd
 
 DATA = "a" * 64
@@ -68,7 +68,7 @@ def test_settings_added_later_keep_old_identities_at_their_default_and_count_whe
             mode="json", exclude={"normalize", "terms", "overlay", "explain", "cat"}
         ),
     }
-    from igkd.fingerprint import hash_jsonable
+    from igkd.artifacts.fingerprint import hash_jsonable
 
     assert hash_jsonable(hashed) == base.student  # exactly the hash of the settings as they were before
     own = _ids(tmp_path, student__normalize="cifar10")
@@ -125,7 +125,7 @@ def test_a_student_of_another_teacher_is_retrained_not_reused(tmp_path):
 
 
 def test_a_run_hashes_the_training_pool_once(tmp_path, monkeypatch):
-    import igkd.fingerprint as fingerprint
+    import igkd.artifacts.fingerprint as fingerprint
 
     hashed: list[tuple[int, ...]] = []
     original = fingerprint.hash_tensor

@@ -8,11 +8,11 @@ from dataclasses import asdict
 
 import yaml
 
-import igkd.identity as identity
+import igkd.artifacts.identity as identity
+from igkd.artifacts.identity import stage_identities
 from igkd.config import builtin_config_path, load_config
 from igkd.data.prepare import prepare_data
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.identity import stage_identities
 
 # The shared teacher's SHA-256 (shared/models/README.md) and the content digest of CIFAR-10 (JPEG q75) as igkd reads it
 CAMPAIGN_TEACHER = "5d25ac6b6c689f27dd135facfc25e3d5a621c8d85a8567d327f735d4802b2b77"

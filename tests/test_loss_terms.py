@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import run_cli, sets, tiny_config_tree, tiny_overrides
+from igkd.artifacts.fingerprint import hash_state_dict
+from igkd.artifacts.identity import stage_identities
 from igkd.config import validate_config
 from igkd.data.prepare import prepare_data
-from igkd.fingerprint import hash_state_dict
-from igkd.identity import stage_identities
 from igkd.training.distill import distill_student
 from igkd.training.teacher import train_teacher
 

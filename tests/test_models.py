@@ -8,8 +8,8 @@ from torchvision.models import MobileNetV2
 
 from igkd.data.sources import CIFAR10_CLASSES
 from igkd.errors import IgkdError
+from igkd.evaluation.modelstats import count_macs, count_params
 from igkd.models import build_model, import_state_dict, load_checkpoint, parse_arch, save_checkpoint
-from igkd.modelstats import count_macs, count_params
 from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD
 
 

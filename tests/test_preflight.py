@@ -119,7 +119,7 @@ def test_each_problem_fails_before_training_with_one_line_each_and_writes_nothin
 
 
 def test_no_room_for_the_caches_fails_before_training(tmp_path, capsys, monkeypatch, no_training):
-    import igkd.preflight as preflight
+    import igkd.stages.preflight as preflight
 
     monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _: type("Usage", (), {"free": 1000})())
     before = _everything(tmp_path)

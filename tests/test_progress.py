@@ -13,7 +13,7 @@ from conftest import TINY_STUDENT, run_cli, sets, tiny_overrides
 from igkd.config import TrainConfig
 from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.registry import build_model
-from igkd.progress import StageProgress
+from igkd.runtime.progress import StageProgress
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import FitPlan, fit
 
@@ -87,7 +87,7 @@ def test_igkd_info_prints_what_matters_for_a_run(capsys, monkeypatch, tmp_path):
     assert code == 0 and report["torch"] == torch.__version__ and report["device"] == "cpu"
     assert {"model", "threads", "avx512", "bf16", "amx"} <= set(report["cpu"]) and report["cpu"]["threads"] == torch.get_num_threads()
     assert report["cuda"]["available"] is False and report["cuda"]["devices"] == []
-    assert report["extras"] == {"deploy": True, "tensorboard": True, "test": True, "timm": True}
+    assert report["extras"] == {"deploy": True, "tensorboard": True, "test": True, "timm": True, "captum": True}
     assert report["data"]["value"] == str(tmp_path) and report["data"]["found"] == ["cifar10-jpeg-train.tar.gz"]
     code, out, _ = run_cli(["info"], capsys, monkeypatch)
     text = " ".join(out.split())
@@ -120,7 +120,7 @@ def test_tensorboard_option_writes_event_files_tensorboard_reads(tmp_path, capsy
 
 
 def test_tensorboard_without_its_extra_is_one_error_line_before_anything(tmp_path, capsys, monkeypatch):
-    import igkd.extras as extras
+    import igkd.runtime.extras as extras
 
     real = extras._import
     monkeypatch.setattr(extras, "_import", lambda module: None if module == "tensorboard" else real(module))

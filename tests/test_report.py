@@ -13,10 +13,10 @@ from rich.console import Console
 from scipy import stats as sps
 
 from igkd.config import load_config
+from igkd.evaluation.robustness import RECORD
 from igkd.experiments.plan import PlanOptions, plan_jobs
 from igkd.experiments.report import build_report, classes_first
 from igkd.experiments.runner import ExperimentRunner
-from igkd.robustness import RECORD
 
 DATA = "0" * 64
 WIDTH = "mobilenetv2_cifar:width=0.25"

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from igkd.config import load_config
-from igkd.corruptions import CORRUPTIONS, PARAMETERS, SEVERITIES, check_corruptions, corrupt, defocus_kernel
 from igkd.data.sources import _load_digits
 from igkd.errors import IgkdError
-from igkd.robustness import summarize_robustness
+from igkd.evaluation.corruptions import CORRUPTIONS, PARAMETERS, SEVERITIES, check_corruptions, corrupt, defocus_kernel
+from igkd.evaluation.robustness import summarize_robustness
 from test_cli import igkd
 
 
@@ -79,9 +79,9 @@ def test_unknown_corruptions_and_severities_outside_1_to_5_are_one_line_errors_l
 def test_a_stored_result_is_reused_only_for_the_same_checkpoint_protocol_and_implementation(tmp_path, monkeypatch):
     from torch import nn
 
-    from igkd import robustness
     from igkd.config import RobustnessConfig
     from igkd.data.imageset import ImageSet
+    from igkd.evaluation import robustness
 
     test = ImageSet(_load_digits("test", 8).images[:40], _load_digits("test", 8).labels[:40], [str(i) for i in range(10)])
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))

@@ -1,4 +1,4 @@
-"""The one plan of stages (igkd.stages): which stages a command runs, which of them a walk needs, and whether an
+"""The one plan of stages (igkd.stages.plan): which stages a command runs, which of them a walk needs, and whether an
 output is current (summary, resumable state, analyses)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import tiny_config_tree
+from igkd.artifacts.identity import StageIdentities
+from igkd.artifacts.layout import ANALYSIS, STATE, SUMMARY
 from igkd.config import validate_config
-from igkd.identity import StageIdentities
-from igkd.layout import ANALYSIS, STATE, SUMMARY
-from igkd.stages import (
+from igkd.stages.plan import (
     PLAN,
     STAGES,
     analysis_status,

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from igkd.errors import IgkdError
-from igkd.stats import cohens_d, compare_methods, holm, summarize
+from igkd.evaluation.stats import cohens_d, compare_methods, holm, summarize
 
 
 def test_summary_mean_std_and_t_interval():

@@ -13,7 +13,7 @@ from igkd.data.augment import center_crop_resized
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig
 from igkd.data.stream import StreamingBatches
-from igkd.runtime import RandomStreams
+from igkd.runtime.device import RandomStreams
 from igkd.training.inputs import batch_maker, data_path, input_maker
 
 CPU = torch.device("cpu")
@@ -103,7 +103,7 @@ def test_evaluation_views_center_crop_and_resize_the_validation_and_test_images(
 @pytest.mark.parametrize("dtype", ["float16", "uint8"])
 def test_a_run_on_the_streaming_path_trains_the_same_student_as_on_the_device(dtype, tmp_path, capsys, monkeypatch):
     """On the streaming path the maps are read per sample from the memory-mapped cache (float16 or uint8)."""
-    from igkd.pipeline import Pipeline
+    from igkd.stages.pipeline import Pipeline
 
     opened = []
     real = Pipeline.attribute
@@ -183,7 +183,7 @@ def test_a_size_mismatch_names_the_rectangular_setting(tmp_path, capsys, monkeyp
 
 
 def test_every_corruption_keeps_a_rectangular_image_rectangular():
-    from igkd.corruptions import CORRUPTIONS, corrupt
+    from igkd.evaluation.corruptions import CORRUPTIONS, corrupt
 
     images = torch.randint(0, 256, (2, 3, 8, 12), dtype=torch.uint8)
     for name in CORRUPTIONS:

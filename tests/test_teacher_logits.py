@@ -9,7 +9,7 @@ import torch
 
 from igkd.errors import IgkdError
 from igkd.models.registry import build_model
-from igkd.runtime import native_bf16
+from igkd.runtime.device import native_bf16
 from igkd.training import teacher_logits
 from igkd.training.loop import predict_logits
 

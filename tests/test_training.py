@@ -162,7 +162,7 @@ def test_predict_logits_moves_the_model_to_the_device():
 
 def test_evaluation_runs_models_channels_last_with_the_same_predictions():
     from igkd.data.imageset import ImageSet
-    from igkd.evaluate import evaluate_model
+    from igkd.evaluation.evaluate import evaluate_model
     from igkd.models.registry import build_model
 
     torch.manual_seed(0)

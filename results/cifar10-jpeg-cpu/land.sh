@@ -21,7 +21,7 @@ python3 - "$run_dir" "$here" <<'PY'
 import hashlib, json, shutil, sys
 from pathlib import Path
 
-from igkd.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
+from igkd.artifacts.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
 
 run_dir, here = Path(sys.argv[1]), Path(sys.argv[2])
 plans = [json.loads(p.read_text()) for p in sorted((run_dir / "experiments").glob("*.json"))]

@@ -1,5 +1,5 @@
 """``python -m igkd`` runs the command line."""
 
-from igkd.cli import main
+from igkd.cli.main import main
 
 main()

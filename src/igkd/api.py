@@ -22,19 +22,19 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from igkd.artifacts.fingerprint import data_hash
 from igkd.attribution.cache import AttributionCache, attribution_key
 from igkd.attribution.ig import BaselineKind, IGParams, Method, TargetKind, compute_ig_maps
 from igkd.attribution.sources import Source
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.errors import IgkdError
-from igkd.fingerprint import data_hash
 from igkd.losses import ATTerm, CrossEntropyTerm, KDTerm, LossInputs, LossTerm, WeightedLoss, at_loss, kd_loss
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model
 from igkd.overlay import Blend, overlay_maps
-from igkd.runtime import resolve_device
+from igkd.runtime.device import resolve_device
 
 
 def load_images(
@@ -197,7 +197,7 @@ def distill(config: str | Path = "digits", overrides: Iterable[str] = (), quiet:
     from rich.console import Console
 
     from igkd.config import load_config
-    from igkd.pipeline import Pipeline
+    from igkd.stages.pipeline import Pipeline
 
     pipeline = Pipeline(load_config(str(config), list(overrides)), Console(quiet=quiet))
     pipeline.check("run")

@@ -12,9 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from igkd.attribution.ig import IGParams
-from igkd.corruptions import CORRUPTIONS, SEVERITIES, check_corruptions
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
+from igkd.evaluation.corruptions import CORRUPTIONS, SEVERITIES, check_corruptions
 from igkd.losses import term_class
 from igkd.methods import canonical_method, find_method
 from igkd.models.registry import arch_text, parse_arch
@@ -243,7 +243,7 @@ class ReportConfig(_Strict):
 
 
 class RobustnessConfig(_Strict):
-    """Evaluation under common corruptions (:mod:`igkd.corruptions`): which ones, at which severities, with which seed."""
+    """Evaluation under common corruptions (:mod:`igkd.evaluation.corruptions`): which ones, at which severities, with which seed."""
 
     enabled: bool = Field(False, description="evaluate teacher and students on the corrupted test split after training")
     corruptions: list[str] = Field(default_factory=lambda: list(CORRUPTIONS))

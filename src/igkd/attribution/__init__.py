@@ -1,5 +1,6 @@
 """Integrated Gradients attribution maps and their on-disk cache."""
 
+from igkd.artifacts.fingerprint import data_hash
 from igkd.attribution.cache import (
     AttributionCache,
     attribution_key,
@@ -19,7 +20,6 @@ from igkd.attribution.ig import (
     make_baselines,
     select_targets,
 )
-from igkd.fingerprint import data_hash
 
 __all__ = [
     "AttributionCache",

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 import igkd
-from igkd import budget, integrity
-from igkd.atomic import atomic_write_json, read_json_object
+from igkd.artifacts import integrity
+from igkd.artifacts.atomic import atomic_write_json, read_json_object
+from igkd.artifacts.fingerprint import data_hash, hash_file, hash_jsonable, hash_state_dict
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
-from igkd.fingerprint import data_hash, hash_file, hash_jsonable, hash_state_dict
+from igkd.runtime import budget
 
 FORMAT_VERSION = 1
 CacheDtype = Literal["float16", "uint8"]
@@ -253,7 +254,7 @@ class AttributionCache:
             if done < total:  # the record below, on the way out, keeps this batch
                 budget.stop_if_past(last_batch, f"IG image {done + 1} of {total}")
 
-        try:  # also on igkd.budget.BudgetReached, raised between batches
+        try:  # also on igkd.runtime.budget.BudgetReached, raised between batches
             compute_ig_maps(model, images_uint8[lo:hi], labels[lo:hi], params, device, checkpoint, out, start, stats)
         except BaseException:
             record(done, finished=False)  # the batches finished so far are kept

@@ -22,7 +22,7 @@ from igkd.attribution.sources import Source, captum_attributions
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.models.fuse import fast_frozen_copy
-from igkd.runtime import autocast, copy_to_host, is_channels_last, use_channels_last
+from igkd.runtime.device import autocast, copy_to_host, is_channels_last, use_channels_last
 
 Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 BaselineKind = Literal["zero", "black", "mean", "blur"]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from igkd.errors import IgkdError
-from igkd.extras import require
+from igkd.runtime.extras import require
 
 if TYPE_CHECKING:
     from igkd.attribution.ig import IGParams

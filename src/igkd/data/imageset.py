@@ -7,8 +7,8 @@ from functools import cached_property
 
 import torch
 
+from igkd.artifacts.fingerprint import data_hash
 from igkd.errors import IgkdError
-from igkd.fingerprint import data_hash
 
 ImageSize = int | tuple[int, int]  # a side, or (height, width)
 STATS_IN_ONE_PASS = 256 << 20  # bytes of uint8 images whose statistics are computed in one float32 pass

@@ -7,13 +7,13 @@ from functools import cached_property
 
 import torch
 
+from igkd.artifacts.fingerprint import hash_jsonable
 from igkd.config import RunConfig
 from igkd.data.augment import center_crop_resized
 from igkd.data.imageset import ImageSet
 from igkd.data.layout import check_split_classes
 from igkd.data.sources import load_split
 from igkd.data.splits import stratified_split, stratified_subset
-from igkd.fingerprint import hash_jsonable
 
 
 @dataclass

@@ -12,11 +12,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from igkd.artifacts.fingerprint import hash_jsonable
+from igkd.artifacts.integrity import verify, write_manifest
 from igkd.data.image_tree import find_image_tree
 from igkd.data.imageset import ImageSet, ImageSize, image_hw, size_record, size_setting
 from igkd.errors import IgkdError
-from igkd.fingerprint import hash_jsonable
-from igkd.integrity import verify, write_manifest
 
 Split = Literal["train", "test"]
 

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from igkd.attribution.cache import MappedMaps
 from igkd.data.augment import apply_crop_flip, crop_flip_params
-from igkd.runtime import RandomStreams
+from igkd.runtime.device import RandomStreams
 
 Augment = Literal["crop_flip", "resized_crop_flip"]
 SampleParams = tuple[int, tuple[float, ...]]  # (dataset index, its crop box/offsets and flip)

@@ -11,14 +11,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from igkd.artifacts.provenance import provenance
 from igkd.data.imageset import ImageSize, image_hw, size_record
 from igkd.deploy.export import ONNX_OPSET, image_size_of, onnx_bytes, ort_session
 from igkd.errors import IgkdError
-from igkd.extras import installed, require
+from igkd.evaluation.modelstats import LATENCY_BLOCK, count_macs, count_params, file_size, interleaved_latency, time_call_ms
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model
-from igkd.modelstats import LATENCY_BLOCK, count_macs, count_params, file_size, interleaved_latency, time_call_ms
-from igkd.provenance import provenance
+from igkd.runtime.extras import installed, require
 
 ORT_BACKEND = "onnxruntime-cpu"
 CUDA_BACKEND = "torch-cuda"

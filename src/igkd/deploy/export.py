@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from igkd.atomic import atomic_write_bytes, atomic_write_json
+from igkd.artifacts.atomic import atomic_write_bytes, atomic_write_json
+from igkd.artifacts.provenance import provenance
 from igkd.data.imageset import ImageSize, image_hw
 from igkd.errors import IgkdError
-from igkd.extras import require
 from igkd.models.checkpoint import LoadedModel
-from igkd.provenance import provenance
+from igkd.runtime.extras import require
 
 EXPORT_FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 ONNX_OPSET = 18

@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from igkd.atomic import atomic_write_bytes, atomic_write_json
+from igkd.artifacts.atomic import atomic_write_bytes, atomic_write_json
+from igkd.artifacts.provenance import provenance
 from igkd.data.imageset import ImageSet, size_record
 from igkd.data.prepare import PreparedData
 from igkd.deploy.export import ONNX_OPSET, onnx_bytes, onnx_logits, ort_session, report_path
 from igkd.errors import IgkdError
-from igkd.extras import require
+from igkd.evaluation.modelstats import file_size
 from igkd.models.checkpoint import LoadedModel
-from igkd.modelstats import file_size
-from igkd.progress import StageProgress
-from igkd.provenance import provenance
+from igkd.runtime.extras import require
+from igkd.runtime.progress import StageProgress
 
 CALIBRATION_BATCH = 64
 EVAL_BATCH = 256

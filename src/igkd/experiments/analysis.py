@@ -13,7 +13,7 @@ from torch import nn
 from igkd.attribution.ig import IGParams, compute_ig_maps
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
-from igkd.evaluate import evaluate_model
+from igkd.evaluation.evaluate import evaluate_model
 
 
 def agreement_indices(labels: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from igkd.artifacts.identity import stage_identities, student_run_id
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
 from igkd.experiments.grid import CONTROLS, Experiment, SmallerStudents, load_experiment
-from igkd.identity import stage_identities, student_run_id
 from igkd.methods import canonical_method
 from igkd.models.registry import families, family_of, parse_arch
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from igkd.atomic import atomic_write_with
+from igkd.artifacts.atomic import atomic_write_with
 from igkd.overlay import overlay_maps
 
 

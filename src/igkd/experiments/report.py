@@ -20,19 +20,19 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from igkd.atomic import atomic_write_json, atomic_write_text, read_json_object
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text, read_json_object
+from igkd.artifacts.layout import ANALYSIS, METRICS, REPORT, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, TRANSFER_PREFIX
+from igkd.artifacts.provenance import provenance
 from igkd.attribution.ig import compute_ig_maps
 from igkd.config import RunConfig
 from igkd.errors import IgkdError
+from igkd.evaluation.robustness import RECORD
+from igkd.evaluation.stats import as_dicts, compare_pairs, summarize
 from igkd.experiments.analysis import agreement_indices
 from igkd.experiments.document import Document, percent
 from igkd.experiments.plots import box_plot, ig_grid, severity_plot, sweep_plot
-from igkd.layout import ANALYSIS, METRICS, REPORT, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, TRANSFER_PREFIX
 from igkd.models.checkpoint import load_checkpoint
-from igkd.provenance import provenance
-from igkd.robustness import RECORD
-from igkd.runtime import resolve_device
-from igkd.stats import as_dicts, compare_pairs, summarize
+from igkd.runtime.device import resolve_device
 
 PAPER_NOTE = (
     "For orientation only: on the original CIFAR-10 (not comparable with other data, CIFAR-10 JPEG q75 included) "
@@ -237,8 +237,8 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
         doc.paragraph(
             f"Corruptions {', '.join(protocol['corruptions'])} at severities {', '.join(map(str, protocol['severities']))}, "
             f"generated from the {reference['test_images']} test images with seed {protocol['seed']}: the same images for every "
-            f"model. Parameters: {protocol['source']} (the table in `igkd.corruptions`). mCA: mean corruption accuracy over every "
-            "corruption and severity; mCE: mean over corruptions of the model's summed error divided by the teacher's "
+            f"model. Parameters: {protocol['source']} (the table in `igkd.evaluation.corruptions`). mCA: mean corruption "
+            "accuracy over every corruption and severity; mCE: mean over corruptions of the model's summed error divided by the teacher's "
             "(1.00 = as robust as the teacher); drop: (clean - mCA) / clean."
         )
         rows.append(

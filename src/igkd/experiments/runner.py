@@ -2,7 +2,7 @@
 
 All runs of an experiment live in the base config's run directory: ``teacher/`` and ``cache/`` once,
 ``students/<run_id>/`` per job (``final.json`` + ``analysis.json`` mark it done, keyed by the student's identity:
-:func:`igkd.stages.job_statuses`), and
+:func:`igkd.stages.plan.job_statuses`), and
 ``experiments/<name>.json`` with the plan. ``workers > 1`` trains several students at once on the same device
 (each in its own process): small students leave a GPU mostly idle, so runs in parallel raise its use.
 """
@@ -22,22 +22,22 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from igkd import budget
-from igkd.atomic import atomic_write_json, ensure_dir, read_json_object
+from igkd.artifacts.atomic import atomic_write_json, ensure_dir, read_json_object
+from igkd.artifacts.fingerprint import hash_file
+from igkd.artifacts.layout import ANALYSIS, RUN_LOG, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, transfer_record
+from igkd.artifacts.provenance import provenance
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
 from igkd.experiments.grid import Experiment, load_experiment
 from igkd.experiments.plan import Job, PlanOptions, resolve_options
-from igkd.fingerprint import hash_file
-from igkd.layout import ANALYSIS, RUN_LOG, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, transfer_record
 from igkd.methods import overlays_maps
 from igkd.models.checkpoint import load_checkpoint
-from igkd.pipeline import Pipeline
-from igkd.preflight import preflight
-from igkd.progress import StageProgress
-from igkd.provenance import provenance
-from igkd.stages import STUDENT, analysis_status, job_statuses, student_folder, transfer_current
+from igkd.runtime import budget
+from igkd.runtime.progress import StageProgress
+from igkd.stages.pipeline import Pipeline
+from igkd.stages.plan import STUDENT, analysis_status, job_statuses, student_folder, transfer_current
+from igkd.stages.preflight import preflight
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class JobOutcome:
 
 def job_finished(run_dir: Path, job: Job) -> bool:
     """Whether ``job``'s student and its analyses (IG agreement; corruptions when enabled) are complete and current
-    (:func:`igkd.stages.job_statuses`, in order, stopping at the first that is not)."""
+    (:func:`igkd.stages.plan.job_statuses`, in order, stopping at the first that is not)."""
     return all(status.done for status in job_statuses(run_dir, job.run_id, job.identity, job.cfg))
 
 
@@ -66,7 +66,7 @@ def run_job(
     """Train one student and analyse it (teacher and maps must exist); safe to call in a worker process.
 
     Without ``console`` the run's output goes to ``<student_dir>/log.txt``. Under a ``deadline`` (``time.time()``
-    seconds, :mod:`igkd.budget`) a job not started before it, or an epoch that would end after it, ends the job as
+    seconds, :mod:`igkd.runtime.budget`) a job not started before it, or an epoch that would end after it, ends the job as
     "stopped", its last finished epoch saved.
     """
     if threads:
@@ -121,7 +121,7 @@ class ExperimentRunner:
         return self.pipeline.data.content_digest
 
     def check(self, configs: list[RunConfig]) -> None:
-        """The checks of :mod:`igkd.preflight` for the shared stages and one job config of each student arch and
+        """The checks of :mod:`igkd.stages.preflight` for the shared stages and one job config of each student arch and
         method; every problem of every such job is raised at once, before anything is decoded, trained or written."""
         base = self.pipeline.check("experiment")
         problems: list[str] = []
@@ -208,7 +208,7 @@ class ExperimentRunner:
     def transfer(self, name: str, root: Path, splits: list[str]) -> int:
         """Evaluate the teacher and every finished student on ``root/<split>`` folders; returns models evaluated."""
         from igkd.data.sources import expand_path
-        from igkd.runtime import resolve_device
+        from igkd.runtime.device import resolve_device
 
         root = expand_path(root)
         device = resolve_device(self.base.device)

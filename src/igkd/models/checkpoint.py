@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from igkd.atomic import atomic_torch_save
+from igkd.artifacts.atomic import atomic_torch_save
 from igkd.errors import IgkdError
 from igkd.models.base import NormalizedModel
 from igkd.models.registry import ModelSpec, build_model, parse_arch, spec_from_record, spec_record

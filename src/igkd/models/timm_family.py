@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from igkd.errors import IgkdError
-from igkd.extras import require
 from igkd.models.base import WrappedClassifier
 from igkd.models.hub import IMAGENET_MEAN, IMAGENET_STD, HubSpec, parse_hub_arch
 from igkd.models.registry import ModelFamily, closest, register_family
+from igkd.runtime.extras import require
 
 
 def _timm() -> ModuleType:

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from igkd.artifacts.layout import STUDENT_MODEL
 from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
-from igkd.layout import STUDENT_MODEL
 from igkd.losses import LossInputs, WeightedLoss, weighted_loss
 from igkd.methods import overlays_maps, student_mix
 from igkd.models.base import NormalizedModel
@@ -23,8 +23,8 @@ from igkd.models.fuse import fast_frozen_copy
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
 from igkd.overlay import map_source
-from igkd.progress import StageProgress
-from igkd.runtime import place_model, use_channels_last
+from igkd.runtime.device import place_model, use_channels_last
+from igkd.runtime.progress import StageProgress
 from igkd.training.inputs import epoch_start, input_maker
 from igkd.training.loop import FitPlan, FitResult, LossFn, MakeInputs, Progress, fit
 from igkd.training.teacher_logits import cached_teacher_logits

@@ -14,7 +14,7 @@ from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig
 from igkd.data.stream import AugmentedPool, StreamingBatches
 from igkd.overlay import overlay_maps
-from igkd.runtime import RandomStreams
+from igkd.runtime.device import RandomStreams
 from igkd.training.loop import MakeInputs, StartEpoch
 
 DEVICE_POOL_LIMIT = 2 * 1024**3  # bytes of uint8 pool images above which data.loader=auto streams

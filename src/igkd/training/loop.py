@@ -21,15 +21,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from igkd import budget, distributed
-from igkd.atomic import atomic_torch_save, atomic_write_text, ensure_dir
+from igkd.artifacts.atomic import atomic_torch_save, atomic_write_text, ensure_dir
+from igkd.artifacts.layout import METRICS, METRICS_CSV, STATE
 from igkd.config import TrainConfig
-from igkd.distributed import DistContext
 from igkd.errors import IgkdError
-from igkd.layout import METRICS, METRICS_CSV, STATE
 from igkd.models.depthwise import bf16_depthwise_convolutions
-from igkd.progress import StageProgress
-from igkd.runtime import (
+from igkd.runtime import budget, distributed
+from igkd.runtime.device import (
     RandomStreams,
     autocast,
     autocast_dtype,
@@ -40,6 +38,8 @@ from igkd.runtime import (
     seed_device_rng,
     use_channels_last,
 )
+from igkd.runtime.distributed import DistContext
+from igkd.runtime.progress import StageProgress
 
 MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -231,7 +231,7 @@ class FitPlan:
     one batch, drawing only from ``streams.augment`` and ``streams.overlay``; ``start_epoch(batches, streams)``, when
     given (the streaming path: :func:`igkd.training.inputs.epoch_start`), is handed each epoch's batches first, to
     load them ahead. ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If
-    ``run_dir/``:data:`igkd.layout.STATE` holds a state saved under the same ``resume_key`` (the caller's stage
+    ``run_dir/``:data:`igkd.artifacts.layout.STATE` holds a state saved under the same ``resume_key`` (the caller's stage
     identity), training continues from it. ``on_best`` is called with the model whenever validation improves,
     ``progress`` after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every
     step. ``section`` (teacher or student) names ``train`` in the options a divergence error suggests.
@@ -263,7 +263,7 @@ def fit(plan: FitPlan) -> FitResult:
 
     Under torchrun every rank trains (see :func:`make_train_step`); rank 0 alone validates, calls ``on_best``
     and writes the metrics and state, and every rank returns once those files are written. Under a deadline
-    (:mod:`igkd.budget`) an epoch that would end after it is not started: :class:`igkd.budget.BudgetReached` is raised
+    (:mod:`igkd.runtime.budget`) an epoch that would end after it is not started: :class:`igkd.runtime.budget.BudgetReached` is raised
     with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
     so ranks cannot disagree).
     """

@@ -7,17 +7,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from igkd.artifacts.layout import TEACHER_MODEL
 from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
-from igkd.layout import TEACHER_MODEL
 from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.checkpoint import LoadedModel, import_state_dict, load_checkpoint, save_checkpoint
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
-from igkd.progress import StageProgress
-from igkd.runtime import use_channels_last
+from igkd.runtime.device import use_channels_last
+from igkd.runtime.progress import StageProgress
 from igkd.training.inputs import epoch_start, input_maker
 from igkd.training.loop import FitPlan, FitResult, LossFn, Progress, fit
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from igkd import distributed
-from igkd.atomic import atomic_torch_save
+from igkd.artifacts.atomic import atomic_torch_save
+from igkd.artifacts.fingerprint import data_hash, hash_jsonable
+from igkd.artifacts.integrity import manifest_path, verify, write_manifest
 from igkd.attribution.cache import teacher_hash
 from igkd.errors import IgkdError
-from igkd.fingerprint import data_hash, hash_jsonable
-from igkd.integrity import manifest_path, verify, write_manifest
-from igkd.runtime import autocast_dtype
+from igkd.runtime import distributed
+from igkd.runtime.device import autocast_dtype
 from igkd.training.loop import predict_logits
 
 FORMAT_VERSION = 1

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from igkd.errors import IgkdError
-from igkd.runtime import resolve_device
+from igkd.runtime.device import resolve_device
 
 T = TypeVar("T")
 

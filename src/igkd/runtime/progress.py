@@ -30,7 +30,7 @@ def duration(seconds: float) -> str:
 
 def long_run_hint(seconds: float, device_type: str, settings_off: list[str] | tuple[str, ...] = ()) -> str | None:
     """One line with the ways out when a run is projected to take more than an hour on a CPU, naming the faster
-    settings it leaves off (``--set`` values, :func:`igkd.speed.settings_off`)."""
+    settings it leaves off (``--set`` values, :func:`igkd.runtime.speed.settings_off`)."""
     if seconds <= LONG_RUN_SECONDS or device_type != "cpu":
         return None
     faster = f"; faster settings left off: {', '.join(f'--set {s}' for s in settings_off)}" if settings_off else ""

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from igkd.atomic import atomic_write_json
+from igkd.artifacts.atomic import atomic_write_json
+from igkd.artifacts.fingerprint import hash_file
 from igkd.errors import IgkdError
-from igkd.fingerprint import hash_file
 
 
 def manifest_path(path: Path) -> Path:

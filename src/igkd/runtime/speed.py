@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from igkd.config import RunConfig, TrainConfig
-from igkd.runtime import autocast_dtype, native_bf16, use_channels_last
+from igkd.runtime.device import autocast_dtype, native_bf16, use_channels_last
 
 
 def training_settings(train: TrainConfig, device: torch.device) -> dict[str, str]:

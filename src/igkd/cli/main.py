@@ -13,13 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from igkd.budget import BudgetReached, resume_command
-from igkd.cli_deploy import register as register_deploy_commands
-from igkd.cli_experiments import register as register_experiment_commands
-from igkd.cli_options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
+from igkd.artifacts.layout import REPORT, TEACHER_MODEL
+from igkd.cli.deploy import register as register_deploy_commands
+from igkd.cli.experiments import register as register_experiment_commands
+from igkd.cli.options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
 from igkd.errors import IgkdError, IgkdErrors
-from igkd.layout import REPORT, TEACHER_MODEL
 from igkd.normalization import NORMALIZE_SYNTAX
+from igkd.runtime.budget import BudgetReached, resume_command
 
 if TYPE_CHECKING:
     from igkd.config import RobustnessConfig
@@ -37,8 +37,8 @@ console = Console()
 def _pipeline(config: str, overrides: list[str] | None, deterministic: bool, command: str, dry_run: bool, as_json: bool):
     """The command's pipeline, checked before any stage runs; None when a dry run has printed its plan instead."""
     from igkd.config import load_config
-    from igkd.dry_run import DryRun, describe, projection_line
-    from igkd.pipeline import Pipeline
+    from igkd.stages.dry_run import DryRun, describe, projection_line
+    from igkd.stages.pipeline import Pipeline
 
     cfg = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
     pipeline = Pipeline(cfg, console, write_caches=not dry_run)
@@ -167,13 +167,13 @@ def evaluate(
     severity: list[int] | None = typer.Option(None, "--severity", help="Only this severity, 1-5 (repeatable; implies --corruptions)."),
 ) -> None:
     """Evaluate a checkpoint on any dataset whose classes map onto the checkpoint's classes; optionally under corruptions."""
-    from igkd.atomic import atomic_write_json
+    from igkd.artifacts.atomic import atomic_write_json
     from igkd.config import load_config
     from igkd.data.sources import load_split
-    from igkd.evaluate import evaluate_model
+    from igkd.evaluation.evaluate import evaluate_model
+    from igkd.evaluation.modelstats import count_macs, count_params, file_size
     from igkd.models.loading import load_any_model
-    from igkd.modelstats import count_macs, count_params, file_size
-    from igkd.runtime import resolve_device
+    from igkd.runtime.device import resolve_device
 
     if split not in ("train", "test"):
         raise IgkdError(f"--split must be 'train' or 'test', got '{split}'")
@@ -206,7 +206,7 @@ def evaluate(
 
 def corruption_protocol(base: RobustnessConfig, names: list[str] | None, severities: list[int] | None) -> RobustnessConfig:
     """The config's corruption protocol, narrowed to ``names`` / ``severities`` when given (checked, one error line)."""
-    from igkd.corruptions import check_corruptions
+    from igkd.evaluation.corruptions import check_corruptions
 
     chosen: dict[str, Any] = {"corruptions": list(names or base.corruptions), "severities": list(severities or base.severities)}
     check_corruptions(chosen["corruptions"], chosen["severities"])
@@ -215,7 +215,7 @@ def corruption_protocol(base: RobustnessConfig, names: list[str] | None, severit
 
 def evaluate_robustness(model, reference, data, protocol, device, console: Console) -> dict:
     """Corruption accuracies of ``model`` (and of ``reference``, the teacher, for mCE), summarised and printed."""
-    from igkd.robustness import corruption_accuracies, protocol_record, summarize_robustness
+    from igkd.evaluation.robustness import corruption_accuracies, protocol_record, summarize_robustness
 
     models = {"model": model, **({"reference": reference} if reference is not None else {})}
     measured = corruption_accuracies(models, data, protocol, device, console=console)
@@ -244,7 +244,7 @@ register_experiment_commands(app)
 @app.command()
 def info(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """What matters for a run on this machine: versions, device, CPU capabilities, GPUs, extras, data folder."""
-    from igkd.info import describe_info, environment_report
+    from igkd.runtime.info import describe_info, environment_report
 
     report = environment_report()
     if as_json:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from igkd.atomic import atomic_write_text, atomic_write_with
+from igkd.artifacts.atomic import atomic_write_text, atomic_write_with
 from igkd.attribution.cache import MappedMaps
 from igkd.data.imageset import ImageSet
 from igkd.experiments.document import percent

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 import igkd
-from igkd.extras import EXTRAS, installed
-from igkd.runtime import auto_settings, cpu_description, resolve_device
+from igkd.runtime.device import auto_settings, cpu_description, resolve_device
+from igkd.runtime.extras import EXTRAS, installed
 
 DATA_ENV = "IGKD_DATA_DIR"
 KNOWN_DATA = (

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from igkd.atomic import read_json_object
+from igkd.artifacts.atomic import read_json_object
+from igkd.artifacts.fingerprint import hash_file, hash_jsonable
 from igkd.attribution.cache import map_params
 from igkd.config import CATConfig, ExplainConfig, RunConfig
 from igkd.data.sources import expand_path
 from igkd.errors import IgkdError
-from igkd.fingerprint import hash_file, hash_jsonable
 from igkd.methods import overlays_maps
 
 FORMAT_VERSION = 1

@@ -7,8 +7,8 @@ from rich.console import Console
 from torch import nn
 
 from igkd.data.imageset import ImageSet
-from igkd.progress import StageProgress
-from igkd.runtime import place_model
+from igkd.runtime.device import place_model
+from igkd.runtime.progress import StageProgress
 from igkd.training.loop import predict_logits
 
 

@@ -19,19 +19,19 @@ import torch
 from igkd.config import RunConfig, TrainConfig
 from igkd.data.layout import DataLayout, inspect_data
 from igkd.data.splits import stratified_split, stratified_subset
-from igkd.distributed import DistContext
 from igkd.errors import IgkdError, IgkdErrors
-from igkd.extras import require
 from igkd.methods import student_mix
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import import_state_dict
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import NormSpec, normalization_values
+from igkd.runtime.distributed import DistContext
+from igkd.runtime.extras import require
 from igkd.training.distill import student_loss
 from igkd.training.loop import micro_batch_count
 
 if TYPE_CHECKING:
-    from igkd.stages import Stage
+    from igkd.stages.plan import Stage
 
 # Bytes per parameter of a training run's files: best checkpoint (1x) and training state (model + optimiser moments).
 _FILE_BYTES_PER_PARAM = {"sgd": 4 * (1 + 2), "adam": 4 * (1 + 3), "adamw": 4 * (1 + 3)}
@@ -142,7 +142,7 @@ def _output_problems(cfg: RunConfig, write_bytes: int) -> list[str]:
 
 @dataclass
 class Checks:
-    """What every stage's checks look at (the stages' ``check`` and ``writes`` hooks, :mod:`igkd.stages`, call it)."""
+    """What every stage's checks look at (the stages' ``check`` and ``writes`` hooks, :mod:`igkd.stages.plan`, call it)."""
 
     cfg: RunConfig
     layout: DataLayout
@@ -214,7 +214,7 @@ def _structures(cfg: RunConfig, classes: int, with_student: bool) -> tuple[Norma
 
 
 def preflight(cfg: RunConfig, stages: Iterable[Stage], world_size: int = 1, layout: DataLayout | None = None) -> Preflight:
-    """Check everything ``stages`` (:func:`igkd.stages.stages_for`) need that is known without training; raise
+    """Check everything ``stages`` (:func:`igkd.stages.plan.stages_for`) need that is known without training; raise
     :class:`IgkdErrors` listing every problem.
 
     Nothing is decoded (beyond one image per split), trained or written. ``layout`` is this config's

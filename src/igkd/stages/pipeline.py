@@ -1,6 +1,6 @@
 """The stages of a run (teacher -> attributions -> student -> evaluation -> report), each skipped when done.
 
-Which stages a command runs, in which order, and when a stage's output is current is the plan's (:mod:`igkd.stages`);
+Which stages a command runs, in which order, and when a stage's output is current is the plan's (:mod:`igkd.stages.plan`);
 this module runs them.
 """
 
@@ -17,28 +17,28 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from igkd import distributed
-from igkd.atomic import atomic_write_json
+from igkd.artifacts.atomic import atomic_write_json
+from igkd.artifacts.identity import StageIdentities, stage_identities, student_run_id
+from igkd.artifacts.layout import FIGURES, OVERLAY_FIGURE, REPORT, RESULTS, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
+from igkd.artifacts.provenance import provenance
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
 from igkd.errors import IgkdError
-from igkd.evaluate import evaluate_model
-from igkd.identity import StageIdentities, stage_identities, student_run_id
-from igkd.layout import FIGURES, OVERLAY_FIGURE, REPORT, RESULTS, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
+from igkd.evaluation.evaluate import evaluate_model
+from igkd.evaluation.modelstats import count_macs, count_params, file_size, measure_latency
+from igkd.evaluation.report import comparison_rows, save_overlay_figure, write_report
+from igkd.evaluation.robustness import ensure_robustness
 from igkd.methods import overlays_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from igkd.modelstats import count_macs, count_params, file_size, measure_latency
-from igkd.preflight import Preflight, preflight
-from igkd.progress import StageProgress
-from igkd.provenance import provenance
-from igkd.report import comparison_rows, save_overlay_figure, write_report
-from igkd.robustness import ensure_robustness
-from igkd.runtime import seed_everything
-from igkd.speed import settings_off
-from igkd.stages import STAGES, needed, stages_for, summary_status
-from igkd.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
+from igkd.runtime import distributed
+from igkd.runtime.device import seed_everything
+from igkd.runtime.progress import StageProgress
+from igkd.runtime.speed import settings_off
+from igkd.runtime.tensorboard_log import OVERLAY_IMAGES, TensorBoardLog
+from igkd.stages.plan import STAGES, needed, stages_for, summary_status
+from igkd.stages.preflight import Preflight, preflight
 from igkd.training.distill import distill_student
 from igkd.training.inputs import data_path
 from igkd.training.loop import FitResult
@@ -76,7 +76,7 @@ def _epoch_callbacks(
 
 
 class Pipeline:
-    """One configured run; each stage reuses its finished output when its identity (:mod:`igkd.identity`) is unchanged."""
+    """One configured run; each stage reuses its finished output when its identity (:mod:`igkd.artifacts.identity`) is unchanged."""
 
     def __init__(self, cfg: RunConfig, console: Console | None = None, student_dir: Path | None = None, write_caches: bool = True) -> None:
         self.cfg = cfg
@@ -90,8 +90,8 @@ class Pipeline:
         seed_everything(cfg.seed, cfg.deterministic)
 
     def check(self, command: str) -> Preflight:
-        """Every check that needs no training, for the stages ``command`` runs (:func:`igkd.stages.stages_for`, checked by
-        :mod:`igkd.preflight`); call it before the first stage: a problem raises before anything is decoded, trained or
+        """Every check that needs no training, for the stages ``command`` runs (:func:`igkd.stages.plan.stages_for`, checked by
+        :mod:`igkd.stages.preflight`); call it before the first stage: a problem raises before anything is decoded, trained or
         written."""
         return preflight(self.cfg, stages_for(command, self.cfg), self.dist.world_size)
 
@@ -113,7 +113,7 @@ class Pipeline:
 
     @cached_property
     def identities(self) -> StageIdentities:
-        """The identity of every stage of this run (one place: :func:`igkd.identity.stage_identities`)."""
+        """The identity of every stage of this run (one place: :func:`igkd.artifacts.identity.stage_identities`)."""
         return stage_identities(self.cfg, self.data.content_digest)
 
     @property
@@ -297,7 +297,7 @@ class Pipeline:
         )
 
     def teacher_robustness(self) -> dict[str, Any]:
-        """The teacher's accuracy under the configured corruptions (``teacher/``:data:`igkd.layout.ROBUSTNESS`, reused
+        """The teacher's accuracy under the configured corruptions (``teacher/``:data:`igkd.artifacts.layout.ROBUSTNESS`, reused
         when current)."""
         return ensure_robustness(
             self.teacher_dir,
@@ -329,8 +329,8 @@ class Pipeline:
         return json.loads((self.teacher_dir / SUMMARY).read_text())
 
     def run_stages(self, command: str) -> dict[str, Any]:
-        """Walk ``command``'s plan (:func:`igkd.stages.stages_for`): its last stage runs, or is reused when its output is
-        current, and an earlier one only when a stage that runs needs it (:func:`igkd.stages.needed`); returns each
+        """Walk ``command``'s plan (:func:`igkd.stages.plan.stages_for`): its last stage runs, or is reused when its output is
+        current, and an earlier one only when a stage that runs needs it (:func:`igkd.stages.plan.needed`); returns each
         walked stage's output (a summary; the maps) by stage name."""
         return {stage.name: stage.run(self) for stage in needed(stages_for(command, self.cfg), self)}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from igkd.cli_options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt, add_commands
+from igkd.cli.options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt, add_commands
 from igkd.errors import IgkdError
 
 console = Console()
@@ -56,13 +56,13 @@ def experiment(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run an experiment's student runs; finished runs (same identity) are skipped, so re-running resumes."""
-    from igkd.budget import BudgetReached, deadline_at, resolve_deadline, stop_if_past
     from igkd.config import load_config
-    from igkd.distributed import launched_by_torchrun
     from igkd.experiments.grid import load_experiment
     from igkd.experiments.plan import cli_options, parse_shard, plan_jobs
     from igkd.experiments.plan import shard as take_shard
     from igkd.experiments.runner import ExperimentRunner
+    from igkd.runtime.budget import BudgetReached, deadline_at, resolve_deadline, stop_if_past
+    from igkd.runtime.distributed import launched_by_torchrun
 
     with deadline_at(resolve_deadline(budget, stop_at)):
         stop_if_past(0.0, f"the {name} experiment")  # a call that starts past its deadline decodes and prepares nothing
@@ -81,7 +81,7 @@ def experiment(
         planned = plan_jobs(declared, base, options, runner.data_content)
         selected = take_shard(planned, index, count)
         if dry_run:
-            from igkd.dry_run import DryRun, describe
+            from igkd.stages.dry_run import DryRun, describe
 
             plan = DryRun(runner.pipeline, "experiment").experiment_plan(name, selected, jobs)
             if as_json:

@@ -16,21 +16,21 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from igkd.atomic import atomic_write_json, read_json_object
+from igkd.artifacts.atomic import atomic_write_json, read_json_object
+from igkd.artifacts.fingerprint import hash_file
+from igkd.artifacts.layout import ROBUSTNESS
+from igkd.artifacts.provenance import provenance
 from igkd.config import RobustnessConfig
-from igkd.corruptions import PARAMETERS, VERSION, corrupt
 from igkd.data.imageset import ImageSet
-from igkd.fingerprint import hash_file
-from igkd.layout import ROBUSTNESS
-from igkd.progress import StageProgress
-from igkd.provenance import provenance
-from igkd.runtime import place_model
+from igkd.evaluation.corruptions import PARAMETERS, VERSION, corrupt
+from igkd.runtime.device import place_model
+from igkd.runtime.progress import StageProgress
 from igkd.training.loop import predict_logits
 
 RECORD = ROBUSTNESS  # in the model's folder
 SOURCE = (
     "Hendrycks & Dietterich, ICLR 2019, severity parameters of make_cifar_c.py (github.com/hendrycks/robustness); "
-    "generated on the fly by igkd.corruptions"
+    "generated on the fly by igkd.evaluation.corruptions"
 )
 
 Accuracies = dict[str, dict[str, float]]  # corruption -> severity (as a string, for JSON) -> accuracy
@@ -51,7 +51,7 @@ def corruption_accuracies(
 ) -> dict[str, dict[str, Any]]:
     """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models.
 
-    The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluate.evaluate_model`."""
+    The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluation.evaluate.evaluate_model`."""
     for model in models.values():
         place_model(model, device, channels_last=True)
     results: dict[str, dict[str, Any]] = {

@@ -1,7 +1,7 @@
 """``--dry-run``: the checks of a real run, then its plan instead of the run; nothing is written.
 
-The plan walks the command's stages (:func:`igkd.stages.stages_for`, as the run does) and lists what each would run,
-resume or reuse and why (the same status as the run's, :mod:`igkd.stages`), data sizes, model sizes, the bytes it may
+The plan walks the command's stages (:func:`igkd.stages.plan.stages_for`, as the run does) and lists what each would run,
+resume or reuse and why (the same status as the run's, :mod:`igkd.stages.plan`), data sizes, model sizes, the bytes it may
 write, and a time projection from a few training steps and one IG batch timed on this machine with the run's own step,
 inputs and loss.
 """
@@ -16,21 +16,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from igkd.artifacts.layout import TEACHER_MODEL
+from igkd.artifacts.provenance import provenance
 from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
 from igkd.config import RunConfig, TrainConfig
 from igkd.data.prepare import PreparedData
-from igkd.layout import TEACHER_MODEL
+from igkd.evaluation.modelstats import count_macs, count_params
 from igkd.methods import overlays_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model, parse_arch
-from igkd.modelstats import count_macs, count_params
-from igkd.pipeline import Pipeline
-from igkd.preflight import Preflight
-from igkd.progress import duration, long_run_hint
-from igkd.provenance import provenance
-from igkd.runtime import RandomStreams, auto_settings, use_channels_last
-from igkd.speed import settings_off, training_settings
-from igkd.stages import STUDENT, TEACHER, StageStatus, names, stages_for
+from igkd.runtime.device import RandomStreams, auto_settings, use_channels_last
+from igkd.runtime.progress import duration, long_run_hint
+from igkd.runtime.speed import settings_off, training_settings
+from igkd.stages.pipeline import Pipeline
+from igkd.stages.plan import STUDENT, TEACHER, StageStatus, names, stages_for
+from igkd.stages.preflight import Preflight
 from igkd.training.distill import distillation_run
 from igkd.training.inputs import input_maker
 from igkd.training.loop import LossFn, MakeInputs, make_optimizer, make_schedule, make_train_step, predict_logits

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from igkd.cli_options import ArchOpt, ConfigOpt, RenameOpt, SetOpt, add_commands
+from igkd.cli.options import ArchOpt, ConfigOpt, RenameOpt, SetOpt, add_commands
 from igkd.normalization import NORMALIZE_SYNTAX
 
 console = Console()
@@ -88,10 +88,10 @@ def bench(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write every number plus provenance as JSON here."),
 ) -> None:
     """Latency and throughput (median, p90, min/max), params, MACs and size of models side by side."""
-    from igkd.atomic import atomic_write_json
+    from igkd.artifacts.atomic import atomic_write_json
     from igkd.deploy.bench import bench as run_bench
     from igkd.deploy.bench import bench_caption, comparison_rows
-    from igkd.runtime import configure_kernels
+    from igkd.runtime.device import configure_kernels
 
     configure_kernels()  # the kernels the pipeline times its models with
     result = run_bench(models, batch or [1, 64], threads, warmup, repeats, cold, image_size, backend)

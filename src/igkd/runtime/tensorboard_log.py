@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from igkd.config import OverlayConfig
-from igkd.extras import require
 from igkd.overlay import overlay_maps
+from igkd.runtime.extras import require
 
 OVERLAY_IMAGES = 8
 

@@ -1,8 +1,8 @@
 """The stages of a run, written out once: data -> teacher -> maps -> student, then a student's analyses.
 
-Each :class:`Stage` record knows its name, what it needs, its identity (:class:`igkd.identity.StageIdentities`), its
-folder and files (:mod:`igkd.layout`), and one hook per consumer: how it runs (:class:`igkd.pipeline.Pipeline`), what
-it would cost (``--dry-run``, :mod:`igkd.dry_run`) and what it checks before anything runs (:mod:`igkd.preflight`).
+Each :class:`Stage` record knows its name, what it needs, its identity (:class:`igkd.artifacts.identity.StageIdentities`), its
+folder and files (:mod:`igkd.artifacts.layout`), and one hook per consumer: how it runs (:class:`igkd.stages.pipeline.Pipeline`), what
+it would cost (``--dry-run``, :mod:`igkd.stages.dry_run`) and what it checks before anything runs (:mod:`igkd.stages.preflight`).
 :func:`stages_for` is the plan of a command; ``igkd run`` and the other commands, their dry run, the checks and
 ``igkd experiment`` walk it instead of listing stages themselves. The data is prepared on first use by any stage
 (``Pipeline.data``); its identity is the root of the others'.
@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from igkd.atomic import read_json_object
+from igkd.artifacts.atomic import read_json_object
+from igkd.artifacts.identity import StageIdentities, stage_finished
+from igkd.artifacts.layout import ANALYSIS, STATE, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
 from igkd.config import RunConfig, TrainConfig
-from igkd.identity import StageIdentities, stage_finished
-from igkd.layout import ANALYSIS, STATE, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
+from igkd.evaluation.robustness import RECORD, robustness_current
 from igkd.methods import overlays_maps
-from igkd.robustness import RECORD, robustness_current
 
 if TYPE_CHECKING:
-    from igkd.dry_run import DryRun
-    from igkd.pipeline import Pipeline
-    from igkd.preflight import Checks
+    from igkd.stages.dry_run import DryRun
+    from igkd.stages.pipeline import Pipeline
+    from igkd.stages.preflight import Checks
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def stages_for(command: str, cfg: RunConfig) -> tuple[Stage, ...]:
 
 
 def names(stages: tuple[Stage, ...]) -> tuple[str, ...]:
-    """The stages' names, in plan order (what :func:`igkd.speed.settings_off` and the progress display take)."""
+    """The stages' names, in plan order (what :func:`igkd.runtime.speed.settings_off` and the progress display take)."""
     return tuple(stage.name for stage in stages)
 
 

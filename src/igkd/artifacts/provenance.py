@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 import igkd
-from igkd import distributed
-from igkd.runtime import environment_info, git_commit
+from igkd.runtime import distributed
+from igkd.runtime.device import environment_info, git_commit
 
 
 def command_line() -> str:

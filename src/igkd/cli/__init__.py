@@ -1,0 +1,1 @@
+"""The igkd command line."""
