@@ -2,7 +2,7 @@
 
 Trains nothing. Examples:
 
-    PYTHONPATH=src python3 benchmarks/latency.py runs/digits-demo/teacher/model.pt runs/digits-demo/student/best.pt --cold
+    PYTHONPATH=src python3 benchmarks/latency.py runs/digits-demo/teacher/model.pt runs/digits-demo/students/KD_IG-*/model.pt --cold
     PYTHONPATH=src python3 benchmarks/latency.py --arch mobilenetv2_cifar --arch mobilenetv2_cifar:k=5 --cold --name paper-archs
 
 ``--arch`` benchmarks architectures with seeded, untrained weights (10 classes, CIFAR-10 normalisation): the

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     full = full_run.main(
         [*common, "--teacher", str(checkpoint), "--epochs", str(args.epochs), "--keep-dir", str(args.run_dir / "full-run")]
     )
-    student = next((args.run_dir / "full-run").glob("repeat0/*/students/*/best.pt"))
+    student = next((args.run_dir / "full-run").glob("repeat0/*/students/*/model.pt"))
     latency_file = latency.main(
         [str(checkpoint), str(student), "--out-dir", str(args.output_dir), *(["--repeats", "5"] if args.tiny else [])]
     )

@@ -46,7 +46,7 @@ def test_run_distils_a_hub_teacher_into_a_hub_student_with_module_path_attention
     assert summary["arch"] == student and summary["method"] == "KD_IG_AT"
     history = [json.loads(line) for line in next(run_dir.glob("students/*/metrics.jsonl")).read_text().splitlines()]
     assert history[-1]["train_at"] > 0  # the attention term was computed between the named layers
-    code, out, _ = run_cli(["evaluate", str(next(run_dir.glob("students/*/best.pt"))), *sets(overrides)], capsys, monkeypatch)
+    code, out, _ = run_cli(["evaluate", str(next(run_dir.glob("students/*/model.pt"))), *sets(overrides)], capsys, monkeypatch)
     assert code == 0 and "accuracy" in out  # the checkpoint alone rebuilds the hub model
 
 

@@ -187,7 +187,7 @@ def test_suite_trains_the_teacher_runs_every_stage_and_checks_each_target(tmp_pa
     assert [row["met"] for row in saved["targets"]] == [speedup >= 20, ig_50k < 60, ig_speedup >= 10, None, full_s < 300, accuracy >= 0.92]
     assert all(Path(f).is_file() for f in saved["stage_files"]) and len(saved["stage_files"]) == 3
     assert any(runs.glob("teacher-run/*/teacher/model.pt"))
-    assert any(runs.glob("full-run/repeat0/*/students/*/best.pt"))
+    assert any(runs.glob("full-run/repeat0/*/students/*/model.pt"))
     table = (out / "suite-cpu.md").read_text()
     assert "| teacher test accuracy" in table and f"{100 * accuracy:.2f}%" in table
 

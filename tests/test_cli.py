@@ -78,7 +78,7 @@ def test_distill_and_evaluate_commands(finished_run):
     tmp, _ = finished_run
     result = igkd("distill", *_sets(tiny_overrides(tmp)), "--method", "KD_IG_AT")
     assert result.returncode == 0, result.stderr
-    (student,) = (tmp / "runs" / "tiny" / "students").glob("KD_IG_AT-mobilenetv2_cifar_width0.25_k14-seed0-*/best.pt")
+    (student,) = (tmp / "runs" / "tiny" / "students").glob("KD_IG_AT-mobilenetv2_cifar_width0.25_k14-seed0-*/model.pt")
     assert str(student.parent) in result.stdout.replace("\n", "")
     out = tmp / "eval.json"
     teacher = tmp / "runs" / "tiny" / "teacher" / "model.pt"

@@ -145,7 +145,7 @@ def test_ablation_runs_every_job_with_analysis_and_skips_them_when_re_run(ablati
     # the recorded agreement is that of this student with this teacher: recompute one from fresh IG maps
     first = run_dir / "students" / plan["jobs"][1]["run_id"]
     assert json.loads((first / "analysis.json").read_text())["ig_agreement"]["spearman_mean"] == pytest.approx(
-        _spearman_agreement(run_dir / "teacher" / "model.pt", first / "best.pt", _args(tmp)), abs=1e-6
+        _spearman_agreement(run_dir / "teacher" / "model.pt", first / "model.pt", _args(tmp)), abs=1e-6
     )
     again = igkd("experiment", "ablation", *_args(tmp), "--seeds", "2", "--methods", "Student,KD_IG")
     assert again.returncode == 0 and "8 finished earlier, 0 to run" in again.stdout

@@ -83,3 +83,16 @@ def test_an_experiment_job_is_finished_when_its_student_and_analyses_are_current
         job_statuses(tmp_path, "run", "s" * 64, cfg.model_copy(update={"robustness": cfg.robustness.model_copy(update={"enabled": False})}))
     )
     assert [s.done for s in statuses] == [True, True, True]
+
+
+def test_a_stage_publishes_model_pt_and_a_students_older_best_pt_is_still_found(tmp_path):
+    from igkd.artifacts.layout import published_model
+
+    old, new, empty = tmp_path / "old", tmp_path / "new", tmp_path / "empty"
+    for folder in (old, new, empty):
+        folder.mkdir()
+    (old / "best.pt").write_bytes(b"a student from before the one name")
+    (new / "model.pt").write_bytes(b"now")
+    (new / "best.pt").write_bytes(b"older, superseded")
+    assert published_model(old) == old / "best.pt" and published_model(new) == new / "model.pt"
+    assert published_model(empty) == empty / "model.pt"  # where the next one is written

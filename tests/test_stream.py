@@ -166,7 +166,7 @@ def test_rectangular_images_train_attribute_distil_and_export(loader, tmp_path, 
     import numpy as np
 
     assert np.load(maps).shape == (48, 8, 12)  # one 8x12 map per training-pool image
-    (best,) = run_dir.glob("students/*/best.pt")
+    (best,) = run_dir.glob("students/*/model.pt")
     assert list(torch.load(best, weights_only=True)["metadata"]["image_size"]) == [8, 12]
     code, out, err = run_cli(["export", str(best)], capsys, monkeypatch)
     assert code == 0, err

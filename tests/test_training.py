@@ -62,7 +62,7 @@ def test_every_preset_distils_a_student(tiny_run, method, monkeypatch):
     weights = student_mix(run_cfg.student).weights
     assert {key[len("train_") :] for key in rows[0] if key.startswith("train_") and key != "train_loss"} == set(weights)
     assert ("kd" in weights) == ("KD" in method.split("_")) and ("at" in weights) == ("AT" in method.split("_"))
-    assert student.metadata["method"] == method and (out / "best.pt").is_file()
+    assert student.metadata["method"] == method and (out / "model.pt").is_file()
     # the logged loss is the weighted sum of the logged terms (means are linear): each term enters with its weight
     expected = sum(weight * rows[0][f"train_{term}"] for term, weight in weights.items())
     assert rows[0]["train_loss"] == pytest.approx(expected, rel=1e-5)
@@ -97,7 +97,7 @@ def test_ablation_controls_and_cached_teacher_logits_run(tiny_run, control, monk
         }
     )
     distill_student(cfg.model_copy(update={"student": student_cfg}), data, teacher, maps, CPU, tmp / control)
-    assert (tmp / control / "best.pt").is_file()
+    assert (tmp / control / "model.pt").is_file()
     used = made_inputs[0][0][4]  # input_maker(data_cfg, pool, device, channels_last, maps, overlay)
     assert used.shape == maps.shape and not any(torch.equal(used[i], maps[i]) for i in range(len(maps)))
     if control == "shuffled":  # every image gets another image's map

@@ -21,7 +21,7 @@ python3 - "$run_dir" "$here" <<'PY'
 import hashlib, json, shutil, sys
 from pathlib import Path
 
-from igkd.artifacts.layout import STUDENT_MODEL, SUMMARY, TEACHER_MODEL
+from igkd.artifacts.layout import SUMMARY, published_model
 
 run_dir, here = Path(sys.argv[1]), Path(sys.argv[2])
 plans = [json.loads(p.read_text()) for p in sorted((run_dir / "experiments").glob("*.json"))]
@@ -37,9 +37,9 @@ for plan in plans:
 models = here / "models"
 shutil.rmtree(models, ignore_errors=True)
 models.mkdir()
-chosen = {"teacher.pt": (run_dir / "teacher" / TEACHER_MODEL, json.loads((run_dir / "teacher" / SUMMARY).read_text()))}
+chosen = {"teacher.pt": (published_model(run_dir / "teacher"), json.loads((run_dir / "teacher" / SUMMARY).read_text()))}
 for (group, arch), (run_id, record) in sorted(arms.items()):
-    chosen[f"{group}-{arch.replace(':', '_').replace('=', '')}.pt"] = (run_dir / "students" / run_id / STUDENT_MODEL, record)
+    chosen[f"{group}-{arch.replace(':', '_').replace('=', '')}.pt"] = (published_model(run_dir / "students" / run_id), record)
 manifest = []
 for name, (source, record) in chosen.items():
     shutil.copy2(source, models / name)

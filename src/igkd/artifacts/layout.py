@@ -1,13 +1,12 @@
 """Folder and file names of a run, defined once (the folders themselves: ``Pipeline.teacher_dir``/``student_dir``).
 
 A finished stage writes its summary, whose ``identity`` is the reuse check (:func:`igkd.stages.plan.summary_status`); a
-training stage saves its state every epoch, to resume from, and its metrics; the teacher publishes ``model.pt`` and a
-student its best-on-validation checkpoint ``best.pt``.
-
-Deferred (issue 26): the teacher and the students should publish their model under one file name. Renaming would
-change files a running campaign reads, so both names stay as they are; whatever name comes later, these old ones
-must stay readable.
+training stage saves its state every epoch, to resume from, and its metrics; every stage that makes a model publishes
+it as ``model.pt`` (the teacher its final or imported weights, a student its best-on-validation checkpoint). Students
+made before that published ``best.pt``, which :func:`published_model` still finds.
 """
+
+from pathlib import Path
 
 # inside a run directory
 TEACHER_DIR = "teacher"
@@ -26,8 +25,16 @@ ANALYSIS = "analysis.json"  # a student's analyses in an experiment (IG agreemen
 ROBUSTNESS = "robustness.json"  # accuracy under common corruptions (igkd.evaluation.robustness)
 TRANSFER_PREFIX = "transfer-"  # transfer-<name>.json: accuracy on another data set (igkd experiment's transfer)
 RUN_LOG = "log.txt"  # an experiment job's output, when it runs in a worker process
-TEACHER_MODEL = "model.pt"
-STUDENT_MODEL = "best.pt"
+MODEL = "model.pt"
+LEGACY_MODELS = ("best.pt",)  # a student's model before the teacher's and the students' names were one
+
+
+def published_model(folder: Path) -> Path:
+    """The model a stage's folder publishes: ``model.pt``, or an older name when only that exists."""
+    for name in (MODEL, *LEGACY_MODELS):
+        if (folder / name).is_file():
+            return folder / name
+    return folder / MODEL
 
 
 def transfer_record(name: str) -> str:

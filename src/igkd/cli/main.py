@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from igkd.artifacts.layout import REPORT, TEACHER_MODEL
+from igkd.artifacts.layout import REPORT, published_model
 from igkd.cli.deploy import register as register_deploy_commands
 from igkd.cli.experiments import register as register_experiment_commands
 from igkd.cli.options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
@@ -105,7 +105,7 @@ def teacher(
     summary = pipeline.run_stages("teacher")["teacher"]
     console.print(
         f"teacher {summary['arch']}: test accuracy {100 * summary['test']['accuracy']:.2f}%, "
-        f"{summary['params']:,} params -> {pipeline.teacher_dir / TEACHER_MODEL}"
+        f"{summary['params']:,} params -> {published_model(pipeline.teacher_dir)}"
     )
 
 

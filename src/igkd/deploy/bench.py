@@ -147,7 +147,7 @@ def measure(
 
 
 def short_labels(paths: Sequence[Path]) -> list[str]:
-    """The shortest distinct path suffixes (``teacher/model.pt`` vs ``student/best.pt``)."""
+    """The shortest distinct path suffixes (``teacher/model.pt`` vs ``students/KD-.../model.pt``)."""
     for depth in range(1, max(len(p.parts) for p in paths) + 1):
         labels = ["/".join(p.parts[-depth:]) for p in paths]
         if len(set(labels)) == len(labels):

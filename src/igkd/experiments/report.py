@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json, atomic_write_text, read_json_object
-from igkd.artifacts.layout import ANALYSIS, METRICS, REPORT, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, TRANSFER_PREFIX
+from igkd.artifacts.layout import ANALYSIS, METRICS, REPORT, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TRANSFER_PREFIX, published_model
 from igkd.artifacts.provenance import provenance
 from igkd.attribution.ig import compute_ig_maps
 from igkd.config import RunConfig
@@ -413,7 +413,7 @@ def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]],
 
 def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], plans: dict[str, dict[str, Any]], figures: Path) -> None:
     """Test images, the teacher's overlay, and IG maps of the teacher and of seed-0 ablation students."""
-    teacher_path = cfg.run_dir / TEACHER_DIR / TEACHER_MODEL
+    teacher_path = published_model(cfg.run_dir / TEACHER_DIR)
     ablation = plans.get("ablation")
     if not teacher_path.is_file() or not ablation or cfg.report.examples == 0:
         return

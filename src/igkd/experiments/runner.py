@@ -24,7 +24,7 @@ from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.artifacts.fingerprint import hash_file
-from igkd.artifacts.layout import ANALYSIS, RUN_LOG, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL, transfer_record
+from igkd.artifacts.layout import ANALYSIS, RUN_LOG, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model, transfer_record
 from igkd.artifacts.provenance import provenance
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
@@ -212,12 +212,12 @@ class ExperimentRunner:
 
         root = expand_path(root)
         device = resolve_device(self.base.device)
-        teacher = self.run_dir / TEACHER_DIR / TEACHER_MODEL
+        teacher = published_model(self.run_dir / TEACHER_DIR)
         if not teacher.is_file():
             raise IgkdError(f"no teacher in {self.run_dir}; run the experiment (or 'igkd teacher') with this config first")
         classes = load_checkpoint(teacher).classes
         sets = {split: load_transfer_set(self.base.data, root, split, classes, self.base.cache_path) for split in splits}
-        checkpoints = [teacher] + sorted(p / STUDENT_MODEL for p in (self.run_dir / STUDENTS_DIR).glob("*") if (p / SUMMARY).is_file())
+        checkpoints = [teacher] + sorted(published_model(p) for p in (self.run_dir / STUDENTS_DIR).glob("*") if (p / SUMMARY).is_file())
         done = 0
         for checkpoint in checkpoints:
             out = checkpoint.parent / transfer_record(name)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from igkd.artifacts.layout import TEACHER_MODEL
+from igkd.artifacts.layout import published_model
 from igkd.artifacts.provenance import provenance
 from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
 from igkd.config import RunConfig, TrainConfig
@@ -180,7 +180,7 @@ class DryRun:
         status = TEACHER.status(self.pipeline)
         if cfg.teacher.checkpoint is not None and status.action != "reuse":
             status = StageStatus("run", f"imports {cfg.teacher.checkpoint}", 0)
-        teacher = load_checkpoint(folder / TEACHER_MODEL) if status.action == "reuse" else _fresh_teacher(cfg, data)
+        teacher = load_checkpoint(published_model(folder)) if status.action == "reuse" else _fresh_teacher(cfg, data)
         model = teacher.model
         plan = {
             "stage": "teacher",

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json
 from igkd.artifacts.identity import StageIdentities, stage_identities, student_run_id
-from igkd.artifacts.layout import FIGURES, OVERLAY_FIGURE, REPORT, RESULTS, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
+from igkd.artifacts.layout import FIGURES, MODEL, OVERLAY_FIGURE, REPORT, RESULTS, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model
 from igkd.artifacts.provenance import provenance
 from igkd.attribution import AttributionCache, attribution_key, read_manifest
 from igkd.attribution.cache import MappedMaps
@@ -169,7 +169,7 @@ class Pipeline:
     @cached_property
     def teacher(self) -> LoadedModel:
         """Train or import the teacher, unless a finished one with the same config exists."""
-        checkpoint, summary_file = self.teacher_dir / TEACHER_MODEL, self.teacher_dir / SUMMARY
+        checkpoint, summary_file = published_model(self.teacher_dir), self.teacher_dir / SUMMARY
         identity = self.identities.teacher
         if summary_status(self.teacher_dir, identity).done:
             self.console.print(f"teacher: reusing {checkpoint}")
@@ -291,7 +291,7 @@ class Pipeline:
         return self._publish(
             summary_file,
             lambda: {
-                **self._summary(loaded, self.student_dir / STUDENT_MODEL, "student", identity, fit),
+                **self._summary(loaded, self.student_dir / MODEL, "student", identity, fit),
                 "method": self.cfg.student.method,
             },
         )
@@ -301,7 +301,7 @@ class Pipeline:
         when current)."""
         return ensure_robustness(
             self.teacher_dir,
-            self.teacher_dir / TEACHER_MODEL,
+            published_model(self.teacher_dir),
             self.teacher.model,
             self.data.test,
             self.cfg.robustness,

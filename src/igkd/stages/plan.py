@@ -25,7 +25,7 @@ import torch
 
 from igkd.artifacts.atomic import read_json_object
 from igkd.artifacts.identity import StageIdentities, stage_finished
-from igkd.artifacts.layout import ANALYSIS, STATE, STUDENT_MODEL, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TEACHER_MODEL
+from igkd.artifacts.layout import ANALYSIS, STATE, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model
 from igkd.config import RunConfig, TrainConfig
 from igkd.evaluation.robustness import RECORD, robustness_current
 from igkd.methods import overlays_maps
@@ -81,7 +81,6 @@ class Stage:
     name: str
     needs: tuple[str, ...]  # upstream stages, run first when this one runs
     folder: Callable[[Pipeline], Path] | None  # where it publishes (None: the IG maps live in the cache)
-    model_file: str | None  # the model it publishes in its folder
     train: Callable[[RunConfig], TrainConfig] | None  # its training settings (None: it trains nothing)
     run: Callable[[Pipeline], Any]  # run it, or reuse its current output; returns that output
     cost: Callable[[DryRun, dict[str, Any]], dict[str, Any]]  # its dry-run plan, given the upstream stages' ones
@@ -107,7 +106,6 @@ TEACHER = Stage(
     name="teacher",
     needs=(),
     folder=lambda pipeline: pipeline.teacher_dir,
-    model_file=TEACHER_MODEL,
     train=lambda cfg: cfg.teacher.train,
     run=lambda pipeline: pipeline.teacher_summary(),
     cost=lambda dry, upstream: dry.teacher_cost(),
@@ -118,7 +116,6 @@ MAPS = Stage(
     name="maps",
     needs=("teacher",),
     folder=None,
-    model_file=None,
     train=None,
     run=lambda pipeline: pipeline.maps,
     cost=lambda dry, upstream: dry.maps_cost(upstream["teacher"]),
@@ -129,7 +126,6 @@ STUDENT = Stage(
     name="student",
     needs=("teacher", "maps"),  # the maps only where the plan has them (a method that overlays them)
     folder=lambda pipeline: pipeline.student_dir,
-    model_file=STUDENT_MODEL,
     train=lambda cfg: cfg.student.train,
     run=lambda pipeline: pipeline.run_student(),
     cost=lambda dry, upstream: dry.student_cost(upstream["teacher"]),
@@ -180,7 +176,7 @@ def robustness_status(run_dir: Path, folder: Path, cfg: RunConfig) -> StageStatu
     if not cfg.robustness.enabled:
         return StageStatus("reuse", "robustness is not asked for")
     reference = read_json_object(run_dir / TEACHER_DIR / RECORD)
-    if reference and robustness_current(folder, folder / STUDENT_MODEL, cfg.robustness, reference):
+    if reference and robustness_current(folder, published_model(folder), cfg.robustness, reference):
         return StageStatus("reuse", f"{folder / RECORD} records this checkpoint, protocol and teacher")
     return StageStatus("run", f"{folder / RECORD} or the teacher's record is missing or out of date")
 

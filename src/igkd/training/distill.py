@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from igkd.artifacts.layout import STUDENT_MODEL
+from igkd.artifacts.layout import MODEL
 from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.imageset import size_record
@@ -160,7 +160,7 @@ def distill_student(
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(
-            out_dir / STUDENT_MODEL,
+            out_dir / MODEL,
             net,  # type: ignore[arg-type]
             arch,
             data.classes,
@@ -193,4 +193,4 @@ def distill_student(
             start_epoch=epoch_start(run.make_inputs),
         )
     )
-    return load_checkpoint(out_dir / STUDENT_MODEL), result
+    return load_checkpoint(out_dir / MODEL), result

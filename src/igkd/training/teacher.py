@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from igkd.artifacts.layout import TEACHER_MODEL
+from igkd.artifacts.layout import MODEL
 from igkd.config import RunConfig
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
@@ -68,7 +68,7 @@ def train_teacher(
 
     def save_best(net: nn.Module, row: dict[str, float]) -> None:
         save_checkpoint(
-            out_dir / TEACHER_MODEL,
+            out_dir / MODEL,
             net,  # type: ignore[arg-type]
             arch,
             data.classes,
@@ -101,4 +101,4 @@ def train_teacher(
             start_epoch=epoch_start(make_inputs),
         )
     )
-    return load_checkpoint(out_dir / TEACHER_MODEL), result
+    return load_checkpoint(out_dir / MODEL), result
