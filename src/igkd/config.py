@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from igkd.artifacts.layout import CACHE_DIR
 from igkd.attribution.ig import IGParams
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
@@ -284,7 +285,7 @@ class RunConfig(_Strict):
 
     @property
     def cache_path(self) -> Path:
-        return self.cache_dir if self.cache_dir is not None else self.run_dir / "cache"
+        return self.cache_dir if self.cache_dir is not None else self.run_dir / CACHE_DIR
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -11,6 +11,9 @@ from pathlib import Path
 # inside a run directory
 TEACHER_DIR = "teacher"
 STUDENTS_DIR = "students"  # one folder per student run: igkd.artifacts.identity.student_run_id
+CACHE_DIR = "cache"  # decoded data, IG maps, teacher logits (unless cache_dir puts them elsewhere)
+EXPERIMENTS_DIR = "experiments"  # <experiment>.json: the plan record of every call
+EXPERIMENT_REPORT_DIR = "report"  # igkd report: report.md/html, figures, runs
 REPORT = "report.md"
 RESULTS = "results.json"
 FIGURES = "figures"

@@ -21,7 +21,18 @@ import torch
 from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json, atomic_write_text, read_json_object
-from igkd.artifacts.layout import ANALYSIS, METRICS, REPORT, STUDENTS_DIR, SUMMARY, TEACHER_DIR, TRANSFER_PREFIX, published_model
+from igkd.artifacts.layout import (
+    ANALYSIS,
+    EXPERIMENT_REPORT_DIR,
+    EXPERIMENTS_DIR,
+    METRICS,
+    REPORT,
+    STUDENTS_DIR,
+    SUMMARY,
+    TEACHER_DIR,
+    TRANSFER_PREFIX,
+    published_model,
+)
 from igkd.artifacts.provenance import provenance
 from igkd.attribution.ig import compute_ig_maps
 from igkd.config import RunConfig
@@ -541,13 +552,13 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
 def build_report(cfg: RunConfig, console: Console) -> Path:
     """Render the report of every experiment planned in ``cfg.run_dir``; returns the Markdown file."""
     run_dir = cfg.run_dir
-    plans = {p.stem: read_json_object(p) for p in sorted((run_dir / "experiments").glob("*.json"))}
+    plans = {p.stem: read_json_object(p) for p in sorted((run_dir / EXPERIMENTS_DIR).glob("*.json"))}
     runs = load_runs(run_dir)
     if not plans and not runs:
         raise IgkdError(
             f"nothing to report in {run_dir}: no experiment plan and no finished run; run 'igkd experiment ablation -c CONFIG' first"
         )
-    out = run_dir / "report"
+    out = run_dir / EXPERIMENT_REPORT_DIR
     figures = out / "figures"
     teacher = read_json_object(run_dir / TEACHER_DIR / SUMMARY)
     teacher_checks = {

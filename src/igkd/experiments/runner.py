@@ -24,7 +24,7 @@ from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json, ensure_dir, read_json_object
 from igkd.artifacts.fingerprint import hash_file
-from igkd.artifacts.layout import ANALYSIS, RUN_LOG, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model, transfer_record
+from igkd.artifacts.layout import ANALYSIS, EXPERIMENTS_DIR, RUN_LOG, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model, transfer_record
 from igkd.artifacts.provenance import provenance
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
@@ -156,7 +156,7 @@ class ExperimentRunner:
         ``calls``; the same call twice changes nothing."""
         declared = load_experiment(experiment)
         name, options = declared.name, resolve_options(declared, options)
-        path = self.run_dir / "experiments" / f"{name}.json"
+        path = self.run_dir / EXPERIMENTS_DIR / f"{name}.json"
         earlier = read_json_object(path)
         calls = earlier.get("calls", [{k: earlier[k] for k in asdict(options) if k in earlier}] if earlier.get("jobs") else [])
         call = json.loads(json.dumps({**asdict(options), "student_arch": self.base.student.arch}))  # as read back
