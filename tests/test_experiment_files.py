@@ -132,3 +132,22 @@ def test_an_unknown_experiment_name_or_missing_file_is_one_line(tmp_path, capsys
     for source, message in (("ablations", "unknown experiment 'ablations'; choose one of ablation, sweep"), ("no.yaml", "not found")):
         code, _, err = run_cli(["experiment", source, *sets(tiny_overrides(tmp_path))], capsys, monkeypatch)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_grid_declares_its_own_mix_of_loss_terms_as_an_arm(tmp_path):
+    grid = tmp_path / "mixes.yaml"
+    grid.write_text(
+        "seeds: 1\ntrain_fraction: 0.8\n"
+        "mixes: {KD_HALF: {terms: {kd: 0.5, ce: 0.5}}, CE_IG: {terms: {ce: 1.0}, overlay: true}}\n"
+        "methods: [KD, KD_HALF, CE_IG]\ncontrols: {CE_IG: [shuffled]}\n"
+    )
+    jobs = plan_jobs(str(grid), load_config("digits"), PlanOptions(), DATA)
+    assert [j.group for j in jobs] == ["KD", "KD_HALF", "CE_IG", "CE_IG-shuffled"]
+    kd, half, ig, shuffled = (j.cfg.student for j in jobs)
+    assert (kd.terms, half.terms, half.overlay, ig.overlay, shuffled.ig.maps) == (None, {"ce": 0.5, "kd": 0.5}, False, True, "shuffled")
+    assert jobs[1].run_id.startswith("KD_HALF-") and jobs[3].run_id.startswith("CE_IG-shuffled-")
+    assert len({j.identity for j in jobs}) == 4
+    assert [j.group for j in plan_jobs(str(grid), load_config("digits"), PlanOptions(methods=("KD_HALF",)), DATA)] == ["KD_HALF"]
+    grid.write_text("seeds: 1\ntrain_fraction: 0.8\nmixes: {KD: {terms: {ce: 1.0}}}\nmethods: [KD]\n")
+    with pytest.raises(IgkdError, match="not the preset 'KD'"):
+        plan_jobs(str(grid), load_config("digits"), PlanOptions(), DATA)

@@ -6,7 +6,9 @@ description: What the experiment measures (shown by nothing; for the reader).
 seeds: 10                       # runs per arm: seeds first_seed .. first_seed + seeds - 1
 first_seed: 0                   # optional, 0
 train_fraction: 0.8             # stratified fraction of the training split each run trains on, fresh per seed
-methods: [Student, KD, KD_IG]   # the methods, in this order
+mixes:                          # optional: mixes of loss terms named here (igkd methods lists the terms)
+  KD_HALF: {terms: {ce: 0.5, kd: 0.5}, overlay: false}
+methods: [Student, KD, KD_HALF] # the methods (presets or the mixes above), in this order
 methods_option: replace         # optional: --methods replaces the list (replace) or picks from it, in its order (select)
 controls: {KD_IG: [shuffled]}   # optional: a method also run on control maps, after every method on aligned maps
 students: configured            # optional: the configured student.arch, or {blocks: [3, 5], widths: [0.5]}: the
@@ -35,11 +37,23 @@ CONTROLS: tuple[str, ...] = tuple(m for m in get_args(MapSource) if m != "aligne
 Control = Literal["shuffled", "noise"]
 
 
-def _method(name: str) -> str:
+def _method(name: str, mixes: dict[str, Any] | None = None) -> str:
+    """A preset's canonical name, or a mix the file declares."""
+    if name in (mixes or {}):
+        return name
     try:
         return canonical_method(name)
     except IgkdError as exc:
         raise ValueError(str(exc)) from None
+
+
+class Mix(BaseModel):
+    """A mix of registered loss terms, as ``student.terms`` and ``student.overlay`` declare one (named by its key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    terms: dict[str, float] = Field(..., min_length=1, description="Registered loss terms and their weights.")
+    overlay: bool = Field(False, description="Overlay the teacher's maps on the input.")
 
 
 class SmallerStudents(BaseModel):
@@ -58,6 +72,7 @@ class ExperimentGrid(BaseModel):
 
     description: str = Field("", description="What the experiment measures.")
     seeds: int = Field(..., ge=1, description="Runs per arm: seeds first_seed .. first_seed + seeds - 1.")
+    mixes: dict[str, Mix] = Field(default_factory=dict, description="Mixes of loss terms, by the name methods give them.")
     first_seed: int = Field(0, ge=0, description="The first seed.")
     train_fraction: float = Field(..., gt=0.0, le=1.0, description="Stratified fraction of the training split each run trains on.")
     methods: tuple[str, ...] = Field(..., min_length=1, description="The methods each student trains with, in order.")
@@ -73,13 +88,13 @@ class ExperimentGrid(BaseModel):
 
     @field_validator("methods")
     @classmethod
-    def _canonical_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(_method(m) for m in value))
+    def _canonical_methods(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(_method(m, info.data.get("mixes")) for m in value))
 
     @field_validator("controls")
     @classmethod
     def _canonical_controls(cls, value: dict[str, tuple[str, ...]], info: ValidationInfo) -> dict[str, tuple[str, ...]]:
-        controls = {_method(m): tuple(dict.fromkeys(c)) for m, c in value.items()}
+        controls = {_method(m, info.data.get("mixes")): tuple(dict.fromkeys(c)) for m, c in value.items()}
         methods = info.data.get("methods", ())
         missing = [m for m in controls if m not in methods]
         if missing:

@@ -154,7 +154,7 @@ def plan_jobs(experiment: str | Path | Experiment, base: RunConfig, options: Pla
         raise IgkdError("an experiment needs at least one seed; pass --seeds N with N >= 1")
     methods = grid.methods
     if options.methods is not None:
-        given = tuple(dict.fromkeys(canonical_method(m) for m in options.methods))
+        given = tuple(dict.fromkeys(m if m in grid.mixes else canonical_method(m) for m in options.methods))
         methods = tuple(m for m in grid.methods if m in given) if grid.methods_option == "select" else given
     unknown = [c for c in options.controls if c not in CONTROLS]
     if unknown:
@@ -170,6 +170,8 @@ def plan_jobs(experiment: str | Path | Experiment, base: RunConfig, options: Pla
         for family, arch in students:
             for method, maps in variants:
                 student: dict[str, Any] = {"method": method} | ({"arch": arch} if arch else {}) | {"ig__maps": maps}
+                mix = grid.mixes.get(method)  # a mix the file declares: its terms and overlay, named by the method
+                student |= {"terms": dict(mix.terms), "overlay": mix.overlay} if mix else {"terms": None, "overlay": None}
                 cfg = _variant(base, seed, options.train_fraction, **student)
                 group = method if maps == "aligned" else f"{method}-{maps}"
                 jobs.append(Job(group, method, maps, arch or base.student.arch, family, seed, cfg, data_content))
