@@ -170,7 +170,7 @@ def test_rectangular_images_train_attribute_distil_and_export(loader, tmp_path, 
     assert list(torch.load(best, weights_only=True)["metadata"]["image_size"]) == [8, 12]
     code, out, err = run_cli(["export", str(best)], capsys, monkeypatch)
     assert code == 0, err
-    report = json.loads(best.with_name("best.onnx.json").read_text())
+    report = json.loads(best.with_name("model.onnx.json").read_text())
     assert report["input"]["shape"] == ["batch", 3, 8, 12] and report["check"]["max_abs_diff"] < 1e-3
 
 
