@@ -34,6 +34,11 @@ def test_the_builtin_files_by_path_plan_the_same_jobs_as_by_name():
         "KD_IG-shuffled",
         "KD_IG-noise",
     ]
+    # by default: the paper's eight, the explanation-matching presets beside them, then KD_IG on control maps
+    assert [j.group for j in plan_jobs("ablation", cfg, PlanOptions(seeds=(0,)), DATA)] == [
+        *("Student", "KD", "IG", "AT", "KD_IG", "KD_AT", "IG_AT", "KD_IG_AT", "KD_EXPL", "KD_CAT"),
+        *("KD_IG-shuffled", "KD_IG-noise"),
+    ]
     sweep = plan_jobs("sweep", cfg, PlanOptions(seeds=(0,), methods=("KD_IG", "Student"), blocks=(3,), widths=()), DATA)
     assert [j.group for j in sweep] == ["KD_IG", "Student"]
 

@@ -15,7 +15,7 @@ from scipy import stats as sps
 from igkd.config import load_config
 from igkd.evaluation.robustness import RECORD
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.experiments.report import build_report, classes_first
+from igkd.experiments.report import build_report, classes_first, planned_pairs
 from igkd.experiments.runner import ExperimentRunner
 
 DATA = "0" * 64
@@ -162,3 +162,15 @@ def test_corruption_records_of_another_protocol_or_teacher_are_left_out_with_the
 def test_figure_examples_show_one_image_per_class_first():
     labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
     assert classes_first(torch.tensor([0, 1, 3, 4, 5, 7]), labels).tolist() == [0, 3, 5, 1, 4, 7]
+
+
+def test_the_planned_family_asks_whether_explanation_matching_adds_to_kd():
+    arms = ["Student", "KD", "KD_IG", "KD_EXPL", "KD_CAT", "KD_IG-shuffled"]
+    assert planned_pairs(arms) == [
+        ("KD_IG", "KD"),
+        ("KD_IG", "KD_IG-shuffled"),
+        ("KD", "Student"),
+        ("KD_EXPL", "KD"),
+        ("KD_CAT", "KD"),
+    ]
+    assert planned_pairs(["Student", "KD", "KD_CAT"]) == [("KD", "Student"), ("KD_CAT", "KD")]

@@ -20,7 +20,8 @@ FILE_DEFAULT = "(default: the experiment file's)"
 def experiment(
     name: str = typer.Argument(
         ...,
-        help="ablation (8 methods + shuffled/noise-map controls), sweep (compression factor), or an experiment YAML file (its grid).",
+        help="ablation (the paper's 8 methods, KD_EXPL, KD_CAT + shuffled/noise-map controls), sweep (compression factor), "
+        "or an experiment YAML file (its grid).",
     ),
     config: str = ConfigOpt,
     overrides: list[str] | None = SetOpt,
@@ -36,7 +37,7 @@ def experiment(
         None, min=0.01, max=1.0, help=f"Stratified fraction of the training split each run trains on, fresh per seed {FILE_DEFAULT}."
     ),
     methods: str | None = typer.Option(
-        None, help=f"Only these methods, comma-separated (the ablation picks from its eight, in their order) {FILE_DEFAULT}."
+        None, help=f"Only these methods, comma-separated (the ablation picks from its ten, in their order) {FILE_DEFAULT}."
     ),
     controls: str | None = typer.Option(
         None, help=f"Map controls (shuffled, noise; none for neither) of the methods the file runs on controls (KD_IG) {FILE_DEFAULT}."
