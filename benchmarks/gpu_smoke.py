@@ -143,9 +143,9 @@ def check_channels_last(s: Setup) -> str:
     frozen = [p.detach().clone() for p in teacher.model.parameters()]  # already on the device, frozen by distillation_run
     formats: set[bool] = set()
 
-    def loss_fn(model, x, y, indices):
-        formats.add(x.is_contiguous(memory_format=torch.channels_last))
-        return run.loss_fn(model, x, y, indices)
+    def loss_fn(model, batch):
+        formats.add(batch.inputs.is_contiguous(memory_format=torch.channels_last))
+        return run.loss_fn(model, batch)
 
     fit_student(s, cfg, run, "channels-last", loss_fn)
     conv = next(m.weight for m in run.student.modules() if isinstance(m, torch.nn.Conv2d))

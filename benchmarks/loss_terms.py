@@ -1,5 +1,6 @@
 """Cost of each loss mix per training step: the student's step with Student, KD, KD_EXPL (Grad-CAM matching, a double
-backward through the student) and KD_CAT (class activation transfer), interleaved so that drift falls on all alike.
+backward through the student), KD_EXPL_FROZEN (the same against the teacher's precomputed maps, carried by the batch)
+and KD_CAT (class activation transfer), interleaved so that drift falls on all alike.
 
     python3 benchmarks/loss_terms.py -c cifar10_jpeg_cpu --set teacher.checkpoint=T.pt     # the k=5 student, batch 128
     python3 benchmarks/loss_terms.py --tiny                                               # CPU smoke test
@@ -24,6 +25,7 @@ from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: 
 from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.config import load_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
+from igkd.methods import uses_maps  # noqa: E402
 from igkd.models.checkpoint import LoadedModel  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
 from igkd.runtime.device import RandomStreams, configure_kernels, resolve_device  # noqa: E402
@@ -32,13 +34,15 @@ from igkd.training.loop import make_optimizer, make_schedule, make_train_step  #
 from igkd.training.teacher import import_teacher, resolve_normalization  # noqa: E402
 from throughput import TINY_SETS  # noqa: E402
 
-MIXES = ("Student", "KD", "KD_EXPL", "KD_CAT")
+MIXES = ("Student", "KD", "KD_EXPL", "KD_EXPL_FROZEN", "KD_CAT")
 
 
 def step_runner(cfg, data, teacher: LoadedModel, method: str, device: torch.device):
-    """``run(n)``: n training steps of the config's student with ``method``'s loss (the step igkd trains with)."""
+    """``run(n)``: n training steps of the config's student with ``method``'s loss (the step igkd trains with); a
+    method that reads the teacher's maps gets random ones (their values do not change the time)."""
     cfg = cfg.model_copy(update={"student": cfg.student.model_copy(update={"method": method})})
-    run = distillation_run(cfg, data, teacher, None, device)
+    maps = torch.rand(len(data.pool), *data.pool.image_size) if uses_maps(cfg.student) else None
+    run = distillation_run(cfg, data, teacher, maps, device)
     optimizer = make_optimizer(run.student, cfg.student.train, device)
     schedule = make_schedule(optimizer, cfg.student.train, 1000)
     step = make_train_step(run.student, optimizer, schedule, run.make_inputs, run.loss_fn, cfg.student.train, device)

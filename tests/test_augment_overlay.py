@@ -30,7 +30,7 @@ def test_overlay_map_is_the_map_of_the_same_image_after_the_same_crop_and_flip()
     overlay = OverlayConfig(prob=1.0, blend="paper", power_min=1.0, power_max=1.0)
     make = batch_maker(images, labels, padding=3, flip=True, maps=maps, overlay=overlay)
     idx = torch.tensor([5, 0, 11, 3, 3, 9, 14, 7])
-    out, out_labels = make(idx, RandomStreams.seeded(1, torch.device("cpu")))
+    out, out_labels, _, _ = make(idx, RandomStreams.seeded(1, torch.device("cpu")))
     assert torch.equal(out_labels, labels[idx])
     # red = 0.5 * minmax(map after crop/flip); green = 0.5 * image green + red.
     map_part = 2 * out[:, 0]
@@ -43,13 +43,25 @@ def test_overlay_map_is_the_map_of_the_same_image_after_the_same_crop_and_flip()
     assert not torch.allclose(image_green, plain, atol=1e-4)
 
 
+def test_a_batch_carries_each_map_cropped_and_flipped_with_its_image_for_the_loss():
+    """Without an overlay (a term reads the maps), the images are exactly those of a run without maps, and each
+    batch's map is its own image's pattern after the same crop and flip."""
+    images, labels, maps = _identity_pool()
+    idx = torch.tensor([5, 0, 11, 3, 3, 9, 14, 7])
+    batch = batch_maker(images, labels, padding=3, flip=True, maps=maps)(idx, RandomStreams.seeded(1, torch.device("cpu")))
+    plain = batch_maker(images, labels, padding=3, flip=True)(idx, RandomStreams.seeded(1, torch.device("cpu")))
+    assert torch.equal(batch.inputs, plain.inputs) and torch.equal(batch.indices, idx) and plain.maps is None
+    assert batch.maps is not None and torch.equal(batch.maps, batch.inputs[:, 1])
+    assert not torch.equal(batch.maps, maps[idx])  # the crops and flips moved them
+
+
 def test_shuffled_maps_break_the_alignment_and_noise_maps_are_random():
     images, labels, maps = _identity_pool()
     shuffled = map_source(maps, "shuffled", seed=0)
     assert not any(torch.equal(shuffled[i], maps[i]) for i in range(len(maps)))
     assert sorted(shuffled.sum((1, 2)).tolist()) == pytest.approx(sorted(maps.sum((1, 2)).tolist()))
     overlay = OverlayConfig(prob=1.0, power_min=1.0, power_max=1.0)
-    out, _ = batch_maker(images, labels, 0, False, shuffled, overlay)(torch.arange(8), RandomStreams.seeded(0, torch.device("cpu")))
+    out = batch_maker(images, labels, 0, False, shuffled, overlay)(torch.arange(8), RandomStreams.seeded(0, torch.device("cpu"))).inputs
     assert not torch.allclose(2 * out[:, 0], (2 * (out[:, 1] - out[:, 0])).clamp(0, 1), atol=1e-3)
     noise = map_source(maps, "noise", seed=0)
     assert noise.shape == maps.shape and 0.4 < float(noise.mean()) < 0.6
@@ -93,9 +105,9 @@ def _inputs_seen(make_inputs, images, labels, run_dir) -> list[tuple[torch.Tenso
     """(dataset indices, model inputs) of every step of a 2-epoch run with seed 0."""
     seen = []
 
-    def loss_fn(model, x, y, indices):
-        seen.append((indices.clone(), x.detach().clone()))
-        return WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(model(x), y))
+    def loss_fn(model, batch):
+        seen.append((batch.indices.clone(), batch.inputs.detach().clone()))
+        return WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(model(batch.inputs), batch.labels))
 
     torch.manual_seed(0)
     model = build_model(TINY_STUDENT, 10)

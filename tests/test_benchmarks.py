@@ -425,7 +425,7 @@ def test_precision_accuracy_benchmark_tiny_cpu(tmp_path):
 
 def test_loss_terms_benchmark_times_every_mix_interleaved(tmp_path):
     result = benchmark("loss_terms").main(["--tiny", "--steps", "1", "--rounds", "2", "--out", str(tmp_path)])
-    assert set(result["ms_per_step"]) == {"Student", "KD", "KD_EXPL", "KD_CAT"}
+    assert set(result["ms_per_step"]) == {"Student", "KD", "KD_EXPL", "KD_EXPL_FROZEN", "KD_CAT"}
     assert all(row["rounds"] == 2 and row["min"] > 0 for row in result["ms_per_step"].values())
     assert result["ratio_to_kd"]["KD"] == 1.0 and result["git_commit"] and result["environment"]["cpu"]
     assert (tmp_path / "loss-terms-cpu-tiny.md").read_text().count("| KD_EXPL |") == 1

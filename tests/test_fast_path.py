@@ -14,6 +14,7 @@ from rich.console import Console
 
 from conftest import TINY_STUDENT, tiny_config_tree
 from igkd.config import TrainConfig, validate_config
+from igkd.data.batch import Batch
 from igkd.data.prepare import prepare_data
 from igkd.models.checkpoint import LoadedModel
 from igkd.models.registry import build_model, parse_arch
@@ -52,9 +53,9 @@ def _spy_fit(monkeypatch, module, made: list, student_seen: list, fitted: list) 
 
     def spy(plan):
         def inputs(indices, streams):
-            x, y = plan.make_inputs(indices, streams)
-            made.append(x)
-            return x, y
+            batch = plan.make_inputs(indices, streams)
+            made.append(batch.inputs)
+            return batch
 
         def hook(m, args):
             if m.training:
@@ -505,7 +506,7 @@ def test_online_teacher_runs_with_its_batchnorm_folded(tiny):
     assert run_cfg.student.kd.teacher_logits == "online"
     run = distill.distillation_run(run_cfg, data, teacher, None, CPU)
     x = data.pool.images[:8].float() / 255
-    loss, parts = run.loss_fn(run.student, x, data.pool.labels[:8], torch.arange(8))
+    loss, parts = run.loss_fn(run.student, Batch(x, data.pool.labels[:8], torch.arange(8)))
     assert norms and not calls and math.isfinite(loss.item()) and "at" in parts
     folded = distill.online_teacher_model(teacher.model, CPU, False)
     with torch.no_grad():

@@ -12,6 +12,7 @@ from igkd.artifacts.identity import stage_identities
 from igkd.config import validate_config
 from igkd.experiments.plan import PlanOptions, plan_jobs
 from igkd.stages.pipeline import Pipeline
+from igkd.stages.plan import names, stages_for
 from test_cli import _sets, igkd
 
 DATA = "a" * 64
@@ -50,6 +51,17 @@ def test_each_change_reaches_exactly_the_stages_that_depend_on_it(tmp_path):
     plain = _ids(tmp_path, student__method="KD")
     assert plain.maps is None and _ids(tmp_path, student__method="KD", attribution__steps=5) == plain  # KD overlays no maps
     assert _ids(tmp_path, name="other", out_dir=str(tmp_path / "elsewhere"), report__examples=1) == base
+
+
+def test_a_term_that_reads_the_teachers_maps_makes_the_student_depend_on_them(tmp_path):
+    frozen = _ids(tmp_path, student__method="KD_EXPL_FROZEN")
+    assert frozen.maps == _ids(tmp_path).maps  # the same maps stage as KD_IG's
+    other_maps = _ids(tmp_path, student__method="KD_EXPL_FROZEN", attribution__source="gradcam", attribution__layer="features.3")
+    assert other_maps.maps != frozen.maps and other_maps.student != frozen.student
+    assert _ids(tmp_path, student__method="KD_EXPL").maps is None  # the online term reads no maps
+    frozen_cfg = validate_config(tiny_config_tree(tmp_path, method="KD_EXPL_FROZEN"))
+    assert names(stages_for("distill", frozen_cfg)) == ("teacher", "maps", "student")
+    assert names(stages_for("distill", validate_config(tiny_config_tree(tmp_path, method="KD_EXPL")))) == ("teacher", "student")
 
 
 def test_settings_added_later_keep_old_identities_at_their_default_and_count_when_set(tmp_path):

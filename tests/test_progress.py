@@ -34,7 +34,7 @@ def _fit_with(progress: StageProgress, tmp_path) -> None:
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
     labels = torch.arange(64) % 10
     model = build_model(TINY_STUDENT, 10)
-    loss = lambda net, x, y, _: WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(net(x), y))  # noqa: E731
+    loss = lambda net, batch: WeightedLoss([(CrossEntropyTerm(), 1.0)])(LossInputs(net(batch.inputs), batch.labels))  # noqa: E731
     fit(
         FitPlan(
             model,

@@ -42,8 +42,9 @@ def test_both_data_paths_make_the_same_batches_for_the_same_crop_and_flip(worker
     device_path, device_streams = _epoch(batch_maker(pool.images, pool.labels, 3, True, maps, overlay), batches)
     stream_path, stream_streams = _epoch(input_maker(cfg, pool, CPU, False, maps, overlay), batches)
     assert isinstance(input_maker(cfg, pool, CPU, False, maps, overlay), StreamingBatches)
-    for (x, y), (xs, ys) in zip(device_path, stream_path, strict=True):
-        assert torch.equal(x, xs) and torch.equal(y, ys)
+    for on_device, streamed in zip(device_path, stream_path, strict=True):  # inputs, labels, indices and the cropped maps
+        assert all(torch.equal(a, b) for a, b in zip(on_device, streamed, strict=True))
+        assert streamed.maps is not None and streamed.maps.shape == (8, 12, 12)
     for name in ("augment", "overlay", "order"):  # the streams end where the device path leaves them
         assert torch.equal(getattr(device_streams, name).get_state(), getattr(stream_streams, name).get_state())
     plain_device, _ = _epoch(batch_maker(pool.images, pool.labels, 3, True), batches)

@@ -4,6 +4,7 @@
     teacher = igkd.create_model("torchvision:resnet18", num_classes=10)
     maps = igkd.compute_attributions(teacher, images_uint8, labels, cache_dir="ig-cache")
     overlay, kd, at = igkd.IGOverlay(prob=0.1), igkd.KDLoss(temperature=2.5), igkd.ATLoss()
+    explain, cat = igkd.GradCAMLoss(), igkd.CATLoss()   # explanation matching (e²KD, CAT-KD)
     tap = igkd.FeatureTap(student, ["features.6"])
     ...
     results = igkd.distill("digits", ["student.method=KD_IG"])   # or the whole method in one call
@@ -30,6 +31,7 @@ from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.errors import IgkdError
 from igkd.losses import ATTerm, CrossEntropyTerm, KDTerm, LossInputs, LossTerm, WeightedLoss, at_loss, kd_loss
+from igkd.losses.cam import cat_loss, class_activation_maps, explanation_similarity_loss, grad_cam
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model
@@ -162,6 +164,57 @@ class ATLoss(nn.Module):
         return at_loss(list(student_features), list(teacher_features))
 
 
+class GradCAMLoss(nn.Module):
+    """e²KD's explanation loss (Parchami-Araghi et al., ECCV 2024): 1 - cosine similarity of the student's Grad-CAM and
+    the teacher's, per image, averaged; the student's map keeps its graph (double backward), so the loss trains it.
+
+    Online: pass the teacher's ``teacher_features`` and ``teacher_logits`` recorded with their graph
+    (``FeatureTap(teacher, [layer], keep_graph=True)`` under ``torch.enable_grad()``); ``targets`` default to the
+    teacher's predicted classes. Frozen: pass ``teacher_maps`` [B, H, W] (the teacher's precomputed maps, e.g.
+    ``compute_attributions(..., source="gradcam")``, transformed with their images) and the ``targets`` they explain.
+    Maps of different sizes are compared at the smaller one.
+    """
+
+    def forward(
+        self,
+        student_features: torch.Tensor,
+        student_logits: torch.Tensor,
+        teacher_features: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
+        teacher_maps: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if teacher_maps is None:
+            if teacher_features is None or teacher_logits is None:
+                raise IgkdError("GradCAMLoss needs teacher_features and teacher_logits (online) or teacher_maps (frozen)")
+            targets = teacher_logits.detach().argmax(dim=1) if targets is None else targets
+            teacher_maps = grad_cam(teacher_features, teacher_logits, targets).detach()
+        elif targets is None:
+            raise IgkdError("GradCAMLoss with teacher_maps needs the targets the maps explain (e.g. the labels)")
+        student_maps = grad_cam(student_features, student_logits, targets, create_graph=True)
+        return explanation_similarity_loss(student_maps, teacher_maps)
+
+
+class CATLoss(nn.Module):
+    """CAT-KD's class attention transfer (Guo et al., CVPR 2023): the class activation maps of every class (each
+    model's linear classifier weights [K, C] applied at every position of the features [B, C, h, w] it pools),
+    area-averaged to ``resolution`` x ``resolution``, L2-normalised per class, matched by mean squared difference."""
+
+    def __init__(self, resolution: int = 2) -> None:
+        super().__init__()
+        self.resolution = resolution
+
+    def forward(
+        self,
+        student_features: torch.Tensor,
+        student_classifier_weight: torch.Tensor,
+        teacher_features: torch.Tensor,
+        teacher_classifier_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        teacher_maps = class_activation_maps(teacher_features, teacher_classifier_weight).detach()
+        return cat_loss(class_activation_maps(student_features, student_classifier_weight), teacher_maps, self.resolution)
+
+
 class DistillationLoss(nn.Module):
     """igkd's training loss: (1 - alpha) * CE + alpha * KD (CE alone without teacher logits) + gamma * AT (with features)."""
 
@@ -207,6 +260,8 @@ def distill(config: str | Path = "digits", overrides: Iterable[str] = (), quiet:
 __all__ = [
     "load_images",
     "ATLoss",
+    "CATLoss",
+    "GradCAMLoss",
     "DistillationLoss",
     "IGOverlay",
     "KDLoss",

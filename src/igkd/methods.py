@@ -1,7 +1,7 @@
 """Methods: named presets of loss terms (:mod:`igkd.losses`) and whether the teacher's maps are overlaid on the input.
 
-The paper's eight methods are presets here, beside KD_EXPL (e²KD) and KD_CAT (CAT-KD); a config may instead declare
-its own mix (``student.terms`` with ``student.overlay``, named by ``student.method``). :func:`student_mix` answers,
+The paper's eight methods are presets here, beside KD_EXPL and KD_EXPL_FROZEN (e²KD) and KD_CAT (CAT-KD); a config
+may instead declare its own mix (``student.terms`` with ``student.overlay``, named by ``student.method``). :func:`student_mix` answers,
 for either, what a student trains with.
 """
 
@@ -54,6 +54,7 @@ for _preset in (
     Method("IG_AT", ("ce", "at"), overlay=True),
     Method("KD_IG_AT", ("ce", "kd", "at"), overlay=True),
     Method("KD_EXPL", ("ce", "kd", "gradcam")),  # e²KD: KD plus Grad-CAM matching
+    Method("KD_EXPL_FROZEN", ("ce", "kd", "gradcam_frozen")),  # e²KD with the teacher's maps precomputed
     Method("KD_CAT", ("ce", "kd", "cat")),  # KD plus CAT-KD's class activation transfer
 ):
     register_method(_preset)
@@ -94,5 +95,11 @@ def student_mix(student: StudentConfig) -> Mix:
 
 
 def overlays_maps(student: StudentConfig) -> bool:
-    """Whether the student trains on inputs overlaid with the teacher's maps (so its run needs them)."""
+    """Whether the student trains on inputs overlaid with the teacher's maps."""
     return student_mix(student).overlay
+
+
+def uses_maps(student: StudentConfig) -> bool:
+    """Whether the student's run needs the teacher's maps: it overlays them, or a term reads them."""
+    mix = student_mix(student)
+    return mix.overlay or "teacher_maps" in mix.needs

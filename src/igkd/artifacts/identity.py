@@ -25,7 +25,7 @@ from igkd.attribution.cache import map_params
 from igkd.config import CATConfig, ExplainConfig, RunConfig
 from igkd.data.sources import expand_path
 from igkd.errors import IgkdError
-from igkd.methods import overlays_maps
+from igkd.methods import uses_maps
 
 FORMAT_VERSION = 1
 # Where the data lives is not what it is (its content is hashed instead), and how it is loaded changes no batch.
@@ -89,12 +89,12 @@ def stage_identities(cfg: RunConfig, data_content: str) -> StageIdentities:
     teacher = hash_jsonable(
         {"format": FORMAT_VERSION, "stage": "teacher", "data": data, "settings": teacher_settings, "imported_checkpoint": imported}
     )
-    uses_maps = overlays_maps(cfg.student)
+    needs_maps = uses_maps(cfg.student)
     maps = (
         hash_jsonable(
             {"format": FORMAT_VERSION, "stage": "maps", "data": data, "teacher": teacher, "settings": map_params(cfg.attribution)}
         )
-        if uses_maps
+        if needs_maps
         else None
     )
     student = hash_jsonable(
@@ -119,6 +119,6 @@ def stage_finished(summary: Path, identity: str) -> bool:
 def student_run_id(cfg: RunConfig, student_identity: str) -> str:
     """A student's folder name under ``students/``: method, map control, architecture, seed and its identity."""
     arch = cfg.student.arch.replace(":", "_").replace("=", "")
-    uses_maps = overlays_maps(cfg.student)
-    control = "" if cfg.student.ig.maps == "aligned" or not uses_maps else f"-{cfg.student.ig.maps}"
+    needs_maps = uses_maps(cfg.student)
+    control = "" if cfg.student.ig.maps == "aligned" or not needs_maps else f"-{cfg.student.ig.maps}"
     return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}-{student_identity[:8]}"

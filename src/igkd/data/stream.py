@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from igkd.attribution.cache import MappedMaps
 from igkd.data.augment import apply_crop_flip, crop_flip_params
+from igkd.data.batch import Batch
 from igkd.runtime.device import RandomStreams
 
 Augment = Literal["crop_flip", "resized_crop_flip"]
@@ -119,8 +120,9 @@ class StreamingBatches:
     """A ``make_inputs`` for :func:`igkd.training.loop.fit` on the streaming path.
 
     ``fit`` hands over each epoch's batches first (:meth:`start_epoch`); a DataLoader then prefetches them in
-    ``workers`` processes while the model trains, and each call returns the next batch, overlaid with its
-    maps (``overlay``: a function of images, maps and the overlay generator) in the main process.
+    ``workers`` processes while the model trains, and each call returns the next :class:`Batch`, with its maps
+    when the pool has them, overlaid (``overlay``: a function of images, maps and the overlay generator) in the main
+    process.
     """
 
     def __init__(
@@ -161,7 +163,7 @@ class StreamingBatches:
         )
         self._batches = iter(loader)
 
-    def __call__(self, indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, indices: torch.Tensor, streams: RandomStreams) -> Batch:
         if self._batches is None:  # not planned by fit (a benchmark, a single step): plan this batch alone
             self.start_epoch([indices], streams)
         stacked, labels = next(self._batches)  # type: ignore[arg-type]
@@ -171,7 +173,7 @@ class StreamingBatches:
         if not self._expected:
             self._batches = None
         stacked = stacked.to(self.device, non_blocking=True)
-        images = stacked[:, :3]
-        if self.overlay is not None and stacked.shape[1] == 4:
-            images = self.overlay(images, stacked[:, 3], streams.overlay)
-        return images.contiguous(memory_format=self.layout), labels.to(self.device, non_blocking=True)
+        images, maps = stacked[:, :3], (stacked[:, 3] if self.pool.maps is not None else None)
+        if self.overlay is not None and maps is not None:
+            images = self.overlay(images, maps, streams.overlay)
+        return Batch(images.contiguous(memory_format=self.layout), labels.to(self.device, non_blocking=True), indices, maps)

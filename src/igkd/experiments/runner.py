@@ -31,7 +31,7 @@ from igkd.errors import IgkdError, IgkdErrors
 from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
 from igkd.experiments.grid import Experiment, load_experiment
 from igkd.experiments.plan import Job, PlanOptions, resolve_options
-from igkd.methods import overlays_maps
+from igkd.methods import uses_maps
 from igkd.models.checkpoint import load_checkpoint
 from igkd.runtime import budget
 from igkd.runtime.progress import StageProgress
@@ -145,7 +145,7 @@ class ExperimentRunner:
         _ = pipeline.teacher
         if self.base.robustness.enabled:
             pipeline.teacher_robustness()
-        if any(overlays_maps(job.cfg.student) for job in jobs):
+        if any(uses_maps(job.cfg.student) for job in jobs):
             pipeline.attribute(rebuild_invalid=False)
 
     def write_plan(self, experiment: str | Experiment, jobs: list[Job], options: PlanOptions) -> Path:

@@ -4,13 +4,17 @@
   Distillation", ECCV 2024, arXiv 2402.03119): 1 - cosine similarity of the student's and the teacher's Grad-CAM for
   the teacher's predicted class, the teacher's computed online on the student's very input. The paper adds it to KD
   with a weight λ that it tunes per setting; igkd's default ``student.explain.weight`` is 1.
+- ``gradcam_frozen``: e²KD's "frozen explanations" variant: the teacher's maps are computed once, before training
+  (``attribution.source: gradcam`` at ``attribution.layer`` gives e²KD's; any other source works too), cropped and
+  flipped with their images, and the student's Grad-CAM for the image's label is matched to them. The teacher does not
+  run during training for this term.
 - ``cat``: CAT-KD (Guo, Zhang, Zhang, Lan, "Class Attention Transfer Based Knowledge Distillation", CVPR 2023): the
   class activation maps of every class, area-averaged to 2 x 2 (its CAM resolution for CIFAR) and L2-normalised per
   class, matched by mean squared difference. igkd's default ``student.cat.weight`` is 1 (the paper scales its loss per
   dataset; tune it).
 
-Both read each model's last feature map by default (the family's ``explanation_layer``), or the module paths of
-``student.explain.layers`` / ``student.cat.layers``.
+They read each model's last feature map by default (the family's ``explanation_layer``), or the module paths of
+``student.explain.layers`` / ``student.cat.layers`` (``gradcam_frozen`` reads the student's of the pair).
 """
 
 from __future__ import annotations
@@ -69,6 +73,30 @@ class GradCAMTerm(LossTerm):
         teacher_map = grad_cam(inputs.teacher_features[teacher_path], graph, targets).detach()
         student_map = grad_cam(inputs.student_features[student_path], inputs.student_logits, targets, create_graph=True)
         return explanation_similarity_loss(student_map, teacher_map)
+
+
+@register_term("gradcam_frozen", needs={"features", "teacher_maps"})
+class FrozenGradCAMTerm(LossTerm):
+    """e²KD with frozen explanations: 1 - cos(student Grad-CAM for the label, the teacher's precomputed map of the
+    image, as cropped and flipped with it, area-averaged to the student's layer); one more backward, no teacher pass."""
+
+    @classmethod
+    def default_weight(cls, student: StudentConfig) -> float:
+        return student.explain.weight
+
+    def bind(self, cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> None:
+        if cfg.attribution.target != "label":
+            raise IgkdError(
+                f"the gradcam_frozen term matches the student's Grad-CAM for each image's label, but the teacher's maps are "
+                f"built for its {cfg.attribution.target}: set attribution.target=label"
+            )
+        self.student_layers = [explanation_layers(cfg.student.explain.layers, cfg, teacher, student, "student.explain.layers")[1]]
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        assert inputs.teacher_maps is not None, "the gradcam_frozen term needs the teacher's maps of the batch"
+        features = inputs.student_features[self.student_layers[0]]
+        student_map = grad_cam(features, inputs.student_logits, inputs.labels, create_graph=True)
+        return explanation_similarity_loss(student_map, inputs.teacher_maps)
 
 
 @register_term("cat", needs={"features"})

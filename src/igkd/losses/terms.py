@@ -26,16 +26,17 @@ if TYPE_CHECKING:
     from igkd.config import RunConfig, StudentConfig
     from igkd.models.base import NormalizedModel
 
-Need = Literal["teacher_logits", "features", "teacher_gradients"]
-NEEDS: tuple[Need, ...] = ("teacher_logits", "features", "teacher_gradients")
+Need = Literal["teacher_logits", "features", "teacher_gradients", "teacher_maps"]
+NEEDS: tuple[Need, ...] = ("teacher_logits", "features", "teacher_gradients", "teacher_maps")
 
 
 @dataclass
 class LossInputs:
     """What one training step offers the terms: the student's logits and the labels, and what the mix needs of the
     teacher: its logits on the same input (detached), the outputs of the layers the terms read (by module path; the
-    student's in the graph), and with ``teacher_gradients`` the teacher's logits as computed from its recorded layers,
-    so that gradients with respect to those layers can be taken (its Grad-CAM)."""
+    student's in the graph), with ``teacher_gradients`` the teacher's logits as computed from its recorded layers,
+    so that gradients with respect to those layers can be taken (its Grad-CAM), and with ``teacher_maps`` its
+    precomputed maps of the batch's images [B, H, W], cropped and flipped with them (``attribution.source``)."""
 
     student_logits: torch.Tensor
     labels: torch.Tensor
@@ -43,22 +44,30 @@ class LossInputs:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_graph_logits: torch.Tensor | None = None
+    teacher_maps: torch.Tensor | None = None
 
 
 class LossTerm(nn.Module):
     """One registered loss term; ``name`` (its registry key and log key) and ``needs`` are set by :func:`register_term`.
 
     A term that reads layers sets ``layer_pairs`` ((teacher path, student path), the student's layer hooked before the
-    model is wrapped) in :meth:`bind`, once the models exist.
+    model is wrapped), or ``student_layers`` for layers of the student alone, in :meth:`bind`, once the models exist.
     """
 
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[Need]] = frozenset()
     layer_pairs: list[tuple[str, str]]
+    student_layers: list[str]
 
     def __init__(self) -> None:
         super().__init__()
         self.layer_pairs = []
+        self.student_layers = []
+
+    @property
+    def student_paths(self) -> list[str]:
+        """Every layer of the student the term reads."""
+        return [*(s for _, s in self.layer_pairs), *self.student_layers]
 
     def bind(self, cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> None:
         """Resolve what depends on the models (layer paths, a head's weights); a one-line error when they do not fit."""

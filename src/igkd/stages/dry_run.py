@@ -22,7 +22,7 @@ from igkd.attribution import AttributionCache, attribution_key, compute_ig_maps
 from igkd.config import RunConfig, TrainConfig
 from igkd.data.prepare import PreparedData
 from igkd.evaluation.modelstats import count_macs, count_params
-from igkd.methods import overlays_maps
+from igkd.methods import uses_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model, parse_arch
 from igkd.runtime.device import RandomStreams, auto_settings, use_channels_last
@@ -248,8 +248,8 @@ class DryRun:
     def _student(self, teacher: dict[str, Any], identity: str, status: StageStatus | None = None) -> dict[str, Any]:
         cfg, data, device = self.cfg, self.pipeline.data, self.pipeline.device
         status = status or STUDENT.status(self.pipeline)
-        uses_maps = overlays_maps(cfg.student)
-        maps = torch.zeros(len(data.pool), *data.pool.image_size) if uses_maps else None  # same cost as the real maps
+        needs_maps = uses_maps(cfg.student)
+        maps = torch.zeros(len(data.pool), *data.pool.image_size) if needs_maps else None  # same cost as the real maps
         timing_cfg = cfg.model_copy(
             update={"student": cfg.student.model_copy(update={"kd": cfg.student.kd.model_copy(update={"teacher_logits": "online"})})}
         )  # cached logits would be written to the cache: time online ones instead

@@ -30,7 +30,7 @@ from igkd.evaluation.evaluate import evaluate_model
 from igkd.evaluation.modelstats import count_macs, count_params, file_size, measure_latency
 from igkd.evaluation.report import comparison_rows, save_overlay_figure, write_report
 from igkd.evaluation.robustness import ensure_robustness
-from igkd.methods import overlays_maps
+from igkd.methods import uses_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.runtime import distributed
 from igkd.runtime.device import seed_everything
@@ -267,8 +267,8 @@ class Pipeline:
         if summary_status(self.student_dir, identity).done:
             self.console.print(f"student: reusing {self.student_dir}")
             return json.loads(summary_file.read_text())
-        uses_ig = overlays_maps(self.cfg.student)
-        maps = self.maps if uses_ig else None
+        needs_maps = uses_maps(self.cfg.student)
+        maps = self.maps if needs_maps else None
         teacher = self.teacher
         self.console.print(
             f"student: {self.cfg.student.method} -> {self.cfg.student.arch} for {self.cfg.student.train.epochs} epochs on {self.device}"

@@ -28,7 +28,7 @@ from igkd.artifacts.identity import StageIdentities, stage_finished
 from igkd.artifacts.layout import ANALYSIS, STATE, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model
 from igkd.config import RunConfig, TrainConfig
 from igkd.evaluation.robustness import RECORD, robustness_current
-from igkd.methods import overlays_maps
+from igkd.methods import uses_maps
 
 if TYPE_CHECKING:
     from igkd.stages.dry_run import DryRun
@@ -138,9 +138,9 @@ STAGES = tuple(stage.name for stage in PLAN)
 
 def stages_for(command: str, cfg: RunConfig) -> tuple[Stage, ...]:
     """The stages a command runs: teacher; attribute = teacher + maps; distill, run and experiment = all it needs."""
-    uses_maps = overlays_maps(cfg.student)
+    needs_maps = uses_maps(cfg.student)
     chosen = {"teacher": ("teacher",), "attribute": ("teacher", "maps")}.get(
-        command, ("teacher", "maps", "student") if uses_maps else ("teacher", "student")
+        command, ("teacher", "maps", "student") if needs_maps else ("teacher", "student")
     )
     return tuple(stage for stage in PLAN if stage.name in chosen)
 

@@ -11,11 +11,12 @@ from torch import nn
 from igkd.artifacts.layout import MODEL
 from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
+from igkd.data.batch import Batch
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
 from igkd.losses import LossInputs, WeightedLoss, weighted_loss
-from igkd.methods import overlays_maps, student_mix
+from igkd.methods import overlays_maps, student_mix, uses_maps
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from igkd.models.features import FeatureTap
@@ -42,18 +43,27 @@ def make_distill_loss(
     student_tap: FeatureTap | None = None,
 ) -> LossFn:
     """The per-step loss: what its terms need of the teacher, on exactly the student's input: its logits (online, or
-    cached by dataset index), the layers the terms read (``layer_pairs``, bound to the models) and, for Grad-CAM,
-    gradients through its recorded layers.
+    cached by dataset index), the layers the terms read (``layer_pairs``, bound to the models), for Grad-CAM
+    gradients through its recorded layers, and its precomputed maps as the batch carries them (``teacher_maps``).
 
     ``student_tap`` records the student's layers (hooks registered before the student is wrapped for DDP or compiled);
     the teacher's are recorded for the one pass.
     """
     teacher_paths = list(dict.fromkeys(t for term in loss.terms for t, _ in term.layer_pairs))  # type: ignore[union-attr]
-    needs_logits, needs_graph = "teacher_logits" in loss.needs, "teacher_gradients" in loss.needs
+    needs_logits, needs_graph, needs_maps = (
+        "teacher_logits" in loss.needs,
+        "teacher_gradients" in loss.needs,
+        "teacher_maps" in loss.needs,
+    )
 
-    def loss_fn(student: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor):
+    def loss_fn(student: nn.Module, batch: Batch):
+        x = batch.inputs
         logits = student(x)
-        inputs = LossInputs(logits, y, student_features=student_tap.take_by_path() if student_tap is not None else {})
+        inputs = LossInputs(logits, batch.labels, student_features=student_tap.take_by_path() if student_tap is not None else {})
+        if needs_maps:
+            if batch.maps is None:
+                raise IgkdError("a loss term reads the teacher's maps, but the batch carries none; build them with 'igkd attribute'")
+            inputs.teacher_maps = batch.maps
         online_logits = None
         if teacher_paths:
             with torch.enable_grad() if needs_graph else torch.no_grad(), FeatureTap(teacher, teacher_paths, needs_graph) as tap:
@@ -65,7 +75,7 @@ def make_distill_loss(
             with torch.no_grad():
                 online_logits = teacher(x)
         if needs_logits:
-            inputs.teacher_logits = cached_logits[indices] if cached_logits is not None else online_logits
+            inputs.teacher_logits = cached_logits[batch.indices] if cached_logits is not None else online_logits
         return loss(inputs)
 
     return loss_fn
@@ -104,13 +114,14 @@ class DistillationRun:
 def distillation_run(
     cfg: RunConfig, data: PreparedData, teacher: LoadedModel, maps: torch.Tensor | MappedMaps | None, device: torch.device
 ) -> DistillationRun:
-    """The configured student (seeded), its seed's training subset, batch inputs (with the overlay) and loss, on ``device``."""
-    use_ig = overlays_maps(cfg.student)
-    if use_ig and maps is None:
-        raise IgkdError(f"method {cfg.student.method} overlays IG maps but none were given; run 'igkd attribute' first")
-    if use_ig and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
+    """The configured student (seeded), its seed's training subset, batch inputs (with the maps, and their overlay)
+    and loss, on ``device``."""
+    use_maps, overlay = uses_maps(cfg.student), overlays_maps(cfg.student)
+    if use_maps and maps is None:
+        raise IgkdError(f"method {cfg.student.method} uses the teacher's maps but none were given; run 'igkd attribute' first")
+    if use_maps and maps is not None and tuple(maps.shape) != (len(data.pool), *data.pool.image_size):
         raise IgkdError(
-            f"IG maps have shape {tuple(maps.shape)} but the training pool is "
+            f"the teacher's maps have shape {tuple(maps.shape)} but the training pool is "
             f"{(len(data.pool), *data.pool.image_size)}; rebuild them with 'igkd attribute'"
         )
     student = new_student(cfg, data, teacher).to(device)
@@ -134,10 +145,10 @@ def distillation_run(
         ).to(device)
     for term in loss.terms:  # layer paths and heads, from the models the loss runs
         term.bind(cfg, online_teacher, student)  # type: ignore[operator]
-    student_paths = list(dict.fromkeys(s for term in loss.terms for _, s in term.layer_pairs))  # type: ignore[union-attr]
+    student_paths = list(dict.fromkeys(s for term in loss.terms for s in term.student_paths))  # type: ignore[union-attr]
     student_tap = FeatureTap(student, student_paths) if student_paths else None
-    overlaid = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_ig and maps is not None else None
-    make_inputs = input_maker(cfg.data, data.pool, device, channels_last, overlaid, cfg.student.ig if use_ig else None)
+    batch_maps = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_maps and maps is not None else None
+    make_inputs = input_maker(cfg.data, data.pool, device, channels_last, batch_maps, cfg.student.ig if overlay else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
     return DistillationRun(student, train_idx, make_inputs, make_distill_loss(loss, online_teacher, cached, student_tap))  # type: ignore[arg-type]
 

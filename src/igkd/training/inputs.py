@@ -1,5 +1,6 @@
 """Batch construction: on the device (gather, crop/flip with maps moving with their images, IG overlay) or on the
-streaming path (:mod:`igkd.data.stream`); :func:`input_maker` picks the one ``data.loader`` asks for."""
+streaming path (:mod:`igkd.data.stream`); :func:`input_maker` picks the one ``data.loader`` asks for. A batch built
+with maps carries them, cropped and flipped as its images, for the loss terms that read them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from igkd.attribution.cache import MappedMaps
 from igkd.config import OverlayConfig
 from igkd.data.augment import random_crop_flip
+from igkd.data.batch import Batch
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig
 from igkd.data.stream import AugmentedPool, StreamingBatches
@@ -31,22 +33,23 @@ def batch_maker(
 ) -> MakeInputs:
     """A ``make_inputs`` for :func:`fit`: uint8 images (and their maps) indexed by dataset index.
 
-    Crops and flips draw from ``streams.augment`` the same numbers with or without maps, and the overlay draws
-    from ``streams.overlay`` alone, so a run with IG sees the same crops and flips as one without. Batches come
-    in the models' memory format (``channels_last``), so the training step passes them on as they are.
+    Maps are cropped and flipped with their images and carried in the batch; with ``overlay`` they are also blended
+    into the images. Crops and flips draw from ``streams.augment`` the same numbers with or without maps, and the
+    overlay draws from ``streams.overlay`` alone, so a run with IG sees the same crops and flips as one without.
+    Batches come in the models' memory format (``channels_last``), so the training step passes them on as they are.
     """
     layout = torch.channels_last if channels_last else torch.contiguous_format
 
-    def make(indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, torch.Tensor]:
-        if maps is None or overlay is None:  # crop and flip the bytes, then one pass to float in the models' layout
+    def make(indices: torch.Tensor, streams: RandomStreams) -> Batch:
+        if maps is None:  # crop and flip the bytes, then one pass to float in the models' layout
             cropped = random_crop_flip(images[indices], padding, flip, streams.augment)
-            return cropped.to(torch.float32, memory_format=layout).div_(255), labels[indices]
+            return Batch(cropped.to(torch.float32, memory_format=layout).div_(255), labels[indices], indices)
         stacked = torch.cat([images[indices].float().div_(255), maps[indices].float().unsqueeze(1)], dim=1)
         stacked = random_crop_flip(stacked, padding, flip, streams.augment)
-        blended = overlay_maps(
-            stacked[:, :3], stacked[:, 3], overlay.prob, overlay.blend, (overlay.power_min, overlay.power_max), streams.overlay
-        )
-        return blended.contiguous(memory_format=layout), labels[indices]
+        inputs, batch_maps = stacked[:, :3], stacked[:, 3]
+        if overlay is not None:
+            inputs = overlay_maps(inputs, batch_maps, overlay.prob, overlay.blend, (overlay.power_min, overlay.power_max), streams.overlay)
+        return Batch(inputs.contiguous(memory_format=layout), labels[indices], indices, batch_maps)
 
     return make
 
@@ -66,7 +69,8 @@ def input_maker(
     maps: torch.Tensor | MappedMaps | None = None,
     overlay: OverlayConfig | None = None,
 ) -> MakeInputs:
-    """The training batches of ``pool`` (and the overlay of its ``maps``, pool order) on the configured data path."""
+    """The training batches of ``pool`` on the configured data path, with its ``maps`` (pool order) moving with their
+    images, and blended into them with ``overlay``."""
     if data_path(cfg, pool) == "memory":
         device_maps = maps[:] if isinstance(maps, MappedMaps) else maps
         return batch_maker(
@@ -74,7 +78,7 @@ def input_maker(
             pool.labels.to(device),
             cfg.crop_padding,
             cfg.flip,
-            None if device_maps is None or overlay is None else device_maps.to(device),
+            None if device_maps is None else device_maps.to(device),
             overlay,
             channels_last,
         )
@@ -83,10 +87,9 @@ def input_maker(
         assert overlay is not None
         return overlay_maps(images, batch_maps, overlay.prob, overlay.blend, (overlay.power_min, overlay.power_max), generator)
 
-    with_maps = maps is not None and overlay is not None
-    dataset = AugmentedPool(pool.images, pool.labels, maps if with_maps else None, cfg.augment, cfg.crop_padding)
+    dataset = AugmentedPool(pool.images, pool.labels, maps, cfg.augment, cfg.crop_padding)
     return StreamingBatches(
-        dataset, pool.image_size, cfg.flip, cfg.crop_scale, cfg.crop_ratio, device, channels_last, cfg.workers, blend if with_maps else None
+        dataset, pool.image_size, cfg.flip, cfg.crop_scale, cfg.crop_ratio, device, channels_last, cfg.workers, blend if overlay else None
     )
 
 

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from igkd.artifacts.atomic import atomic_torch_save, atomic_write_text, ensure_dir
 from igkd.artifacts.layout import METRICS, METRICS_CSV, STATE
 from igkd.config import TrainConfig
+from igkd.data.batch import Batch
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.runtime import budget, distributed
@@ -41,8 +42,8 @@ from igkd.runtime.device import (
 from igkd.runtime.distributed import DistContext
 from igkd.runtime.progress import StageProgress
 
-MakeInputs = Callable[[torch.Tensor, RandomStreams], tuple[torch.Tensor, torch.Tensor]]
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+MakeInputs = Callable[[torch.Tensor, RandomStreams], Batch]
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 OnBest = Callable[[nn.Module, dict[str, float]], None]
 Progress = Callable[[int, int, dict[str, float]], None]
 StartEpoch = Callable[[list[torch.Tensor], RandomStreams], None]
@@ -189,9 +190,9 @@ def make_train_step(
     train_model = torch.compile(train_model) if cfg.compile else train_model  # type: ignore[assignment]
 
     def step(indices: torch.Tensor, streams: RandomStreams) -> dict[str, torch.Tensor]:
-        inputs, labels = make_inputs(indices, streams)
+        batch = make_inputs(indices, streams)
         if channels_last:  # a no-op for batch_maker's batches, which come in this layout already
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+            batch = batch._replace(inputs=batch.inputs.contiguous(memory_format=torch.channels_last))
         global_step = schedule.last_epoch
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, torch.Tensor] = {}
@@ -207,7 +208,7 @@ def make_train_step(
                 defer_sync = ddp is not None and local < chunks_per_rank - 1
                 with ddp.no_sync() if defer_sync else contextlib.nullcontext():  # type: ignore[union-attr]
                     with autocast(device, dtype):
-                        loss, parts = loss_fn(train_model, inputs[part], labels[part], indices[part])
+                        loss, parts = loss_fn(train_model, batch.rows(part))
                     (loss / chunks_per_rank).backward()
                 for key, value in {"loss": loss, **parts}.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float() / total_chunks
@@ -227,10 +228,10 @@ class FitPlan:
     """Everything one training run needs: what :func:`fit` trains, on what, and where it saves.
 
     ``train_indices`` are dataset indices (on ``device``); each epoch visits them in a fresh random order drawn
-    from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the augmented inputs and labels of
-    one batch, drawing only from ``streams.augment`` and ``streams.overlay``; ``start_epoch(batches, streams)``, when
+    from the seed's ``order`` stream. ``make_inputs(indices, streams)`` returns the :class:`Batch` of
+    those indices, drawing only from ``streams.augment`` and ``streams.overlay``; ``start_epoch(batches, streams)``, when
     given (the streaming path: :func:`igkd.training.inputs.epoch_start`), is handed each epoch's batches first, to
-    load them ahead. ``loss_fn(model, inputs, labels, indices)`` returns the loss and its parts. If
+    load them ahead. ``loss_fn(model, batch)`` returns the loss and its parts. If
     ``run_dir/``:data:`igkd.artifacts.layout.STATE` holds a state saved under the same ``resume_key`` (the caller's stage
     identity), training continues from it. ``on_best`` is called with the model whenever validation improves,
     ``progress`` after every epoch, ``step_progress`` (a live bar or bounded plain lines, with the ETA) after every

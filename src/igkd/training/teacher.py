@@ -9,6 +9,7 @@ from torch import nn
 
 from igkd.artifacts.layout import MODEL
 from igkd.config import RunConfig
+from igkd.data.batch import Batch
 from igkd.data.imageset import size_record
 from igkd.data.prepare import PreparedData
 from igkd.errors import IgkdError
@@ -43,8 +44,8 @@ def teacher_loss(cfg: RunConfig) -> LossFn:
     """The teacher's per-step loss: cross-entropy (with the configured label smoothing)."""
     loss = WeightedLoss([(CrossEntropyTerm(cfg.teacher.train.label_smoothing), 1.0)])
 
-    def loss_fn(net: nn.Module, x: torch.Tensor, y: torch.Tensor, _: torch.Tensor):
-        return loss(LossInputs(net(x), y))
+    def loss_fn(net: nn.Module, batch: Batch):
+        return loss(LossInputs(net(batch.inputs), batch.labels))
 
     return loss_fn
 
