@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Land the campaign's progress in this folder: Tiny ImageNet transfer of the teacher and every finished student, the
 # report of every finished run, the models (teacher, and the best-on-validation student of each arm) with their
-# SHA-256, and their params, MACs and CPU latency side by side (latency.json: truncation against width at similar
-# size). Run it with the campaign stopped or paused (the latency needs the CPU to itself); it reads the campaign's run
-# folder and writes only here.
+# SHA-256; then, once those are committed, their params, MACs and CPU latency side by side (latency.json: truncation
+# against width at similar size), so that its provenance names a clean commit. Run it with the campaign stopped or
+# paused (the latency needs the CPU to itself); it reads the campaign's run folder and writes only here.
 #
-#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh
+#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh   # then commit
+#   bash land.sh bench                                                                             # then commit
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+if [[ ${1:-} == bench ]]; then
+  cd "$here"  # paths in latency.json relative to this folder
+  mapfile -t students < <(python3 -c 'import json,sys; print("\n".join("models/" + m["file"] for m in json.load(open(sys.argv[1])) if m["file"] != "teacher.pt"))' models/manifest.json)
+  python3 -m igkd bench models/teacher.pt "${students[@]}" --backend torch-cpu --backend onnxruntime-cpu --repeats 50 -o latency.json
+  exit 0
+fi
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding the shared data}"
 teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint the campaign uses}
 out=${IGKD_CAMPAIGN_DIR:-$HOME/igkd-campaign}
-here=$(cd "$(dirname "$0")" && pwd)
 run_dir="$out/cifar10-jpeg-cpu"
 config=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
 python3 -m igkd transfer "${config[@]}"
@@ -48,8 +55,5 @@ for name, (source, record) in chosen.items():
                      "seed": record.get("seed"), "command": record["command"], "git_commit": record["git_commit"],
                      "run": source.parent.name})
 (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-print(f"land: {len(manifest)} models in {models}")
+print(f"land: {len(manifest)} models in {models}; commit them, then run 'bash land.sh bench' for latency.json")
 PY
-mapfile -t students < <(python3 -c 'import json,sys; print("\n".join(m["file"] for m in json.load(open(sys.argv[1])) if m["file"] != "teacher.pt"))' "$here/models/manifest.json")
-python3 -m igkd bench "$here/models/teacher.pt" "${students[@]/#/$here/models/}" --backend torch-cpu --backend onnxruntime-cpu \
-  --repeats 50 -o "$here/latency.json"
