@@ -31,7 +31,7 @@ def _sets(overrides: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
-    result = igkd("run", *_sets(tiny_overrides(tmp)))
+    result = igkd("run", *_sets([*tiny_overrides(tmp), "report.note=Tiny digits show that it runs."]))
     assert result.returncode == 0, result.stderr
     return tmp, result
 
@@ -42,6 +42,7 @@ def test_main_job_runs_end_to_end_and_writes_report_and_results(finished_run):
     assert "teacher vs student" in result.stdout and "test accuracy" in result.stdout
     report = (run_dir / "report.md").read_text()
     assert "| params |" in report and "![IG overlays](figures/ig_overlays.png)" in report
+    assert report.splitlines()[4] == "Tiny digits show that it runs."  # the config's note, under the data line
     assert (run_dir / "figures" / "ig_overlays.png").stat().st_size > 1000
     results = json.loads((run_dir / "results.json").read_text())
     student = results["student"]

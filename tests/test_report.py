@@ -174,3 +174,12 @@ def test_the_planned_family_asks_whether_explanation_matching_adds_to_kd():
         ("KD_CAT", "KD"),
     ]
     assert planned_pairs(["Student", "KD", "KD_CAT"]) == [("KD", "Student"), ("KD_CAT", "KD")]
+
+
+def test_the_report_says_what_its_data_can_and_cannot_show(tmp_path):
+    cfg, options = _config(tmp_path), PlanOptions(seeds=(0,), methods=("Student",), controls=())
+    ExperimentRunner(cfg, Console(quiet=True)).write_plan("ablation", plan_jobs("ablation", cfg, options, DATA), options)
+    assert "cannot show" not in build_report(_config(tmp_path, "report.note=null"), Console(quiet=True)).read_text()
+    noted = build_report(_config(tmp_path, "report.note=These toy images cannot show X."), Console(quiet=True)).read_text()
+    assert noted.splitlines()[4] == "These toy images cannot show X."  # under the data line
+    assert "What digits can and cannot show" in (load_config("digits").report.note or "")

@@ -234,12 +234,14 @@ class AttributionConfig(IGParams):
 
 
 class ReportConfig(_Strict):
-    """What the report shows: example images, latency repeats, IG-agreement sample size, the data's name."""
+    """What the report shows: example images, latency repeats, IG-agreement sample size, the data's name, and what the
+    data can and cannot show (``note``, under the data line)."""
 
     examples: int = Field(6, ge=0, le=32)
     latency_repeats: int = Field(30, ge=3)
     agreement_images: int = Field(256, ge=0)
     data_label: str | None = None
+    note: str | None = Field(None, description="what results on these data can and cannot show; the reports print it under the data line")
     tensorboard: bool = Field(False, description="also write per-epoch metrics and a few IG overlays as TensorBoard event files")
 
 

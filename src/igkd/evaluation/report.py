@@ -95,6 +95,7 @@ def write_report(
         f"Data: **{notes['data']}**. Student method: **{student['method']}**, "
         f"architecture `{student['arch']}`; teacher `{teacher['arch']}`.",
         "",
+        *([notes["note"], ""] if notes.get("note") else []),
         "| metric | teacher | student | student vs teacher |",
         "|---|---|---|---|",
     ]

@@ -572,6 +572,8 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         f"Data: **{label}**. Every number below was measured by the runs in `runs/`; each run's JSON records its "
         "command, git commit, device, library versions, seed and full config."
     )
+    if cfg.report.note:
+        doc.paragraph(cfg.report.note)
     summary: dict[str, Any] = {"data": label, "run_dir": str(run_dir)}
     if teacher:
         doc.heading("Teacher", 2)

@@ -352,7 +352,8 @@ class Pipeline:
             reference = self.teacher_robustness()
             for summary, record in ((teacher, reference), (student, self.student_robustness(Path(student["checkpoint"]), reference))):
                 summary["robustness"] = {k: record[k] for k in ("mean_corruption_accuracy", "relative_drop", "mce")}
-        notes: dict[str, Any] = {"data": self.data_label(), "provenance": provenance(self.device, self.cfg.seed)}
+        notes: dict[str, Any] = {"data": self.data_label(), "note": self.cfg.report.note}
+        notes["provenance"] = provenance(self.device, self.cfg.seed)
         figure = None
         if self.cfg.report.examples:
             maps = self.maps
