@@ -71,7 +71,7 @@ def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None)
             "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9},
             "config": job.cfg.model_dump(mode="json"),
             "git_commit": "abc",
-            "environment": {"device": "cpu"},
+            "environment": {"device": "cpu", "cpu": "AMD EPYC (family 25, model 17)"},
         },
     )
     if robustness:
@@ -130,6 +130,7 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
     assert counts == {"Student": 3, "KD": 3, "KD_IG": 3, "KD_IG-shuffled": 2, "Student @ width=0.25": 2}
     assert summary["ablation"]["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]))
     assert "13 of 14 planned runs finished (seeds 0, 1, 2" in markdown
+    assert "git commits `abc`, devices cpu (AMD EPYC (family 25, model 17))." in markdown
     assert "Status: still to finish: `KD_IG-shuffled-" in markdown and "(not started)" in markdown
 
 

@@ -550,6 +550,14 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
     return text + (f" Status: still to finish: {', '.join(waiting)}." if waiting else " Status: every planned run has finished.")
 
 
+def _device_name(environment: dict[str, Any]) -> str:
+    """A run's device as its provenance names it: the GPU, or the CPU with its model."""
+    if environment.get("gpu"):
+        return str(environment["gpu"])
+    device = str(environment.get("device"))
+    return f"{device} ({environment['cpu']})" if device == "cpu" and environment.get("cpu") else device
+
+
 def build_report(cfg: RunConfig, console: Console) -> Path:
     """Render the report of every experiment planned in ``cfg.run_dir``; returns the Markdown file."""
     run_dir = cfg.run_dir
@@ -613,9 +621,7 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
     _ig_figure(doc, cfg, runs, plans, figures)
     jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
     commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
-    devices = sorted(
-        {str(r["final"].get("environment", {}).get("gpu", r["final"].get("environment", {}).get("device"))) for r in runs.values()}
-    )
+    devices = sorted({_device_name(r["final"].get("environment", {})) for r in runs.values()})
     prov = provenance(resolve_device(cfg.device), cfg.seed)
     doc.heading("Provenance", 2)
     doc.paragraph(
