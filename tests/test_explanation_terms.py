@@ -51,22 +51,29 @@ def test_the_gradcam_term_is_grad_cam_by_hand_and_trains_the_student(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("student", "method", "setting", "term"),
+    ("student", "method", "settings", "term"),
     [
         # Grad-CAM is differentiated twice: mobilenet_v3's hardsigmoid has no second derivative in PyTorch, v2's ReLU6 has
-        ("torchvision:mobilenet_v2", "KD_EXPL", "student.explain.layers=[layer3, features.14]", "gradcam"),
+        ("torchvision:mobilenet_v2", "KD_EXPL", ["student.explain.layers=[layer3, features.14]"], "gradcam"),
+        # e²KD's frozen variant: the teacher's Grad-CAM at layer4, built once by the maps stage
+        (
+            "torchvision:mobilenet_v2",
+            "KD_EXPL_FROZEN",
+            ["attribution.source=gradcam", "attribution.layer=layer4", "student.explain.layers=[layer4, features.14]"],
+            "gradcam_frozen",
+        ),
         # class activation maps need the feature map the linear head pools: ResNet's layer4, MobileNetV2's features.18
-        ("torchvision:mobilenet_v2", "KD_CAT", "student.cat.layers=[layer4, features.18]", "cat"),
+        ("torchvision:mobilenet_v2", "KD_CAT", ["student.cat.layers=[layer4, features.18]"], "cat"),
     ],
 )
-def test_hub_models_match_explanations_at_named_layers(student, method, setting, term, tmp_path, capsys, monkeypatch):
+def test_hub_models_match_explanations_at_named_layers(student, method, settings, term, tmp_path, capsys, monkeypatch):
     overrides = tiny_overrides(tmp_path) + [
         "data.image_size=16",
         "data.crop_padding=2",
         "teacher.arch=torchvision:resnet18",
         f"student.arch={student}",
         f"student.method={method}",
-        setting,
+        *settings,
     ]
     code, _, err = run_cli(["distill", *sets(overrides)], capsys, monkeypatch)
     assert code == 0, err
