@@ -78,3 +78,23 @@ def test_the_student_side_of_grad_cam_trains_by_double_backward(net):
     minus = loss().item()
     weight[index] += eps
     assert (plus - minus) / (2 * eps) == pytest.approx(float(analytic[index]), rel=1e-6)
+
+
+def test_the_student_side_of_cat_and_the_frozen_map_loss_pass_gradcheck(net):
+    """Every gradient of the CAT loss (features and head weights) and of the frozen-map Grad-CAM loss (the student's
+    features, with a teacher map of another size) against finite differences, in float64."""
+    features = torch.rand(2, 4, 4, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    teacher_cams = torch.randn(2, 5, 4, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda f, w: cat_loss(class_activation_maps(f, w), teacher_cams), (features, weight))
+
+    x = torch.rand(2, 3, 5, 5, dtype=torch.float64)
+    big_map = torch.rand(2, 10, 10, dtype=torch.float64)  # the teacher's map at image size, area-averaged to the layer's
+    targets = torch.tensor([1, 2])
+
+    def frozen_loss(conv_weight: torch.Tensor) -> torch.Tensor:
+        features = F.relu(F.conv2d(x, conv_weight, net.conv.bias, padding=1))
+        logits = net.fc(features.mean(dim=(2, 3)))
+        return explanation_similarity_loss(grad_cam(features, logits, targets, create_graph=True), big_map)
+
+    assert torch.autograd.gradcheck(frozen_loss, (net.conv.weight.detach().clone().requires_grad_(True),))
