@@ -175,6 +175,8 @@ def test_the_planned_family_asks_whether_explanation_matching_adds_to_kd():
         ("KD_CAT", "KD"),
     ]
     assert planned_pairs(["Student", "KD", "KD_CAT"]) == [("KD", "Student"), ("KD_CAT", "KD")]
+    frozen = [("KD_EXPL", "KD"), ("KD_EXPL_FROZEN", "KD"), ("KD_EXPL_FROZEN", "KD_EXPL")]
+    assert planned_pairs(["KD", "KD_EXPL", "KD_EXPL_FROZEN"]) == frozen
 
 
 def test_the_report_says_what_its_data_can_and_cannot_show(tmp_path):
