@@ -98,3 +98,26 @@ def test_a_stored_result_is_reused_only_for_the_same_checkpoint_protocol_and_imp
     assert len(calls) == 4
     checkpoint.write_bytes(b"other weights")
     assert not robustness.robustness_current(tmp_path, checkpoint, protocol, None)
+
+
+def test_a_record_read_back_is_current_for_every_corruption(tmp_path, monkeypatch):
+    """Parameters that are tuples (defocus_blur's disk radius and sigma) are compared as the file holds them: a
+    finished result is reused, not re-measured on every call."""
+    from torch import nn
+
+    from igkd.config import RobustnessConfig
+    from igkd.data.imageset import ImageSet
+    from igkd.evaluation import robustness
+
+    test = ImageSet(_load_digits("test", 8).images[:20], _load_digits("test", 8).labels[:20], [str(i) for i in range(10)])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    protocol = RobustnessConfig(severities=[1])  # all nine corruptions
+    calls = []
+    monkeypatch.setattr(robustness, "corrupt", lambda *args, **kwargs: calls.append(args[1:3]) or corrupt(*args, **kwargs))
+    robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
+    assert len(calls) == 9 and ("defocus_blur", 1) in calls
+    assert robustness.robustness_current(tmp_path, checkpoint, protocol, None)
+    robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
+    assert len(calls) == 9

@@ -8,6 +8,7 @@ the relative drop from clean accuracy, ``(clean - mCA) / clean``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +98,15 @@ def summarize_robustness(clean_accuracy: float, accuracy: Accuracies, reference:
 
 def protocol_record(protocol: RobustnessConfig) -> dict[str, Any]:
     """The protocol as stored with every result: corruptions, severities, seed, each corruption's parameters and the
-    version of their implementation (a result of another protocol is stale)."""
-    return {
+    version of their implementation (a result of another protocol is stale). In its JSON form (tuples as lists), so that
+    it equals the record read back from a file."""
+    record = {
         **protocol.model_dump(exclude={"enabled"}),
         "parameters": {c: list(PARAMETERS[c]) for c in protocol.corruptions},
         "source": SOURCE,
         "version": VERSION,
     }
+    return json.loads(json.dumps(record))
 
 
 def _up_to_date(record: dict[str, Any], checkpoint_sha256: str, protocol: dict[str, Any], reference_sha256: str | None) -> bool:
