@@ -29,10 +29,10 @@ def _args(tmp: Path) -> list[str]:
     return _sets(tiny_overrides(tmp) + TINY_EXPERIMENT)
 
 
-def test_ablation_plan_has_eight_methods_two_controls_per_seed_with_unique_runs():
+def test_ablation_plan_has_ten_methods_two_controls_per_seed_with_unique_runs():
     jobs = plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0, 1, 2)), DATA)
-    assert len(jobs) == 30 and len({j.run_id for j in jobs}) == 30
-    assert [j.group for j in jobs[:10]] == [
+    assert len(jobs) == 36 and len({j.run_id for j in jobs}) == 36
+    assert [j.group for j in jobs[:12]] == [
         "Student",
         "KD",
         "IG",
@@ -41,10 +41,12 @@ def test_ablation_plan_has_eight_methods_two_controls_per_seed_with_unique_runs(
         "KD_AT",
         "IG_AT",
         "KD_IG_AT",
+        "KD_EXPL",
+        "KD_CAT",
         "KD_IG-shuffled",
         "KD_IG-noise",
     ]
-    assert [j.seed for j in jobs] == [0] * 10 + [1] * 10 + [2] * 10
+    assert [j.seed for j in jobs] == [0] * 12 + [1] * 12 + [2] * 12
     assert all(j.cfg.student.train_fraction == 0.8 and j.cfg.seed == j.seed for j in jobs)
     assert {j.cfg.student.ig.maps for j in jobs if j.group == "KD_IG-noise"} == {"noise"}
 
@@ -218,3 +220,17 @@ def test_sharded_sweep_in_parallel_workers_needs_the_shared_teacher_first(tmp_pa
     folders = [tmp / "runs" / "tiny" / "students" / job["run_id"] for job in plan["jobs"]]
     assert all((f / "final.json").is_file() for f in folders)
     assert sum((f / "log.txt").is_file() for f in folders) == 2  # the parallel shard's workers log to files
+
+
+def test_the_agreement_is_integrated_gradients_whatever_source_trained_the_students():
+    from igkd.attribution.ig import IGParams
+    from igkd.data.imageset import ImageSet
+    from igkd.experiments.analysis import ig_agreement
+
+    torch.manual_seed(0)
+    teacher, student = build_model("mobilenetv2_cifar:width=0.1", 4).eval(), build_model("mobilenetv2_cifar:width=0.1:k=5", 4).eval()
+    test = ImageSet(torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8), torch.arange(8) % 4, list("abcd"))
+    ig = IGParams(steps=4)
+    gradcam = ig.model_copy(update={"source": "gradcam", "layer": "features.18"})  # a layer the k=5 student lacks
+    cpu = torch.device("cpu")
+    assert ig_agreement(teacher, student, test, 8, gradcam, cpu) == ig_agreement(teacher, student, test, 8, ig, cpu)

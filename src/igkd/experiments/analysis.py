@@ -43,7 +43,10 @@ def map_agreement(a: np.ndarray, b: np.ndarray, top_fraction: float = 0.1) -> di
 def ig_agreement(
     teacher: nn.Module, student: nn.Module, test: ImageSet, count: int, params: IGParams, device: torch.device
 ) -> dict[str, Any]:
-    """How alike the teacher's and the student's IG maps are on a fixed sample of test images (true-label target)."""
+    """How alike the teacher's and the student's IG maps are on a fixed sample of test images (true-label target).
+    Integrated Gradients whatever ``params.source`` the training maps came from: the agreement is comparable across
+    runs, and a Grad-CAM layer of the teacher need not exist in the student."""
+    params = params.model_copy(update={"source": "ig", "layer": None})
     picks = agreement_indices(test.labels, count)
     images, labels = test.images[picks], test.labels[picks]
     teacher_maps, _ = compute_ig_maps(teacher.to(device), images, labels, params, device)
