@@ -189,7 +189,7 @@ def test_report_statistics_match_an_independent_computation(ablation):
     assert (
         "### Robustness: common corruptions and distribution shift" in markdown and "Pairwise tests on mean corruption accuracy" in markdown
     )
-    assert (out / "figures" / "robustness_severity.png").stat().st_size > 1000
+    assert (out / "figures" / "ablation_robustness.png").stat().st_size > 1000
 
 
 def test_transfer_evaluates_teacher_and_students_on_a_subset_of_classes(ablation, tmp_path):

@@ -14,6 +14,7 @@ from scipy import stats as sps
 
 from igkd.config import load_config
 from igkd.evaluation.robustness import RECORD
+from igkd.experiments.grid import Experiment, ExperimentGrid
 from igkd.experiments.plan import PlanOptions, plan_jobs
 from igkd.experiments.report import build_report, classes_first, planned_pairs
 from igkd.experiments.runner import ExperimentRunner
@@ -186,3 +187,18 @@ def test_the_report_says_what_its_data_can_and_cannot_show(tmp_path):
     noted = build_report(_config(tmp_path, "report.note=These toy images cannot show X."), Console(quiet=True)).read_text()
     assert noted.splitlines()[4] == "These toy images cannot show X."  # under the data line
     assert "What digits can and cannot show" in (load_config("digits").report.note or "")
+
+
+def test_each_experiment_of_a_run_folder_draws_its_own_figures(tmp_path):
+    cfg = _config(tmp_path)
+    runner = ExperimentRunner(cfg, Console(quiet=True))
+    for name, methods in (("ablation", ("Student", "KD")), ("frozen", ("KD", "KD_EXPL_FROZEN"))):
+        options = PlanOptions(seeds=(0, 1), methods=methods, controls=())
+        experiment = Experiment(name, tmp_path / f"{name}.yaml", ExperimentGrid(seeds=2, train_fraction=0.8, methods=methods))
+        jobs = plan_jobs(experiment, cfg, options, DATA)
+        runner.write_plan(experiment, jobs, options)
+        for job in jobs:
+            _finish(cfg.run_dir, job, 0.8 + 0.01 * job.seed)
+    markdown = build_report(cfg, Console(quiet=True)).read_text()
+    for name in ("ablation", "frozen"):
+        assert f"figures/{name}_box.png" in markdown and (cfg.run_dir / "report" / "figures" / f"{name}_box.png").stat().st_size > 1000

@@ -129,6 +129,7 @@ def _mean_or_nan(values: list[float | None]) -> float:
 
 def _ablation(
     doc: Document,
+    name: str,
     plan: dict[str, Any],
     runs: dict[str, dict[str, Any]],
     teacher: dict[str, Any],
@@ -188,19 +189,19 @@ def _ablation(
         "IG Spearman: mean rank correlation of teacher and student IG maps on fixed test images."
     )
     box_plot(
-        figures / "ablation_box.png",
+        figures / f"{name}_box.png",
         {g: list(v.values()) for g, v in accuracy.items()},
-        f"ablation at {base_arch}",
+        f"{name} at {base_arch}",
         teacher["test"]["accuracy"] if teacher else None,
     )
-    doc.image("figures/ablation_box.png", "ablation box plot")
+    doc.image(f"figures/{name}_box.png", f"{name} box plot")
     planned = _pairwise(doc, accuracy, "Planned comparisons", "test accuracy", planned_pairs(list(accuracy)))
     tests = _pairwise(doc, accuracy, "All pairwise tests", "test accuracy")
     return {
         "summary": {g: s.__dict__ for g, s in summaries.items()},
         "planned": planned,
         "tests": tests,
-        "robustness": _robustness(doc, groups, teacher_checks, figures),
+        "robustness": _robustness(doc, name, groups, teacher_checks, figures),
     }
 
 
@@ -213,7 +214,9 @@ def _mean_ci(values: Sequence[float | None], scale: float = 100.0, digits: int =
     return f"{scale * s.mean:.{digits}f}{spread}"
 
 
-def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
+def _robustness(
+    doc: Document, name: str, groups: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any], figures: Path
+) -> dict[str, Any]:
     """Per method over seeds: accuracy under common corruptions (mCA, mCE vs teacher, relative drop, per corruption,
     against severity, Welch/Holm tests on mCA) and on the other dataset of ``igkd transfer``; ``teacher`` holds the
     teacher's ``robustness`` and ``transfer`` records."""
@@ -304,8 +307,8 @@ def _robustness(doc: Document, groups: dict[str, dict[int, dict[str, Any]]], tea
         + [(int(v), *_mean_band([float(np.mean([r["accuracy"][c][v] for c in corruptions])) for r in recs])) for v in severities]
         for g, recs in by_model.items()
     }
-    severity_plot(figures / "robustness_severity.png", series, "accuracy under common corruptions")
-    doc.image("figures/robustness_severity.png", "accuracy against corruption severity")
+    severity_plot(figures / f"{name}_robustness.png", series, "accuracy under common corruptions")
+    doc.image(f"figures/{name}_robustness.png", "accuracy against corruption severity")
     mca = {g: {seed: r["mean_corruption_accuracy"] for seed, r in recs.items()} for g, recs in records.items() if recs}
     return {
         "mca": {g: summarize(list(v.values())).__dict__ for g, v in mca.items()},
@@ -382,7 +385,9 @@ def _pairwise(
     return {"family": family, "pairs": [list(pair) for pair in pairs], "welch": as_dicts(welch), "paired": as_dicts(list(paired.values()))}
 
 
-def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path) -> dict[str, Any]:
+def _sweep(
+    doc: Document, name: str, plan: dict[str, Any], runs: dict[str, dict[str, Any]], teacher: dict[str, Any], figures: Path
+) -> dict[str, Any]:
     cells: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for job in plan["jobs"]:
         if job["run_id"] in runs:
@@ -417,10 +422,10 @@ def _sweep(doc: Document, plan: dict[str, Any], runs: dict[str, dict[str, Any]],
     doc.table(["family", "student", "params", "fewer params", "fewer MACs", *[f"{m} acc (%) [95% CI]" for m in methods]], rows)
     t_params = (teacher["params"], teacher["test"]["accuracy"]) if teacher else None
     t_macs = (teacher["macs"], teacher["test"]["accuracy"]) if teacher else None
-    sweep_plot(figures / "sweep_params.png", series_params, "parameters (log)", t_params, "accuracy vs parameters")
-    sweep_plot(figures / "sweep_macs.png", series_macs, "MACs per image (log)", t_macs, "accuracy vs MACs")
-    doc.image("figures/sweep_params.png", "accuracy vs parameters")
-    doc.image("figures/sweep_macs.png", "accuracy vs MACs")
+    sweep_plot(figures / f"{name}_params.png", series_params, "parameters (log)", t_params, "accuracy vs parameters")
+    sweep_plot(figures / f"{name}_macs.png", series_macs, "MACs per image (log)", t_macs, "accuracy vs MACs")
+    doc.image(f"figures/{name}_params.png", "accuracy vs parameters")
+    doc.image(f"figures/{name}_macs.png", "accuracy vs MACs")
     return {"cells": stats}
 
 
@@ -613,9 +618,9 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         doc.paragraph(_status(plan, runs, run_dir))
         at_configured = all(job.get("family") == "ablation" for job in plan["jobs"])  # a grid at the configured student
         summary[name] = (
-            _ablation(doc, plan, runs, teacher, figures, teacher_checks, cfg.student.arch)
+            _ablation(doc, name, plan, runs, teacher, figures, teacher_checks, cfg.student.arch)
             if name == "ablation" or at_configured
-            else _sweep(doc, plan, runs, teacher, figures)
+            else _sweep(doc, name, plan, runs, teacher, figures)
         )
         if name == "ablation":
             doc.paragraph(PAPER_NOTE)
