@@ -3,8 +3,9 @@
 # and the width=0.5 students (Student, KD_IG), 3 seeds each, seed 0 of every arm first. Within a seed the arms that
 # need no IG maps come first: the maps (50,000 images) take over an hour on a 2-core CPU and live in the run folder's
 # cache, so a session that may end before an IG arm finishes spends its time on arms it can land instead.
-# Every call resumes: finished runs are reused by identity and an interrupted run goes on from its last finished
-# epoch, so re-run it to continue.
+# Then, as the budget allows, the extra arms: the paper's attention arms (AT, KD_AT, KD_IG_AT) and e²KD's explanation
+# matching (KD_EXPL), seed by seed. Every call resumes: finished runs are reused by identity and an interrupted run goes
+# on from its last finished epoch, so re-run it to continue.
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash campaign.sh [EXPERIMENT OPTIONS]
 #
@@ -22,4 +23,7 @@ for seed in 0 1 2; do
   python3 -m igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
   python3 -m igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
   python3 -m igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
+done
+for seed in 0 1 2; do
+  python3 -m igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods AT,KD_AT,KD_IG_AT,KD_EXPL --controls none "$@"
 done
