@@ -37,23 +37,28 @@ if TYPE_CHECKING:
     from igkd.config import RunConfig, StudentConfig
 
 
+def explanation_layer(role: str, arch: str, model: NormalizedModel, given: str | None, setting: str) -> str:
+    """One model's layer: ``given`` when set, else its family's last feature map; checked against the model."""
+    if given is None:
+        hook = family_of(parse_arch(arch)).explanation_layer
+        given = hook(model) if hook is not None else None
+        if given is None:
+            raise IgkdError(
+                f"{setting} has no default layer for the {role} {arch}: set {setting}=[TEACHER_LAYER,STUDENT_LAYER] "
+                "with module paths of the last feature maps (e.g. [layer4,features.18])"
+            )
+    return check_layer(model, given, role, setting)
+
+
 def explanation_layers(
     layers: tuple[str, str] | None, cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel, setting: str
 ) -> tuple[str, str]:
     """(teacher path, student path): ``layers`` when given, else each model's family's last feature map."""
-    if layers is None:
-        found = []
-        for role, arch, model in (("teacher", cfg.teacher.arch, teacher), ("student", cfg.student.arch, student)):
-            hook = family_of(parse_arch(arch)).explanation_layer
-            path = hook(model) if hook is not None else None
-            if path is None:
-                raise IgkdError(
-                    f"{setting} has no default layer for the {role} {arch}: set {setting}=[TEACHER_LAYER,STUDENT_LAYER] "
-                    "with module paths of the last feature maps (e.g. [layer4,features.18])"
-                )
-            found.append(path)
-        layers = (found[0], found[1])
-    return check_layer(teacher, layers[0], "teacher", setting), check_layer(student, layers[1], "student", setting)
+    teacher_layer, student_layer = layers if layers is not None else (None, None)
+    return (
+        explanation_layer("teacher", cfg.teacher.arch, teacher, teacher_layer, setting),
+        explanation_layer("student", cfg.student.arch, student, student_layer, setting),
+    )
 
 
 @register_term("gradcam", needs={"features", "teacher_gradients"})
@@ -92,7 +97,10 @@ class FrozenGradCAMTerm(LossTerm):
                 f"the gradcam_frozen term matches the student's Grad-CAM for each image's label, but the teacher's maps are "
                 f"built for its {cfg.attribution.target}: set attribution.target=label"
             )
-        self.student_layers = [explanation_layers(cfg.student.explain.layers, cfg, teacher, student, "student.explain.layers")[1]]
+        layers = cfg.student.explain.layers  # the student's side only: the teacher's maps are already built
+        self.student_layers = [
+            explanation_layer("student", cfg.student.arch, student, layers[1] if layers else None, "student.explain.layers")
+        ]
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         assert inputs.teacher_maps is not None, "the gradcam_frozen term needs the teacher's maps of the batch"
