@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.repeats,
     )
     finished("ig", ig)
-    teacher_logits = predict_logits(teacher.model, data.pool.images, 1024, device)
+    teacher_logits = predict_logits(teacher.model, data.pool.images, None, device)
     finished("train", train_throughput(cfg, data, teacher, maps, teacher_logits, device, args.steps, args.repeats))
     small = cfg.model_copy(update={"student": cfg.student.model_copy(update={"arch": args.parallel_arch or cfg.student.arch})})
     finished(

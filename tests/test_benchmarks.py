@@ -429,3 +429,13 @@ def test_loss_terms_benchmark_times_every_mix_interleaved(tmp_path):
     assert all(row["rounds"] == 2 and row["min"] > 0 for row in result["ms_per_step"].values())
     assert result["ratio_to_kd"]["KD"] == 1.0 and result["git_commit"] and result["environment"]["cpu"]
     assert (tmp_path / "loss-terms-cpu-tiny.md").read_text().count("| KD_EXPL |") == 1
+
+
+def test_eval_batch_size_benchmark_times_every_model_and_size_and_marks_the_default(tmp_path):
+    result = benchmark("eval_batch_size").main(["--tiny", "--sizes", "4", "32", "--rounds", "2", "--output-dir", str(tmp_path)])
+    (arch,) = result["archs"]
+    assert set(result["images_per_s"][arch]) == {"4", "32"} and result["default_batch"] == 32
+    assert all(0 < row["min"] <= row["median"] <= row["max"] for row in result["images_per_s"][arch].values())
+    assert result["git_commit"] and result["environment"]["cpu"] and "--tiny" in result["command"]
+    markdown = (tmp_path / "eval-batch-size-cpu-tiny.md").read_text()
+    assert "| 32 (unset: this device's default) |" in markdown and "| 4 |" in markdown

@@ -41,6 +41,7 @@ def test_each_change_reaches_exactly_the_stages_that_depend_on_it(tmp_path):
     maps = _ids(tmp_path, attribution__steps=5)
     assert (maps.teacher, maps.maps != base.maps, maps.student != base.student) == (base.teacher, True, True)
     assert _ids(tmp_path, attribution__batch_size=7) == base  # a throughput knob changes no result
+    assert _ids(tmp_path, teacher__train__eval_batch_size=7, student__train__eval_batch_size=3) == base  # nor does this one
     student = _ids(tmp_path, student__train__epochs=3)
     assert (student.teacher, student.maps, student.student != base.student) == (base.teacher, base.maps, True)
     seed = _ids(tmp_path, seed=1)
@@ -80,6 +81,7 @@ def test_settings_added_later_keep_old_identities_at_their_default_and_count_whe
             mode="json", exclude={"normalize", "terms", "overlay", "explain", "cat"}
         ),
     }
+    hashed["settings"]["train"]["eval_batch_size"] = 1024  # its default then, hashed so still (it changes no result)
     from igkd.artifacts.fingerprint import hash_jsonable
 
     assert hash_jsonable(hashed) == base.student  # exactly the hash of the settings as they were before

@@ -55,7 +55,9 @@ class TrainConfig(_Strict):
     )
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="channels_last memory format: auto = on CUDA and the CPU")
     compile: bool = False
-    eval_batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int | None = Field(
+        None, ge=1, description="images per evaluation batch; unset: 32 on a CPU (cache-friendly), 1024 on a GPU; changes no result"
+    )
 
     @field_validator("amp", mode="before")
     @classmethod

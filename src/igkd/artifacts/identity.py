@@ -45,8 +45,16 @@ _LATER_SETTINGS: dict[str, dict[str, object]] = {
 }
 
 
+# Training settings that change no result, only speed: hashed at the value they had when format 1 hashed them, so that
+# setting them (or a new device-dependent default) keeps every identity.
+_RESULT_FREE_TRAIN_SETTINGS: dict[str, object] = {"eval_batch_size": 1024}
+
+
 def _settings(section: str, values: dict) -> dict:
-    """A config section's settings as hashed: later settings left out while at their default."""
+    """A config section's settings as hashed: later settings left out while at their default, result-free training
+    settings at their format-1 value."""
+    if isinstance(values.get("train"), dict):
+        values = {**values, "train": {**values["train"], **_RESULT_FREE_TRAIN_SETTINGS}}
     return {k: v for k, v in values.items() if not (k in _LATER_SETTINGS.get(section, {}) and v == _LATER_SETTINGS[section][k])}
 
 

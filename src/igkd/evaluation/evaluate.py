@@ -33,7 +33,7 @@ def evaluate_model(
     model: nn.Module,
     dataset: ImageSet,
     device: torch.device,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     reference: nn.Module | None = None,
     console: Console | None = None,
 ) -> dict:

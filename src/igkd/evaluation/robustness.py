@@ -37,7 +37,7 @@ SOURCE = (
 Accuracies = dict[str, dict[str, float]]  # corruption -> severity (as a string, for JSON) -> accuracy
 
 
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int) -> float:
+def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int | None) -> float:
     predictions = predict_logits(model, images, batch_size, device).argmax(1)
     return float((predictions == labels).float().mean())
 
@@ -47,7 +47,7 @@ def corruption_accuracies(
     test: ImageSet,
     protocol: RobustnessConfig,
     device: torch.device,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     console: Console | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models.

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 import igkd
-from igkd.runtime.device import auto_settings, cpu_description, resolve_device
+from igkd.runtime.device import auto_settings, cpu_description, describe_auto_settings, resolve_device
 from igkd.runtime.extras import EXTRAS, installed
 
 DATA_ENV = "IGKD_DATA_DIR"
@@ -90,8 +90,8 @@ def describe_info(report: dict[str, Any], show: Callable[[str], None]) -> None:
     )
     auto = report["auto_settings"]
     show(
-        f"auto speed settings on {report['device']}: amp {auto['amp']} ({auto['amp_why']}), channels_last {auto['channels_last']} "
-        f"({auto['channels_last_why']}); IG maps in float32 unless attribution.precision=bfloat16 (faster, moves the maps)"
+        f"auto speed settings on {report['device']}: {describe_auto_settings(auto)}; "
+        "IG maps in float32 unless attribution.precision=bfloat16 (faster, moves the maps)"
     )
     if cuda["devices"]:
         for gpu in cuda["devices"]:

@@ -25,7 +25,7 @@ from igkd.evaluation.modelstats import count_macs, count_params
 from igkd.methods import uses_maps
 from igkd.models.checkpoint import LoadedModel, load_checkpoint
 from igkd.models.registry import build_model, parse_arch
-from igkd.runtime.device import RandomStreams, auto_settings, use_channels_last
+from igkd.runtime.device import RandomStreams, auto_settings, describe_auto_settings, eval_batch_size, use_channels_last
 from igkd.runtime.progress import duration, long_run_hint
 from igkd.runtime.speed import settings_off, training_settings
 from igkd.stages.pipeline import Pipeline
@@ -61,9 +61,9 @@ def _step_seconds(
 
 def _eval_seconds(model: nn.Module, images: torch.Tensor, train: TrainConfig, device: torch.device) -> float:
     """Seconds to validate ``model`` on ``images`` once (timed on one evaluation batch, scaled)."""
-    sample = images[: train.eval_batch_size]
+    sample = images[: eval_batch_size(device, train.eval_batch_size)]
     start = time.perf_counter()
-    predict_logits(model, sample, train.eval_batch_size, device, train.amp)
+    predict_logits(model, sample, len(sample), device, train.amp)
     return (time.perf_counter() - start) * len(images) / max(1, len(sample))
 
 
@@ -304,10 +304,7 @@ def describe(plan: dict[str, Any], show: Callable[[str], None]) -> None:
             f"{e['workers']} at a time: ~{duration(e['students_projected_s'])}"
         )
     auto = plan["auto_settings"]
-    show(
-        f"  auto on {plan['device']}: amp {auto['amp']} ({auto['amp_why']}), channels_last {auto['channels_last']} "
-        f"({auto['channels_last_why']})"
-    )
+    show(f"  auto on {plan['device']}: {describe_auto_settings(auto)}")
     writes = ", ".join(f"{name} {size / 1e6:,.1f} MB" for name, size in plan["writes_bytes"].items())
     show(f"  writes at most: {writes}")
     show(

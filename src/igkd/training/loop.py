@@ -32,6 +32,7 @@ from igkd.runtime.device import (
     RandomStreams,
     autocast,
     autocast_dtype,
+    eval_batch_size,
     fused_optimizers,
     is_channels_last,
     micro_batch_seed,
@@ -92,15 +93,23 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, amp: str = "auto", progress: StageProgress | None = None
+    model: nn.Module,
+    images: torch.Tensor,
+    batch_size: int | None,
+    device: torch.device,
+    amp: str = "auto",
+    progress: StageProgress | None = None,
 ) -> torch.Tensor:
     """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images.
+
+    ``batch_size`` images go through the model at once (None: the device's default, :func:`eval_batch_size`).
 
     The model is moved to ``device`` and stays there (a model loaded on the CPU can be passed for a GPU run); its
     train/eval mode is restored. Inputs take the model's memory format (channels_last or not)."""
     was_training = model.training
     model.to(device).eval()
     channels_last = is_channels_last(model)
+    batch_size = eval_batch_size(device, batch_size)
     outputs = []
     if progress is not None:
         progress.start(len(images))

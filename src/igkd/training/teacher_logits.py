@@ -34,7 +34,7 @@ def cached_teacher_logits(
     images: torch.Tensor,
     labels: torch.Tensor,
     cache_dir: Path,
-    batch_size: int,
+    batch_size: int | None,
     device: torch.device,
     *,
     data_digest: str | None = None,
