@@ -238,9 +238,21 @@ def test_interrupted_shard_resumes_and_finished_shard_is_kept(tmp_path, teacher,
     with pytest.raises(IgkdError, match=r"part1of2.npy'\] are missing or unfinished"):
         cache.merge_shards(key, 2)
     calls: list[tuple[int, int]] = []
+    starts: list[tuple[int, int]] = []
     for index in (0, 1):
-        cache.build_shard(key, teacher, *data, PARAMS, CPU, index, 2, progress=lambda d, t: calls.append((d, t)))
+        cache.build_shard(
+            key,
+            teacher,
+            *data,
+            PARAMS,
+            CPU,
+            index,
+            2,
+            progress=lambda d, t: calls.append((d, t)),
+            started=lambda d, t: starts.append((d, t)),
+        )
     assert calls == [(3, 3)]  # shard 0 was complete; shard 1 resumed after its first batch
+    assert starts == [(2, 2), (2, 3)]  # what each held before any work: all of shard 0, shard 1's first batch
     cache.merge_shards(key, 2)
     np.testing.assert_allclose(cache.load(key, (5, 8, 8)).numpy(), reference, atol=1e-3)
 

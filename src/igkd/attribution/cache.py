@@ -196,11 +196,14 @@ class AttributionCache:
         progress: Callable[[int, int], None] | None = None,
         *,
         data_digest: str | None = None,
+        started: Callable[[int, int], None] | None = None,
     ) -> Path:
         """Compute shard ``index`` of ``count`` (a contiguous block of rows), resuming from its last recorded batch.
 
-        ``progress(done, total)`` counts this shard's images. A shard that is already complete is left as it is.
-        ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already.
+        ``started(done, total)`` is called once, before any work, with the images the shard holds already (0 when it
+        starts afresh, ``total`` when it is complete) and its size; then ``progress(done, total)`` after each batch. A
+        shard that is already complete is left as it is. ``data_digest`` is :func:`data_hash` of the images and labels
+        when the caller holds it already.
         """
         teacher_digest, data_digest = teacher_hash(model), data_digest or data_hash(images_uint8, labels)
         if _key(teacher_digest, data_digest, params) != key:
@@ -223,6 +226,8 @@ class AttributionCache:
         path = self.shard_path(key, index, count)
         self.directory.mkdir(parents=True, exist_ok=True)
         out, start, stats, complete = self._open_shard(path, info)
+        if started is not None:
+            started(start, hi - lo)
         if complete:
             return path
 

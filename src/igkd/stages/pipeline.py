@@ -233,21 +233,23 @@ class Pipeline:
             f"attributions: IG ({params.steps} steps, {params.method}, baseline {params.baseline}) "
             f"for {expected[0]} images on {self.device}{shards}"
         )
-        n, rank, ranks = expected[0], self.dist.rank, self.dist.world_size
-        bar = self.step_progress("maps", images_per_step=1, unit="image").start(n * (rank + 1) // ranks - n * rank // ranks)
-        cache.build_shard(
-            key,
-            self.teacher.model.to(self.device),
-            self.data.pool.images,
-            self.data.pool.labels,
-            params,
-            self.device,
-            rank,
-            ranks,
-            lambda done, _total: bar.advance(done),
-            data_digest=self.data.pool.digest,
-        )
-        bar.finish()
+        bar = self.step_progress("maps", images_per_step=1, unit="image")
+        try:
+            cache.build_shard(
+                key,
+                self.teacher.model.to(self.device),
+                self.data.pool.images,
+                self.data.pool.labels,
+                params,
+                self.device,
+                self.dist.rank,
+                self.dist.world_size,
+                lambda done, _total: bar.advance(done),
+                data_digest=self.data.pool.digest,
+                started=lambda done, total: bar.start(total, done),  # a resumed shard's rate counts this call's images only
+            )
+        finally:
+            bar.finish()
         distributed.barrier()
         if self.dist.is_main:
             _, stats = cache.merge_shards(key, self.dist.world_size)
