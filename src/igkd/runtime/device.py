@@ -130,7 +130,7 @@ def use_channels_last(device: torch.device, setting: str) -> bool:
 
 
 # Images per evaluation batch when ``eval_batch_size`` is unset. On the CPU small batches keep a layer's activations
-# in cache: the CIFAR MobileNetV2 teacher evaluates at about 2x the images/s at batch 32 as at batch 1024 on a 2-core
+# in cache: the CIFAR MobileNetV2 models evaluate at 2.3-3x the images/s at batch 32 as at batch 1024 on a 2-core
 # AVX-512 BF16 CPU (benchmarks/results/eval-batch-size-cpu.md); a GPU needs large batches to fill.
 CPU_EVAL_BATCH = 32
 GPU_EVAL_BATCH = 1024
