@@ -121,3 +121,37 @@ def test_a_record_read_back_is_current_for_every_corruption(tmp_path, monkeypatc
     assert robustness.robustness_current(tmp_path, checkpoint, protocol, None)
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 9
+
+
+def test_corruption_sets_stop_before_one_that_would_pass_the_deadline_and_write_nothing(tmp_path, monkeypatch):
+    """Under ``igkd experiment --stop-at`` the corruption evaluation after a run stops between sets, as training does
+    between epochs; the record is written only when every set is measured."""
+    from torch import nn
+
+    from igkd.config import RobustnessConfig
+    from igkd.data.imageset import ImageSet
+    from igkd.evaluation import robustness
+    from igkd.runtime import budget
+
+    test = ImageSet(_load_digits("test", 8).images[:20], _load_digits("test", 8).labels[:20], [str(i) for i in range(10)])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    protocol = RobustnessConfig(corruptions=["contrast", "brightness"], severities=[1, 2])
+    clock = [1000.0]
+    monkeypatch.setattr(budget.time, "time", lambda: clock[0])
+    monkeypatch.setattr(budget, "_last_seconds", {})
+    calls = []
+
+    def corrupt_taking_60_s(*args, **kwargs):
+        calls.append(args[1:3])
+        clock[0] += 60
+        return corrupt(*args, **kwargs)
+
+    monkeypatch.setattr(robustness.time, "perf_counter", lambda: clock[0])  # the set's time as the deadline sees it
+    monkeypatch.setattr(robustness, "corrupt", corrupt_taking_60_s)
+    with budget.deadline_at(1000.0 + 150), pytest.raises(budget.BudgetReached, match=r"corrupted set 3 of 4 \(brightness, severity 1\)"):
+        robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
+    assert calls == [("contrast", 1), ("contrast", 2)] and not (tmp_path / robustness.RECORD).exists()
+    record = robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))  # no deadline
+    assert set(record["accuracy"]) == {"contrast", "brightness"} and len(calls) == 6

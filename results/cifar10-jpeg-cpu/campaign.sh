@@ -4,8 +4,10 @@
 # need no IG maps come first: the maps (50,000 images) take over an hour on a 2-core CPU and live in the run folder's
 # cache, so a session that may end before an IG arm finishes spends its time on arms it can land instead.
 # Then, as the budget allows, the extra arms: the paper's attention arms (AT, KD_AT, KD_IG_AT) and e²KD's explanation
-# matching (KD_EXPL), seed by seed. Every call resumes: finished runs are reused by identity and an interrupted run goes
-# on from its last finished epoch, so re-run it to continue.
+# matching (KD_EXPL), seed by seed. The config evaluates the teacher (first) and every student after it trains under the
+# 9 corruptions x 5 severities (robustness.enabled). Every call resumes: finished runs are reused by identity, a run
+# finished without its corruption record gets one, and an interrupted run goes on from its last finished epoch, so
+# re-run it to continue.
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash campaign.sh [EXPERIMENT OPTIONS]
 #

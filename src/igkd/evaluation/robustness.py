@@ -9,6 +9,7 @@ the relative drop from clean accuracy, ``(clean - mCA) / clean``.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ from igkd.artifacts.provenance import provenance
 from igkd.config import RobustnessConfig
 from igkd.data.imageset import ImageSet
 from igkd.evaluation.corruptions import PARAMETERS, VERSION, corrupt
+from igkd.runtime import budget
 from igkd.runtime.device import place_model
 from igkd.runtime.progress import StageProgress
 from igkd.training.loop import predict_logits
 
 RECORD = ROBUSTNESS  # in the model's folder
+_SET = "corrupted set"  # the unit of work the deadline counts
 SOURCE = (
     "Hendrycks & Dietterich, ICLR 2019, severity parameters of make_cifar_c.py (github.com/hendrycks/robustness); "
     "generated on the fly by igkd.evaluation.corruptions"
@@ -63,14 +66,21 @@ def corruption_accuracies(
     progress = (
         StageProgress(console, "corruptions", len(test), device.type, unit="set", project=False).start(len(cells)) if console else None
     )
-    for done, (corruption, severity) in enumerate(cells, 1):
-        images = corrupt(test.images, corruption, severity, protocol.seed, device)
-        for name, model in models.items():
-            results[name]["accuracy"].setdefault(corruption, {})[str(severity)] = _accuracy(model, images, test.labels, device, batch_size)
+    try:
+        for done, (corruption, severity) in enumerate(cells, 1):
+            # under a deadline (igkd experiment --stop-at), stop before a set that would end after it; a rerun measures anew
+            budget.stop_if_past(budget.last_seconds(_SET), f"corrupted set {done} of {len(cells)} ({corruption}, severity {severity})")
+            started = time.perf_counter()
+            images = corrupt(test.images, corruption, severity, protocol.seed, device)
+            for name, model in models.items():
+                accuracy = _accuracy(model, images, test.labels, device, batch_size)
+                results[name]["accuracy"].setdefault(corruption, {})[str(severity)] = accuracy
+            budget.remember(_SET, time.perf_counter() - started)
+            if progress is not None:
+                progress.advance(done)
+    finally:
         if progress is not None:
-            progress.advance(done)
-    if progress is not None:
-        progress.finish()
+            progress.finish()
     return results
 
 
