@@ -114,3 +114,13 @@ def test_on_and_off_switches_survive_yaml_booleans(tmp_path):
     assert (load_config(mine).teacher.train.amp, load_config(mine).teacher.train.channels_last) == ("off", "on")
     with pytest.raises(IgkdError, match=r"student\.train\.amp.*write bf16 .* or auto"):
         load_config("digits", ["student.train.amp=on"])  # on could mean bf16 or auto: refused, not guessed
+
+
+def test_the_config_option_names_every_built_in_config(capsys, monkeypatch):
+    from conftest import run_cli
+    from igkd.configs import builtin_config_names
+
+    code, out, _ = run_cli(["experiment", "--help"], capsys, monkeypatch)
+    text = " ".join(out.replace("│", " ").split())
+    assert code == 0 and "cifar10_jpeg_cpu" in builtin_config_names()
+    assert f"a built-in name: {', '.join(builtin_config_names())}." in text

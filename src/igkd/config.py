@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from igkd.artifacts.layout import CACHE_DIR
 from igkd.attribution.ig import IGParams
+from igkd.configs import DEFAULT_CONFIG, builtin_config_names, builtin_config_path
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
 from igkd.evaluation.corruptions import CORRUPTIONS, SEVERITIES, check_corruptions
@@ -22,8 +22,6 @@ from igkd.models.registry import arch_text, parse_arch
 from igkd.models.rename import parse_rename_rules
 from igkd.normalization import NormSetting, parse_normalization
 from igkd.overlay import Blend, MapSource
-
-DEFAULT_CONFIG = "digits"
 
 
 class _Strict(BaseModel):
@@ -312,19 +310,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         return key.strip(), raw
-
-
-def builtin_config_names() -> list[str]:
-    """The configs shipped with igkd (``digits``, ``cifar10``, ``cifar10_jpeg``, ``tiny_imagenet``)."""
-    return sorted(p.stem for p in Path(str(resources.files("igkd") / "configs")).glob("*.yaml"))
-
-
-def builtin_config_path(name: str) -> Path:
-    """The path of a config shipped with igkd."""
-    path = Path(str(resources.files("igkd") / "configs" / f"{name}.yaml"))
-    if not path.is_file():
-        raise IgkdError(f"no built-in config '{name}'; choose one of {builtin_config_names()} or pass a YAML file path")
-    return path
 
 
 MAX_EXTENDS = 8

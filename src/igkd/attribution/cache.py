@@ -196,7 +196,7 @@ class AttributionCache:
         progress: Callable[[int, int], None] | None = None,
         *,
         data_digest: str | None = None,
-        started: Callable[[int, int], None] | None = None,
+        started: Callable[[int, int], object] | None = None,
     ) -> Path:
         """Compute shard ``index`` of ``count`` (a contiguous block of rows), resuming from its last recorded batch.
 

@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterable
 
 import typer
 
+from igkd.configs import DEFAULT_CONFIG, builtin_config_names
+
 ConfigOpt = typer.Option(
-    "digits", "--config", "-c", help="YAML config file, or a built-in name: digits, cifar10, cifar10_jpeg, tiny_imagenet."
+    DEFAULT_CONFIG, "--config", "-c", help=f"YAML config file, or a built-in name: {', '.join(builtin_config_names())}."
 )
 SetOpt = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set student.train.epochs=5 (repeatable).")
 DryRunOpt = typer.Option(
