@@ -202,3 +202,20 @@ def test_each_experiment_of_a_run_folder_draws_its_own_figures(tmp_path):
     markdown = build_report(cfg, Console(quiet=True)).read_text()
     for name in ("ablation", "frozen"):
         assert f"figures/{name}_box.png" in markdown and (cfg.run_dir / "report" / "figures" / f"{name}_box.png").stat().st_size > 1000
+
+
+def test_a_new_report_leaves_no_file_of_an_earlier_one(tmp_path):
+    """A figure or run record the new report does not write (a renamed figure, a run folder deleted) does not linger."""
+    cfg, options = _config(tmp_path), PlanOptions(seeds=(0, 1), methods=("Student",), controls=())
+    jobs = plan_jobs("ablation", cfg, options, DATA)
+    ExperimentRunner(cfg, Console(quiet=True)).write_plan("ablation", jobs, options)
+    for job in jobs:
+        _finish(cfg.run_dir, job, 0.8)
+    report = cfg.run_dir / "report"
+    for stale in (report / "figures" / "box.png", report / "runs" / "a-deleted-run.json"):
+        _write(stale, {})
+    written = build_report(cfg, Console(quiet=True))
+    assert written == report / "report.md" and written.is_file()
+    assert not (report / "figures" / "box.png").exists() and not (report / "runs" / "a-deleted-run.json").exists()
+    assert sorted(p.name for p in (report / "runs").iterdir()) == sorted(f"{job.run_id}.json" for job in jobs)
+    assert [p.name for p in cfg.run_dir.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -111,6 +112,17 @@ def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], None]) -> N
     """Call ``writer(handle)`` on a temporary file that replaces ``path`` on success."""
     with atomic_open(path) as handle:
         writer(handle)
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Put the finished folder ``staging`` where ``target`` is, so that nothing of the old ``target`` lingers (a file the
+    new one does not write included); ``target`` is missing only between two renames."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json_object(path: str | Path) -> dict[str, Any]:

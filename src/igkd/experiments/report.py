@@ -11,6 +11,7 @@ import csv
 import io
 import itertools
 import math
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from igkd.artifacts.atomic import atomic_write_json, atomic_write_text, read_json_object
+from igkd.artifacts.atomic import atomic_write_json, atomic_write_text, read_json_object, replace_directory
 from igkd.artifacts.layout import (
     ANALYSIS,
     EXPERIMENT_REPORT_DIR,
@@ -573,7 +574,9 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         raise IgkdError(
             f"nothing to report in {run_dir}: no experiment plan and no finished run; run 'igkd experiment ablation -c CONFIG' first"
         )
-    out = run_dir / EXPERIMENT_REPORT_DIR
+    final = run_dir / EXPERIMENT_REPORT_DIR
+    out = final.with_name(f".{final.name}.partial")  # written whole, then put in place: no file of an earlier report lingers
+    shutil.rmtree(out, ignore_errors=True)
     figures = out / "figures"
     teacher = read_json_object(run_dir / TEACHER_DIR / SUMMARY)
     teacher_checks = {
@@ -642,5 +645,6 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
     atomic_write_json(out / "summary.json", {**summary, "provenance": prov})
     atomic_write_text(out / "report.html", doc.html())
     atomic_write_text(out / REPORT, doc.markdown())
+    replace_directory(out, final)
     console.print(f"report: {len(runs)} runs, experiments: {', '.join(plans) or 'none'}")
-    return out / REPORT
+    return final / REPORT
