@@ -219,3 +219,32 @@ def test_a_new_report_leaves_no_file_of_an_earlier_one(tmp_path):
     assert not (report / "figures" / "box.png").exists() and not (report / "runs" / "a-deleted-run.json").exists()
     assert sorted(p.name for p in (report / "runs").iterdir()) == sorted(f"{job.run_id}.json" for job in jobs)
     assert [p.name for p in cfg.run_dir.iterdir() if p.name.startswith(".")] == []  # no staging folder left behind
+
+
+def test_the_report_sets_the_models_of_a_bench_result_side_by_side_and_refuses_another_file(tmp_path, capsys, monkeypatch):
+    from conftest import TINY_STUDENT, TINY_TEACHER, run_cli
+    from igkd.deploy.bench import bench
+    from igkd.models.checkpoint import save_checkpoint
+    from igkd.models.registry import build_model
+
+    cfg, options = _config(tmp_path), PlanOptions(seeds=(0,), methods=("Student",), controls=())
+    ExperimentRunner(cfg, Console(quiet=True)).write_plan("ablation", plan_jobs("ablation", cfg, options, DATA), options)
+    paths = []
+    for name, arch in (("teacher.pt", TINY_TEACHER), ("Student-k14.pt", TINY_STUDENT)):
+        save_checkpoint(tmp_path / name, build_model(arch, 10), arch, [str(i) for i in range(10)])
+        paths.append(tmp_path / name)
+    result = bench(paths, batch_sizes=(2,), threads=1, warmup=0, repeats=2, cold=False, image_size=8, backends=["torch-cpu"])
+    (tmp_path / "latency.json").write_text(json.dumps(result))
+    markdown = build_report(cfg, Console(quiet=True), tmp_path / "latency.json").read_text()
+    section = markdown[markdown.index("## Size and latency") :]
+    assert "| metric | teacher.pt | Student-k14.pt | vs teacher.pt |" in section
+    student_ms = result["models"][1]["latency"][0]["median_ms"]
+    assert "| torch-cpu, batch 2: median (p90) ms | " in section and f"{student_ms:.3f}" in section
+    assert f"at commit `{result['provenance']['git_commit'][:7]}`" in section
+    summary = json.loads((cfg.run_dir / "report" / "summary.json").read_text())
+    assert summary["latency"]["file"] == str(tmp_path / "latency.json")
+    (tmp_path / "other.json").write_text(json.dumps({"models": []}))
+    args = ["report", "--set", f"out_dir={tmp_path}", "--set", "name=grow", "--latency", str(tmp_path / "other.json")]
+    code, out, err = run_cli(args, capsys, monkeypatch)
+    assert code != 0 and "not a result of 'igkd bench -o FILE'" in " ".join((out + err).split())
+    assert "## Size and latency" in (cfg.run_dir / "report" / "report.md").read_text()  # the earlier report stays whole

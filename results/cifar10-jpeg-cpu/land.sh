@@ -2,27 +2,32 @@
 # Land the campaign's progress in this folder: Tiny ImageNet transfer of the teacher and every finished student, the
 # report of every finished run, the models (teacher, and the best-on-validation student of each arm) with their
 # SHA-256; then, once those are committed, their params, MACs and CPU latency side by side (latency.json: truncation
-# against width at similar size), so that its provenance names a clean commit. Run it with the campaign stopped or
-# paused (the latency needs the CPU to itself); it reads the campaign's run folder and writes only here.
+# against width at similar size), so that its provenance names a clean commit, and the report again with that table.
+# Run it with the campaign stopped or paused (the latency needs the CPU to itself); it reads the campaign's run folder
+# and writes only here.
 #
-#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh   # then commit
-#   bash land.sh bench                                                                             # then commit
+#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh         # then commit
+#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh bench   # then commit
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-if [[ ${1:-} == bench ]]; then
-  cd "$here"  # paths in latency.json relative to this folder
-  mapfile -t students < <(python3 -c 'import json,sys; print("\n".join("models/" + m["file"] for m in json.load(open(sys.argv[1])) if m["file"] != "teacher.pt"))' models/manifest.json)
-  python3 -m igkd bench models/teacher.pt "${students[@]}" --backend torch-cpu --backend onnxruntime-cpu --repeats 50 -o latency.json
-  exit 0
-fi
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding the shared data}"
 teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint the campaign uses}
 out=${IGKD_CAMPAIGN_DIR:-$HOME/igkd-campaign}
 run_dir="$out/cifar10-jpeg-cpu"
 config=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
+report() {  # the report of every finished run (and any options, e.g. --latency), copied here
+  python3 -m igkd report "${config[@]}" "$@"
+  rm -rf "$here/report" && cp -r "$run_dir/report" "$here/report"
+}
+if [[ ${1:-} == bench ]]; then
+  cd "$here"  # paths in latency.json relative to this folder
+  mapfile -t students < <(python3 -c 'import json,sys; print("\n".join("models/" + m["file"] for m in json.load(open(sys.argv[1])) if m["file"] != "teacher.pt"))' models/manifest.json)
+  python3 -m igkd bench models/teacher.pt "${students[@]}" --backend torch-cpu --backend onnxruntime-cpu --repeats 50 -o latency.json
+  report --latency latency.json
+  exit 0
+fi
 python3 -m igkd transfer "${config[@]}"
-python3 -m igkd report "${config[@]}"
-rm -rf "$here/report" && cp -r "$run_dir/report" "$here/report"
+report  # latency.json, if any, times the models landed before: 'land.sh bench' times these and adds it
 python3 - "$run_dir" "$here" <<'PY'
 """Copy the teacher and, per arm, the student with the best validation accuracy into models/, with a manifest."""
 import hashlib, json, shutil, sys

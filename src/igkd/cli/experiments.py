@@ -129,12 +129,15 @@ def transfer(
 def report(
     config: str = ConfigOpt,
     overrides: list[str] | None = SetOpt,
+    latency: Path | None = typer.Option(
+        None, help="An 'igkd bench -o' result: its models' size, MACs and latency side by side in the report."
+    ),
 ) -> None:
     """Summarise every experiment of a config's run directory into report.md / report.html with tables and plots."""
     from igkd.config import load_config
     from igkd.experiments.report import build_report
 
-    written = build_report(load_config(config, overrides or []), console)
+    written = build_report(load_config(config, overrides or []), console, latency)
     console.print(f"report: {written}")
 
 

@@ -565,9 +565,36 @@ def _device_name(environment: dict[str, Any]) -> str:
     return f"{device} ({environment['cpu']})" if device == "cpu" and environment.get("cpu") else device
 
 
-def build_report(cfg: RunConfig, console: Console) -> Path:
-    """Render the report of every experiment planned in ``cfg.run_dir``; returns the Markdown file."""
+def read_latency(path: Path) -> dict[str, Any]:
+    """An ``igkd bench -o`` result, checked to be one."""
+    record = read_json_object(path)
+    if not {"settings", "models", "provenance"} <= set(record) or not record["models"]:
+        raise IgkdError(
+            f"--latency {path}: not a result of 'igkd bench -o FILE' (missing or empty); time the models with "
+            "'igkd bench TEACHER STUDENT... -o FILE' and pass that file"
+        )
+    return record
+
+
+def _latency(doc: Document, latency: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The models of an ``igkd bench`` result side by side: size, MACs and latency (truncation against width)."""
+    from igkd.deploy.bench import bench_caption, comparison_rows
+
+    prov = latency["provenance"]
+    doc.heading("Size and latency", 2)
+    doc.table(*comparison_rows(latency))
+    doc.paragraph(
+        f"{bench_caption(latency)}. Measured by `{prov['command']}` at commit `{str(prov['git_commit'])[:7]}` on "
+        f"{_device_name(prov.get('environment', {}))} (`{path.name}`); {latency['settings']['order']}."
+    )
+    return {"file": str(path), "provenance": prov}
+
+
+def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) -> Path:
+    """Render the report of every experiment planned in ``cfg.run_dir`` (with ``latency``, an ``igkd bench -o`` result,
+    its models side by side); returns the Markdown file."""
     run_dir = cfg.run_dir
+    latency_record = read_latency(latency) if latency is not None else None
     plans = {p.stem: read_json_object(p) for p in sorted((run_dir / EXPERIMENTS_DIR).glob("*.json"))}
     runs = load_runs(run_dir)
     if not plans and not runs:
@@ -627,6 +654,8 @@ def build_report(cfg: RunConfig, console: Console) -> Path:
         )
         if name == "ablation":
             doc.paragraph(PAPER_NOTE)
+    if latency_record is not None and latency is not None:
+        summary["latency"] = _latency(doc, latency_record, latency)
     _ig_figure(doc, cfg, runs, plans, figures)
     jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
     commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
