@@ -19,13 +19,18 @@ teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint (e.g. shared/
 out=${IGKD_CAMPAIGN_DIR:-$HOME/igkd-campaign}
 k5=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
 width=("${k5[@]}" --set student.arch=mobilenetv2_cifar:width=0.5)
+igkd() {  # each call stamped in the log, the ledger of the campaign's wall time
+  echo "=== $(date -u +%FT%TZ) igkd $*"
+  python3 -m igkd "$@"
+}
 for seed in 0 1 2; do
   one=(--first-seed "$seed" --seeds 1)
-  python3 -m igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
-  python3 -m igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
-  python3 -m igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
-  python3 -m igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
+  igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
+  igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
+  igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
+  igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
 done
 for seed in 0 1 2; do
-  python3 -m igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods AT,KD_AT,KD_IG_AT,KD_EXPL --controls none "$@"
+  igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods AT,KD_AT,KD_IG_AT,KD_EXPL --controls none "$@"
 done
+echo "=== $(date -u +%FT%TZ) campaign.sh: every call finished"
