@@ -439,20 +439,3 @@ def test_eval_batch_size_benchmark_times_every_model_and_size_and_marks_the_defa
     assert result["git_commit"] and result["environment"]["cpu"] and "--tiny" in result["command"]
     markdown = (tmp_path / "eval-batch-size-cpu-tiny.md").read_text()
     assert "| 32 (unset: this device's default) |" in markdown and "| 4 |" in markdown
-
-
-def test_denormals_benchmark_times_both_modes_and_counts_a_planted_denormal(tmp_path):
-    from conftest import TINY_STUDENT
-    from igkd.models.checkpoint import save_checkpoint
-    from igkd.models.registry import build_model
-
-    model = build_model(TINY_STUDENT, 10)
-    with torch.no_grad():
-        next(model.parameters()).view(-1)[0] = 1e-39  # below float32's smallest normal number
-    save_checkpoint(tmp_path / "m.pt", model, TINY_STUDENT, [str(i) for i in range(10)])
-    argv = [str(tmp_path / "m.pt"), "--images", "8", "--image-size", "8", "--rounds", "2", "--output-dir", str(tmp_path)]
-    result = benchmark("denormals").main(argv)
-    row = result["models"][str(tmp_path / "m.pt")]
-    assert row["denormal_values"] == 1 and all(0 < row[mode]["min"] <= row[mode]["max"] for mode in ("ieee", "flushed"))
-    assert result["batch"] == 32 and result["git_commit"]
-    assert "| 1 |" in (tmp_path / "denormals-cpu.md").read_text()

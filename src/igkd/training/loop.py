@@ -33,7 +33,6 @@ from igkd.runtime.device import (
     autocast,
     autocast_dtype,
     eval_batch_size,
-    flush_denormals,
     fused_optimizers,
     is_channels_last,
     micro_batch_seed,
@@ -103,8 +102,7 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits (float32, on CPU) for uint8 images, in order, with the model in eval mode; ``progress`` counts images.
 
-    ``batch_size`` images go through the model at once (None: the device's default, :func:`eval_batch_size`), with
-    denormal floats flushed to zero on the CPU (:func:`flush_denormals`: trained models evaluate up to 1.85x faster).
+    ``batch_size`` images go through the model at once (None: the device's default, :func:`eval_batch_size`).
 
     The model is moved to ``device`` and stays there (a model loaded on the CPU can be passed for a GPU run); its
     train/eval mode is restored. Inputs take the model's memory format (channels_last or not)."""
@@ -115,15 +113,14 @@ def predict_logits(
     outputs = []
     if progress is not None:
         progress.start(len(images))
-    with flush_denormals():
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
-                outputs.append(model(x).float().cpu())
-            if progress is not None:
-                progress.advance(min(start + batch_size, len(images)))
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True).float().div_(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            outputs.append(model(x).float().cpu())
+        if progress is not None:
+            progress.advance(min(start + batch_size, len(images)))
     if progress is not None:
         progress.finish()
     model.train(was_training)
