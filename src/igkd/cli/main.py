@@ -19,6 +19,7 @@ from igkd.cli.experiments import register as register_experiment_commands
 from igkd.cli.options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.normalization import NORMALIZE_SYNTAX
+from igkd.runtime.allocator import tune_cpu_allocator
 from igkd.runtime.budget import BudgetReached, resume_command
 
 if TYPE_CHECKING:
@@ -276,6 +277,7 @@ def methods() -> None:
 def main() -> None:
     """Entry point: user-facing problems become one error line and exit code 2; a deadline reached exits 0 with the
     command that resumes."""
+    tune_cpu_allocator()  # before any tensor: every command evaluates or trains
     try:
         app()
     except IgkdError as exc:

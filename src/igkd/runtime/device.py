@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices  # torch's own list (private)
 
 from igkd.errors import IgkdError
+from igkd.runtime.allocator import tune_cpu_allocator
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -32,11 +33,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def configure_kernels(deterministic: bool = False) -> None:
-    """The one place kernel choice is set: deterministic kernels, or the fastest (cudnn autotuning) otherwise.
+    """The one place kernel choice is set: deterministic kernels, or the fastest (cudnn autotuning) otherwise; and the
+    CPU allocator (:func:`igkd.runtime.allocator.tune_cpu_allocator`).
 
     Every process that trains, attributes or times models calls this (the pipeline through :func:`seed_everything`),
     so all of them run the same kernels.
     """
+    tune_cpu_allocator()
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
