@@ -57,11 +57,11 @@ def test_info_says_what_auto_chose_and_why(bf16_cpu):
     lines: list[str] = []
     describe_info(environment_report(), lines.append)
     (line,) = [text for text in lines if text.startswith("auto speed settings")]
-    assert f"amp {'bf16' if bf16_cpu else 'off'}" in line and "channels_last on" in line and "evaluation batch 32" in line
+    assert f"amp {'bf16' if bf16_cpu else 'off'}" in line and "channels_last on" in line and "evaluation batch 64" in line
 
 
 def test_an_unset_evaluation_batch_is_small_on_the_cpu_and_large_on_a_gpu_and_a_set_one_wins():
-    assert runtime.eval_batch_size(CPU) == runtime.CPU_EVAL_BATCH == 32
+    assert runtime.eval_batch_size(CPU) == runtime.CPU_EVAL_BATCH == 64
     assert runtime.eval_batch_size(torch.device("cuda")) == runtime.GPU_EVAL_BATCH == 1024
     assert runtime.eval_batch_size(CPU, 5) == 5 and runtime.eval_batch_size(torch.device("cuda"), 5) == 5
     assert load_config("digits").student.train.eval_batch_size is None
@@ -71,14 +71,14 @@ def test_predict_logits_takes_the_devices_evaluation_batch_when_unset_and_gives_
     from igkd.training import loop
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
-    images = torch.randint(0, 256, (70, 3, 6, 6), dtype=torch.uint8)
+    images = torch.randint(0, 256, (140, 3, 6, 6), dtype=torch.uint8)
     sizes: list[int] = []
     model.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
     default = loop.predict_logits(model, images, None, CPU, amp="off")
-    assert sizes == [32, 32, 6]
+    assert sizes == [64, 64, 12]
     sizes.clear()
-    torch.testing.assert_close(loop.predict_logits(model, images, 70, CPU, amp="off"), default, rtol=1e-6, atol=1e-6)
-    assert sizes == [70]
+    torch.testing.assert_close(loop.predict_logits(model, images, 140, CPU, amp="off"), default, rtol=1e-6, atol=1e-6)
+    assert sizes == [140]
 
 
 def test_dry_run_shows_each_stages_settings_and_what_auto_means(tmp_path, capsys, monkeypatch):
@@ -97,4 +97,4 @@ def test_dry_run_shows_each_stages_settings_and_what_auto_means(tmp_path, capsys
     assert plan["provenance"]["environment"]["cpu"] and "--dry-run" in plan["provenance"]["command"]
     assert plan["auto_settings"]["amp"] == bf16 and ("student.train.amp=auto" in plan["settings_off"]) == (bf16 == "bf16")
     code, out, err = run_cli(args, capsys, monkeypatch)
-    assert code == 0 and f"auto on cpu: amp {bf16}" in " ".join(out.split()) and "evaluation batch 32" in " ".join(out.split())
+    assert code == 0 and f"auto on cpu: amp {bf16}" in " ".join(out.split()) and "evaluation batch 64" in " ".join(out.split())

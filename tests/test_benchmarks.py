@@ -432,18 +432,18 @@ def test_loss_terms_benchmark_times_every_mix_interleaved(tmp_path):
 
 
 def test_eval_batch_size_benchmark_times_every_model_and_size_and_marks_the_default(tmp_path):
-    result = benchmark("eval_batch_size").main(["--tiny", "--sizes", "4", "32", "--rounds", "2", "--output-dir", str(tmp_path)])
+    result = benchmark("eval_batch_size").main(["--tiny", "--sizes", "4", "64", "--rounds", "2", "--output-dir", str(tmp_path)])
     (arch,) = result["archs"]
-    assert set(result["images_per_s"][arch]) == {"4", "32"} and result["default_batch"] == 32
+    assert set(result["images_per_s"][arch]) == {"4", "64"} and result["default_batch"] == 64
     assert all(0 < row["min"] <= row["median"] <= row["max"] for row in result["images_per_s"][arch].values())
     assert result["git_commit"] and result["environment"]["cpu"] and "--tiny" in result["command"]
     markdown = (tmp_path / "eval-batch-size-cpu-tiny.md").read_text()
-    assert "| 32 (unset: this device's default) |" in markdown and "| 4 |" in markdown
+    assert "| 64 (unset: this device's default) |" in markdown and "| 4 |" in markdown
 
 
 def test_cpu_allocator_benchmark_times_both_settings_in_fresh_processes(tmp_path):
     result = benchmark("cpu_allocator").main(["--tiny", "--rounds", "2", "--output-dir", str(tmp_path)])
     (arch,) = result["images_per_s"]
     assert all(0 < row["min"] <= row["max"] for row in result["images_per_s"][arch].values())
-    assert set(result["images_per_s"][arch]) == {"glibc default", "igkd"} and result["batch"] == 32 and result["git_commit"]
+    assert set(result["images_per_s"][arch]) == {"glibc default", "igkd"} and result["batch"] == 64 and result["git_commit"]
     assert f"| `{arch}` |" in (tmp_path / "cpu-allocator-cpu-tiny.md").read_text()
