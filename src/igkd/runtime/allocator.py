@@ -3,7 +3,7 @@
 By default glibc serves an allocation above 128 KiB (raised on the fly up to 32 MiB once such a block is freed) with
 its own ``mmap``, and returns it on ``free``: every activation of a batch then costs page faults and zeroed pages.
 Serving up to 32 MiB from the heap, and keeping up to 1 GiB of freed heap before giving it back, removes that cost:
-the CIFAR models evaluate at 1.5-1.9x the images/s at batch 32 on a 2-core AVX-512 BF16 CPU
+the CIFAR models evaluate at 1.4-1.8x the images/s at batch 64 on a 2-core AVX-512 BF16 CPU
 (``benchmarks/results/cpu-allocator-cpu.md``). Results do not change, only where memory comes from.
 """
 

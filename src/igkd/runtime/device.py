@@ -133,7 +133,7 @@ def use_channels_last(device: torch.device, setting: str) -> bool:
 
 
 # Images per evaluation batch when ``eval_batch_size`` is unset. On the CPU small batches keep a layer's activations
-# in cache: the CIFAR MobileNetV2 models evaluate at 2.1-2.4x the images/s at batch 64 as at batch 1024 on a 2-core
+# in cache: the CIFAR MobileNetV2 models evaluate at 2.4-2.7x the images/s at batch 64 as at batch 1024 on a 2-core
 # AVX-512 BF16 CPU, and 32 is as fast (benchmarks/results/eval-batch-size-cpu.md); a GPU needs large batches to fill.
 CPU_EVAL_BATCH = 64
 GPU_EVAL_BATCH = 1024
