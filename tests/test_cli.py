@@ -43,6 +43,8 @@ def test_main_job_runs_end_to_end_and_writes_report_and_results(finished_run):
     report = (run_dir / "report.md").read_text()
     assert "| params |" in report and "![IG overlays](figures/ig_overlays.png)" in report
     assert report.splitlines()[4] == "Tiny digits show that it runs."  # the config's note, under the data line
+    assert "completeness error sum |delta| / sum |f(x)-f(x0)| = " in report  # the summary near-zero gaps cannot swamp
+    assert "attributions: done; completeness error sum |delta|" in " ".join(result.stdout.split())
     assert (run_dir / "figures" / "ig_overlays.png").stat().st_size > 1000
     results = json.loads((run_dir / "results.json").read_text())
     student = results["student"]

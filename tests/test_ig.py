@@ -9,6 +9,7 @@ from captum.attr import IntegratedGradients
 
 from igkd.attribution import (
     IGParams,
+    IGRunStats,
     alphas_and_weights,
     attribution_maps,
     compute_ig_maps,
@@ -335,3 +336,17 @@ def test_ig_maps_of_the_folded_teacher_match_those_of_the_teacher_itself(model, 
     attributions, _ = integrated_gradients(model, x, labels, make_baselines(model, x, "zero"), steps=8)
     np.testing.assert_allclose(maps, attribution_maps(attributions).numpy(), atol=1e-3)  # float16 storage
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_the_completeness_summary_is_not_swamped_by_an_image_with_a_near_zero_logit_gap():
+    """Two images with good IG and one whose logit gap is 1e-8: the per-image mean of |delta| / |gap| is 3e5, which says
+    nothing of the maps; the summed ratio says 2%."""
+    stats = IGRunStats()
+    stats.update(torch.tensor([0.1, 0.1]), torch.tensor([5.0, 5.0]))
+    stats.update(torch.tensor([0.001]), torch.tensor([1e-8]))
+    assert stats.mean_rel_delta == pytest.approx((0.02 + 0.02 + 1000.0) / 3)
+    assert stats.relative_error == pytest.approx(0.201 / 10.0)
+    assert "= 2.01e-02" in stats.describe() and "near-zero gaps" in stats.describe()
+    resumed = IGRunStats(images=4, sum_abs_delta=1.0, sum_rel_delta=1.0)  # stats of a build begun before gaps were kept
+    resumed.add(stats)
+    assert resumed.relative_error is None and resumed.describe().startswith("completeness error |delta| / |f(x)-f(x0)|: per image")

@@ -96,7 +96,9 @@ class IGRunStats:
     """Completeness error over the images attributed so far.
 
     ``delta`` = sum(attributions) - (f(x)[t] - f(x0)[t]); the relative delta divides |delta| by
-    |f(x)[t] - f(x0)[t]| (floored at 1e-6).
+    |f(x)[t] - f(x0)[t]| (floored at 1e-6). An image whose logit gap is near zero has a huge relative delta whatever
+    its absolute one, so their mean can say little; :attr:`relative_error` (summed |delta| over summed |gap|) cannot
+    be dominated that way.
     """
 
     images: int = 0
@@ -104,15 +106,19 @@ class IGRunStats:
     max_abs_delta: float = 0.0
     sum_rel_delta: float = 0.0
     max_rel_delta: float = 0.0
+    sum_abs_gap: float = 0.0
+    gap_images: int = 0  # the images in sum_abs_gap (fewer than ``images`` for a build begun before it was kept)
 
     def update(self, delta: torch.Tensor, gap: torch.Tensor) -> None:
         """Add one batch's deltas and logit gaps f(x)[t] - f(x0)[t] (none for a source without completeness)."""
         if delta.numel() == 0:
             return
-        abs_delta = delta.detach().abs().double().cpu()
-        rel = abs_delta / gap.detach().abs().double().cpu().clamp_min(1e-6)
+        abs_delta, abs_gap = delta.detach().abs().double().cpu(), gap.detach().abs().double().cpu()
+        rel = abs_delta / abs_gap.clamp_min(1e-6)
         self.images += len(abs_delta)
         self.sum_abs_delta += abs_delta.sum().item()
+        self.sum_abs_gap += abs_gap.sum().item()
+        self.gap_images += len(abs_gap)
         self.sum_rel_delta += rel.sum().item()
         self.max_abs_delta = max(self.max_abs_delta, abs_delta.max().item(), 0.0)
         self.max_rel_delta = max(self.max_rel_delta, rel.max().item(), 0.0)
@@ -122,6 +128,8 @@ class IGRunStats:
         self.images += other.images
         self.sum_abs_delta += other.sum_abs_delta
         self.sum_rel_delta += other.sum_rel_delta
+        self.sum_abs_gap += other.sum_abs_gap
+        self.gap_images += other.gap_images
         self.max_abs_delta = max(self.max_abs_delta, other.max_abs_delta)
         self.max_rel_delta = max(self.max_rel_delta, other.max_rel_delta)
 
@@ -132,6 +140,18 @@ class IGRunStats:
     @property
     def mean_rel_delta(self) -> float:
         return self.sum_rel_delta / max(self.images, 1)
+
+    @property
+    def relative_error(self) -> float | None:
+        """Summed |delta| over summed |f(x)[t] - f(x0)[t]| (None unless every image's gap was kept and one is nonzero)."""
+        return self.sum_abs_delta / self.sum_abs_gap if self.gap_images == self.images and self.sum_abs_gap > 0 else None
+
+    def describe(self) -> str:
+        """The completeness error in words, for logs and reports."""
+        per_image = f"per image mean {self.mean_rel_delta:.2e}, max {self.max_rel_delta:.2e}"
+        if self.relative_error is None:
+            return f"completeness error |delta| / |f(x)-f(x0)|: {per_image}"
+        return f"completeness error sum |delta| / sum |f(x)-f(x0)| = {self.relative_error:.2e} ({per_image}; near-zero gaps inflate those)"
 
 
 def alphas_and_weights(steps: int, method: Method = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:

@@ -118,8 +118,7 @@ def write_report(
     if "ig" in notes:
         ig = notes["ig"]
         lines += [
-            f"IG: {ig['steps']} steps ({ig['method']}), baseline `{ig['baseline']}`, target `{ig['target']}`; "
-            f"mean |completeness delta| relative to |f(x)-f(x0)|: {ig['mean_rel_delta']:.2e}.",
+            f"IG: {ig['steps']} steps ({ig['method']}), baseline `{ig['baseline']}`, target `{ig['target']}`; {ig['completeness']}.",
             "",
         ]
     lines += ["## Per-class test accuracy (%)", "", "| class | teacher | student |", "|---|---|---|"]

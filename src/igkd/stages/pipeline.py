@@ -21,7 +21,7 @@ from igkd.artifacts.atomic import atomic_write_json
 from igkd.artifacts.identity import StageIdentities, stage_identities, student_run_id
 from igkd.artifacts.layout import FIGURES, MODEL, OVERLAY_FIGURE, REPORT, RESULTS, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model
 from igkd.artifacts.provenance import provenance
-from igkd.attribution import AttributionCache, attribution_key, read_manifest
+from igkd.attribution import AttributionCache, IGRunStats, attribution_key, read_manifest
 from igkd.attribution.cache import MappedMaps
 from igkd.config import RunConfig
 from igkd.data.prepare import PreparedData, prepare_data
@@ -253,14 +253,14 @@ class Pipeline:
         distributed.barrier()
         if self.dist.is_main:
             _, stats = cache.merge_shards(key, self.dist.world_size)
-            self.console.print(f"attributions: done; mean |delta| / |f(x)-f(x0)| = {stats.mean_rel_delta:.2e}")
+            self.console.print(f"attributions: done; {stats.describe()}")
         distributed.barrier()
         return cache.load(key, expected, mmap)
 
-    def completeness(self) -> float:
-        """Mean relative completeness error |delta| / |f(x)-f(x0)| of the cached maps."""
+    def completeness(self) -> IGRunStats:
+        """The completeness error of the cached maps."""
         stats = read_manifest(AttributionCache(self.cfg.cache_path, self.cfg.attribution.dtype).path(self._attribution_key()))["stats"]
-        return stats["sum_rel_delta"] / max(1, stats["images"])
+        return IGRunStats(**stats)
 
     def run_student(self) -> dict[str, Any]:
         """Distil the configured student, unless finished; return its summary."""
@@ -363,7 +363,13 @@ class Pipeline:
             figure_path = self.cfg.run_dir / FIGURES / OVERLAY_FIGURE
             save_overlay_figure(figure_path, self.data.pool, maps, self.data.train_idx[picks].tolist())
             figure = str(figure_path.relative_to(self.cfg.run_dir))
-            notes["ig"] = {**self.cfg.attribution.model_dump(), "mean_rel_delta": self.completeness()}
+            completeness = self.completeness()
+            notes["ig"] = {
+                **self.cfg.attribution.model_dump(),
+                "completeness": completeness.describe(),
+                "relative_error": completeness.relative_error,
+                "mean_rel_delta": completeness.mean_rel_delta,
+            }
         write_report(self.cfg.run_dir / REPORT, f"igkd run '{self.cfg.name}'", teacher, student, figure, notes)
         results = {"teacher": teacher, "student": student, "rows": comparison_rows(teacher, student)}
         atomic_write_json(self.cfg.run_dir / RESULTS, {k: v for k, v in results.items() if k != "rows"})
