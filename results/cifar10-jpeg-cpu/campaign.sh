@@ -19,6 +19,16 @@ teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint (e.g. shared/
 out=${IGKD_CAMPAIGN_DIR:-$HOME/igkd-campaign}
 k5=(-c cifar10_jpeg_cpu --set "teacher.checkpoint=$teacher" --set "out_dir=$out")
 width=("${k5[@]}" --set student.arch=mobilenetv2_cifar:width=0.5)
+# --stop-at HH:MM means the next such time to each call, so a call started after it would run until the same time
+# tomorrow: resolve it once, here, to an absolute time that every call shares.
+args=()
+while (($#)); do
+  case $1 in
+    --stop-at) args+=(--stop-at "$(python3 -c 'import sys, datetime; from igkd.runtime.budget import parse_stop_at; print(datetime.datetime.fromtimestamp(parse_stop_at(sys.argv[1])).isoformat(timespec="seconds"))' "$2")"); shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- "${args[@]}"
 igkd() {  # each call stamped in the log, the ledger of the campaign's wall time
   echo "=== $(date -u +%FT%TZ) igkd $*"
   python3 -m igkd "$@"
