@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,9 @@ import torch
 from igkd.artifacts.atomic import atomic_write_json, atomic_write_text
 from igkd.artifacts.provenance import provenance
 from igkd.runtime.device import eval_batch_size
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_batch_size import spread  # noqa: E402
 
 ARCHS = ("mobilenetv2_cifar", "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=0.5")
 SETTINGS = ("glibc default", "igkd")
@@ -80,10 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images": images,
         "rounds": args.rounds,
         "batch": eval_batch_size(cpu),
-        "images_per_s": {
-            arch: {s: {"min": min(v), "median": statistics.median(v), "max": max(v)} for s, v in per.items()}
-            for arch, per in measured.items()
-        },
+        "images_per_s": spread(measured),
     }
     env = started["environment"]
     lines = [

@@ -29,6 +29,14 @@ ARCHS = ("mobilenetv2_cifar", "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=
 SIZES = (16, 32, 64, 128, 256, 1024)
 
 
+def spread(by_model: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Min, median and max of each model's measurements per setting."""
+    return {
+        model: {setting: {"min": min(v), "median": statistics.median(v), "max": max(v)} for setting, v in per.items()}
+        for model, per in by_model.items()
+    }
+
+
 def images_per_second(model: torch.nn.Module, images: torch.Tensor, batch: int, device: torch.device) -> float:
     """Images/s of one pass of ``predict_logits`` over ``images`` at ``batch``."""
     start = time.perf_counter()
@@ -97,10 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": image_size,
         "rounds": args.rounds,
         "default_batch": eval_batch_size(device),
-        "images_per_s": {
-            arch: {s: {"min": min(v), "median": statistics.median(v), "max": max(v)} for s, v in per_size.items()}
-            for arch, per_size in measured.items()
-        },
+        "images_per_s": spread(measured),
     }
     where = started["environment"].get("gpu", device.type).replace(" ", "_")
     name = f"eval-batch-size-{where}" + ("-tiny" if args.tiny else "")
