@@ -207,6 +207,22 @@ def test_transfer_evaluates_teacher_and_students_on_a_subset_of_classes(ablation
     assert "evaluated 0 of 9 models" in again.stdout
 
 
+def test_plan_only_plans_the_runs_for_the_reports_status_and_trains_nothing(tmp_path):
+    options = ["--seeds", "2", "--methods", "Student,KD"]
+    planned = igkd("experiment", "ablation", *_args(tmp_path), *options, "--plan-only")
+    assert planned.returncode == 0, planned.stderr
+    assert "ablation: 4 runs planned in" in planned.stdout and "nothing trained" in planned.stdout
+    run_dir = tmp_path / "runs" / "tiny"
+    assert len(json.loads((run_dir / "experiments" / "ablation.json").read_text())["jobs"]) == 4
+    assert not (run_dir / "teacher").exists() and not (run_dir / "students").exists()
+    reported = igkd("report", *_args(tmp_path))
+    assert reported.returncode == 0, reported.stderr
+    markdown = (run_dir / "report" / "report.md").read_text()
+    assert "0 of 4 planned runs finished" in markdown and "Status: not started: Student (seeds 0, 1); KD (seeds 0, 1)." in markdown
+    both = igkd("experiment", "ablation", *_args(tmp_path), *options, "--plan-only", "--dry-run")
+    assert both.returncode == 2 and "--plan-only writes the plan and --dry-run writes nothing" in both.stderr
+
+
 def test_sharded_sweep_in_parallel_workers_needs_the_shared_teacher_first(tmp_path, ablation):
     fresh = igkd("experiment", "sweep", *_args(tmp_path), "--seeds", "1", "--blocks", "5", "--shard", "0/2")
     assert fresh.returncode == 2 and "shared teacher" in fresh.stderr and len(fresh.stderr.strip().splitlines()) == 1

@@ -16,7 +16,7 @@ from igkd.config import load_config
 from igkd.evaluation.robustness import RECORD
 from igkd.experiments.grid import Experiment, ExperimentGrid
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.experiments.report import build_report, classes_first, planned_pairs
+from igkd.experiments.report import _status, build_report, classes_first, planned_pairs
 from igkd.experiments.runner import ExperimentRunner
 
 DATA = "0" * 64
@@ -132,7 +132,7 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
     assert summary["ablation"]["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]))
     assert "13 of 14 planned runs finished (seeds 0, 1, 2" in markdown
     assert "git commits `abc`, devices cpu (AMD EPYC (family 25, model 17))." in markdown
-    assert "Status: still to finish: `KD_IG-shuffled-" in markdown and "(not started)" in markdown
+    assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
 
 
 def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):
@@ -248,3 +248,22 @@ def test_the_report_sets_the_models_of_a_bench_result_side_by_side_and_refuses_a
     code, out, err = run_cli(args, capsys, monkeypatch)
     assert code != 0 and "not a result of 'igkd bench -o FILE'" in " ".join((out + err).split())
     assert "## Size and latency" in (cfg.run_dir / "report" / "report.md").read_text()  # the earlier report stays whole
+
+
+def test_status_names_partly_trained_runs_and_groups_the_unstarted_by_arm_and_seed(tmp_path):
+    base = "mobilenetv2_cifar:k=5"
+    jobs = [
+        {"run_id": f"{group}{'-w' * (arch == WIDTH)}-{seed}", "group": group, "arch": arch, "seed": seed}
+        for group, arch in [("Student", base), ("KD_IG", base), ("KD_IG", WIDTH)]
+        for seed in (0, 1, 2)
+    ]
+    plan = {"calls": [{"train_fraction": 0.8}], "jobs": jobs}
+    (tmp_path / "students" / "KD_IG-1").mkdir(parents=True)
+    (tmp_path / "students" / "KD_IG-1" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    runs = {"Student-0": {}, "Student-1": {}, "KD_IG-0": {}}
+    assert _status(plan, runs, tmp_path, base) == (
+        "3 of 9 planned runs finished (seeds 0, 1, 2, each on a fresh stratified 80% subset of the training split). "
+        "Status: partly trained: `KD_IG-1` (2 epochs done); not started: Student (seed 2); KD_IG (seed 2); "
+        "KD_IG @ width=0.25 (seeds 0, 1, 2)."
+    )
+    assert _status(plan, dict.fromkeys([j["run_id"] for j in jobs], {}), tmp_path, base).endswith("Status: every planned run has finished.")

@@ -11,6 +11,7 @@
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash campaign.sh [EXPERIMENT OPTIONS]
 #
+# It first plans every call (--plan-only, seconds each), so that the report's status line lists every run still to come.
 # EXPERIMENT OPTIONS go to every `igkd experiment` call: --stop-at HH:MM (one deadline for all calls; --budget would
 # restart with each call), or --set device=cuda --jobs 4 on a GPU.
 set -euo pipefail
@@ -33,14 +34,18 @@ igkd() {  # each call stamped in the log, the ledger of the campaign's wall time
   echo "=== $(date -u +%FT%TZ) igkd $*"
   python3 -m igkd "$@"
 }
-for seed in 0 1 2; do
-  one=(--first-seed "$seed" --seeds 1)
-  igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
-  igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
-  igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
-  igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
-done
-for seed in 0 1 2; do
-  igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods AT,KD_AT,KD_IG_AT,KD_EXPL --controls none "$@"
-done
+calls() {  # every call of the campaign, in its order, each with the options "$@"
+  for seed in 0 1 2; do
+    local one=(--first-seed "$seed" --seeds 1)
+    igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
+    igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
+    igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
+    igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
+  done
+  for seed in 0 1 2; do
+    igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods AT,KD_AT,KD_IG_AT,KD_EXPL --controls none "$@"
+  done
+}
+calls --plan-only "$@"  # the whole campaign in the plan first, so the report's status names every run still to come
+calls "$@"
 echo "=== $(date -u +%FT%TZ) campaign.sh: every call finished"

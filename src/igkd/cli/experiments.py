@@ -55,6 +55,12 @@ def experiment(
     deterministic: bool = DeterministicOpt,
     dry_run: bool = DryRunOpt,
     as_json: bool = JsonOpt,
+    plan_only: bool = typer.Option(
+        False,
+        "--plan-only",
+        help="Add this call's runs to the experiment's plan and exit, training nothing: the report's status then names "
+        "them as still to run (plan a whole campaign before its first run).",
+    ),
 ) -> None:
     """Run an experiment's student runs; finished runs (same identity) are skipped, so re-running resumes."""
     from igkd.config import load_config
@@ -67,6 +73,8 @@ def experiment(
 
     with deadline_at(resolve_deadline(budget, stop_at)):
         stop_if_past(0.0, f"the {name} experiment")  # a call that starts past its deadline decodes and prepares nothing
+        if plan_only and dry_run:
+            raise IgkdError("--plan-only writes the plan and --dry-run writes nothing: give one of them")
         if launched_by_torchrun():
             raise IgkdError(
                 "igkd experiment trains many independent students: start it with python3 -m igkd (use --jobs and --shard), "
@@ -89,6 +97,9 @@ def experiment(
                 print(json.dumps(plan, indent=2))
             else:
                 describe(plan, console.print)
+            return
+        if plan_only:
+            console.print(f"{name}: {len(planned)} runs planned in {runner.write_plan(declared, planned, options)}; nothing trained")
             return
         runner.prepare(selected, sharded=count > 1)
         plan_file = runner.write_plan(declared, planned, options)

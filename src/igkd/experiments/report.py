@@ -537,9 +537,9 @@ def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
     return buffer.getvalue()
 
 
-def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path) -> str:
-    """How far an experiment is: runs finished of those planned, over which seeds and training fractions, and where
-    each unfinished run stands (epochs done, from its metrics)."""
+def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path, base_arch: str) -> str:
+    """How far an experiment is: runs finished of those planned, over which seeds and training fractions; the runs
+    partly trained (epochs done, from their metrics) by name, and the runs not started by arm and seed."""
     calls = plan.get("calls") or [plan]  # a plan written before calls were recorded holds one call's options at its top
     seeds = sorted({job["seed"] for job in plan["jobs"]})
     fractions = ", ".join(sorted({f"{100 * call['train_fraction']:.0f}%" for call in calls}))
@@ -548,13 +548,23 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
         f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {', '.join(map(str, seeds))}, each on a fresh stratified "
         f"{fractions} subset of the training split)."
     )
-    waiting = []
+    partly: list[str] = []
+    not_started: dict[str, list[int]] = defaultdict(list)
     for job in plan["jobs"]:
         if job["run_id"] not in runs:
             metrics = run_dir / STUDENTS_DIR / job["run_id"] / METRICS
             epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
-            waiting.append(f"`{job['run_id']}` ({epochs} epochs done)" if epochs else f"`{job['run_id']}` (not started)")
-    return text + (f" Status: still to finish: {', '.join(waiting)}." if waiting else " Status: every planned run has finished.")
+            if epochs:
+                partly.append(f"`{job['run_id']}` ({epochs} epochs done)")
+            else:
+                not_started[arm_label(job["group"], job["arch"], base_arch)].append(job["seed"])
+    if not (partly or not_started):
+        return text + " Status: every planned run has finished."
+    waiting = [f"partly trained: {', '.join(partly)}"] if partly else []
+    if not_started:
+        arms = (f"{arm} (seed{'s' * (len(s) > 1)} {', '.join(map(str, sorted(s)))})" for arm, s in not_started.items())
+        waiting.append(f"not started: {'; '.join(arms)}")
+    return text + f" Status: {'; '.join(waiting)}."
 
 
 def _device_name(environment: dict[str, Any]) -> str:
@@ -645,7 +655,7 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
         summary["teacher"] = {k: teacher[k] for k in ("arch", "params", "macs", "test") if k in teacher}
     for name, plan in plans.items():
         doc.heading(f"{name.capitalize()}", 2)
-        doc.paragraph(_status(plan, runs, run_dir))
+        doc.paragraph(_status(plan, runs, run_dir, cfg.student.arch))
         at_configured = all(job.get("family") == "ablation" for job in plan["jobs"])  # a grid at the configured student
         summary[name] = (
             _ablation(doc, name, plan, runs, teacher, figures, teacher_checks, cfg.student.arch)
