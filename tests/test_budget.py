@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import numpy as np
@@ -68,8 +69,16 @@ def test_training_stops_at_an_epoch_boundary_with_its_state_saved_and_resumes_to
     teacher_dir = cfg.run_dir / "teacher"
     state = torch.load(teacher_dir / "state.pt", weights_only=True)
     assert state["epoch"] == 0 and not (teacher_dir / "final.json").exists()
+    assert state["seconds"] >= json.loads((teacher_dir / "metrics.jsonl").read_text())["seconds"] > 0
+    state["seconds"] = 1000.0  # as if the first process had trained for 1000 s: the resumed run counts them
+    torch.save(state, teacher_dir / "state.pt")
     resumed = Pipeline(cfg, Console(quiet=True)).teacher.model.state_dict()
-    assert len((teacher_dir / "metrics.jsonl").read_text().splitlines()) == 3
+    epochs = [json.loads(line) for line in (teacher_dir / "metrics.jsonl").read_text().splitlines()]
+    final = json.loads((teacher_dir / "final.json").read_text())
+    assert len(epochs) == 3 and 1000 + sum(e["seconds"] for e in epochs[1:]) <= final["train_seconds"] < 1100
+    batch = cfg.teacher.train.batch_size
+    per_epoch = len(Pipeline(cfg, Console(quiet=True)).data.train_idx) // batch * batch
+    assert final["train_images_per_second"] * final["train_seconds"] == pytest.approx(3 * per_epoch)  # every epoch's images
 
     tree["out_dir"] = str(tmp_path / "uninterrupted")
     whole = Pipeline(validate_config(tree), Console(quiet=True)).teacher.model.state_dict()

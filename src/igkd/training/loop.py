@@ -57,8 +57,8 @@ class FitResult:
     history: list[dict[str, float]]
     best_epoch: int
     best_val_accuracy: float
-    seconds: float
-    images_per_second: float
+    seconds: float  # training time, the earlier processes' of a resumed run included
+    images_per_second: float  # over every epoch and ``seconds``
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -294,6 +294,7 @@ def fit(plan: FitPlan) -> FitResult:
     history: list[dict[str, float]] = []
     best = {"epoch": -1, "val_accuracy": -1.0}
     start_epoch = 0
+    earlier_seconds = 0.0  # the training time of the processes this run resumes from
     state_file = run_dir / STATE
     if state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=True)
@@ -302,6 +303,7 @@ def fit(plan: FitPlan) -> FitResult:
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+            earlier_seconds = state.get("seconds", sum(row["seconds"] for row in history))  # its epochs, for older states
             if not streams.load_state(state["random_streams"], seed, start_epoch) and step_progress is not None:
                 step_progress.note(
                     f"the training state in '{state_file}' was saved on another kind of device; its random "
@@ -310,7 +312,6 @@ def fit(plan: FitPlan) -> FitResult:
                 )
     train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
     started = time.perf_counter()
-    images_seen = 0
     if step_progress is not None:
         step_progress.start(cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs):
@@ -336,7 +337,6 @@ def fit(plan: FitPlan) -> FitResult:
                 f"training diverged: loss is {train_stats['train_loss']} in epoch {epoch + 1}; "
                 f"lower the learning rate (--set {section}.train.lr=...) or turn amp off (--set {section}.train.amp=off)"
             )
-        images_seen += steps_per_epoch * cfg.batch_size
         row = _validate(model, val_images, val_labels, cfg, device) if ctx.is_main else {}
         row = distributed.broadcast_object(
             {"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
@@ -362,6 +362,7 @@ def fit(plan: FitPlan) -> FitResult:
                     "history": history,
                     "best": best,
                     "world_size": ctx.world_size,
+                    "seconds": earlier_seconds + time.perf_counter() - started,
                 },
             )
         if progress:
@@ -369,8 +370,9 @@ def fit(plan: FitPlan) -> FitResult:
     if step_progress is not None:
         step_progress.finish()
     distributed.barrier()
-    seconds = time.perf_counter() - started
-    return FitResult(history, int(best["epoch"]), float(best["val_accuracy"]), seconds, images_seen / max(seconds, 1e-9))
+    seconds = earlier_seconds + time.perf_counter() - started  # every process's, so a resumed run counts its whole training
+    images = len(history) * steps_per_epoch * cfg.batch_size
+    return FitResult(history, int(best["epoch"]), float(best["val_accuracy"]), seconds, images / max(seconds, 1e-9))
 
 
 def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
