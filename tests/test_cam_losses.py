@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igkd.losses.cam import cat_loss, class_activation_maps, explanation_similarity_loss, grad_cam
+from igkd.losses.cam import (
+    TwiceDifferentiableHardsigmoid,
+    cat_loss,
+    class_activation_maps,
+    explanation_similarity_loss,
+    grad_cam,
+    twice_differentiable,
+)
 
 
 class TinyNet(nn.Module):
@@ -98,3 +105,32 @@ def test_the_student_side_of_cat_and_the_frozen_map_loss_pass_gradcheck(net):
         return explanation_similarity_loss(grad_cam(features, logits, targets, create_graph=True), big_map)
 
     assert torch.autograd.gradcheck(frozen_loss, (net.conv.weight.detach().clone().requires_grad_(True),))
+
+
+def test_hardsigmoid_gates_are_made_twice_differentiable_with_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    gate = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Hardsigmoid(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).double()
+    x = torch.cat([torch.tensor([-3.0, 3.0, -4.0, 4.0, 0.0]), torch.randn(3 * 8 * 8 - 5) * 4]).view(1, 3, 8, 8).double()
+    raw = torch.linspace(-5, 5, 101, dtype=torch.float64).repeat_interleave(2)  # boundaries -3 and 3 included
+    raw.requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.hardsigmoid(raw).pow(2).sum(), raw)
+    smooth = raw.detach().clone().requires_grad_(True)
+    values = TwiceDifferentiableHardsigmoid()(smooth)
+    (gradient,) = torch.autograd.grad(values.pow(2).sum(), smooth)
+    torch.testing.assert_close(values, F.hardsigmoid(raw.detach()), rtol=1e-12, atol=0)
+    torch.testing.assert_close(gradient, expected, rtol=1e-7, atol=0)  # PyTorch's kernel scales by a float32 1/6
+    assert torch.equal(gradient == 0, expected == 0)  # zero from -3 down and from 3 up, the boundaries included
+    before = gate(x)
+    with pytest.raises(RuntimeError, match="hardsigmoid_backward is not implemented"):
+        _double_backward(gate, x)
+    assert twice_differentiable(gate) is gate and isinstance(gate[1], TwiceDifferentiableHardsigmoid)
+    assert torch.equal(gate(x), before)
+    _double_backward(gate, x)
+    assert float(gate[0].weight.grad.abs().sum()) > 0
+
+
+def _double_backward(model: nn.Module, x: torch.Tensor) -> None:
+    """A loss on the gradient of the output with respect to the input, back to the weights (as a Grad-CAM loss does)."""
+    x = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(model(x)[:, 0].sum(), x, create_graph=True)
+    gradient.pow(2).sum().backward()

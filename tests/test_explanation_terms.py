@@ -53,8 +53,9 @@ def test_the_gradcam_term_is_grad_cam_by_hand_and_trains_the_student(tmp_path):
 @pytest.mark.parametrize(
     ("student", "method", "settings", "term"),
     [
-        # Grad-CAM is differentiated twice: mobilenet_v3's hardsigmoid has no second derivative in PyTorch, v2's ReLU6 has
         ("torchvision:mobilenet_v2", "KD_EXPL", ["student.explain.layers=[layer3, features.14]"], "gradcam"),
+        # Grad-CAM is differentiated twice: the term makes mobilenet_v3's hardsigmoid gates twice differentiable
+        ("torchvision:mobilenet_v3_small", "KD_EXPL", ["student.explain.layers=[layer3, features.8]"], "gradcam"),
         # e²KD's frozen variant: the teacher's Grad-CAM at layer4, built once by the maps stage
         (
             "torchvision:mobilenet_v2",

@@ -172,7 +172,8 @@ class GradCAMLoss(nn.Module):
     (``FeatureTap(teacher, [layer], keep_graph=True)`` under ``torch.enable_grad()``); ``targets`` default to the
     teacher's predicted classes. Frozen: pass ``teacher_maps`` [B, H, W] (the teacher's precomputed maps, e.g.
     ``compute_attributions(..., source="gradcam")``, transformed with their images) and the ``targets`` they explain.
-    Maps of different sizes are compared at the smaller one.
+    Maps of different sizes are compared at the smaller one. A student with hardsigmoid gates (MobileNetV3) needs
+    ``igkd.twice_differentiable(student)`` once before training: PyTorch's hardsigmoid has no second derivative.
     """
 
     def forward(

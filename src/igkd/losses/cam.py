@@ -6,11 +6,30 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def _wide(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` in float32 (bf16/fp16 activations) or as it is when wider (float64)."""
     return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
+class TwiceDifferentiableHardsigmoid(nn.Hardsigmoid):
+    """``relu6(x + 3) / 6``: PyTorch's hardsigmoid in value and gradient, with the second derivative it lacks."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.relu6(input + 3) / 6
+
+
+def twice_differentiable(model: nn.Module) -> nn.Module:
+    """``model`` with each ``nn.Hardsigmoid`` (the gates of MobileNetV3 and other hub models) replaced by
+    :class:`TwiceDifferentiableHardsigmoid`, so that a loss on its Grad-CAM can train it (a double backward); the same
+    outputs and gradients, no parameter changes. Returns ``model``."""
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Hardsigmoid and name:  # a model that is a bare hardsigmoid has nothing to explain
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, TwiceDifferentiableHardsigmoid())
+    return model
 
 
 def grad_cam(features: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, create_graph: bool = False) -> torch.Tensor:

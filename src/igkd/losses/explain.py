@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from igkd.errors import IgkdError
-from igkd.losses.cam import cat_loss, class_activation_maps, explanation_similarity_loss, grad_cam
+from igkd.losses.cam import cat_loss, class_activation_maps, explanation_similarity_loss, grad_cam, twice_differentiable
 from igkd.losses.terms import LossInputs, LossTerm, register_term
 from igkd.models.base import NormalizedModel
 from igkd.models.features import check_layer, linear_head
@@ -72,6 +72,7 @@ class GradCAMTerm(LossTerm):
 
     def bind(self, cfg: RunConfig, teacher: NormalizedModel, student: NormalizedModel) -> None:
         self.layer_pairs = [explanation_layers(cfg.student.explain.layers, cfg, teacher, student, "student.explain.layers")]
+        twice_differentiable(student)
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         assert inputs.teacher_graph_logits is not None, "the gradcam term needs the teacher's gradients"
@@ -101,6 +102,7 @@ class FrozenGradCAMTerm(LossTerm):
         self.student_layers = [
             explanation_layer("student", cfg.student.arch, student, layers[1] if layers else None, "student.explain.layers")
         ]
+        twice_differentiable(student)
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         assert inputs.teacher_maps is not None, "the gradcam_frozen term needs the teacher's maps of the batch"
