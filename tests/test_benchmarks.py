@@ -447,3 +447,13 @@ def test_cpu_allocator_benchmark_times_both_settings_in_fresh_processes(tmp_path
     assert all(0 < row["min"] <= row["max"] for row in result["images_per_s"][arch].values())
     assert set(result["images_per_s"][arch]) == {"glibc default", "igkd"} and result["batch"] == 64 and result["git_commit"]
     assert f"| `{arch}` |" in (tmp_path / "cpu-allocator-cpu-tiny.md").read_text()
+
+
+def test_ig_completeness_benchmark_compares_every_setting_with_the_float32_reference(tmp_path):
+    result = benchmark("ig_completeness").main(["--tiny", "--steps", "4", "8", "--output-dir", str(tmp_path)])
+    rows = {(row["precision"], row["steps"]): row for row in result["rows"]}
+    assert set(rows) == {("float32", 4), ("float32", 8), ("bfloat16", 4), ("bfloat16", 8)} and result["images"] == 8
+    assert rows[("float32", 8)]["map_change_max"] == 0 and rows[("bfloat16", 8)]["map_change_max"] > 0
+    assert all(row["relative_error"] > 0 and row["max_abs_delta"] >= row["mean_abs_delta"] for row in rows.values())
+    assert result["git_commit"] and result["environment"]["cpu"] and result["reference"] == "float32 at 8 steps"
+    assert (tmp_path / "ig-completeness-cpu-tiny.md").read_text().count("| bfloat16 |") == 2
