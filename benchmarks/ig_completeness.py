@@ -14,6 +14,7 @@ the command, commit, device and versions.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         teacher_name = "mobilenetv2_cifar:width=0.25:k=14 (untrained)"
         model = build_model("mobilenetv2_cifar:width=0.25:k=14", len(test.classes), [0.5] * 3, [0.25] * 3)
     else:
-        teacher_name, model = str(args.teacher), load_checkpoint(args.teacher).model
+        teacher_name, model = os.path.relpath(args.teacher), load_checkpoint(args.teacher).model
     steps = sorted(args.steps[:2] if args.tiny else args.steps)
     base = cfg.attribution.model_copy(update={"steps": steps[-1], "precision": "float32"})  # the config's method and baseline
     runs = {}
