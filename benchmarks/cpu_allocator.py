@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from igkd.artifacts.atomic import atomic_write_json, atomic_write_text
 from igkd.artifacts.provenance import provenance
 from igkd.runtime.device import eval_batch_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_batch_size import spread  # noqa: E402
+from result_files import write_result  # noqa: E402
 
 ARCHS = ("mobilenetv2_cifar", "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=0.5")
 SETTINGS = ("glibc default", "igkd")
@@ -101,11 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"({tuned['min']:.0f}-{tuned['max']:.0f}) | {tuned['median'] / plain['median']:.2f} |"
         )
     lines += ["", f"`{result['command']}` at {started['git_commit']}."]
-    name = "cpu-allocator-cpu" + ("-tiny" if args.tiny else "")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.output_dir / f"{name}.json", result)
-    atomic_write_text(args.output_dir / f"{name}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.output_dir, "cpu-allocator", result, "\n".join(lines) + "\n", args.tiny)
     return result
 
 

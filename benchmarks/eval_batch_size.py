@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from igkd.artifacts.atomic import atomic_write_json, atomic_write_text
 from igkd.artifacts.provenance import provenance
 from igkd.models.registry import build_model
 from igkd.runtime.device import configure_kernels, eval_batch_size, place_model, resolve_device
 from igkd.training.loop import predict_logits
+from result_files import write_result
 
 ARCHS = ("mobilenetv2_cifar", "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=0.5")
 SIZES = (16, 32, 64, 128, 256, 1024)
@@ -107,12 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "default_batch": eval_batch_size(device),
         "images_per_s": spread(measured),
     }
-    where = started["environment"].get("gpu", device.type).replace(" ", "_")
-    name = f"eval-batch-size-{where}" + ("-tiny" if args.tiny else "")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.output_dir / f"{name}.json", result)
-    atomic_write_text(args.output_dir / f"{name}.md", markdown(result))
-    print(markdown(result))
+    write_result(args.output_dir, "eval-batch-size", result, markdown(result), args.tiny)
     return result
 
 

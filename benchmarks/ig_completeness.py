@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from igkd.artifacts.atomic import atomic_write_json, atomic_write_text
 from igkd.artifacts.provenance import provenance
 from igkd.attribution import compute_ig_maps
 from igkd.config import load_config
@@ -31,6 +29,7 @@ from igkd.experiments.analysis import agreement_indices
 from igkd.models.checkpoint import load_checkpoint
 from igkd.models.registry import build_model
 from igkd.runtime.device import configure_kernels, resolve_device
+from result_files import write_result
 
 TEACHER = Path(__file__).resolve().parents[1] / "results" / "cifar10-jpeg-cpu" / "models" / "teacher.pt"
 PRECISIONS = ("float32", "bfloat16")
@@ -120,12 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_abs_gap": reference_stats.sum_abs_gap / max(reference_stats.gap_images, 1),
         "rows": rows,
     }
-    where = started["environment"].get("gpu", device.type).replace(" ", "_")
-    name = f"ig-completeness-{where}" + ("-tiny" if args.tiny else "")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.output_dir / f"{name}.json", result)
-    atomic_write_text(args.output_dir / f"{name}.md", markdown(result))
-    print(markdown(result))
+    write_result(args.output_dir, "ig-completeness", result, markdown(result), args.tiny)
     return result
 
 

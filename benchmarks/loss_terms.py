@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.artifacts.provenance import provenance  # noqa: E402
 from igkd.config import load_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
@@ -32,6 +31,7 @@ from igkd.runtime.device import RandomStreams, configure_kernels, resolve_device
 from igkd.training.distill import distillation_run  # noqa: E402
 from igkd.training.loop import make_optimizer, make_schedule, make_train_step  # noqa: E402
 from igkd.training.teacher import import_teacher, resolve_normalization  # noqa: E402
+from result_files import write_result  # noqa: E402
 from throughput import TINY_SETS  # noqa: E402
 
 MIXES = ("Student", "KD", "KD_EXPL", "KD_EXPL_FROZEN", "KD_CAT")
@@ -97,10 +97,6 @@ def main(argv: list[str] | None = None) -> dict:
         "ms_per_step": rows,
         "ratio_to_kd": {m: rows[m]["median"] / rows["KD"]["median"] for m in MIXES},
     }
-    where = started["environment"].get("gpu", device.type).replace(" ", "_")
-    name = f"loss-terms-{where}" + ("-tiny" if args.tiny else "")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / f"{name}.json", result)
     lines = [
         f"# Cost per training step of each loss mix ({cfg.student.arch}, batch {cfg.student.train.batch_size})",
         "",
@@ -112,8 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
         "",
         f"`{result['command']}` at {started['git_commit']}.",
     ]
-    atomic_write_text(args.out / f"{name}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, "loss-terms", result, "\n".join(lines) + "\n", args.tiny)
     return result
 
 
