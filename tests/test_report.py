@@ -135,6 +135,21 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
     assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
 
 
+def test_every_finished_run_has_a_line_of_the_runs_table_seed_by_seed(grown):
+    _, _, markdown = grown
+    table = markdown.split("## Runs")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(table) == 13 and [line.split(" | ")[0] for line in table[:5]] == [
+        "| Student, seed 0",
+        "| KD, seed 0",
+        "| KD_IG, seed 0",
+        "| KD_IG-shuffled, seed 0",
+        "| Student @ width=0.25, seed 0",
+    ]
+    shuffled = next(line for line in table if line.startswith("| KD_IG-shuffled, seed 1 |"))
+    assert shuffled.startswith("| KD_IG-shuffled, seed 1 | 84.00 | n/a | 90.00 | 74.00 | 1.500 |")
+    assert shuffled.endswith("| `abc`, cpu (AMD EPYC (family 25, model 17)) |")
+
+
 def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):
     _, summary, markdown = grown
     planned = summary["ablation"]["planned"]

@@ -476,38 +476,12 @@ def classes_first(indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(first + rest, dtype=torch.long)
 
 
-def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    fields = [
-        "run_id",
-        "experiment",
-        "group",
-        "method",
-        "maps",
-        "arch",
-        "family",
-        "seed",
-        "test_accuracy",
-        "balanced_accuracy",
-        "teacher_agreement",
-        "best_val_accuracy",
-        "best_epoch",
-        "params",
-        "macs",
-        "train_seconds",
-        "ig_spearman",
-        "transfer_accuracy",
-        "transfer_balanced_accuracy",
-        "mean_corruption_accuracy",
-        "mce",
-        "git_commit",
-        "device",
-    ]
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
+def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per finished run: what it is (experiment, arm, student, seed) and what it measured (``runs.csv``)."""
+    rows = []
     for run_id, run in runs.items():
         final, job = run["final"], jobs.get(run_id, {})
-        writer.writerow(
+        rows.append(
             {
                 "run_id": run_id,
                 "experiment": job.get("experiment", ""),
@@ -534,7 +508,46 @@ def _runs_csv(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
                 "device": final.get("environment", {}).get("gpu", final.get("environment", {}).get("device")),
             }
         )
+    return rows
+
+
+def _runs_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["run_id"])
+    writer.writeheader()
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def _runs_table(doc: Document, rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]], planned: list[str], base_arch: str) -> None:
+    """Every finished run on a line, seed by seed in the order the plans name them (``planned``: run ids): its arm and
+    seed, accuracies, robustness, transfer, training time, commit and device."""
+    doc.heading("Runs", 2)
+    order = {run_id: i for i, run_id in enumerate(planned)}
+    table = []
+    for row in sorted(rows, key=lambda r: (r["seed"], order.get(r["run_id"], len(order)), r["run_id"])):
+        minutes = f"{row['train_seconds'] / 60:.0f}" if row["train_seconds"] is not None else "n/a"
+        mce = f"{row['mce']:.3f}" if row["mce"] is not None else "n/a"
+        table.append(
+            [
+                f"{arm_label(row['group'] or str(row['method']), row['arch'], base_arch)}, seed {row['seed']}",
+                percent(row["test_accuracy"]),
+                percent(row["best_val_accuracy"]) + (f" ({row['best_epoch']})" if row["best_epoch"] is not None else ""),
+                percent(row["teacher_agreement"]),
+                percent(row["mean_corruption_accuracy"]),
+                mce,
+                percent(row["transfer_accuracy"]),
+                minutes,
+                f"`{str(row['git_commit'])[:7]}`, {_device_name(runs[row['run_id']]['final'].get('environment', {}))}",
+            ]
+        )
+    header = ["run", "test acc (%)", "best val (%) (epoch)", "agrees w/ teacher (%)", "mCA (%)", "mCE", "transfer acc (%)"]
+    doc.table([*header, "train (min)", "commit, device"], table)
+    doc.paragraph(
+        "Each finished run (`runs.csv` has every field): the test accuracy of its checkpoint best on validation, that "
+        "validation accuracy and its epoch; mCA and mCE under the common corruptions, where measured; transfer: the "
+        "mean over the evaluated splits of the other dataset; train: training time, the evaluation after it not included."
+    )
 
 
 def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path, base_arch: str) -> str:
@@ -668,6 +681,9 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
         summary["latency"] = _latency(doc, latency_record, latency)
     _ig_figure(doc, cfg, runs, plans, figures)
     jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
+    rows = _run_rows(runs, jobs)
+    if rows:
+        _runs_table(doc, rows, runs, list(jobs), cfg.student.arch)
     commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
     devices = sorted({_device_name(r["final"].get("environment", {})) for r in runs.values()})
     prov = provenance(resolve_device(cfg.device), cfg.seed)
@@ -680,7 +696,7 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
         atomic_write_json(out / "runs" / f"{run_id}.json", run)
     if teacher:
         atomic_write_json(out / "runs" / "teacher.json", teacher)
-    atomic_write_text(out / "runs.csv", _runs_csv(runs, jobs))
+    atomic_write_text(out / "runs.csv", _runs_csv(rows))
     atomic_write_json(out / "summary.json", {**summary, "provenance": prov})
     atomic_write_text(out / "report.html", doc.html())
     atomic_write_text(out / REPORT, doc.markdown())
