@@ -126,16 +126,16 @@ def _per_image(x: torch.Tensor, function: Callable[[np.ndarray], np.ndarray]) ->
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 
-_FUNCTIONS: dict[str, Callable[[torch.Tensor, object, torch.Generator], torch.Tensor]] = {
-    "gaussian_noise": _gaussian_noise,  # type: ignore[dict-item]
-    "shot_noise": _shot_noise,  # type: ignore[dict-item]
-    "impulse_noise": _impulse_noise,  # type: ignore[dict-item]
-    "gaussian_blur": _gaussian_blur,  # type: ignore[dict-item]
-    "defocus_blur": _defocus_blur,  # type: ignore[dict-item]
-    "contrast": _contrast,  # type: ignore[dict-item]
-    "brightness": _brightness,  # type: ignore[dict-item]
-    "pixelate": _pixelate,  # type: ignore[dict-item]
-    "jpeg_compression": _jpeg,  # type: ignore[dict-item]
+_FUNCTIONS: dict[str, Callable[..., torch.Tensor]] = {  # (images, the severity's parameter, generator)
+    "gaussian_noise": _gaussian_noise,
+    "shot_noise": _shot_noise,
+    "impulse_noise": _impulse_noise,
+    "gaussian_blur": _gaussian_blur,
+    "defocus_blur": _defocus_blur,
+    "contrast": _contrast,
+    "brightness": _brightness,
+    "pixelate": _pixelate,
+    "jpeg_compression": _jpeg,
 }
 
 

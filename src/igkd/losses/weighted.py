@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -21,12 +22,17 @@ class WeightedLoss(nn.Module):
         self.weights = [float(weight) for _, weight in pairs]
         self.needs: frozenset[Need] = frozenset().union(*(term.needs for term, _ in pairs))  # what the terms need of the teacher
 
+    @property
+    def loss_terms(self) -> list[LossTerm]:
+        """The terms in order, typed (``terms`` holds them as submodules, so that they move with the loss)."""
+        return cast("list[LossTerm]", list(self.terms))
+
     def forward(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total: torch.Tensor | None = None
         parts: dict[str, torch.Tensor] = {}
-        for term, weight in zip(self.terms, self.weights, strict=True):
+        for term, weight in zip(self.loss_terms, self.weights, strict=True):
             value = term(inputs)
-            parts[term.name] = value.detach()  # type: ignore[index]
+            parts[term.name] = value.detach()
             total = weight * value if total is None else total + weight * value
         assert total is not None, "a loss needs at least one term"
         return total, parts

@@ -163,9 +163,9 @@ class Checks:
         it reads."""
         cfg, problems = self.cfg, _training_problems("student", self.cfg.student.train, self.student_images, self.world_size)
         if self.student_model is not None:
-            for term in student_loss(cfg).terms:
+            for term in student_loss(cfg).loss_terms:
                 try:
-                    term.bind(cfg, self.teacher_model, self.student_model)  # type: ignore[operator]
+                    term.bind(cfg, self.teacher_model, self.student_model)
                 except IgkdError as exc:
                     problems.append(str(exc))
         return problems

@@ -49,7 +49,7 @@ def make_distill_loss(
     ``student_tap`` records the student's layers (hooks registered before the student is wrapped for DDP or compiled);
     the teacher's are recorded for the one pass.
     """
-    teacher_paths = list(dict.fromkeys(t for term in loss.terms for t, _ in term.layer_pairs))  # type: ignore[union-attr]
+    teacher_paths = list(dict.fromkeys(t for term in loss.loss_terms for t, _ in term.layer_pairs))
     needs_logits, needs_graph, needs_maps = (
         "teacher_logits" in loss.needs,
         "teacher_gradients" in loss.needs,
@@ -143,9 +143,9 @@ def distillation_run(
             device,
             data_digest=data.pool.digest,
         ).to(device)
-    for term in loss.terms:  # layer paths and heads, from the models the loss runs
-        term.bind(cfg, online_teacher, student)  # type: ignore[operator]
-    student_paths = list(dict.fromkeys(s for term in loss.terms for s in term.student_paths))  # type: ignore[union-attr]
+    for term in loss.loss_terms:  # layer paths and heads, from the models the loss runs
+        term.bind(cfg, online_teacher, student)  # type: ignore[arg-type]  # the folded copy of a NormalizedModel is one
+    student_paths = list(dict.fromkeys(s for term in loss.loss_terms for s in term.student_paths))
     student_tap = FeatureTap(student, student_paths) if student_paths else None
     batch_maps = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_maps and maps is not None else None
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, batch_maps, cfg.student.ig if overlay else None)
