@@ -441,12 +441,14 @@ def test_eval_batch_size_benchmark_times_every_model_and_size_and_marks_the_defa
     assert "| 64 (unset: this device's default) |" in markdown and "| 4 |" in markdown
 
 
-def test_cpu_allocator_benchmark_times_both_settings_in_fresh_processes(tmp_path):
+def test_cpu_allocator_benchmark_times_evaluation_and_training_under_each_setting_in_fresh_processes(tmp_path):
     result = benchmark("cpu_allocator").main(["--tiny", "--rounds", "2", "--output-dir", str(tmp_path)])
-    (arch,) = result["images_per_s"]
-    assert all(0 < row["min"] <= row["max"] for row in result["images_per_s"][arch].values())
-    assert set(result["images_per_s"][arch]) == {"glibc default", "igkd"} and result["batch"] == 64 and result["git_commit"]
-    assert f"| `{arch}` |" in (tmp_path / "cpu-allocator-cpu-tiny.md").read_text()
+    (arch,) = result["eval_images_per_s"]
+    for measure in ("eval_images_per_s", "train_ms_per_step"):
+        assert set(result[measure][arch]) == {"glibc default", "heap up to 32 MiB", "igkd"}
+        assert all(0 < row["min"] <= row["max"] for row in result[measure][arch].values())
+    assert result["batch"] == 64 and result["train_batch"] == 16 and result["git_commit"]
+    assert (tmp_path / "cpu-allocator-cpu-tiny.md").read_text().count(f"| `{arch}` |") == 2
 
 
 def test_ig_completeness_benchmark_compares_every_setting_with_the_float32_reference(tmp_path):
