@@ -3,10 +3,11 @@
 By default glibc serves an allocation above 128 KiB (raised on the fly up to 32 MiB once such a block is freed) with
 its own ``mmap``, and returns it on ``free``: every activation of a batch then costs page faults and zeroed pages.
 igkd serves every block from the heap (no ``mmap`` of its own; glibc still maps when the heap cannot grow) and keeps up
-to 1 GiB of freed heap before giving it back. The CIFAR models evaluate at 1.4-1.8x the images/s at batch 64 on a
-2-core AVX-512 BF16 CPU, and a training step of the k=5 student at batch 128, whose widest activations (38 MB) are
-above the largest threshold glibc accepts (32 MiB), runs faster again (``benchmarks/results/cpu-allocator-cpu.md``).
-Results do not change, only where memory comes from; a process keeps its peak heap instead of returning large blocks.
+to 1 GiB of freed heap before giving it back. On a 2-core AVX-512 BF16 CPU the CIFAR teacher evaluates at 1.8x the
+images/s at batch 64, and a training step at batch 128 takes 0.84x (teacher) and 0.93x (k=5 student) the time: the
+student's widest activations (38 MB) are above the largest threshold glibc accepts (32 MiB), so only a heap without
+mappings serves them from pages already touched (``benchmarks/results/cpu-allocator-cpu.md``). Results do not change,
+only where memory comes from; a process keeps its peak heap instead of returning large blocks to the system.
 """
 
 from __future__ import annotations
