@@ -1,31 +1,39 @@
-"""The CPU campaign's script (results/cifar10-jpeg-cpu/campaign.sh), with igkd replaced by a recorder: the calls it
-makes, in order, and the one deadline they share."""
+"""The CPU campaign's scripts (results/cifar10-jpeg-cpu/), with igkd replaced by a recorder: the calls campaign.sh
+makes, in order, and the one deadline they share; the models land.sh picks, on validation accuracy."""
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parents[1] / "results" / "cifar10-jpeg-cpu" / "campaign.sh"
+CAMPAIGN = Path(__file__).parents[1] / "results" / "cifar10-jpeg-cpu"
 
 
-def _campaign_calls(tmp_path: Path, *options: str) -> list[list[str]]:
-    """The ``igkd`` command lines the script runs with ``options``, recorded instead of run (other Python runs as is)."""
+def _run_recorded(script: Path, tmp_path: Path, *options: str) -> list[list[str]]:
+    """Run ``script`` with ``options`` and return the ``igkd`` command lines it ran, recorded instead of run (other
+    Python runs as is); the campaign's run folder is ``tmp_path/campaign``."""
     calls = tmp_path / "calls.txt"
     stub = tmp_path / "bin" / "python3"
-    stub.parent.mkdir()
+    stub.parent.mkdir(exist_ok=True)
     stub.write_text(
         f'#!/usr/bin/env bash\nif [[ $1 == -m && $2 == igkd ]]; then shift 2; echo "$*" >> {calls}; else exec {sys.executable} "$@"; fi\n'
     )
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}", "IGKD_DATA_DIR": "data", "IGKD_TEACHER": "t.pt"}
     env["IGKD_CAMPAIGN_DIR"] = str(tmp_path / "campaign")
-    result = subprocess.run(["bash", str(SCRIPT), *options], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(["bash", str(script), *options], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return [line.split() for line in calls.read_text().splitlines()]
+
+
+def _campaign_calls(tmp_path: Path, *options: str) -> list[list[str]]:
+    return _run_recorded(CAMPAIGN / "campaign.sh", tmp_path, *options)
 
 
 def _value(call: list[str], option: str) -> str:
@@ -52,3 +60,43 @@ def test_every_call_shares_one_absolute_deadline_resolved_from_hh_mm(tmp_path):
     assert len(deadlines) == 1
     deadline = datetime.datetime.fromisoformat(deadlines.pop())
     assert deadline.strftime("%H:%M") == soon.strftime("%H:%M") and deadline - datetime.datetime.now() < datetime.timedelta(minutes=6)
+
+
+def _finished(folder: Path, arch: str, seed: int, validation: float, test: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(f"{arch} {seed}".encode())
+    record = {"arch": arch, "seed": seed, "best_val_accuracy": validation, "test": {"accuracy": test}}
+    (folder / "final.json").write_text(json.dumps({**record, "command": "igkd ...", "git_commit": "abc"}))
+
+
+def test_land_picks_each_arms_model_on_validation_accuracy_never_on_test(tmp_path):
+    """The authors chose models on test accuracy; land.sh must take each arm's best on validation (with its SHA-256)."""
+    here = tmp_path / "landing"
+    here.mkdir()
+    shutil.copy(CAMPAIGN / "land.sh", here)
+    run_dir = tmp_path / "campaign" / "cifar10-jpeg-cpu"
+    (run_dir / "report").mkdir(parents=True)
+    _finished(run_dir / "teacher", "mobilenetv2_cifar", 0, 0.9, 0.9)
+    k5, width = "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=0.5"
+    runs = [("KD", k5, 0, 0.80, 0.90), ("KD", k5, 1, 0.85, 0.70), ("KD", width, 0, 0.70, 0.75), ("KD_IG", k5, 0, 0.82, 0.80)]
+    jobs = []
+    for group, arch, seed, validation, test in runs:
+        run_id = f"{group}-{arch}-{seed}"
+        _finished(run_dir / "students" / run_id, arch, seed, validation, test)
+        jobs.append({"run_id": run_id, "group": group, "arch": arch, "seed": seed})
+    jobs.append({"run_id": "KD_IG-unfinished", "group": "KD_IG", "arch": k5, "seed": 1})
+    (run_dir / "experiments").mkdir()
+    (run_dir / "experiments" / "ablation.json").write_text(json.dumps({"jobs": jobs}))
+    calls = _run_recorded(here / "land.sh", tmp_path)
+    assert [c[0] for c in calls] == ["transfer", "report"]
+    manifest = {m["file"]: m for m in json.loads((here / "models" / "manifest.json").read_text())}
+    picked = {name: (m["arch"], m["seed"], m["best_val_accuracy"]) for name, m in manifest.items()}
+    assert picked == {
+        "teacher.pt": ("mobilenetv2_cifar", 0, 0.9),
+        "KD-mobilenetv2_cifar_k5.pt": (k5, 1, 0.85),  # seed 0 has the better test accuracy, 0.90: not chosen
+        "KD-mobilenetv2_cifar_width0.5.pt": (width, 0, 0.70),
+        "KD_IG-mobilenetv2_cifar_k5.pt": (k5, 0, 0.82),
+    }
+    for name, record in manifest.items():
+        assert record["sha256"] == hashlib.sha256((here / "models" / name).read_bytes()).hexdigest()
+    assert (here / "models" / "KD-mobilenetv2_cifar_k5.pt").read_bytes() == f"{k5} 1".encode()
