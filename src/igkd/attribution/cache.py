@@ -278,7 +278,7 @@ class AttributionCache:
         if unfinished:
             raise IgkdError(f"IG attribution shards {unfinished} are missing or unfinished; {_REBUILD} with the same number of processes")
         first, last = states[0], states[-1]
-        n, h, w = last["rows"][1], *first["shape"][1:]  # type: ignore[misc]
+        n, (h, w) = int(last["rows"][1]), first["shape"][1:]
         stats = IGRunStats()
         for state in states:
             stats.add(IGRunStats(**state["stats"]))
@@ -288,7 +288,7 @@ class AttributionCache:
             os.replace(shards[0], final)
         else:
             merged = final.with_name(f".{final.name}.merging.npy")
-            out = np.lib.format.open_memmap(merged, mode="w+", dtype=first["dtype"], shape=(n, h, w))  # type: ignore[has-type]
+            out = np.lib.format.open_memmap(merged, mode="w+", dtype=first["dtype"], shape=(n, h, w))
             for path, state in zip(shards, states):
                 lo, hi = state["rows"]
                 out[lo:hi] = np.load(path, mmap_mode="r")
@@ -297,14 +297,14 @@ class AttributionCache:
             os.replace(merged, final)
         manifest = {key_: first[key_] for key_ in ("key", "dtype", "params", "teacher_hash", "data_hash")}
         manifest.update(
-            shape=[n, h, w],  # type: ignore[has-type]
+            shape=[n, h, w],
             sha256=hash_file(final),
             file_size=final.stat().st_size,
             shards=count,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             igkd_version=igkd.__version__,
             complete=True,
-            images_done=n,  # type: ignore[has-type]
+            images_done=n,
             batches_done=sum(state["batches_done"] for state in states),
             stats=asdict(stats),
         )
