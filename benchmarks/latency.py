@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.data.sources import CIFAR10_CLASSES  # noqa: E402
-from igkd.deploy.bench import CUDA_BACKEND, available_backends, bench, bench_caption, comparison_rows, per_model_rows  # noqa: E402
+from igkd.deploy.bench import CUDA_BACKEND, available_backends, bench, bench_caption, bench_rows  # noqa: E402
 from igkd.errors import IgkdError  # noqa: E402
 from igkd.models.checkpoint import save_checkpoint  # noqa: E402
 from igkd.models.registry import build_model, parse_arch  # noqa: E402
@@ -36,7 +36,6 @@ from igkd.normalization import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from igkd.runtime.device import configure_kernels  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WIDE_TABLE_MODELS = 3  # up to this many models side by side; more get one row each
 
 
 def device_slug(backends: list[str]) -> str:
@@ -86,7 +85,7 @@ def bench_each_backend(paths: list[Path], backends: list[str], write: Callable[[
 
 def markdown(result: dict) -> str:
     """The comparison table plus how, where and with what it was measured."""
-    header, rows = (comparison_rows if len(result["models"]) <= WIDE_TABLE_MODELS else per_model_rows)(result)
+    header, rows = bench_rows(result)
     env, prov = result["provenance"]["environment"], result["provenance"]
     lines = [
         f"# Latency on {env.get('gpu', 'CPU')}",

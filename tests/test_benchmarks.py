@@ -409,6 +409,29 @@ def test_provenance_names_the_recorded_commit_where_git_cannot(monkeypatch):
     assert provenance.source_commit() == "def456"
 
 
+def test_the_commit_is_dirty_when_code_changes_and_not_when_results_land(tmp_path):
+    from igkd.runtime.device import RESULT_FOLDERS, git_commit
+
+    def git(*args: str) -> str:
+        command = ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(command, cwd=tmp_path, check=True, capture_output=True, text=True).stdout.strip()
+
+    source, outputs = tmp_path / "src" / "pkg", [tmp_path / folder / "result.json" for folder in RESULT_FOLDERS]
+    for path in (source / "code.py", *outputs):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    head = git("rev-parse", "HEAD")
+    for path in outputs:
+        path.write_text("2")  # a result being landed
+    assert git_commit(source) == head
+    (source / "code.py").write_text("2")
+    assert git_commit(source) == f"{head}-dirty"
+    assert git_commit(tmp_path / "nowhere") == "unknown"
+
+
 def test_precision_accuracy_benchmark_tiny_cpu(tmp_path):
     result = benchmark("precision_accuracy").main(
         ["--tiny", "--seeds", "0", "--set", f"out_dir={tmp_path / 'runs'}", "--output-dir", str(tmp_path)]

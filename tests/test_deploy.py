@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import TINY_STUDENT, tiny_config_tree
 from igkd.config import validate_config
 from igkd.data.prepare import prepare_data
-from igkd.deploy.bench import bench, comparison_rows, timing_groups, torch_threads
+from igkd.deploy.bench import WIDE_TABLE_MODELS, bench, bench_rows, comparison_rows, timing_groups, torch_threads
 from igkd.deploy.export import EXPORT_BATCH, export_model, exported_logits, onnx_bytes, ort_session
 from igkd.deploy.quantize import calibration_images, quantize_model, quantize_onnx
 from igkd.errors import IgkdError
@@ -149,6 +149,19 @@ def test_bench_numbers_are_well_formed_and_ratios_consistent(trained, tmp_path):
     assert header == ["metric", "model.pt", "student.pt", "vs model.pt"] and all(len(r) == len(header) for r in rows)
     assert sum("cold first call" in r[0] for r in rows) == 4
     json.dumps(result)
+
+
+def test_many_models_get_one_row_each_and_few_sit_side_by_side(tmp_path):
+    paths = [_checkpoint(tmp_path / f"m{i}.pt") for i in range(WIDE_TABLE_MODELS + 1)]
+    options = {"batch_sizes": (2,), "threads": 1, "warmup": 0, "repeats": 2, "image_size": 8, "backends": ["torch-cpu"]}
+    header, rows = bench_rows(bench(paths[:WIDE_TABLE_MODELS], **options))
+    assert header[0] == "metric" and len(header) == 2 * WIDE_TABLE_MODELS
+    result = bench(paths, **options)
+    header, rows = bench_rows(result)
+    assert header == ["model", "arch", "params", "MACs / image", "torch-cpu, batch 2: median ms"]
+    assert [r[0] for r in rows] == [p.name for p in paths] and rows[0][2].endswith("(1.00x)")
+    ms = [m["latency"][0]["median_ms"] for m in result["models"]]
+    assert rows[-1][-1] == f"{ms[-1]:.3f} ({ms[-1] / ms[0]:.2f}x)"
 
 
 def test_cli_export_quantize_bench_and_one_line_errors(trained, tmp_path, monkeypatch):

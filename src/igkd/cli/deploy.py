@@ -90,12 +90,12 @@ def bench(
     """Latency and throughput (median, p90, min/max), params, MACs and size of models side by side."""
     from igkd.artifacts.atomic import atomic_write_json
     from igkd.deploy.bench import bench as run_bench
-    from igkd.deploy.bench import bench_caption, comparison_rows
+    from igkd.deploy.bench import bench_caption, bench_rows
     from igkd.runtime.device import configure_kernels
 
     configure_kernels()  # the kernels the pipeline times its models with
     result = run_bench(models, batch or [1, 64], threads, warmup, repeats, cold, image_size, backend)
-    console.print(bench_table(*comparison_rows(result), caption=bench_caption(result)))
+    console.print(bench_table(*bench_rows(result), caption=bench_caption(result)))
     if output:
         atomic_write_json(output, result)
         console.print(f"results: {output}")

@@ -23,6 +23,7 @@ from igkd.runtime.extras import installed, require
 ORT_BACKEND = "onnxruntime-cpu"
 CUDA_BACKEND = "torch-cuda"
 PRIMER_ARCH = "mobilenetv2_cifar:width=0.25:k=14"
+WIDE_TABLE_MODELS = 3  # up to this many models side by side in one table; more get one row each
 ORDER = (
     f"PyTorch: models timed in turn, in blocks (after each model's warm-up calls, every round gives each model one untimed "
     f"call and then {LATENCY_BLOCK} timed calls, starting one model further along than the round before); onnxruntime: one "
@@ -291,6 +292,11 @@ def per_model_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for m in models
     ]
     return header, rows
+
+
+def bench_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The table a reader can take in: models side by side up to ``WIDE_TABLE_MODELS``, then one row per model."""
+    return (comparison_rows if len(result["models"]) <= WIDE_TABLE_MODELS else per_model_rows)(result)
 
 
 def bench_caption(result: dict[str, Any]) -> str:

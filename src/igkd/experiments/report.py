@@ -601,11 +601,11 @@ def read_latency(path: Path) -> dict[str, Any]:
 
 def _latency(doc: Document, latency: dict[str, Any], path: Path) -> dict[str, Any]:
     """The models of an ``igkd bench`` result side by side: size, MACs and latency (truncation against width)."""
-    from igkd.deploy.bench import bench_caption, comparison_rows
+    from igkd.deploy.bench import bench_caption, bench_rows
 
     prov = latency["provenance"]
     doc.heading("Size and latency", 2)
-    doc.table(*comparison_rows(latency))
+    doc.table(*bench_rows(latency))
     doc.paragraph(
         f"{bench_caption(latency)}. Measured by `{prov['command']}` at commit `{str(prov['git_commit'])[:7]}` on "
         f"{_device_name(prov.get('environment', {}))} (`{path.name}`); {latency['settings']['order']}."

@@ -9,6 +9,7 @@ import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -261,16 +262,24 @@ def environment_info(device: torch.device) -> dict[str, str]:
     return info
 
 
-def git_commit() -> str:
-    """The git commit of the igkd source tree in use (an editable install or a checkout), or 'unknown'."""
-    import subprocess
-    from pathlib import Path
+RESULT_FOLDERS = ("results", "benchmarks/results")  # what igkd writes, relative to the checkout: not its source
 
-    source = Path(__file__).resolve().parent
+
+def git_commit(source: Path | None = None) -> str:
+    """The git commit of the igkd source tree in use (an editable install or a checkout), or 'unknown'; '-dirty' when a
+    tracked file differs from it, the result folders (``RESULT_FOLDERS``) aside: results being landed are not code."""
+    import subprocess
+
+    source = source or Path(__file__).resolve().parent
+    outputs = [f":(top,exclude){folder}" for folder in RESULT_FOLDERS]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=source).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5, cwd=source
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *outputs],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=source,
         ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
