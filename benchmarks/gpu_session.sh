@@ -244,15 +244,16 @@ EOF
     return 1
 }
 
+git_commit() {  # this checkout's commit as igkd records it (-dirty: code changed, results aside), or unknown
+    PYTHONPATH=$PWD/src timeout 60 python3 -c 'from igkd.runtime.device import git_commit; print(git_commit())' 2>/dev/null || echo unknown
+}
+
 source_commit() {  # this checkout's commit; a copy without git history has the one prepare_gpu_session.sh recorded
     local commit
-    if commit=$(git rev-parse HEAD 2>/dev/null); then
-        [ -z "$(git status --porcelain --untracked-files=no)" ] || commit+=-dirty
-    elif [ -f .gpu-data/commit.txt ]; then
+    commit=$(git_commit)
+    if [ "$commit" = unknown ] && [ -f .gpu-data/commit.txt ]; then
         commit=$(cat .gpu-data/commit.txt)
         sha256sum --quiet --status -c .gpu-data/source.sha256 2>/dev/null || commit+=+changed-after-prepare
-    else
-        commit=unknown
     fi
     echo "$commit"
 }

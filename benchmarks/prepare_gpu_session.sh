@@ -75,8 +75,8 @@ if (( $(travel_bytes) > LIMIT_BYTES )); then
     echo "left out $TRANSFER_ARCHIVE (only igkd transfer reads it): with it the call would carry more than $(mib "$LIMIT_BYTES")"
 fi
 
-commit=$(git rev-parse HEAD) || fail "not a git checkout"
-[ -z "$(git status --porcelain --untracked-files=no)" ] || commit+=-dirty
+commit=$(PYTHONPATH=$PWD/src python3 -c 'from igkd.runtime.device import git_commit; print(git_commit())') && [ "$commit" != unknown ] \
+    || fail "not a git checkout with igkd's source (src/igkd)"
 echo "$commit" >.gpu-data/commit.txt
 git ls-files -z | xargs -0 sha256sum 2>/dev/null >.gpu-data/source.sha256
 
