@@ -30,6 +30,8 @@ ACCURACY = {
     "Student @ width=0.25": [0.78, 0.80],
 }
 
+CURVE = [0.3, 0.1, 0.02, 0.0]  # validation accuracy per epoch: the run's test accuracy less these
+
 
 def _config(tmp_path: Path, *sets: str):
     return load_config("digits", [f"out_dir={tmp_path}", "name=grow", *sets])
@@ -73,8 +75,12 @@ def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None)
             "config": job.cfg.model_dump(mode="json"),
             "git_commit": "abc",
             "environment": {"device": "cpu", "cpu": "AMD EPYC (family 25, model 17)"},
+            "best_epoch": len(CURVE),
+            "best_val_accuracy": accuracy - CURVE[-1],
         },
     )
+    epochs = [{"epoch": epoch, "train_loss": 1.0, "val_accuracy": accuracy - gap} for epoch, gap in enumerate(CURVE, 1)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in epochs))
     if robustness:
         _write(folder / RECORD, robustness)
 
@@ -146,8 +152,19 @@ def test_every_finished_run_has_a_line_of_the_runs_table_seed_by_seed(grown):
         "| Student @ width=0.25, seed 0",
     ]
     shuffled = next(line for line in table if line.startswith("| KD_IG-shuffled, seed 1 |"))
-    assert shuffled.startswith("| KD_IG-shuffled, seed 1 | 84.00 | n/a | 90.00 | 74.00 | 1.500 |")
+    assert shuffled.startswith("| KD_IG-shuffled, seed 1 | 84.00 | 84.00 (4) | 90.00 | 74.00 | 1.500 |")
     assert shuffled.endswith("| `abc`, cpu (AMD EPYC (family 25, model 17)) |")
+
+
+def test_validation_curves_are_averaged_over_seeds_with_the_change_over_the_last_epochs(grown):
+    _, summary, markdown = grown
+    curve = summary["ablation"]["curves"]["KD_IG"]
+    assert [point["epoch"] for point in curve] == [1, 2, 3, 4] and [point["n"] for point in curve] == [3] * 4
+    assert curve[0]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]) - CURVE[0])
+    assert (curve[-1]["min"], curve[-1]["max"]) == (pytest.approx(0.83), pytest.approx(0.86))
+    section = markdown.split("### Validation accuracy by epoch")[1]
+    assert f"| KD_IG | 3 | 4 | {100 * np.mean(ACCURACY['KD_IG']):.2f} | +30.00 | 4 |" in section
+    assert "| Student @ width=0.25 | 2 | 4 |" in section and "figures/ablation_curves.png" in section
 
 
 def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):

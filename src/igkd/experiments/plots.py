@@ -1,4 +1,4 @@
-"""Figures of the experiment report: accuracy box plots, compression sweeps, IG maps of teacher and students."""
+"""Figures of the experiment report: accuracy box plots, compression sweeps, training curves, IG maps of teacher and students."""
 
 from __future__ import annotations
 
@@ -108,6 +108,23 @@ def severity_plot(path: Path, series: dict[str, list[tuple[int, float, float, fl
     ax.set_xticks(range(0, 6), ["clean", "1", "2", "3", "4", "5"])
     ax.set_xlabel("corruption severity")
     ax.set_ylabel("test accuracy (%), mean over corruptions; 95% CI over seeds")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def curve_plot(path: Path, series: dict[str, list[tuple[float, float, float, float]]], title: str, y_label: str) -> None:
+    """A quantity against the epoch, one line per arm with a band: points are (epoch, mean, low, high) as fractions."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for i, (arm, points) in enumerate(series.items()):
+        epoch = [p[0] for p in points]
+        mean, low, high = (np.array([100 * p[k] for p in points]) for k in (1, 2, 3))
+        ax.plot(epoch, mean, marker="o", markersize=2, color=f"C{i}", label=arm)
+        ax.fill_between(epoch, low, high, color=f"C{i}", alpha=0.15, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(y_label)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, alpha=0.3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import math
 import shutil
 from collections import defaultdict
@@ -42,10 +43,11 @@ from igkd.evaluation.robustness import RECORD
 from igkd.evaluation.stats import as_dicts, compare_pairs, summarize
 from igkd.experiments.analysis import agreement_indices
 from igkd.experiments.document import Document, percent
-from igkd.experiments.plots import box_plot, ig_grid, severity_plot, sweep_plot
+from igkd.experiments.plots import box_plot, curve_plot, ig_grid, severity_plot, sweep_plot
 from igkd.models.checkpoint import load_checkpoint
 from igkd.runtime.device import resolve_device
 
+CURVE_TAIL = 3  # the last epochs over which the report states how much validation accuracy still moved
 PAPER_NOTE = (
     "For orientation only: on the original CIFAR-10 (not comparable with other data, CIFAR-10 JPEG q75 included) "
     "the paper reports means over 10 runs at 4.12x of Student 91.18%, KD 91.62%, KD_IG 92.02%, KD_IG_AT 91.86% "
@@ -70,8 +72,15 @@ def load_runs(run_dir: Path) -> dict[str, dict[str, Any]]:
                 "analysis": read_json_object(folder / ANALYSIS),
                 "transfer": transfer,
                 "robustness": read_json_object(folder / RECORD),
+                "history": _history(folder),
             }
     return runs
+
+
+def _history(folder: Path) -> list[dict[str, Any]]:
+    """A run's record per epoch (``metrics.jsonl``: losses, validation accuracy, learning rate, seconds)."""
+    metrics = folder / METRICS
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.is_file() else []
 
 
 def _ci(values: list[float]) -> str:
@@ -202,8 +211,53 @@ def _ablation(
         "summary": {g: s.__dict__ for g, s in summaries.items()},
         "planned": planned,
         "tests": tests,
+        "curves": _curves(doc, name, groups, figures),
         "robustness": _robustness(doc, name, groups, teacher_checks, figures),
     }
+
+
+def _curves(doc: Document, name: str, groups: dict[str, dict[int, dict[str, Any]]], figures: Path) -> dict[str, Any]:
+    """Validation accuracy per epoch by arm, mean and range over seeds: did the epochs of the budget reach a plateau?"""
+    curves: dict[str, list[dict[str, float]]] = {}
+    rows = []
+    for group, seeds in groups.items():
+        by_epoch: dict[int, list[float]] = defaultdict(list)
+        for run in seeds.values():
+            for record in run["history"]:
+                if record.get("val_accuracy") is not None:
+                    by_epoch[int(record["epoch"])].append(float(record["val_accuracy"]))
+        if not by_epoch:
+            continue
+        curve = [
+            {"epoch": epoch, "mean": float(np.mean(v)), "min": min(v), "max": max(v), "n": len(v)} for epoch, v in sorted(by_epoch.items())
+        ]
+        curves[group] = curve
+        last, earlier = curve[-1], curve[-1 - CURVE_TAIL] if len(curve) > CURVE_TAIL else None
+        best = [r["final"]["best_epoch"] for r in seeds.values() if r["final"].get("best_epoch") is not None]
+        rows.append(
+            [
+                group,
+                str(len(seeds)),
+                str(last["epoch"]),
+                percent(last["mean"]),
+                f"{100 * (last['mean'] - earlier['mean']):+.2f}" if earlier else "n/a",
+                f"{np.median(best):g}" if best else "n/a",
+            ]
+        )
+    if not curves:
+        return {}
+    doc.heading("Validation accuracy by epoch", 3)
+    header = ["arm", "runs", "epochs", "last epoch's val acc (%)", f"over the last {CURVE_TAIL} epochs (pts)", "best epoch (median)"]
+    doc.table(header, rows)
+    series = {g: [(c["epoch"], c["mean"], c["min"], c["max"]) for c in curve] for g, curve in curves.items()}
+    curve_plot(figures / f"{name}_curves.png", series, "validation accuracy by epoch", "validation accuracy (%), mean and range over seeds")
+    doc.image(f"figures/{name}_curves.png", "validation accuracy by epoch")
+    doc.paragraph(
+        "Accuracy on the validation split after each epoch (`metrics.jsonl`), mean over seeds; the figure's band is the "
+        f"range over seeds. The change over the last {CURVE_TAIL} epochs tells whether an arm was still learning when "
+        "its budget ended; best epoch: the one whose checkpoint is reported."
+    )
+    return curves
 
 
 def _mean_ci(values: Sequence[float | None], scale: float = 100.0, digits: int = 2) -> str:
