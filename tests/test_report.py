@@ -221,6 +221,14 @@ def test_the_report_says_what_its_data_can_and_cannot_show(tmp_path):
     assert "What digits can and cannot show" in (load_config("digits").report.note or "")
 
 
+def test_runs_csv_names_every_column_before_any_run_has_finished(tmp_path):
+    cfg, options = _config(tmp_path), PlanOptions(seeds=(0,), methods=("Student",), controls=())
+    ExperimentRunner(cfg, Console(quiet=True)).write_plan("ablation", plan_jobs("ablation", cfg, options, DATA), options)
+    build_report(cfg, Console(quiet=True))
+    lines = (cfg.run_dir / "report" / "runs.csv").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run_id,experiment,group,method,") and lines[0].endswith(",mce,git_commit,device")
+
+
 def test_each_experiment_of_a_run_folder_draws_its_own_figures(tmp_path):
     cfg = _config(tmp_path)
     runner = ExperimentRunner(cfg, Console(quiet=True))

@@ -16,7 +16,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -530,50 +530,80 @@ def classes_first(indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(first + rest, dtype=torch.long)
 
 
-def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per finished run: what it is (experiment, arm, student, seed) and what it measured (``runs.csv``)."""
+class RunRow(TypedDict):
+    """One line of ``runs.csv``: what a finished run is (experiment, arm, student, seed) and what it measured."""
+
+    run_id: str
+    experiment: str
+    group: str
+    method: str | None
+    maps: str
+    arch: str
+    family: str
+    seed: int
+    test_accuracy: float
+    balanced_accuracy: float
+    teacher_agreement: float | None
+    best_val_accuracy: float | None
+    best_epoch: int | None
+    params: int
+    macs: int
+    train_seconds: float | None
+    ig_spearman: float | None
+    transfer_accuracy: float | None
+    transfer_balanced_accuracy: float | None
+    mean_corruption_accuracy: float | None
+    mce: float | None
+    git_commit: str | None
+    device: str | None
+
+
+def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> list[RunRow]:
+    """One :class:`RunRow` per finished run."""
     rows = []
     for run_id, run in runs.items():
         final, job = run["final"], jobs.get(run_id, {})
+        environment = final.get("environment", {})
         rows.append(
-            {
-                "run_id": run_id,
-                "experiment": job.get("experiment", ""),
-                "group": job.get("group", ""),
-                "method": final.get("method"),
-                "maps": final["config"]["student"]["ig"]["maps"],
-                "arch": final["arch"],
-                "family": job.get("family", ""),
-                "seed": final["seed"],
-                "test_accuracy": final["test"]["accuracy"],
-                "balanced_accuracy": final["test"]["balanced_accuracy"],
-                "teacher_agreement": final["test"].get("teacher_agreement"),
-                "best_val_accuracy": final.get("best_val_accuracy"),
-                "best_epoch": final.get("best_epoch"),
-                "params": final["params"],
-                "macs": final["macs"],
-                "train_seconds": final.get("train_seconds"),
-                "ig_spearman": run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
-                "transfer_accuracy": _transfer_accuracy(run, "accuracy"),
-                "transfer_balanced_accuracy": _transfer_accuracy(run, "balanced_accuracy"),
-                "mean_corruption_accuracy": run["robustness"].get("mean_corruption_accuracy"),
-                "mce": run["robustness"].get("mce"),
-                "git_commit": final.get("git_commit"),
-                "device": final.get("environment", {}).get("gpu", final.get("environment", {}).get("device")),
-            }
+            RunRow(
+                run_id=run_id,
+                experiment=job.get("experiment", ""),
+                group=job.get("group", ""),
+                method=final.get("method"),
+                maps=final["config"]["student"]["ig"]["maps"],
+                arch=final["arch"],
+                family=job.get("family", ""),
+                seed=final["seed"],
+                test_accuracy=final["test"]["accuracy"],
+                balanced_accuracy=final["test"]["balanced_accuracy"],
+                teacher_agreement=final["test"].get("teacher_agreement"),
+                best_val_accuracy=final.get("best_val_accuracy"),
+                best_epoch=final.get("best_epoch"),
+                params=final["params"],
+                macs=final["macs"],
+                train_seconds=final.get("train_seconds"),
+                ig_spearman=run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
+                transfer_accuracy=_transfer_accuracy(run, "accuracy"),
+                transfer_balanced_accuracy=_transfer_accuracy(run, "balanced_accuracy"),
+                mean_corruption_accuracy=run["robustness"].get("mean_corruption_accuracy"),
+                mce=run["robustness"].get("mce"),
+                git_commit=final.get("git_commit"),
+                device=environment.get("gpu", environment.get("device")),
+            )
         )
     return rows
 
 
-def _runs_csv(rows: list[dict[str, Any]]) -> str:
+def _runs_csv(rows: list[RunRow]) -> str:
+    """``runs.csv``: a header of every :class:`RunRow` field (also with no finished run) and a line per run."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["run_id"])
+    writer = csv.DictWriter(buffer, fieldnames=list(RunRow.__annotations__))
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
 
 
-def _runs_table(doc: Document, rows: list[dict[str, Any]], runs: dict[str, dict[str, Any]], planned: list[str], base_arch: str) -> None:
+def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], planned: list[str], base_arch: str) -> None:
     """Every finished run on a line, seed by seed in the order the plans name them (``planned``: run ids): its arm and
     seed, accuracies, robustness, transfer, training time, commit and device."""
     doc.heading("Runs", 2)
