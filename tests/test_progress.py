@@ -128,3 +128,31 @@ def test_tensorboard_without_its_extra_is_one_error_line_before_anything(tmp_pat
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "pip install 'igkd[tensorboard]'" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+class ManualClock:
+    """A clock that reads what the test set."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rates_and_etas_soon_stop_counting_a_pause():
+    clock = ManualClock()
+    progress = StageProgress(Console(quiet=True), "student", 128, clock=clock, project=False).start(2000)
+
+    def steps(first: int, last: int) -> None:
+        for done in range(first, last + 1):
+            clock.now += 0.5
+            progress.advance(done)
+
+    steps(1, 100)
+    assert progress.seconds_per_step() == pytest.approx(0.5)
+    clock.now += 1000.0  # stopped (SIGSTOP) while another job ran, then continued
+    steps(101, 110)
+    assert progress.seconds_per_step() > 0.5  # the pause is in the window: the rate reads low at first
+    steps(111, 1000)
+    assert progress.seconds_per_step() == pytest.approx(0.5) and progress.eta_s() == pytest.approx(0.5 * 1000)

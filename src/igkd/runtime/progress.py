@@ -3,12 +3,15 @@
 On a terminal the bar shows steps, images/s, the loss and the time left of the epoch and of the stage. When the
 output is not a terminal (CI, log files, ``--jobs`` workers) a plain line is printed each time another tenth of
 the stage is done or ``interval_s`` has passed, whichever comes first, so a stage prints about ten lines
-however long it runs. After the first steps, one line projects the stage's time and the whole run's.
+however long it runs. After the first steps, one line projects the stage's time and the whole run's. Rates and ETAs
+are measured over the last ``RATE_WINDOW_S`` seconds, so a pause (a job stopped with SIGSTOP and continued) soon stops
+weighing on them.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from rich.console import Console
@@ -17,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 LONG_RUN_SECONDS = 3600
 PROJECT_AFTER_STEPS = 5
 PROJECT_AFTER_SECONDS = 10.0
+RATE_WINDOW_S = 300.0  # longer than an epoch's validation, so the rate includes it
 
 
 def duration(seconds: float) -> str:
@@ -70,6 +74,7 @@ class StageProgress:
         self._task: TaskID | None = None
         self._start_done = self._last_done = 0
         self._started = self._last_line = 0.0
+        self._samples: deque[tuple[float, int]] = deque()  # (time, steps done): from just before the rate window on
         self._next_fraction = 0.1
         self.projected = False
 
@@ -78,6 +83,7 @@ class StageProgress:
         self.total, self.steps_per_epoch = max(1, total), steps_per_epoch
         self._start_done = self._last_done = done
         self._started = self._last_line = self.clock()
+        self._samples = deque([(self._started, done)])
         self._next_fraction = (done // max(1, self.total // 10) + 1) / 10
         if self.live:
             self._bar = Progress(
@@ -94,8 +100,17 @@ class StageProgress:
         return self
 
     def seconds_per_step(self) -> float | None:
-        steps = self._last_done - self._start_done
-        return (self.clock() - self._started) / steps if steps > 0 else None
+        """Seconds per step over the last ``RATE_WINDOW_S`` seconds (since the start, early in a stage)."""
+        since, done = self._samples[0] if self._samples else (self._started, self._start_done)
+        steps = self._last_done - done
+        return (self.clock() - since) / steps if steps > 0 else None
+
+    def _remember(self, done: int) -> None:
+        """Record ``done`` steps now; keep one sample at or before the window's start and none older."""
+        now = self.clock()
+        self._samples.append((now, done))
+        while len(self._samples) > 1 and self._samples[1][0] <= now - RATE_WINDOW_S:
+            self._samples.popleft()
 
     def eta_s(self) -> float | None:
         """Seconds left in the stage at the measured rate."""
@@ -115,6 +130,7 @@ class StageProgress:
     def advance(self, done: int, fields: Callable[[], dict[str, float]] | None = None) -> None:
         """``done`` steps are finished; ``fields`` (e.g. the running loss) is read only when something is shown."""
         self._last_done = done
+        self._remember(done)
         if (
             self.project
             and not self.projected
