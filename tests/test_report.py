@@ -184,6 +184,10 @@ def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):
     assert max(c["p_holm"] for c in planned["welch"]) >= min(1.0, 4 * raw[0])  # Holm over the 4 planned pairs, not all 10
     assert len(summary["ablation"]["tests"]["welch"]) == 10
     assert "### Planned comparisons" in markdown and "Welch p (Holm, m=4)" in markdown and "Welch p (Holm, m=10)" in markdown
+    interval = sps.ttest_rel(ACCURACY["KD_IG"][:2], ACCURACY["KD_IG-shuffled"]).confidence_interval(0.95)
+    assert (shuffled["ci_low"], shuffled["ci_high"]) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    row = next(line for line in markdown.split("### Planned comparisons")[1].splitlines() if line.startswith("| KD_IG - KD_IG-shuffled |"))
+    assert f"| 2 | +1.00 [{100 * interval.low:+.2f}, {100 * interval.high:+.2f}] |" in row
 
 
 def test_corruption_records_of_another_protocol_or_teacher_are_left_out_with_the_reason(grown):

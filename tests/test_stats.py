@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from igkd.errors import IgkdError
-from igkd.evaluation.stats import cohens_d, compare_methods, holm, summarize
+from igkd.evaluation.stats import cohens_d, compare_methods, compare_pairs, holm, summarize
 
 
 def test_summary_mean_std_and_t_interval():
@@ -47,3 +47,19 @@ def test_welch_for_independent_runs_and_paired_only_on_shared_seeds():
     assert paired[0].p_value == pytest.approx(sps.ttest_rel([91.6, 91.9, 91.2], [91.1, 91.3, 90.9]).pvalue)
     with pytest.raises(IgkdError, match="at least 2 runs"):
         compare_methods({"A": {0: 1.0}, "B": {0: 2.0, 1: 3.0}})
+
+
+def test_each_comparison_gives_the_confidence_interval_of_its_difference():
+    runs = {"KD": {0: 91.6, 1: 91.9, 2: 91.2, 3: 91.8}, "Student": {0: 91.1, 1: 91.3, 2: 90.6}}
+    (paired,) = compare_pairs(runs, [("KD", "Student")], paired=True)
+    differences = np.array([0.5, 0.6, 0.6])  # on the shared seeds 0, 1, 2
+    half = sps.t.ppf(0.975, 2) * differences.std(ddof=1) / math.sqrt(3)
+    assert paired.mean_difference == pytest.approx(differences.mean())
+    assert (paired.ci_low, paired.ci_high) == (pytest.approx(differences.mean() - half), pytest.approx(differences.mean() + half))
+    (welch,) = compare_pairs(runs, [("KD", "Student")])
+    a, b = np.array(list(runs["KD"].values())), np.array(list(runs["Student"].values()))
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))  # Welch-Satterthwaite
+    half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert (welch.ci_low, welch.ci_high) == (pytest.approx(a.mean() - b.mean() - half), pytest.approx(a.mean() - b.mean() + half))
+    assert welch.ci_high - welch.ci_low > paired.ci_high - paired.ci_low  # pairing by seed removes the seed's share

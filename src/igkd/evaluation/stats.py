@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats as sps
 
 from igkd.errors import IgkdError
+
+CONFIDENCE = 0.95  # of every interval the reports give
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Summary:
     best: float
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> Summary:
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
     """Mean, std (ddof=1) and the Student-t confidence interval of the mean."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -59,7 +61,8 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One test between two methods; ``n_a``/``n_b`` runs entered it (for a paired test, both the shared seeds)."""
+    """One test between two methods; ``n_a``/``n_b`` runs entered it (for a paired test, both the shared seeds);
+    ``ci_low``/``ci_high``: the 95% confidence interval of the (mean paired) difference a - b, not Holm-adjusted."""
 
     a: str
     b: str
@@ -71,6 +74,8 @@ class Comparison:
     cohens_d: float
     n_a: int = 0
     n_b: int = 0
+    ci_low: float = math.nan
+    ci_high: float = math.nan
 
 
 def _samples(runs: dict[str, dict[int, float]], a: str, b: str, paired: bool) -> tuple[list[float], list[float]]:
@@ -93,23 +98,25 @@ def compare_pairs(runs: dict[str, dict[int, float]], pairs: Sequence[tuple[str, 
         if min(len(x), len(y)) < 2:
             continue
         result = sps.ttest_rel(x, y) if paired else sps.ttest_ind(x, y, equal_var=False)
+        interval = result.confidence_interval(CONFIDENCE)
         rows.append(
-            (
+            Comparison(
                 a,
                 b,
                 float(np.mean(x) - np.mean(y)),
                 "paired t" if paired else "Welch t",
                 float(result.statistic),
                 float(result.pvalue),
+                math.nan,
                 cohens_d(x, y),
                 len(x),
                 len(y),
+                float(interval.low),
+                float(interval.high),
             )
         )
-    adjusted = holm([r[5] for r in rows]) if rows else []
-    return [
-        Comparison(a, b, diff, name, stat, p, p_adj, d, na, nb) for (a, b, diff, name, stat, p, d, na, nb), p_adj in zip(rows, adjusted)
-    ]
+    adjusted = holm([r.p_value for r in rows]) if rows else []
+    return [replace(r, p_holm=p_adj) for r, p_adj in zip(rows, adjusted)]
 
 
 def compare_methods(runs: dict[str, dict[int, float]], paired: bool = False) -> list[Comparison]:
