@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 CAMPAIGN = Path(__file__).parents[1] / "results" / "cifar10-jpeg-cpu"
+K5, WIDTH = "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=0.5"
 
 
 def _run_recorded(script: Path, tmp_path: Path, *options: str) -> list[list[str]]:
@@ -69,34 +70,55 @@ def _finished(folder: Path, arch: str, seed: int, validation: float, test: float
     (folder / "final.json").write_text(json.dumps({**record, "command": "igkd ...", "git_commit": "abc"}))
 
 
-def test_land_picks_each_arms_model_on_validation_accuracy_never_on_test(tmp_path):
-    """The authors chose models on test accuracy; land.sh must take each arm's best on validation (with its SHA-256)."""
+def _campaign_to_land(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of land.sh in its own folder and a campaign run folder: a teacher and four finished runs, one unfinished."""
     here = tmp_path / "landing"
     here.mkdir()
     shutil.copy(CAMPAIGN / "land.sh", here)
     run_dir = tmp_path / "campaign" / "cifar10-jpeg-cpu"
     (run_dir / "report").mkdir(parents=True)
     _finished(run_dir / "teacher", "mobilenetv2_cifar", 0, 0.9, 0.9)
-    k5, width = "mobilenetv2_cifar:k=5", "mobilenetv2_cifar:width=0.5"
-    runs = [("KD", k5, 0, 0.80, 0.90), ("KD", k5, 1, 0.85, 0.70), ("KD", width, 0, 0.70, 0.75), ("KD_IG", k5, 0, 0.82, 0.80)]
+    runs = [("KD", K5, 0, 0.80, 0.90), ("KD", K5, 1, 0.85, 0.70), ("KD", WIDTH, 0, 0.70, 0.75), ("KD_IG", K5, 0, 0.82, 0.80)]
     jobs = []
     for group, arch, seed, validation, test in runs:
         run_id = f"{group}-{arch}-{seed}"
         _finished(run_dir / "students" / run_id, arch, seed, validation, test)
         jobs.append({"run_id": run_id, "group": group, "arch": arch, "seed": seed})
-    jobs.append({"run_id": "KD_IG-unfinished", "group": "KD_IG", "arch": k5, "seed": 1})
+    jobs.append({"run_id": "KD_IG-unfinished", "group": "KD_IG", "arch": K5, "seed": 1})
     (run_dir / "experiments").mkdir()
     (run_dir / "experiments" / "ablation.json").write_text(json.dumps({"jobs": jobs}))
+    return here, run_dir
+
+
+def test_land_picks_each_arms_model_on_validation_accuracy_never_on_test(tmp_path):
+    """The authors chose models on test accuracy; land.sh must take each arm's best on validation (with its SHA-256)."""
+    here, _ = _campaign_to_land(tmp_path)
     calls = _run_recorded(here / "land.sh", tmp_path)
     assert [c[0] for c in calls] == ["transfer", "report"]
     manifest = {m["file"]: m for m in json.loads((here / "models" / "manifest.json").read_text())}
     picked = {name: (m["arch"], m["seed"], m["best_val_accuracy"]) for name, m in manifest.items()}
     assert picked == {
         "teacher.pt": ("mobilenetv2_cifar", 0, 0.9),
-        "KD-mobilenetv2_cifar_k5.pt": (k5, 1, 0.85),  # seed 0 has the better test accuracy, 0.90: not chosen
-        "KD-mobilenetv2_cifar_width0.5.pt": (width, 0, 0.70),
-        "KD_IG-mobilenetv2_cifar_k5.pt": (k5, 0, 0.82),
+        "KD-mobilenetv2_cifar_k5.pt": (K5, 1, 0.85),  # seed 0 has the better test accuracy, 0.90: not chosen
+        "KD-mobilenetv2_cifar_width0.5.pt": (WIDTH, 0, 0.70),
+        "KD_IG-mobilenetv2_cifar_k5.pt": (K5, 0, 0.82),
     }
     for name, record in manifest.items():
         assert record["sha256"] == hashlib.sha256((here / "models" / name).read_bytes()).hexdigest()
-    assert (here / "models" / "KD-mobilenetv2_cifar_k5.pt").read_bytes() == f"{k5} 1".encode()
+    assert (here / "models" / "KD-mobilenetv2_cifar_k5.pt").read_bytes() == f"{K5} 1".encode()
+
+
+def test_land_keeps_the_latency_table_while_the_models_it_times_stay_the_same(tmp_path):
+    """A landing whose runs change no arm's model keeps the report's latency table (it dropped it)."""
+    here, run_dir = _campaign_to_land(tmp_path)
+    first = _run_recorded(here / "land.sh", tmp_path)
+    (here / "latency.json").write_text("{}")  # what 'land.sh bench' wrote for these models
+    _finished(run_dir / "students" / "KD_IG-unfinished", K5, 1, 0.81, 0.99)  # worse on validation: KD_IG's model stays
+    second = _run_recorded(here / "land.sh", tmp_path)[len(first) :]
+    assert [c[0] for c in second] == ["transfer", "report"] and second[1][-2:] == ["--latency", "latency.json"]
+    _finished(run_dir / "students" / "KD-better", K5, 2, 0.86, 0.80)
+    plan = json.loads((run_dir / "experiments" / "ablation.json").read_text())
+    plan["jobs"].append({"run_id": "KD-better", "group": "KD", "arch": K5, "seed": 2})
+    (run_dir / "experiments" / "ablation.json").write_text(json.dumps(plan))
+    third = _run_recorded(here / "land.sh", tmp_path)[len(first) + len(second) :]
+    assert [c[0] for c in third] == ["transfer", "report"] and "--latency" not in third[1]  # a new KD model: time it anew

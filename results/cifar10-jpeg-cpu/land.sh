@@ -3,6 +3,7 @@
 # report of every finished run, the models (teacher, and the best-on-validation student of each arm) with their
 # SHA-256; then, once those are committed, their params, MACs and CPU latency side by side (latency.json: truncation
 # against width at similar size), so that its provenance names a clean commit, and the report again with that table.
+# When a landing leaves the models as they were, latency.json still times them and the report keeps its table.
 # Run it with the campaign stopped or paused (the latency needs the CPU to itself); it reads the campaign's run folder
 # and writes only here.
 #
@@ -26,8 +27,9 @@ if [[ ${1:-} == bench ]]; then
   report --latency latency.json
   exit 0
 fi
+models_sha256() { (cd "$here" && sha256sum models/*.pt 2>/dev/null) || true; }  # nothing before the first landing
 python3 -m igkd transfer "${config[@]}"
-report  # latency.json, if any, times the models landed before: 'land.sh bench' times these and adds it
+before=$(models_sha256)
 python3 - "$run_dir" "$here" <<'PY'
 """Copy the teacher and, per arm, the student with the best validation accuracy into models/, with a manifest."""
 import hashlib, json, shutil, sys
@@ -60,5 +62,13 @@ for name, (source, record) in chosen.items():
                      "seed": record.get("seed"), "command": record["command"], "git_commit": record["git_commit"],
                      "run": source.parent.name})
 (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-print(f"land: {len(manifest)} models in {models}; commit them, then run 'bash land.sh bench' for latency.json")
+print(f"land: {len(manifest)} models in {models}")
 PY
+cd "$here"  # paths in latency.json relative to this folder
+if [[ -f latency.json && $(models_sha256) == "$before" ]]; then
+  report --latency latency.json  # the same models as latency.json timed
+  echo "land: the models are those latency.json times; commit"
+else
+  report
+  echo "land: new models; commit them, then run 'bash land.sh bench' for their latency (latency.json)"
+fi
