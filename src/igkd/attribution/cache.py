@@ -32,6 +32,7 @@ from igkd.artifacts.fingerprint import data_hash, hash_file, hash_jsonable, hash
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
 from igkd.runtime import budget
+from igkd.runtime.clock import running_seconds
 
 FORMAT_VERSION = 1
 CacheDtype = Literal["float16", "uint8"]
@@ -245,7 +246,7 @@ class AttributionCache:
                 },
             )
 
-        done, recorded_at, batch_ended = start, time.monotonic(), time.monotonic()
+        done, recorded_at, batch_ended = start, time.monotonic(), running_seconds()
 
         def checkpoint(images_done: int, total: int) -> None:
             nonlocal done, recorded_at, batch_ended
@@ -255,7 +256,7 @@ class AttributionCache:
                 recorded_at = time.monotonic()
             if progress is not None:
                 progress(done, total)
-            last_batch, batch_ended = time.monotonic() - batch_ended, time.monotonic()
+            last_batch, batch_ended = running_seconds() - batch_ended, running_seconds()
             if done < total:  # the record below, on the way out, keeps this batch
                 budget.stop_if_past(last_batch, f"IG image {done + 1} of {total}")
 

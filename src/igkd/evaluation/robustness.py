@@ -9,7 +9,6 @@ the relative drop from clean accuracy, ``(clean - mCA) / clean``.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from igkd.config import RobustnessConfig
 from igkd.data.imageset import ImageSet
 from igkd.evaluation.corruptions import PARAMETERS, VERSION, corrupt
 from igkd.runtime import budget
+from igkd.runtime.clock import running_seconds
 from igkd.runtime.device import place_model
 from igkd.runtime.progress import StageProgress
 from igkd.training.loop import predict_logits
@@ -70,12 +70,12 @@ def corruption_accuracies(
         for done, (corruption, severity) in enumerate(cells, 1):
             # under a deadline (igkd experiment --stop-at), stop before a set that would end after it; a rerun measures anew
             budget.stop_if_past(budget.last_seconds(_SET), f"corrupted set {done} of {len(cells)} ({corruption}, severity {severity})")
-            started = time.perf_counter()
+            started = running_seconds()
             images = corrupt(test.images, corruption, severity, protocol.seed, device)
             for name, model in models.items():
                 accuracy = _accuracy(model, images, test.labels, device, batch_size)
                 results[name]["accuracy"].setdefault(corruption, {})[str(severity)] = accuracy
-            budget.remember(_SET, time.perf_counter() - started)
+            budget.remember(_SET, running_seconds() - started)
             if progress is not None:
                 progress.advance(done)
     finally:

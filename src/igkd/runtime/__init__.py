@@ -1,1 +1,1 @@
-"""The machine a run is on: devices and fast settings, processes, deadlines, progress, optional extras, logs."""
+"""The machine a run is on: devices and fast settings, processes, deadlines, running time, progress, optional extras, logs."""

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from igkd.data.batch import Batch
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.runtime import budget, distributed
+from igkd.runtime.clock import running_seconds
 from igkd.runtime.device import (
     RandomStreams,
     autocast,
@@ -311,14 +311,14 @@ def fit(plan: FitPlan) -> FitResult:
                     f"{start_epoch + 1}: the run goes on deterministically, not as the interrupted run would have"
                 )
     train_step = make_train_step(model, optimizer, schedule, make_inputs, loss_fn, cfg, device, seed)
-    started = time.perf_counter()
+    started = running_seconds()
     if step_progress is not None:
         step_progress.start(cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch, steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         last_epoch = history[-1]["seconds"] if history else budget.last_seconds(f"{section} epoch")
         budget.stop_if_past(last_epoch, f"{section} epoch {epoch + 1} of {cfg.epochs}")
         model.train()
-        epoch_start = time.perf_counter()
+        epoch_start = running_seconds()
         order = torch.randperm(num_train, device=device, generator=streams.order)
         batches = [train_indices[order[step * cfg.batch_size : (step + 1) * cfg.batch_size]] for step in range(steps_per_epoch)]
         if plan.start_epoch is not None:  # the streaming path loads the epoch's batches ahead of the steps
@@ -339,7 +339,7 @@ def fit(plan: FitPlan) -> FitResult:
             )
         row = _validate(model, val_images, val_labels, cfg, device) if ctx.is_main else {}
         row = distributed.broadcast_object(
-            {"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start}
+            {"epoch": epoch + 1, **train_stats, **row, "lr": optimizer.param_groups[0]["lr"], "seconds": running_seconds() - epoch_start}
         )
         history.append(row)
         budget.remember(f"{section} epoch", row["seconds"])
@@ -362,7 +362,7 @@ def fit(plan: FitPlan) -> FitResult:
                     "history": history,
                     "best": best,
                     "world_size": ctx.world_size,
-                    "seconds": earlier_seconds + time.perf_counter() - started,
+                    "seconds": earlier_seconds + running_seconds() - started,
                 },
             )
         if progress:
@@ -370,7 +370,7 @@ def fit(plan: FitPlan) -> FitResult:
     if step_progress is not None:
         step_progress.finish()
     distributed.barrier()
-    seconds = earlier_seconds + time.perf_counter() - started  # every process's, so a resumed run counts its whole training
+    seconds = earlier_seconds + running_seconds() - started  # every process's, so a resumed run counts its whole training
     images = len(history) * steps_per_epoch * cfg.batch_size
     return FitResult(history, int(best["epoch"]), float(best["val_accuracy"]), seconds, images / max(seconds, 1e-9))
 
