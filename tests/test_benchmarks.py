@@ -464,6 +464,20 @@ def test_eval_batch_size_benchmark_times_every_model_and_size_and_marks_the_defa
     assert "| 64 (unset: this device's default) |" in markdown and "| 4 |" in markdown
 
 
+def test_folded_evaluation_benchmark_compares_both_forms_with_float32_on_each_set(tmp_path):
+    result = benchmark("folded_evaluation").main(["--tiny", "--rounds", "2", "--corruption", "contrast:5", "--output-dir", str(tmp_path)])
+    (model,) = result["models"].values()
+    assert set(model["sets"]) == {"clean", "contrast 5"} and result["test_images"] == 100
+    for row in model["sets"].values():
+        assert 0 <= row["folded_accuracy"] <= 100 and 90 <= row["folded_agrees_with_float32"] <= 100
+        if result["precision"] == "float32":  # folded and unfolded float32 differ by rounding alone
+            assert row["folded_mean_abs_logit_difference"] < 1e-3 and row["unfolded_agrees_with_float32"] == 100
+    assert model["images_per_s"]["folded"] > 0 and model["images_per_s"]["unfolded"] > 0
+    assert result["git_commit"] and "--tiny" in result["command"]
+    markdown = (tmp_path / "folded-evaluation-cpu-tiny.md").read_text()
+    assert "| tiny (untrained) | contrast 5 |" in markdown and "x |" in markdown
+
+
 def test_cpu_allocator_benchmark_times_evaluation_and_training_under_each_setting_in_fresh_processes(tmp_path):
     result = benchmark("cpu_allocator").main(["--tiny", "--rounds", "2", "--output-dir", str(tmp_path)])
     (arch,) = result["eval_images_per_s"]

@@ -148,10 +148,58 @@ def test_corruption_sets_stop_before_one_that_would_pass_the_deadline_and_write_
         clock[0] += 60
         return corrupt(*args, **kwargs)
 
-    monkeypatch.setattr(robustness.time, "perf_counter", lambda: clock[0])  # the set's time as the deadline sees it
+    monkeypatch.setattr(robustness, "running_seconds", lambda: clock[0])  # the set's time as the deadline sees it
     monkeypatch.setattr(robustness, "corrupt", corrupt_taking_60_s)
     with budget.deadline_at(1000.0 + 150), pytest.raises(budget.BudgetReached, match=r"corrupted set 3 of 4 \(brightness, severity 1\)"):
         robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert calls == [("contrast", 1), ("contrast", 2)] and not (tmp_path / robustness.RECORD).exists()
     record = robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))  # no deadline
     assert set(record["accuracy"]) == {"contrast", "brightness"} and len(calls) == 6
+
+
+def test_folded_evaluation_runs_an_inference_copy_without_batchnorm_and_agrees_with_the_model():
+    from torch import nn
+
+    from igkd.config import RobustnessConfig
+    from igkd.data.imageset import ImageSet
+    from igkd.evaluation.robustness import corruption_accuracies
+    from igkd.models.registry import build_model
+
+    digits = _load_digits("test", 16)
+    test = ImageSet(digits.images[:200], digits.labels[:200], [str(i) for i in range(10)])
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2_cifar:width=0.25:k=12", 10).eval()
+    with torch.no_grad():  # running statistics far from 0 and 1, so folding changes every convolution's weights
+        for layer in model.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+    batchnorm_calls = []
+    for layer in model.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.register_forward_hook(lambda *_: batchnorm_calls.append(1))
+    results = {}
+    for fold in (False, True):
+        batchnorm_calls.clear()
+        protocol = RobustnessConfig(corruptions=["contrast", "gaussian_noise"], severities=[3], fold_batchnorm=fold)
+        results[fold] = corruption_accuracies({"model": model}, test, protocol, torch.device("cpu"))["model"]
+        assert bool(batchnorm_calls) is not fold  # the folded copy has no BatchNorm; the model itself is not run
+    assert results[True]["clean_accuracy"] == pytest.approx(results[False]["clean_accuracy"], abs=0.02)  # float rounding
+    for corruption in ("contrast", "gaussian_noise"):
+        assert results[True]["accuracy"][corruption]["3"] == pytest.approx(results[False]["accuracy"][corruption]["3"], abs=0.02)
+    assert any(isinstance(layer, nn.BatchNorm2d) for layer in model.modules())  # the model is left as it was
+
+
+def test_the_campaigns_protocol_is_the_one_its_landed_records_hold():
+    """``cifar10_jpeg_cpu`` evaluates unfolded, as its first models were: their records stay current. Folded evaluation,
+    the default, is another protocol: a record of one is not reused for the other."""
+    import json
+    from pathlib import Path
+
+    from igkd.config import RobustnessConfig
+    from igkd.evaluation.robustness import protocol_record
+
+    runs = sorted((Path(__file__).parents[1] / "results/cifar10-jpeg-cpu/report/runs").glob("*-seed*.json"))  # the students
+    landed = [json.loads(path.read_text())["robustness"]["protocol"] for path in runs]
+    assert landed and all(protocol == protocol_record(load_config("cifar10_jpeg_cpu").robustness) for protocol in landed)
+    assert protocol_record(RobustnessConfig()) == {**protocol_record(RobustnessConfig(fold_batchnorm=False)), "fold_batchnorm": True}

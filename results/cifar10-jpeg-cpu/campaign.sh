@@ -48,4 +48,4 @@ calls() {  # every call of the campaign, in its order, each with the options "$@
 }
 calls --plan-only "$@"  # the whole campaign in the plan first, so the report's status names every run still to come
 calls "$@"
-echo "=== $(date -u +%FT%TZ) campaign.sh: every call finished"
+echo "=== $(date -u +%FT%TZ) campaign.sh: every call returned; run it again to go on with what a deadline stopped (the report's status names it)"

@@ -252,6 +252,11 @@ class RobustnessConfig(_Strict):
     corruptions: list[str] = Field(default_factory=lambda: list(CORRUPTIONS))
     severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
     seed: int = Field(0, ge=0, description="seeds the noise, so every model sees the same corrupted images")
+    fold_batchnorm: bool = Field(
+        True,
+        description="evaluate an inference copy of each model, BatchNorm folded into its convolutions (1.4-2x as fast on a "
+        "CPU; its predictions differ from the model's only by float rounding)",
+    )
 
     @model_validator(mode="after")
     def _known(self) -> RobustnessConfig:

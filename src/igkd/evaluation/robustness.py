@@ -24,6 +24,7 @@ from igkd.artifacts.provenance import provenance
 from igkd.config import RobustnessConfig
 from igkd.data.imageset import ImageSet
 from igkd.evaluation.corruptions import PARAMETERS, VERSION, corrupt
+from igkd.models.fuse import fast_frozen_copy
 from igkd.runtime import budget
 from igkd.runtime.clock import running_seconds
 from igkd.runtime.device import place_model
@@ -55,9 +56,12 @@ def corruption_accuracies(
 ) -> dict[str, dict[str, Any]]:
     """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models.
 
-    The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluation.evaluate.evaluate_model`."""
+    The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluation.evaluate.evaluate_model`; with
+    ``protocol.fold_batchnorm``, as their inference copies (:func:`igkd.models.fuse.fast_frozen_copy`)."""
     for model in models.values():
         place_model(model, device, channels_last=True)
+    if protocol.fold_batchnorm:
+        models = {name: place_model(fast_frozen_copy(model), device, channels_last=True) for name, model in models.items()}
     results: dict[str, dict[str, Any]] = {
         name: {"clean_accuracy": _accuracy(model, test.images, test.labels, device, batch_size), "accuracy": {}}
         for name, model in models.items()
@@ -107,11 +111,12 @@ def summarize_robustness(clean_accuracy: float, accuracy: Accuracies, reference:
 
 
 def protocol_record(protocol: RobustnessConfig) -> dict[str, Any]:
-    """The protocol as stored with every result: corruptions, severities, seed, each corruption's parameters and the
-    version of their implementation (a result of another protocol is stale). In its JSON form (tuples as lists), so that
-    it equals the record read back from a file."""
+    """The protocol as stored with every result: corruptions, severities, seed, whether BatchNorm was folded, each
+    corruption's parameters and the version of their implementation (a result of another protocol is stale). In its
+    JSON form (tuples as lists), so that it equals the record read back from a file."""
     record = {
-        **protocol.model_dump(exclude={"enabled"}),
+        # a record of the unfolded evaluation names no fold_batchnorm, as those made before the setting (they stay current)
+        **protocol.model_dump(exclude={"enabled"} if protocol.fold_batchnorm else {"enabled", "fold_batchnorm"}),
         "parameters": {c: list(PARAMETERS[c]) for c in protocol.corruptions},
         "source": SOURCE,
         "version": VERSION,
