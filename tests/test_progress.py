@@ -156,3 +156,25 @@ def test_rates_and_etas_soon_stop_counting_a_pause():
     assert progress.seconds_per_step() > 0.5  # the pause is in the window: the rate reads low at first
     steps(111, 1000)
     assert progress.seconds_per_step() == pytest.approx(0.5) and progress.eta_s() == pytest.approx(0.5 * 1000)
+
+
+def test_a_stopped_job_reads_its_running_speed_as_soon_as_it_continues(monkeypatch):
+    """The default clock is running time: a stop of 10 minutes (SIGSTOP) is not in the rate at all, where wall time
+    read 0 img/s and an ETA of days for the first 5 minutes after the job continued."""
+    from igkd.runtime import clock as running_clock
+
+    wall = ManualClock()
+    cpu = ManualClock()
+    watch = running_clock.StopWatch(wall, cpu)
+    monkeypatch.setattr(running_clock, "_watch", watch)
+    progress = StageProgress(Console(quiet=True), "student", 128, project=False).start(2000)
+    for done in range(1, 101):
+        wall.now += 0.5
+        cpu.now += 1.0  # two threads busy
+        progress.advance(done)
+    wall.now += 600.0  # stopped: no CPU time
+    watch.check()  # the watcher thread's first tick as the job continues
+    wall.now += 0.5
+    cpu.now += 1.0
+    progress.advance(101)
+    assert progress.seconds_per_step() == pytest.approx(0.5) and progress.eta_s() == pytest.approx(0.5 * 1899)

@@ -4,18 +4,19 @@ On a terminal the bar shows steps, images/s, the loss and the time left of the e
 output is not a terminal (CI, log files, ``--jobs`` workers) a plain line is printed each time another tenth of
 the stage is done or ``interval_s`` has passed, whichever comes first, so a stage prints about ten lines
 however long it runs. After the first steps, one line projects the stage's time and the whole run's. Rates and ETAs
-are measured over the last ``RATE_WINDOW_S`` seconds, so a pause (a job stopped with SIGSTOP and continued) soon stops
-weighing on them.
+are measured in running time (:mod:`igkd.runtime.clock`: a job stopped with SIGSTOP and continued has not run in
+between) over the last ``RATE_WINDOW_S`` seconds, so a change of speed (another job sharing the CPU) soon shows.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from igkd.runtime.clock import running_seconds
 
 LONG_RUN_SECONDS = 3600
 PROJECT_AFTER_STEPS = 5
@@ -58,7 +59,7 @@ class StageProgress:
         device_type: str = "cpu",
         later_s: float = 0.0,
         interval_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = running_seconds,
         unit: str = "step",
         project: bool = True,
         settings_off: tuple[str, ...] = (),
