@@ -85,6 +85,28 @@ def test_training_stops_at_an_epoch_boundary_with_its_state_saved_and_resumes_to
     assert all(torch.equal(value, resumed[key]) for key, value in whole.items())
 
 
+def test_a_first_epoch_projected_past_the_deadline_from_its_first_steps_stops_there(tmp_path, frozen_clock, monkeypatch):
+    """A new run in a new process has no epoch time to go by: its first steps project the epoch. It used to start
+    regardless and end up to an epoch past the deadline."""
+    from igkd.training import loop
+
+    readings = iter(range(0, 10**6, 100))  # running time: each reading 100 s after the last
+    monkeypatch.setattr(loop, "running_seconds", lambda: float(next(readings)))
+    monkeypatch.setattr(loop, "DEADLINE_PROBE_STEPS", 4)
+    cfg = validate_config(tiny_config_tree(tmp_path))
+    steps = len(Pipeline(cfg, Console(quiet=True)).data.train_idx) // cfg.teacher.train.batch_size
+    assert steps > 4
+    with budget.deadline_at(NOW + 200), pytest.raises(budget.BudgetReached) as stopped:
+        _ = Pipeline(cfg, Console(quiet=True)).teacher
+    projected = 100 * (steps / 4 - 1)  # epoch_start, then the reading after step 4: 100 s for 4 steps
+    assert str(stopped.value).startswith("stopped before the rest of teacher epoch 1 of 1 (not saved: the run resumes from its start)")
+    assert "its first 4 steps took 100.0 s" in str(stopped.value) and projected > 200
+    assert not (cfg.run_dir / "teacher" / "state.pt").exists() and not (cfg.run_dir / "teacher" / "final.json").exists()
+    with budget.deadline_at(NOW + 10 * projected):  # time enough: the same run trains through
+        assert Pipeline(cfg, Console(quiet=True)).teacher.model is not None
+    assert (cfg.run_dir / "teacher" / "final.json").exists()
+
+
 def test_ig_build_stops_between_batches_and_resumes_to_the_same_maps(tmp_path, frozen_clock):
     torch.manual_seed(0)
     teacher = build_model("mobilenetv2_cifar:width=0.25:k=12", 10).eval()

@@ -53,14 +53,16 @@ def last_seconds(kind: str) -> float:
     return _last_seconds.get(kind, 0.0)
 
 
-def stop_if_past(next_seconds: float, before: str) -> None:
+def stop_if_past(next_seconds: float, before: str, estimate: str | None = None) -> None:
     """Raise :class:`BudgetReached` if work of ``next_seconds`` started now would end after the deadline.
 
-    ``before`` names the unit that would be skipped (e.g. "student epoch 7"), for the message.
+    ``before`` names the unit that would be skipped (e.g. "student epoch 7"), for the message; ``estimate`` says where
+    ``next_seconds`` comes from (default: the last such unit).
     """
     if _deadline is not None and time.time() + next_seconds > _deadline:
         until = datetime.fromtimestamp(_deadline).strftime("%Y-%m-%d %H:%M:%S")
-        raise BudgetReached(f"stopped before {before}: it would end after the deadline {until} (it took ~{next_seconds:.0f} s last time)")
+        basis = estimate or f"it took ~{next_seconds:.0f} s last time"
+        raise BudgetReached(f"stopped before {before}: it would end after the deadline {until} ({basis})")
 
 
 def parse_duration(text: str) -> float:

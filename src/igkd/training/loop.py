@@ -49,6 +49,8 @@ OnBest = Callable[[nn.Module, dict[str, float]], None]
 Progress = Callable[[int, int, dict[str, float]], None]
 StartEpoch = Callable[[list[torch.Tensor], RandomStreams], None]
 
+DEADLINE_PROBE_STEPS = 20  # steps that time an epoch with no earlier measure, under a deadline (the first steps run slower)
+
 
 @dataclass
 class FitResult:
@@ -275,7 +277,8 @@ def fit(plan: FitPlan) -> FitResult:
     and writes the metrics and state, and every rank returns once those files are written. Under a deadline
     (:mod:`igkd.runtime.budget`) an epoch that would end after it is not started: :class:`igkd.runtime.budget.BudgetReached` is raised
     with the state of the last finished epoch saved (the deadline is set by ``igkd experiment``, which refuses torchrun,
-    so ranks cannot disagree).
+    so ranks cannot disagree). A run's first epoch, when this process has timed none, is projected from its first
+    ``DEADLINE_PROBE_STEPS`` steps and abandoned there if it would end after the deadline.
     """
     model, train_indices, make_inputs, loss_fn = plan.model, plan.train_indices, plan.make_inputs, plan.loss_fn
     val_images, val_labels, cfg, device, seed = plan.val_images, plan.val_labels, plan.train, plan.device, plan.seed
@@ -324,9 +327,18 @@ def fit(plan: FitPlan) -> FitResult:
         if plan.start_epoch is not None:  # the streaming path loads the epoch's batches ahead of the steps
             plan.start_epoch(batches, streams)
         sums: dict[str, torch.Tensor] = {}
+        # with no epoch timed yet (a new run in a new process), under a deadline its first steps project the epoch
+        probe_at = min(DEADLINE_PROBE_STEPS, steps_per_epoch) if last_epoch == 0 and budget.deadline() is not None else 0
         for step, idx in enumerate(batches):
             for key, value in train_step(idx, streams).items():
                 sums[key] = sums.get(key, torch.zeros((), device=device)) + value
+            if step + 1 == probe_at:
+                elapsed = running_seconds() - epoch_start
+                budget.stop_if_past(
+                    elapsed * (steps_per_epoch / probe_at - 1),
+                    f"the rest of {section} epoch {epoch + 1} of {cfg.epochs} (not saved: the run resumes from its start)",
+                    f"its first {probe_at} steps took {elapsed:.1f} s",
+                )
             if step_progress is not None:  # the loss is read (a device sync) only when a line or the bar shows it
                 # advance() calls the lambda at once or not at all, so it sees this step's values
                 step_progress.advance(epoch * steps_per_epoch + step + 1, lambda: {"loss": float(sums["loss"]) / (step + 1)})  # noqa: B023
