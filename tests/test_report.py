@@ -31,6 +31,11 @@ ACCURACY = {
 }
 
 CURVE = [0.3, 0.1, 0.02, 0.0]  # validation accuracy per epoch: the run's test accuracy less these
+EPOCH_SECONDS = [20.0, 30.0, 40.0, 50.0]  # each run's epochs' times
+
+
+def _train_seconds(seed: int) -> float:
+    return 600.0 * (seed + 1)
 
 
 def _config(tmp_path: Path, *sets: str):
@@ -77,9 +82,13 @@ def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None)
             "environment": {"device": "cpu", "cpu": "AMD EPYC (family 25, model 17)"},
             "best_epoch": len(CURVE),
             "best_val_accuracy": accuracy - CURVE[-1],
+            "train_seconds": _train_seconds(job.seed),
         },
     )
-    epochs = [{"epoch": epoch, "train_loss": 1.0, "val_accuracy": accuracy - gap} for epoch, gap in enumerate(CURVE, 1)]
+    epochs = [
+        {"epoch": epoch, "train_loss": 1.0, "val_accuracy": accuracy - gap, "seconds": seconds}
+        for epoch, (gap, seconds) in enumerate(zip(CURVE, EPOCH_SECONDS, strict=True), 1)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in epochs))
     if robustness:
         _write(folder / RECORD, robustness)
@@ -165,6 +174,21 @@ def test_validation_curves_are_averaged_over_seeds_with_the_change_over_the_last
     section = markdown.split("### Validation accuracy by epoch")[1]
     assert f"| KD_IG | 3 | 4 | {100 * np.mean(ACCURACY['KD_IG']):.2f} | +30.00 | 4 |" in section
     assert "| Student @ width=0.25 | 2 | 4 |" in section and "figures/ablation_curves.png" in section
+
+
+def test_training_time_per_arm_and_in_all_from_the_runs_records(grown):
+    _, summary, markdown = grown
+    times = summary["training_time"]
+    runs = {arm: len(values) for arm, values in ACCURACY.items()}
+    assert {arm: t["runs"] for arm, t in times.items()} == {**runs, "all": sum(runs.values())}
+    assert times["Student"] == {"runs": 3, "median_epoch_s": 35.0, "median_run_s": 1200.0, "total_s": 3600.0}
+    trained = [_train_seconds(seed) for values in ACCURACY.values() for seed in range(len(values))]
+    assert times["all"] == {"runs": 13, "median_epoch_s": 35.0, "median_run_s": np.median(trained), "total_s": sum(trained)}
+    section = markdown.split("### Training time")[1].split("\n\n")[1].splitlines()
+    arms = [line.split(" | ")[0].removeprefix("| ") for line in section[2:]]
+    assert arms == ["Student", "KD", "KD_IG", "KD_IG-shuffled", "Student @ width=0.25", "all"]  # as the runs table
+    all_runs = f"| all | 13 | 35 | {np.median(trained) / 60:.0f} | {sum(trained) / 3600:.1f} |"
+    assert section[2] == "| Student | 3 | 35 | 20 | 1.0 |" and section[-1] == all_runs
 
 
 def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):

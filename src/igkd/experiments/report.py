@@ -619,13 +619,18 @@ def _runs_csv(rows: list[RunRow]) -> str:
     return buffer.getvalue()
 
 
-def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], planned: list[str], base_arch: str) -> None:
-    """Every finished run on a line, seed by seed in the order the plans name them (``planned``: run ids): its arm and
-    seed, accuracies, robustness, transfer, training time, commit and device."""
-    doc.heading("Runs", 2)
+def _in_plan_order(rows: list[RunRow], planned: list[str]) -> list[RunRow]:
+    """``rows`` seed by seed, in the order the plans name the runs (``planned``: run ids)."""
     order = {run_id: i for i, run_id in enumerate(planned)}
+    return sorted(rows, key=lambda r: (r["seed"], order.get(r["run_id"], len(order)), r["run_id"]))
+
+
+def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], base_arch: str) -> None:
+    """Every finished run on a line (``rows`` in their order): its arm and seed, accuracies, robustness, transfer,
+    training time, commit and device."""
+    doc.heading("Runs", 2)
     table = []
-    for row in sorted(rows, key=lambda r: (r["seed"], order.get(r["run_id"], len(order)), r["run_id"])):
+    for row in rows:
         minutes = f"{row['train_seconds'] / 60:.0f}" if row["train_seconds"] is not None else "n/a"
         mce = f"{row['mce']:.3f}" if row["mce"] is not None else "n/a"
         table.append(
@@ -648,6 +653,45 @@ def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any
         "validation accuracy and its epoch; mCA and mCE under the common corruptions, where measured; transfer: the "
         "mean over the evaluated splits of the other dataset; train: training time, the evaluation after it not included."
     )
+
+
+def _training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], base_arch: str) -> dict[str, dict[str, Any]]:
+    """Per arm (in the order of ``rows``) and in all: finished runs, the median epoch (validation included), the median
+    run and the total, in running time (``seconds`` and ``train_seconds``)."""
+    by_arm: dict[str, list[RunRow]] = defaultdict(list)
+    for row in rows:
+        by_arm[arm_label(row["group"] or str(row["method"]), row["arch"], base_arch)].append(row)
+
+    def summarise(arm_rows: list[RunRow]) -> dict[str, Any]:
+        epochs = [e["seconds"] for r in arm_rows for e in runs[r["run_id"]].get("history", []) if e.get("seconds") is not None]
+        trained = [r["train_seconds"] for r in arm_rows if r["train_seconds"] is not None]
+        return {
+            "runs": len(arm_rows),
+            "median_epoch_s": float(np.median(epochs)) if epochs else None,
+            "median_run_s": float(np.median(trained)) if trained else None,
+            "total_s": float(sum(trained)),
+        }
+
+    times = {arm: summarise(arm_rows) for arm, arm_rows in by_arm.items()}
+    times["all"] = summarise(rows)
+
+    def cell(seconds: float | None, unit: float, digits: int) -> str:
+        return f"{seconds / unit:.{digits}f}" if seconds is not None else "n/a"
+
+    doc.heading("Training time", 3)
+    doc.table(
+        ["arm", "runs", "median epoch (s)", "median run (min)", "total (h)"],
+        [
+            [arm, str(t["runs"]), cell(t["median_epoch_s"], 1, 0), cell(t["median_run_s"], 60, 0), cell(t["total_s"], 3600, 1)]
+            for arm, t in times.items()
+        ],
+    )
+    doc.paragraph(
+        "Training alone, in running time (the spans a process was stopped are left out): an epoch includes its "
+        "validation; the corruption and transfer evaluations after a run are not counted. From each run's "
+        "`metrics.jsonl` and `final.json`."
+    )
+    return times
 
 
 def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path, base_arch: str) -> str:
@@ -781,9 +825,10 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
         summary["latency"] = _latency(doc, latency_record, latency)
     _ig_figure(doc, cfg, runs, plans, figures)
     jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
-    rows = _run_rows(runs, jobs)
+    rows = _in_plan_order(_run_rows(runs, jobs), list(jobs))
     if rows:
-        _runs_table(doc, rows, runs, list(jobs), cfg.student.arch)
+        _runs_table(doc, rows, runs, cfg.student.arch)
+        summary["training_time"] = _training_time(doc, rows, runs, cfg.student.arch)
     commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
     devices = sorted({_device_name(r["final"].get("environment", {})) for r in runs.values()})
     prov = provenance(resolve_device(cfg.device), cfg.seed)
