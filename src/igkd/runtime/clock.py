@@ -1,6 +1,6 @@
 """Running time: wall time less the spans the process was stopped.
 
-A campaign on a shared CPU is paused with SIGSTOP while the test suite runs, and a laptop sleeps; wall time then
+A campaign on a shared CPU is paused with SIGSTOP while the test suite runs, or a job with Ctrl-Z; wall time then
 counts minutes in which nothing ran. :func:`running_seconds` leaves them out, so epoch times, training times and
 the budget's prediction of the next epoch describe the work. A daemon thread wakes every ``TICK_S``: a gap of more
 than ``STOP_GAP_S`` between two wake-ups, less the process's CPU time in it, is a stop. CPU time tells a stop from a
