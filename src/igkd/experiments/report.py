@@ -564,7 +564,7 @@ class RunRow(TypedDict):
     best_epoch: int | None
     params: int
     macs: int
-    train_seconds: float | None
+    train_seconds: float | None  # the sum of its epochs (running time), else final.json's
     ig_spearman: float | None
     transfer_accuracy: float | None
     transfer_balanced_accuracy: float | None
@@ -572,6 +572,11 @@ class RunRow(TypedDict):
     mce: float | None
     git_commit: str | None
     device: str | None
+
+
+def _epoch_seconds(run: dict[str, Any]) -> list[float]:
+    """The time of each epoch of ``run`` that records one (``metrics.jsonl``)."""
+    return [float(epoch["seconds"]) for epoch in run.get("history", []) if epoch.get("seconds") is not None]
 
 
 def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) -> list[RunRow]:
@@ -597,7 +602,9 @@ def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
                 best_epoch=final.get("best_epoch"),
                 params=final["params"],
                 macs=final["macs"],
-                train_seconds=final.get("train_seconds"),
+                # the sum of its epochs (whole across the processes of a resumed run, also for runs trained before
+                # final.json's train_seconds was), else train_seconds
+                train_seconds=sum(_epoch_seconds(run)) or final.get("train_seconds"),
                 ig_spearman=run["analysis"].get("ig_agreement", {}).get("spearman_mean"),
                 transfer_accuracy=_transfer_accuracy(run, "accuracy"),
                 transfer_balanced_accuracy=_transfer_accuracy(run, "balanced_accuracy"),
@@ -657,13 +664,13 @@ def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any
 
 def _training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], base_arch: str) -> dict[str, dict[str, Any]]:
     """Per arm (in the order of ``rows``) and in all: finished runs, the median epoch (validation included), the median
-    run and the total, in running time (``seconds`` and ``train_seconds``)."""
+    run and the total (:class:`RunRow`'s ``train_seconds``), in running time."""
     by_arm: dict[str, list[RunRow]] = defaultdict(list)
     for row in rows:
         by_arm[arm_label(row["group"] or str(row["method"]), row["arch"], base_arch)].append(row)
 
     def summarise(arm_rows: list[RunRow]) -> dict[str, Any]:
-        epochs = [e["seconds"] for r in arm_rows for e in runs[r["run_id"]].get("history", []) if e.get("seconds") is not None]
+        epochs = [seconds for r in arm_rows for seconds in _epoch_seconds(runs[r["run_id"]])]
         trained = [r["train_seconds"] for r in arm_rows if r["train_seconds"] is not None]
         return {
             "runs": len(arm_rows),
@@ -687,9 +694,9 @@ def _training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, 
         ],
     )
     doc.paragraph(
-        "Training alone, in running time (the spans a process was stopped are left out): an epoch includes its "
-        "validation; the corruption and transfer evaluations after a run are not counted. From each run's "
-        "`metrics.jsonl` and `final.json`."
+        "Training alone, in running time (the spans a process was stopped are left out): a run's time is the sum of "
+        "its epochs' in `metrics.jsonl`, each epoch with its validation; the corruption and transfer evaluations after "
+        "a run are not counted."
     )
     return times
 
