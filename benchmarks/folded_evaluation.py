@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from igkd.api import load_images
 from igkd.artifacts.provenance import provenance
 from igkd.config import load_config
 from igkd.data.imageset import ImageSet
-from igkd.data.sources import _load_digits, load_split
+from igkd.data.sources import load_split
 from igkd.evaluation.corruptions import corrupt
 from igkd.models.checkpoint import load_checkpoint
 from igkd.models.fuse import fast_frozen_copy
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     configure_kernels(False)
     started = provenance(device, 0)  # the commit that runs: read before the work tree can move
     if args.tiny:
-        digits = _load_digits("test", 16)
-        test = ImageSet(digits.images[:100], digits.labels[:100], [str(i) for i in range(10)])
+        digits = load_images("digits", "test", image_size=16)
+        test = ImageSet(digits.images[:100], digits.labels[:100], digits.classes)
         models = {"tiny (untrained)": tiny_model()}
     else:
         test = load_split(load_config(args.config).data, "test")
