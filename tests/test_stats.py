@@ -63,3 +63,20 @@ def test_each_comparison_gives_the_confidence_interval_of_its_difference():
     half = sps.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert (welch.ci_low, welch.ci_high) == (pytest.approx(a.mean() - b.mean() - half), pytest.approx(a.mean() - b.mean() + half))
     assert welch.ci_high - welch.ci_low > paired.ci_high - paired.ci_low  # pairing by seed removes the seed's share
+
+
+def test_arms_that_agree_on_every_seed_compare_as_no_difference_with_finite_numbers_and_no_warning():
+    """t is 0/0 there: scipy gave NaN with a "catastrophic cancellation" warning, and summary.json then held NaN, which
+    is not JSON. An arm of one repeated value against another arm is a valid test, and warns no more either."""
+    import json
+    import warnings
+
+    runs = {"KD": {0: 0.5, 1: 0.5}, "Student": {0: 0.5, 1: 0.5}, "IG": {0: 0.6, 1: 0.7}}
+    for paired in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            same, other = compare_pairs(runs, [("KD", "Student"), ("IG", "KD")], paired=paired)
+        assert (same.mean_difference, same.statistic, same.p_value, same.ci_low, same.ci_high) == (0.0, 0.0, 1.0, 0.0, 0.0)
+        assert same.cohens_d == 0.0 and json.loads(json.dumps(same.__dict__, allow_nan=False))
+        # IG - KD: differences 0.1 and 0.2, so t = 0.15 / 0.05 = 3 on 1 degree of freedom, paired or Welch
+        assert other.statistic == pytest.approx(3.0) and other.p_value == pytest.approx(2 * sps.t.sf(3.0, 1))

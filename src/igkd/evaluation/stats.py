@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -85,6 +86,13 @@ def _samples(runs: dict[str, dict[int, float]], a: str, b: str, paired: bool) ->
     return list(runs[a].values()), list(runs[b].values())
 
 
+def _identical(x: Sequence[float], y: Sequence[float], paired: bool) -> bool:
+    """Whether the test has nothing to go on: every paired difference 0, or (independent runs) both arms one same value."""
+    if paired:
+        return all(a == b for a, b in zip(x, y, strict=True))
+    return len(set(x) | set(y)) == 1
+
+
 def compare_pairs(runs: dict[str, dict[int, float]], pairs: Sequence[tuple[str, str]], paired: bool = False) -> list[Comparison]:
     """Tests of ``pairs`` (a - b), Holm-corrected over the pairs that can be tested (the family: say which it is).
 
@@ -97,14 +105,20 @@ def compare_pairs(runs: dict[str, dict[int, float]], pairs: Sequence[tuple[str, 
         x, y = _samples(runs, a, b, paired)
         if min(len(x), len(y)) < 2:
             continue
-        result = sps.ttest_rel(x, y) if paired else sps.ttest_ind(x, y, equal_var=False)
-        interval = result.confidence_interval(CONFIDENCE)
+        test = "paired t" if paired else "Welch t"
+        if _identical(x, y, paired):  # t is 0/0: no evidence of a difference, and no spread to put an interval on
+            rows.append(Comparison(a, b, 0.0, test, 0.0, 1.0, math.nan, 0.0, len(x), len(y), 0.0, 0.0))
+            continue
+        with warnings.catch_warnings():  # scipy's warning for an arm of one repeated value: its variance is exactly 0
+            warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation", RuntimeWarning)
+            result = sps.ttest_rel(x, y) if paired else sps.ttest_ind(x, y, equal_var=False)
+            interval = result.confidence_interval(CONFIDENCE)
         rows.append(
             Comparison(
                 a,
                 b,
                 float(np.mean(x) - np.mean(y)),
-                "paired t" if paired else "Welch t",
+                test,
                 float(result.statistic),
                 float(result.pvalue),
                 math.nan,
