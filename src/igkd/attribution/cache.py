@@ -256,7 +256,8 @@ class AttributionCache:
                 recorded_at = time.monotonic()
             if progress is not None:
                 progress(done, total)
-            last_batch, batch_ended = running_seconds() - batch_ended, running_seconds()
+            now = running_seconds()
+            last_batch, batch_ended = now - batch_ended, now
             if done < total:  # the record below, on the way out, keeps this batch
                 budget.stop_if_past(last_batch, f"IG image {done + 1} of {total}")
 
