@@ -122,3 +122,10 @@ def test_land_keeps_the_latency_table_while_the_models_it_times_stay_the_same(tm
     (run_dir / "experiments" / "ablation.json").write_text(json.dumps(plan))
     third = _run_recorded(here / "land.sh", tmp_path)[len(first) + len(second) :]
     assert [c[0] for c in third] == ["transfer", "report"] and "--latency" not in third[1]  # a new KD model: time it anew
+
+
+def test_land_restore_puts_the_landed_runs_and_models_back_into_the_campaigns_run_folder(tmp_path):
+    here, _ = _campaign_to_land(tmp_path)
+    (restore,) = _run_recorded(here / "land.sh", tmp_path, "restore")
+    assert restore[:4] == ["restore", str(here / "report"), "--models", str(here / "models")]
+    assert _value(restore, "-c") == "cifar10_jpeg_cpu" and f"out_dir={tmp_path / 'campaign'}" in restore

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from scipy import stats as sps
 
 from conftest import tiny_overrides, write_image_folder
+from igkd.artifacts.fingerprint import hash_file
 from igkd.config import load_config
 from igkd.errors import IgkdError
 from igkd.evaluation.modelstats import count_params
@@ -214,6 +216,71 @@ def test_transfer_evaluates_teacher_and_students_on_a_subset_of_classes(ablation
     assert len(list((tmp / "runs" / "tiny" / "students").glob("*/transfer-other.json"))) == 8
     again = igkd("transfer", *_args(tmp), "--root", str(root), "--split", "val", "--name", "other")
     assert "evaluated 0 of 9 models" in again.stdout
+
+
+def _landing(run_dir: Path, landing: Path, kept: list[str]) -> Path:
+    """What a campaign lands: a copy of the report, and some models with a manifest (file, sha256, run folder)."""
+    shutil.copytree(run_dir / "report", landing / "report")
+    models = landing / "models"
+    models.mkdir()
+    manifest = []
+    for run in kept:
+        folder = run_dir / "teacher" if run == "teacher" else run_dir / "students" / run
+        shutil.copy(folder / "model.pt", models / f"{run}.pt")
+        manifest.append({"file": f"{run}.pt", "sha256": hash_file(models / f"{run}.pt"), "run": run})
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    return models
+
+
+def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_again(ablation, tmp_path):
+    tmp, _ = ablation
+    assert igkd("report", *_args(tmp)).returncode == 0
+    run_dir = tmp / "runs" / "tiny"
+    jobs = json.loads((run_dir / "experiments" / "ablation.json").read_text())["jobs"]
+    kept, dropped = jobs[0]["run_id"], jobs[1]["run_id"]
+    models = _landing(run_dir, tmp_path / "landing", ["teacher", kept])
+    args = _sets(tiny_overrides(tmp_path / "new") + TINY_EXPERIMENT)
+    new_dir = tmp_path / "new" / "runs" / "tiny"
+
+    restored = igkd("restore", str(tmp_path / "landing" / "report"), "--models", str(models), *args)
+    assert restored.returncode == 0, restored.stderr
+    assert "9 runs written" in restored.stdout and "(7 without their model" in restored.stdout and "plans: ablation" in restored.stdout
+    assert hash_file(new_dir / "students" / kept / "model.pt") == hash_file(run_dir / "students" / kept / "model.pt")
+    landed = json.loads((new_dir / "students" / dropped / "landed.json").read_text())
+    assert not (new_dir / "students" / dropped / "model.pt").exists()
+    assert landed["model_sha256"] == hash_file(run_dir / "students" / dropped / "model.pt")
+
+    again = igkd("experiment", "ablation", *args, "--seeds", "2", "--methods", "Student,KD_IG")
+    assert again.returncode == 0, again.stderr
+    assert "8 finished earlier, 0 to run" in again.stdout and "attributions:" not in again.stdout  # no maps for finished runs
+    assert igkd("report", *args).returncode == 0
+    assert (new_dir / "report" / "runs.csv").read_text() == (run_dir / "report" / "runs.csv").read_text()
+    assert (
+        json.loads((new_dir / "report" / "summary.json").read_text())["ablation"]
+        == json.loads((run_dir / "report" / "summary.json").read_text())["ablation"]
+    )
+
+    root = write_image_folder(tmp_path / "shifted" / "val", {"3": 2, "5": 2}, size=12).parent
+    transfer = igkd("transfer", *args, "--root", str(root), "--split", "val", "--name", "shifted")
+    assert transfer.returncode == 0, transfer.stderr
+    assert "evaluated 2 of 9 models (0 up to date; not " in transfer.stdout and dropped in transfer.stdout
+    twice = igkd("restore", str(tmp_path / "landing" / "report"), "--models", str(models), *args)
+    assert "0 runs written" in twice.stdout and "9 already there" in twice.stdout
+
+
+def test_restore_checks_the_models_and_the_config_before_writing_anything(ablation, tmp_path):
+    tmp, _ = ablation
+    assert igkd("report", *_args(tmp)).returncode == 0
+    run_dir = tmp / "runs" / "tiny"
+    first = json.loads((run_dir / "experiments" / "ablation.json").read_text())["jobs"][0]["run_id"]
+    models = _landing(run_dir, tmp_path / "landing", [first])
+    (models / f"{first}.pt").write_bytes(b"not this model")
+    report = str(tmp_path / "landing" / "report")
+    corrupt = igkd("restore", report, "--models", str(models), *_sets(tiny_overrides(tmp_path / "new")))
+    assert corrupt.returncode != 0 and "does not match the SHA-256 its manifest.json records" in corrupt.stderr
+    other = igkd("restore", report, *_sets([*tiny_overrides(tmp_path / "new"), "name=other"]))
+    assert other.returncode != 0 and "is the report of config 'tiny', not of 'other'" in other.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_plan_only_plans_the_runs_for_the_reports_status_and_trains_nothing(tmp_path):

@@ -12,6 +12,7 @@
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash campaign.sh [EXPERIMENT OPTIONS]
 #
 # It first plans every call (--plan-only, seconds each), so that the report's status line lists every run still to come.
+# On a new machine, run `bash land.sh restore` first: the runs that have landed come back instead of training again.
 # EXPERIMENT OPTIONS go to every `igkd experiment` call: --stop-at HH:MM (one deadline for all calls; --budget would
 # restart with each call), or --set device=cuda --jobs 4 on a GPU.
 set -euo pipefail

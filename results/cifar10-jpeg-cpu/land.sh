@@ -9,6 +9,11 @@
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh         # then commit
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh bench   # then commit
+#
+# On a new machine, before campaign.sh: put what has landed back into the run folder (igkd restore), so that the campaign
+# goes on from there instead of training those runs again (the runs whose models are not here keep their records):
+#
+#   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash land.sh restore
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding the shared data}"
@@ -20,6 +25,10 @@ report() {  # the report of every finished run (and any options, e.g. --latency)
   python3 -m igkd report "${config[@]}" "$@"
   rm -rf "$here/report" && cp -r "$run_dir/report" "$here/report"
 }
+if [[ ${1:-} == restore ]]; then
+  python3 -m igkd restore "$here/report" --models "$here/models" "${config[@]}"
+  exit 0
+fi
 if [[ ${1:-} == bench ]]; then
   cd "$here"  # paths in latency.json relative to this folder
   mapfile -t students < <(python3 -c 'import json,sys; print("\n".join("models/" + m["file"] for m in json.load(open(sys.argv[1])) if m["file"] != "teacher.pt"))' models/manifest.json)

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from igkd.artifacts.atomic import atomic_write_json
+from igkd.artifacts.atomic import atomic_write_json, read_json_object
 from igkd.artifacts.fingerprint import hash_file
+from igkd.artifacts.layout import LANDED, published_model
 from igkd.errors import IgkdError
 
 
@@ -49,3 +50,12 @@ def verify(path: Path, key: str, what: str, fix: str) -> dict[str, Any]:
         raise IgkdError(f"{what} '{path}' was built from other inputs (stale); {fix}")
     check_file(path, manifest, what, fix)
     return manifest
+
+
+def model_sha256(folder: Path) -> str | None:
+    """The SHA-256 of the model ``folder`` publishes; for a run restored without its model (``landed.json``,
+    :mod:`igkd.experiments.restore`), the one its records name; None when there is neither."""
+    model = published_model(folder)
+    if model.is_file():
+        return hash_file(model)
+    return read_json_object(folder / LANDED).get("model_sha256")

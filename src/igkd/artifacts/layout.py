@@ -13,7 +13,8 @@ TEACHER_DIR = "teacher"
 STUDENTS_DIR = "students"  # one folder per student run: igkd.artifacts.identity.student_run_id
 CACHE_DIR = "cache"  # decoded data, IG maps, teacher logits (unless cache_dir puts them elsewhere)
 EXPERIMENTS_DIR = "experiments"  # <experiment>.json: the plan record of every call
-EXPERIMENT_REPORT_DIR = "report"  # igkd report: report.md/html, figures, runs
+EXPERIMENT_REPORT_DIR = "report"  # igkd report: report.md/html, figures, runs, and a copy of the plans (EXPERIMENTS_DIR)
+REPORT_RUNS = "runs"  # in a report: <run id>.json (and teacher.json), every record of a finished run
 REPORT = "report.md"
 RESULTS = "results.json"
 FIGURES = "figures"
@@ -29,6 +30,7 @@ ROBUSTNESS = "robustness.json"  # accuracy under common corruptions (igkd.evalua
 TRANSFER_PREFIX = "transfer-"  # transfer-<name>.json: accuracy on another data set (igkd experiment's transfer)
 RUN_LOG = "log.txt"  # an experiment job's output, when it runs in a worker process
 MODEL = "model.pt"
+LANDED = "landed.json"  # a run restored from a report without its model: the model's SHA-256 as its records name it
 LEGACY_MODELS = ("best.pt",)  # a student's model before the teacher's and the students' names were one
 
 

@@ -1,4 +1,4 @@
-"""The ``igkd experiment``, ``igkd transfer`` and ``igkd report`` commands, added to the main app by :func:`register`."""
+"""The ``igkd experiment``, ``transfer``, ``report`` and ``restore`` commands, added to the main app by :func:`register`."""
 
 from __future__ import annotations
 
@@ -152,6 +152,28 @@ def report(
     console.print(f"report: {written}")
 
 
+def restore(
+    report_dir: Path = typer.Argument(..., help="A copy of the folder 'igkd report' wrote (report/: its runs/ and experiments/)."),
+    config: str = ConfigOpt,
+    overrides: list[str] | None = SetOpt,
+    models: Path | None = typer.Option(
+        None, help="A folder of the runs' models with a manifest.json listing each one's file, sha256 and run (its run folder)."
+    ),
+) -> None:
+    """Rebuild a report's finished runs in this config's run directory (a new machine), so that experiments reuse them."""
+    from igkd.config import load_config
+    from igkd.experiments.restore import restore_runs
+
+    run_dir = load_config(config, overrides or []).run_dir
+    done = restore_runs(report_dir, run_dir, models)
+    console.print(
+        f"restore: {len(done.runs)} runs written into {run_dir} ({len(done.without_model)} without their model: "
+        f"their records stand, nothing can re-evaluate them), {len(done.present)} already there and left as they were; "
+        f"plans: {', '.join(done.plans) or 'none'}",
+        highlight=False,
+    )
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``experiment``, ``transfer`` and ``report`` to ``app`` (a second call changes nothing)."""
-    add_commands(app, (experiment, transfer, report))
+    """Add ``experiment``, ``transfer``, ``report`` and ``restore`` to ``app`` (a second call changes nothing)."""
+    add_commands(app, (experiment, transfer, report, restore))

@@ -132,11 +132,11 @@ def _up_to_date(record: dict[str, Any], checkpoint_sha256: str, protocol: dict[s
     )
 
 
-def robustness_current(folder: Path, checkpoint: Path, protocol: RobustnessConfig, reference: dict[str, Any] | None) -> bool:
-    """Whether ``folder/robustness.json`` holds this checkpoint's result under this protocol and reference."""
-    return _up_to_date(
+def robustness_current(folder: Path, checkpoint_sha256: str | None, protocol: RobustnessConfig, reference: dict[str, Any] | None) -> bool:
+    """Whether ``folder/robustness.json`` holds the result of the model with this SHA-256 under this protocol and reference."""
+    return checkpoint_sha256 is not None and _up_to_date(
         read_json_object(folder / RECORD),
-        hash_file(checkpoint),
+        checkpoint_sha256,
         protocol_record(protocol),
         reference["checkpoint_sha256"] if reference else None,
     )

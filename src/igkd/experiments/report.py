@@ -29,6 +29,7 @@ from igkd.artifacts.layout import (
     EXPERIMENTS_DIR,
     METRICS,
     REPORT,
+    REPORT_RUNS,
     STUDENTS_DIR,
     SUMMARY,
     TEACHER_DIR,
@@ -845,9 +846,11 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
         f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}."
     )
     for run_id, run in runs.items():
-        atomic_write_json(out / "runs" / f"{run_id}.json", run)
+        atomic_write_json(out / REPORT_RUNS / f"{run_id}.json", run)
     if teacher:
-        atomic_write_json(out / "runs" / "teacher.json", teacher)
+        atomic_write_json(out / REPORT_RUNS / f"{TEACHER_DIR}.json", {"final": teacher, **teacher_checks})
+    for name, plan in plans.items():  # with runs/, what igkd restore needs to rebuild the run directory elsewhere
+        atomic_write_json(out / EXPERIMENTS_DIR / f"{name}.json", plan)
     atomic_write_text(out / "runs.csv", _runs_csv(rows))
     atomic_write_json(out / "summary.json", {**summary, "provenance": prov})
     atomic_write_text(out / "report.html", doc.html())

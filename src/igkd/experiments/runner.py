@@ -23,8 +23,18 @@ import torch
 from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json, ensure_dir, read_json_object
-from igkd.artifacts.fingerprint import hash_file
-from igkd.artifacts.layout import ANALYSIS, EXPERIMENTS_DIR, RUN_LOG, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model, transfer_record
+from igkd.artifacts.integrity import model_sha256
+from igkd.artifacts.layout import (
+    ANALYSIS,
+    EXPERIMENTS_DIR,
+    LANDED,
+    RUN_LOG,
+    STUDENTS_DIR,
+    SUMMARY,
+    TEACHER_DIR,
+    published_model,
+    transfer_record,
+)
 from igkd.artifacts.provenance import provenance
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
@@ -84,6 +94,11 @@ def run_job(
             cfg = validate_config(cfg_tree, f"job {run_id}")
             pipeline = Pipeline(cfg, console, student_dir=folder)
             summary = pipeline.run_stages("distill")["student"]
+            if not published_model(folder).is_file():
+                raise IgkdError(
+                    f"{folder} was restored without its model ({LANDED}), and its analyses are not current for this config; "
+                    f"delete the folder to train the run again"
+                )
             count = cfg.report.agreement_images
             if count and not analysis_status(folder, summary["identity"], count).done:
                 student = load_checkpoint(summary["checkpoint"]).model
@@ -134,7 +149,7 @@ class ExperimentRunner:
             raise IgkdErrors(problems)
 
     def prepare(self, jobs: list[Job], sharded: bool) -> None:
-        """Train (or reuse) the shared teacher and build (or verify) the IG maps the jobs need."""
+        """Train (or reuse) the shared teacher and build (or verify) the IG maps the unfinished jobs need."""
         pipeline = self.pipeline
         teacher_final = pipeline.teacher_dir / SUMMARY
         if sharded and not teacher_final.is_file():
@@ -145,7 +160,7 @@ class ExperimentRunner:
         _ = pipeline.teacher
         if self.base.robustness.enabled:
             pipeline.teacher_robustness()
-        if any(uses_maps(job.cfg.student) for job in jobs):
+        if any(uses_maps(job.cfg.student) for job in jobs if not job_finished(self.run_dir, job)):
             pipeline.attribute(rebuild_invalid=False)
 
     def write_plan(self, experiment: str | Experiment, jobs: list[Job], options: PlanOptions) -> Path:
@@ -217,12 +232,16 @@ class ExperimentRunner:
             raise IgkdError(f"no teacher in {self.run_dir}; run the experiment (or 'igkd teacher') with this config first")
         classes = load_checkpoint(teacher).classes
         sets = {split: load_transfer_set(self.base.data, root, split, classes, self.base.cache_path) for split in splits}
-        checkpoints = [teacher] + sorted(published_model(p) for p in (self.run_dir / STUDENTS_DIR).glob("*") if (p / SUMMARY).is_file())
-        done = 0
-        for checkpoint in checkpoints:
-            out = checkpoint.parent / transfer_record(name)
-            digest = hash_file(checkpoint)
-            if transfer_current(read_json_object(out), digest, splits):
+        folders = [teacher.parent] + sorted(p for p in (self.run_dir / STUDENTS_DIR).glob("*") if (p / SUMMARY).is_file())
+        done, without_model = 0, []
+        for folder in folders:
+            out = folder / transfer_record(name)
+            digest = model_sha256(folder)
+            if digest and transfer_current(read_json_object(out), digest, splits):
+                continue
+            checkpoint = published_model(folder)
+            if not checkpoint.is_file():
+                without_model.append(folder.name)
                 continue
             model = load_checkpoint(checkpoint).model
             results = {split: transfer_metrics(model, data, device, f"{root.name}/{split}") for split, data in sets.items()}
@@ -238,5 +257,8 @@ class ExperimentRunner:
                 },
             )
             done += 1
-        self.console.print(f"transfer '{name}': evaluated {done} of {len(checkpoints)} models ({len(checkpoints) - done} up to date)")
+        self.console.print(
+            f"transfer '{name}': evaluated {done} of {len(folders)} models ({len(folders) - done - len(without_model)} up to date"
+            + (f"; not {', '.join(without_model)}: restored without its model, {LANDED})" if without_model else ")")
+        )
         return done

@@ -25,7 +25,8 @@ import torch
 
 from igkd.artifacts.atomic import read_json_object
 from igkd.artifacts.identity import StageIdentities, stage_finished
-from igkd.artifacts.layout import ANALYSIS, STATE, STUDENTS_DIR, SUMMARY, TEACHER_DIR, published_model
+from igkd.artifacts.integrity import model_sha256
+from igkd.artifacts.layout import ANALYSIS, STATE, STUDENTS_DIR, SUMMARY, TEACHER_DIR
 from igkd.config import RunConfig, TrainConfig
 from igkd.evaluation.robustness import RECORD, robustness_current
 from igkd.methods import uses_maps
@@ -176,7 +177,7 @@ def robustness_status(run_dir: Path, folder: Path, cfg: RunConfig) -> StageStatu
     if not cfg.robustness.enabled:
         return StageStatus("reuse", "robustness is not asked for")
     reference = read_json_object(run_dir / TEACHER_DIR / RECORD)
-    if reference and robustness_current(folder, published_model(folder), cfg.robustness, reference):
+    if reference and robustness_current(folder, model_sha256(folder), cfg.robustness, reference):
         return StageStatus("reuse", f"{folder / RECORD} records this checkpoint, protocol and teacher")
     return StageStatus("run", f"{folder / RECORD} or the teacher's record is missing or out of date")
 
