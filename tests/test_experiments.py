@@ -21,6 +21,7 @@ from igkd.evaluation.modelstats import count_params
 from igkd.experiments.analysis import map_agreement
 from igkd.experiments.document import Document
 from igkd.experiments.plan import PlanOptions, parse_shard, plan_jobs, shard, sweep_archs
+from igkd.experiments.restore import restore_runs
 from igkd.models.registry import build_model
 from test_cli import _sets, igkd
 
@@ -174,10 +175,17 @@ def _welch_p(a: list[float], b: list[float]) -> float:
         return float(sps.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def test_report_statistics_match_an_independent_computation(ablation):
+@pytest.fixture(scope="module")
+def reported(ablation):
+    """The ablation's report, as ``igkd report`` writes it (before the tests below add transfer records)."""
     tmp, _ = ablation
     result = igkd("report", *_args(tmp))
     assert result.returncode == 0, result.stderr
+    return tmp
+
+
+def test_report_statistics_match_an_independent_computation(reported):
+    tmp = reported
     out = tmp / "runs" / "tiny" / "report"
     summary = json.loads((out / "summary.json").read_text())["ablation"]
     with open(out / "runs.csv") as handle:
@@ -232,9 +240,8 @@ def _landing(run_dir: Path, landing: Path, kept: list[str]) -> Path:
     return models
 
 
-def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_again(ablation, tmp_path):
-    tmp, _ = ablation
-    assert igkd("report", *_args(tmp)).returncode == 0
+def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_again(reported, tmp_path):
+    tmp = reported
     run_dir = tmp / "runs" / "tiny"
     jobs = json.loads((run_dir / "experiments" / "ablation.json").read_text())["jobs"]
     kept, dropped = jobs[0]["run_id"], jobs[1]["run_id"]
@@ -264,22 +271,22 @@ def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_a
     transfer = igkd("transfer", *args, "--root", str(root), "--split", "val", "--name", "shifted")
     assert transfer.returncode == 0, transfer.stderr
     assert "evaluated 2 of 9 models (0 up to date; not " in transfer.stdout and dropped in transfer.stdout
-    twice = igkd("restore", str(tmp_path / "landing" / "report"), "--models", str(models), *args)
-    assert "0 runs written" in twice.stdout and "9 already there" in twice.stdout
+    twice = restore_runs(tmp_path / "landing" / "report", new_dir, models)
+    assert twice.runs == [] and len(twice.present) == 9 and twice.plans == ["ablation"]
 
 
-def test_restore_checks_the_models_and_the_config_before_writing_anything(ablation, tmp_path):
-    tmp, _ = ablation
-    assert igkd("report", *_args(tmp)).returncode == 0
-    run_dir = tmp / "runs" / "tiny"
+def test_restore_checks_the_models_and_the_config_before_writing_anything(reported, tmp_path):
+    run_dir = reported / "runs" / "tiny"
     first = json.loads((run_dir / "experiments" / "ablation.json").read_text())["jobs"][0]["run_id"]
     models = _landing(run_dir, tmp_path / "landing", [first])
     (models / f"{first}.pt").write_bytes(b"not this model")
-    report = str(tmp_path / "landing" / "report")
-    corrupt = igkd("restore", report, "--models", str(models), *_sets(tiny_overrides(tmp_path / "new")))
-    assert corrupt.returncode != 0 and "does not match the SHA-256 its manifest.json records" in corrupt.stderr
-    other = igkd("restore", report, *_sets([*tiny_overrides(tmp_path / "new"), "name=other"]))
-    assert other.returncode != 0 and "is the report of config 'tiny', not of 'other'" in other.stderr
+    report = tmp_path / "landing" / "report"
+    with pytest.raises(IgkdError, match="does not match the SHA-256 its manifest.json records"):
+        restore_runs(report, tmp_path / "new" / "tiny", models)
+    with pytest.raises(IgkdError, match="is the report of config 'tiny', not of 'other'"):
+        restore_runs(report, tmp_path / "new" / "other")
+    with pytest.raises(IgkdError, match="holds no runs/ folder"):
+        restore_runs(run_dir, tmp_path / "new" / "tiny")
     assert not (tmp_path / "new").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from igkd.artifacts.fingerprint import hash_file
 from igkd.config import load_config
 from igkd.data.sources import _load_digits
 from igkd.errors import IgkdError
@@ -96,8 +97,10 @@ def test_a_stored_result_is_reused_only_for_the_same_checkpoint_protocol_and_imp
     monkeypatch.setattr(robustness, "VERSION", robustness.VERSION + 1)  # the corruptions' code changed
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 4
+    assert robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None)
     checkpoint.write_bytes(b"other weights")
-    assert not robustness.robustness_current(tmp_path, checkpoint, protocol, None)
+    assert not robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None)
+    assert not robustness.robustness_current(tmp_path, None, protocol, None)  # a run restored with no model's SHA-256
 
 
 def test_a_record_read_back_is_current_for_every_corruption(tmp_path, monkeypatch):
@@ -118,7 +121,7 @@ def test_a_record_read_back_is_current_for_every_corruption(tmp_path, monkeypatc
     monkeypatch.setattr(robustness, "corrupt", lambda *args, **kwargs: calls.append(args[1:3]) or corrupt(*args, **kwargs))
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 9 and ("defocus_blur", 1) in calls
-    assert robustness.robustness_current(tmp_path, checkpoint, protocol, None)
+    assert robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None)
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 9
 
