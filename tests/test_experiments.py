@@ -267,6 +267,24 @@ def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_a
         == json.loads((run_dir / "report" / "summary.json").read_text())["ablation"]
     )
 
+    final = new_dir / "students" / kept / "final.json"  # a restored summary names the model's folder on its own machine
+    final.write_text(json.dumps({**json.loads(final.read_text()), "checkpoint": "/elsewhere/model.pt"}))
+    more = igkd(
+        "experiment",
+        "ablation",
+        *args,
+        "--set",
+        "report.agreement_images=12",
+        "--seeds",
+        "1",
+        "--methods",
+        "Student,KD_IG",
+        "--controls",
+        "none",
+    )
+    assert more.returncode == 2 and f"1 of 2 runs failed (first: {dropped}:" in more.stderr and "restored without its model" in more.stderr
+    assert json.loads((new_dir / "students" / kept / "analysis.json").read_text())["ig_agreement"]["images"] == 12
+
     root = write_image_folder(tmp_path / "shifted" / "val", {"3": 2, "5": 2}, size=12).parent
     transfer = igkd("transfer", *args, "--root", str(root), "--split", "val", "--name", "shifted")
     assert transfer.returncode == 0, transfer.stderr

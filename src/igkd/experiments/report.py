@@ -510,7 +510,7 @@ def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], p
     chosen = {}
     for job in ablation["jobs"]:
         if job["run_id"] in runs and job["group"] in ("Student", "KD", "KD_IG", "KD_IG_AT") and job["group"] not in chosen:
-            chosen[job["group"]] = runs[job["run_id"]]["final"]["checkpoint"]
+            chosen[job["group"]] = published_model(cfg.run_dir / STUDENTS_DIR / job["run_id"])
     from igkd.data.sources import load_split
 
     teacher = load_checkpoint(teacher_path)
@@ -521,7 +521,7 @@ def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], p
     device = resolve_device(cfg.device)
     rows = {"teacher": compute_ig_maps(teacher.model.to(device), images, labels, cfg.attribution, device)[0]}
     for group, checkpoint in chosen.items():
-        if Path(checkpoint).is_file():
+        if checkpoint.is_file():  # a run restored without its model has none
             rows[f"{group} student"] = compute_ig_maps(
                 load_checkpoint(checkpoint).model.to(device), images, labels, cfg.attribution, device
             )[0]

@@ -94,21 +94,22 @@ def run_job(
             cfg = validate_config(cfg_tree, f"job {run_id}")
             pipeline = Pipeline(cfg, console, student_dir=folder)
             summary = pipeline.run_stages("distill")["student"]
-            if not published_model(folder).is_file():
+            checkpoint = published_model(folder)  # not summary["checkpoint"]: a restored run's names another machine's folder
+            if not checkpoint.is_file():
                 raise IgkdError(
                     f"{folder} was restored without its model ({LANDED}), and its analyses are not current for this config; "
                     f"delete the folder to train the run again"
                 )
             count = cfg.report.agreement_images
             if count and not analysis_status(folder, summary["identity"], count).done:
-                student = load_checkpoint(summary["checkpoint"]).model
+                student = load_checkpoint(checkpoint).model
                 agreement = ig_agreement(pipeline.teacher.model, student, pipeline.data.test, count, cfg.attribution, pipeline.device)
                 atomic_write_json(
                     folder / ANALYSIS,
                     {"identity": summary["identity"], "ig_agreement": agreement, **provenance(pipeline.device, cfg.seed)},
                 )
             if cfg.robustness.enabled:
-                pipeline.student_robustness(Path(summary["checkpoint"]), pipeline.teacher_robustness())
+                pipeline.student_robustness(checkpoint, pipeline.teacher_robustness())
             return JobOutcome(run_id, "done")
         except IgkdError as exc:
             return JobOutcome(run_id, "failed", str(exc))
