@@ -202,3 +202,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
     """Every ``count``-th job starting at ``index``: shards are disjoint, cover all jobs and mix seeds evenly."""
     return jobs[index::count]
+
+
+def merge_plans(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """One experiment's plan record holding both records' calls and jobs, ``earlier``'s first (``later`` wins a clash)."""
+    if not later:
+        return earlier
+    calls = earlier.get("calls", []) + [call for call in later.get("calls", []) if call not in earlier.get("calls", [])]
+    jobs = {job["run_id"]: job for job in earlier.get("jobs", [])} | {job["run_id"]: job for job in later.get("jobs", [])}
+    return {**earlier, **later, "calls": calls, "jobs": list(jobs.values())}

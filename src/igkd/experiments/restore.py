@@ -33,6 +33,7 @@ from igkd.artifacts.layout import (
 )
 from igkd.errors import IgkdError
 from igkd.evaluation.robustness import RECORD
+from igkd.experiments.plan import merge_plans
 
 MANIFEST = "manifest.json"
 
@@ -83,28 +84,20 @@ def restore_runs(report: Path, run_dir: Path, models: Path | None = None) -> Res
     return done
 
 
-def merge_plans(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
-    """One experiment's plan record holding both records' calls and jobs, ``earlier``'s first (``later`` wins a clash)."""
-    if not later:
-        return earlier
-    calls = earlier.get("calls", []) + [call for call in later.get("calls", []) if call not in earlier.get("calls", [])]
-    jobs = {job["run_id"]: job for job in earlier.get("jobs", [])} | {job["run_id"]: job for job in later.get("jobs", [])}
-    return {**earlier, **later, "calls": calls, "jobs": list(jobs.values())}
-
-
-def _manifest(models: Path) -> dict[str, Path]:
-    """The models of a folder's manifest by the run folder each came from, each checked against its SHA-256."""
+def _manifest(models: Path) -> dict[str, tuple[Path, str]]:
+    """The models of a folder's manifest (path, SHA-256) by the run folder each came from, each checked against its SHA-256."""
     entries = _read_list(models / MANIFEST)
     kept = {}
     for entry in entries:
         path = models / entry["file"]
         if not path.is_file() or hash_file(path) != entry["sha256"]:
             raise IgkdError(f"{path} is missing or does not match the SHA-256 its {MANIFEST} records; copy the models again")
-        kept[entry["run"]] = path
+        kept[entry["run"]] = (path, entry["sha256"])
     return kept
 
 
 def _read_list(path: Path) -> list[dict[str, Any]]:
+    """A manifest's entries, each with file, sha256 and run; else one-line IgkdError."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -114,11 +107,13 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _write_run(folder: Path, records: dict[str, Any], model: Path | None, report: Path) -> None:
-    """One run's folder, staged beside it and put in place whole."""
+def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | None, report: Path) -> None:
+    """One run's folder, staged beside it and put in place whole; ``model`` is a checked (path, SHA-256) or None."""
     named = {r["checkpoint_sha256"] for r in [records.get("robustness") or {}, *records.get("transfer", {}).values()] if r}
     if len(named) > 1:
         raise IgkdError(f"the records of {folder.name} name {len(named)} different models; land that run again before restoring it")
+    if model is not None and named and model[1] not in named:
+        raise IgkdError(f"{model[0]} is not the model the records of {folder.name} name (SHA-256 differs); copy the models again")
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     ensure_dir(staging)
@@ -132,9 +127,7 @@ def _write_run(folder: Path, records: dict[str, Any], model: Path | None, report
     if records.get("history"):
         atomic_write_text(staging / METRICS, "".join(json.dumps(epoch) + "\n" for epoch in records["history"]))
     if model is not None:
-        if named and hash_file(model) not in named:
-            raise IgkdError(f"{model} is not the model the records of {folder.name} name (SHA-256 differs); copy the models again")
-        shutil.copy2(model, staging / MODEL)
+        shutil.copy2(model[0], staging / MODEL)
     else:
         atomic_write_json(staging / LANDED, {"model_sha256": next(iter(named), None), "restored_from": str(report.resolve())})
     ensure_dir(folder.parent)

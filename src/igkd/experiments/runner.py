@@ -40,7 +40,7 @@ from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError, IgkdErrors
 from igkd.experiments.analysis import ig_agreement, load_transfer_set, transfer_metrics
 from igkd.experiments.grid import Experiment, load_experiment
-from igkd.experiments.plan import Job, PlanOptions, resolve_options
+from igkd.experiments.plan import Job, PlanOptions, merge_plans, resolve_options
 from igkd.methods import uses_maps
 from igkd.models.checkpoint import load_checkpoint
 from igkd.runtime import budget
@@ -176,16 +176,13 @@ class ExperimentRunner:
         earlier = read_json_object(path)
         calls = earlier.get("calls", [{k: earlier[k] for k in asdict(options) if k in earlier}] if earlier.get("jobs") else [])
         call = json.loads(json.dumps({**asdict(options), "student_arch": self.base.student.arch}))  # as read back
-        jobs_by_run = {job["run_id"]: job for job in earlier.get("jobs", [])} | {job.run_id: job.describe() for job in jobs}
-        atomic_write_json(
-            path,
-            {
-                "experiment": name,
-                "calls": calls + [call] if call not in calls else calls,
-                "base_config": self.base.model_dump(mode="json"),
-                "jobs": list(jobs_by_run.values()),
-            },
-        )
+        this_call = {
+            "experiment": name,
+            "calls": [call],
+            "base_config": self.base.model_dump(mode="json"),
+            "jobs": [job.describe() for job in jobs],
+        }
+        atomic_write_json(path, merge_plans({"calls": calls, "jobs": earlier.get("jobs", [])}, this_call))
         return path
 
     def run(self, jobs: list[Job], workers: int = 1) -> list[JobOutcome]:
