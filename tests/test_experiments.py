@@ -305,6 +305,9 @@ def test_restore_checks_the_models_and_the_config_before_writing_anything(report
         restore_runs(report, tmp_path / "new" / "other")
     with pytest.raises(IgkdError, match="holds no runs/ folder"):
         restore_runs(run_dir, tmp_path / "new" / "tiny")
+    (report / "runs" / "broken.json").write_text("{not json")
+    with pytest.raises(IgkdError, match="broken.json is not what 'igkd report' writes"):
+        restore_runs(report, tmp_path / "new" / "tiny")
     assert not (tmp_path / "new").exists()
 
 

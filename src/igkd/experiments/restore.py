@@ -54,7 +54,7 @@ def restore_runs(report: Path, run_dir: Path, models: Path | None = None) -> Res
     runs_folder = report / REPORT_RUNS
     if not runs_folder.is_dir():
         raise IgkdError(f"{report} holds no {REPORT_RUNS}/ folder: give the folder 'igkd report' wrote (its report/), or a copy of it")
-    plans = {p.name: json.loads(p.read_text()) for p in sorted((report / EXPERIMENTS_DIR).glob("*.json"))}
+    plans = {p.name: _read_record(p, "jobs") for p in sorted((report / EXPERIMENTS_DIR).glob("*.json"))}
     for plan in plans.values():
         if plan.get("base_config", {}).get("name") != run_dir.name:
             raise IgkdError(
@@ -63,8 +63,9 @@ def restore_runs(report: Path, run_dir: Path, models: Path | None = None) -> Res
             )
     kept = _manifest(models) if models is not None else {}
     done = Restored()
-    for record_file in sorted(runs_folder.glob("*.json")):
-        run_id, records = record_file.stem, json.loads(record_file.read_text())
+    runs = {f.stem: read_json_object(f) if f.stem == TEACHER_DIR else _read_record(f, "final") for f in sorted(runs_folder.glob("*.json"))}
+    named = {run_id: _named_model(run_id, records, kept.get(run_id)) for run_id, records in runs.items()}  # all checked first
+    for run_id, records in runs.items():
         is_teacher = run_id == TEACHER_DIR
         folder = run_dir / TEACHER_DIR if is_teacher else run_dir / STUDENTS_DIR / run_id
         if folder.exists():  # finished, or under way, here: this machine's run stands
@@ -73,7 +74,7 @@ def restore_runs(report: Path, run_dir: Path, models: Path | None = None) -> Res
         if is_teacher and (run_id not in kept or "final" not in records):
             continue  # a teacher is of use only with its model; the experiment imports or trains it again
         model = kept.get(run_id)
-        _write_run(folder, records, model, report)
+        _write_run(folder, records, model, named[run_id], report)
         done.runs.append(run_id)
         if model is None:
             done.without_model.append(run_id)
@@ -96,6 +97,14 @@ def _manifest(models: Path) -> dict[str, tuple[Path, str]]:
     return kept
 
 
+def _read_record(path: Path, key: str) -> dict[str, Any]:
+    """A report's JSON object that holds ``key`` (a run's ``final``, a plan's ``jobs``); else one-line IgkdError."""
+    record = read_json_object(path)
+    if key not in record:
+        raise IgkdError(f"{path} is not what 'igkd report' writes (no '{key}'); copy the report again")
+    return record
+
+
 def _read_list(path: Path) -> list[dict[str, Any]]:
     """A manifest's entries, each with file, sha256 and run; else one-line IgkdError."""
     try:
@@ -107,13 +116,19 @@ def _read_list(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | None, report: Path) -> None:
-    """One run's folder, staged beside it and put in place whole; ``model`` is a checked (path, SHA-256) or None."""
+def _named_model(run_id: str, records: dict[str, Any], model: tuple[Path, str] | None) -> str | None:
+    """The SHA-256 of the model a run's records name (None: no record names one), checked against ``model`` (path,
+    SHA-256) when it is kept; else one-line IgkdError."""
     named = {r["checkpoint_sha256"] for r in [records.get("robustness") or {}, *records.get("transfer", {}).values()] if r}
     if len(named) > 1:
-        raise IgkdError(f"the records of {folder.name} name {len(named)} different models; land that run again before restoring it")
+        raise IgkdError(f"the records of {run_id} name {len(named)} different models; land that run again before restoring it")
     if model is not None and named and model[1] not in named:
-        raise IgkdError(f"{model[0]} is not the model the records of {folder.name} name (SHA-256 differs); copy the models again")
+        raise IgkdError(f"{model[0]} is not the model the records of {run_id} name (SHA-256 differs); copy the models again")
+    return next(iter(named), None)
+
+
+def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | None, named: str | None, report: Path) -> None:
+    """One run's folder, staged beside it and put in place whole; ``model`` is a checked (path, SHA-256) or None."""
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     ensure_dir(staging)
@@ -129,6 +144,6 @@ def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | 
     if model is not None:
         shutil.copy2(model[0], staging / MODEL)
     else:
-        atomic_write_json(staging / LANDED, {"model_sha256": next(iter(named), None), "restored_from": str(report.resolve())})
+        atomic_write_json(staging / LANDED, {"model_sha256": named, "restored_from": str(report.resolve())})
     ensure_dir(folder.parent)
     staging.rename(folder)
