@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+# What igkd prints is read at one fixed, wide terminal width, in this process and in every command a test starts.
+os.environ["COLUMNS"] = "200"
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: a core per worker; threads of two workers on one core ruin both
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 TINY_TEACHER = "mobilenetv2_cifar:width=0.25:k=10"
 TINY_STUDENT = "mobilenetv2_cifar:width=0.25:k=14"

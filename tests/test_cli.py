@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def igkd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run([sys.executable, "-m", "igkd", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
 
 
@@ -198,6 +198,15 @@ def test_bad_input_gives_one_error_line_and_exit_code_2(tmp_path, args, message)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_a_line_longer_than_the_terminal_stays_one_line_to_copy(tmp_path):
+    data = tmp_path / "a-data-folder-whose-path-is-longer-than-a-narrow-terminal"
+    data.mkdir()
+    (data / "cifar10-jpeg-train.tar.gz").write_bytes(b"")
+    narrow = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "40", "IGKD_DATA_DIR": str(data)}
+    info = subprocess.run([sys.executable, "-m", "igkd", "info"], capture_output=True, text=True, env=narrow, timeout=120)
+    assert info.returncode == 0 and f"data: $IGKD_DATA_DIR={data}: cifar10-jpeg-train.tar.gz" in info.stdout.splitlines(), info.stdout
 
 
 @pytest.mark.skipif(not os.environ.get("IGKD_DATA_DIR"), reason="IGKD_DATA_DIR (the shared data) not set")

@@ -172,7 +172,6 @@ def test_cli_export_quantize_bench_and_one_line_errors(trained, tmp_path, monkey
     register(app)  # harmless twice
     assert sum(c.name == "bench" for c in app.registered_commands) == 1
     _, _, teacher, _ = trained
-    monkeypatch.setenv("COLUMNS", "250")
     runner = CliRunner()
 
     result = runner.invoke(app, ["export", str(teacher), "--format", "onnx", "--image-size", "8", "-o", str(tmp_path / "t.onnx")])
@@ -327,7 +326,7 @@ def test_bench_needs_no_onnxruntime_for_pytorch_and_names_the_extra_for_it(tmp_p
     import sys
 
     model = _checkpoint(tmp_path / "m.pt")
-    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "COLUMNS": "200"}
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     common = [
         sys.executable,
         "-c",

@@ -54,7 +54,7 @@ def igkd(out_dir: Path, command: str, sets: list[str], processes: int = 1) -> su
         else [sys.executable]
     )
     args = [*launcher, "-m", "igkd", command, "--deterministic", *[a for s in [f"out_dir={out_dir}", *BASE, *sets] for a in ("--set", s)]]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from igkd.cli.console import console
 from igkd.cli.options import ArchOpt, ConfigOpt, RenameOpt, SetOpt, add_commands
 from igkd.normalization import NORMALIZE_SYNTAX
-
-console = Console()
 
 ModelArg = typer.Argument(..., help="An igkd checkpoint (or a plain state dict with --arch and --normalize).")
 NormalizeOpt = typer.Option(None, help=f"Normalisation for a plain state dict (default cifar10): {NORMALIZE_SYNTAX}.")

@@ -6,13 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from igkd.cli.console import console
 from igkd.cli.options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt, add_commands
 from igkd.errors import IgkdError
-
-console = Console()
-
 
 FILE_DEFAULT = "(default: the experiment file's)"
 

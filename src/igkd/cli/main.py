@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from igkd.artifacts.layout import REPORT, published_model
+from igkd.cli.console import console, errors
 from igkd.cli.deploy import register as register_deploy_commands
 from igkd.cli.experiments import register as register_experiment_commands
 from igkd.cli.options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
@@ -32,7 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Compress image classifiers by knowledge distillation guided by Integrated Gradients.",
 )
-console = Console()
 
 
 def _pipeline(config: str, overrides: list[str] | None, deterministic: bool, command: str, dry_run: bool, as_json: bool):
@@ -281,20 +281,15 @@ def main() -> None:
     try:
         app()
     except IgkdError as exc:
-        errors = Console(stderr=True)
         for problem in exc.problems if isinstance(exc, IgkdErrors) else [str(exc)]:
-            errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+            errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False)
         sys.exit(2)
     except BudgetReached as exc:
-        Console().print(
-            f"budget: {exc}; everything finished so far is saved\nresume with: {resume_command(sys.argv[1:])}",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
+        message = f"budget: {exc}; everything finished so far is saved\nresume with: {resume_command(sys.argv[1:])}"
+        console.print(message, highlight=False, markup=False)
         sys.exit(0)
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: re-run the same command to resume from the last finished epoch")
+        errors.print("interrupted: re-run the same command to resume from the last finished epoch")
         sys.exit(130)
 
 
