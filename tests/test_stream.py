@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +103,21 @@ def test_evaluation_views_center_crop_and_resize_the_validation_and_test_images(
     assert not torch.equal(cropped.test.images, full.test.images) and torch.equal(full.val_images, full.pool.images[full.val_idx])
     center = center_crop_resized(torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(1, 3, 4, 4), 0.5)
     assert center.shape == (1, 3, 4, 4) and int(center.min()) >= 5 and int(center.max()) <= 10  # only the middle 2x2 (5, 6, 9, 10)
+
+
+def test_workers_that_cannot_hand_batches_over_are_one_error_line_not_a_hang(tmp_path):
+    """A $TMPDIR too long for the workers' sockets made the first batch wait forever (AF_UNIX path too long)."""
+    long_tmp = tmp_path / ("t" * 90)
+    long_tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "TMPDIR": str(long_tmp)}
+    overrides = tiny_overrides(tmp_path) + ["data.loader=stream", "data.workers=1"]
+    done = subprocess.run([sys.executable, "-m", "igkd", "teacher", *sets(overrides)], capture_output=True, text=True, env=env, timeout=120)
+    (line,) = done.stderr.splitlines()
+    assert done.returncode == 2 and line.startswith(
+        f"error: data.workers=1: DataLoader workers cannot hand batches over through a socket in '{long_tmp}/pymp-"
+    )
+    assert line.endswith("(AF_UNIX path too long); set TMPDIR to a shorter folder (e.g. /tmp) or data.workers=0")
+    assert not any((tmp_path / "runs").rglob("*.pt")) and not any(long_tmp.iterdir())  # nothing trained, nothing left behind
 
 
 @pytest.mark.parametrize("dtype", ["float16", "uint8"])

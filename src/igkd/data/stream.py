@@ -10,7 +10,11 @@ so the result depends neither on the number of workers nor on which worker loads
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Iterator, Sequence
+from multiprocessing import util as multiprocessing_util
 from typing import Any, Literal
 
 import torch
@@ -21,6 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 from igkd.attribution.cache import MappedMaps
 from igkd.data.augment import apply_crop_flip, crop_flip_params
 from igkd.data.batch import Batch
+from igkd.errors import IgkdError
 from igkd.runtime.device import RandomStreams
 
 Augment = Literal["crop_flip", "resized_crop_flip"]
@@ -116,6 +121,29 @@ def epoch_params(
     return planned
 
 
+def check_worker_handover(workers: int) -> None:
+    """Raise an :class:`IgkdError` when ``workers`` DataLoader processes could not hand their batches over.
+
+    On Linux a worker passes each batch's memory through a Unix socket in multiprocessing's temporary folder (a
+    ``pymp-*`` folder in ``$TMPDIR``). A socket path has at most 107 bytes, so a ``$TMPDIR`` longer than about 75
+    characters fails inside the worker and the training waits for its batch forever. One socket bound at the name
+    multiprocessing gives it finds that out first.
+    """
+    if workers == 0 or torch.multiprocessing.get_sharing_strategy() != "file_descriptor":
+        return
+    folder = multiprocessing_util.get_temp_dir()
+    path = os.path.join(folder, f"listener-{secrets.token_hex(4)}")  # the length of multiprocessing's listener names
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.bind(path)
+        except OSError as exc:
+            raise IgkdError(
+                f"data.workers={workers}: DataLoader workers cannot hand batches over through a socket in '{folder}' ({exc}); "
+                "set TMPDIR to a shorter folder (e.g. /tmp) or data.workers=0"
+            ) from None
+    os.unlink(path)
+
+
 class StreamingBatches:
     """A ``make_inputs`` for :func:`igkd.training.loop.fit` on the streaming path.
 
@@ -146,6 +174,7 @@ class StreamingBatches:
         )
         self._batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._expected: list[list[int]] = []
+        check_worker_handover(workers)
 
     def start_epoch(self, batches: Sequence[torch.Tensor], streams: RandomStreams) -> None:
         """Plan the epoch: draw every batch's augmentation now (in step order) and start loading them."""
