@@ -8,10 +8,12 @@ import io
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -231,18 +233,25 @@ def test_concurrent_throughput_stops_every_training_at_its_timeout(tmp_path):
 SESSION_STAGES = ["wheels", "gate", "smoke", "latency", "throughput", "teacher"]
 
 
-def gpu_session_env(out: Path, runs: Path, settings: dict[str, str]) -> dict[str, str]:
-    """The environment of a tiny CPU session: output in ``out``, run folder ``runs``, temporary files beside ``out``."""
-    scratch = out.parent / f"{out.name}-tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
+@pytest.fixture
+def scratch():
+    """A session's temporary folder, with a short path: DataLoader workers hand batches over through sockets in it,
+    and pytest's folders under xdist are too long for a socket's path (igkd then stops with an error)."""
+    folder = Path(tempfile.mkdtemp(prefix="igkd-gs-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def gpu_session_env(out: Path, runs: Path, scratch: Path, settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a tiny CPU session: output in ``out``, run folder ``runs``, temporary files in ``scratch``."""
     return {**os.environ, "OUT": str(out), "TMPDIR": str(scratch), "GPU_SESSION_TINY": "1", "GPU_SESSION_RUNS": str(runs), **settings}
 
 
-def run_gpu_session(out: Path, runs: Path, seconds: str = "300", **settings: str) -> subprocess.CompletedProcess:
+def run_gpu_session(out: Path, runs: Path, scratch: Path, seconds: str = "300", **settings: str) -> subprocess.CompletedProcess:
     """``benchmarks/gpu_session.sh SECONDS`` at tiny scale on the CPU, its output in ``out`` and its run folder ``runs``."""
     return subprocess.run(
         ["bash", str(BENCHMARKS / "gpu_session.sh"), seconds],
-        env=gpu_session_env(out, runs, settings),
+        env=gpu_session_env(out, runs, scratch, settings),
         capture_output=True,
         text=True,
         timeout=540,
@@ -276,9 +285,9 @@ def stage_statuses(files: dict[str, bytes]) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
-def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_failed_stage(tmp_path):
+def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_failed_stage(tmp_path, scratch):
     runs = tmp_path / "runs"
-    done = run_gpu_session(tmp_path / "first", runs, GPU_SESSION_STAGES="smoke latency throughput teacher")
+    done = run_gpu_session(tmp_path / "first", runs, scratch, GPU_SESSION_STAGES="smoke latency throughput teacher")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert sorted(returned_files(tmp_path / "first")) == ["gpu-session.tar.gz.part0", "gpu-session/log.txt"]  # one archive and the log
     files = packed_files(tmp_path / "first")
@@ -308,7 +317,7 @@ def test_gpu_session_runs_every_stage_packs_one_archive_and_goes_on_after_a_fail
     assert {"runs/tiny/teacher/model.pt", "runs/tiny/teacher/final.json"} <= set(files)
     assert "runs/tiny/teacher/state.pt" not in files and not any("/cache/" in name for name in files)  # not needed to resume
 
-    failed = run_gpu_session(tmp_path / "second", runs, GPU_SESSION_STAGES="latency teacher", GPU_SESSION_TIMEOUT_LATENCY="1")
+    failed = run_gpu_session(tmp_path / "second", runs, scratch, GPU_SESSION_STAGES="latency teacher", GPU_SESSION_TIMEOUT_LATENCY="1")
     assert failed.returncode == 1, failed.stdout[-4000:]
     files = packed_files(tmp_path / "second")
     assert stage_statuses(files) == {"wheels": "OK", "gate": "OK", "latency": "FAIL", "teacher": "OK"}
@@ -331,7 +340,7 @@ def session_ids(sid: int) -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the session's processes in /proc")
 @pytest.mark.timeout(300)
-def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_the_teachers_state(tmp_path):
+def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_the_teachers_state(tmp_path, scratch):
     out, runs = tmp_path / "out", tmp_path / "runs"
     settings = {
         "GPU_SESSION_STAGES": "throughput teacher",
@@ -341,7 +350,7 @@ def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_t
     }  # far more epochs than the call has
     call = subprocess.Popen(
         ["bash", str(BENCHMARKS / "gpu_session.sh"), "600"],
-        env=gpu_session_env(out, runs, settings),
+        env=gpu_session_env(out, runs, scratch, settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -387,10 +396,10 @@ def test_gpu_session_killed_mid_call_returns_a_stopped_stages_partial_json_and_t
         (["300"], {"GPU_SESSION_TIMEOUT_SMOKE": "1m"}, "error: GPU_SESSION_TIMEOUT_SMOKE=1m: give whole seconds"),
     ],
 )
-def test_gpu_session_refuses_bad_input_in_one_line_before_starting(tmp_path, arguments, settings, error):
+def test_gpu_session_refuses_bad_input_in_one_line_before_starting(tmp_path, scratch, arguments, settings, error):
     done = subprocess.run(
         ["bash", str(BENCHMARKS / "gpu_session.sh"), *arguments],
-        env=gpu_session_env(tmp_path / "out", tmp_path / "runs", settings),
+        env=gpu_session_env(tmp_path / "out", tmp_path / "runs", scratch, settings),
         capture_output=True,
         text=True,
         timeout=60,
