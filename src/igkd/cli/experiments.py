@@ -89,7 +89,7 @@ def experiment(
         if dry_run:
             from igkd.stages.dry_run import DryRun, describe
 
-            plan = DryRun(runner.pipeline, "experiment").experiment_plan(name, selected, jobs)
+            plan = DryRun(runner.pipeline, "experiment").experiment_plan(name, selected, runner.unfinished(selected), jobs)
             if as_json:
                 print(json.dumps(plan, indent=2))
             else:

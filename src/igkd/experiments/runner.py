@@ -59,12 +59,6 @@ class JobOutcome:
     detail: str = ""
 
 
-def job_finished(run_dir: Path, job: Job) -> bool:
-    """Whether ``job``'s student and its analyses (IG agreement; corruptions when enabled) are complete and current
-    (:func:`igkd.stages.plan.job_statuses`, in order, stopping at the first that is not)."""
-    return all(status.done for status in job_statuses(run_dir, job.run_id, job.identity, job.cfg))
-
-
 def run_job(
     cfg_tree: dict[str, Any],
     student_dir: str,
@@ -149,6 +143,11 @@ class ExperimentRunner:
         if problems:
             raise IgkdErrors(problems)
 
+    def unfinished(self, jobs: list[Job]) -> list[Job]:
+        """The jobs whose student or analyses (IG agreement; corruptions when enabled) are missing or out of date
+        (:func:`igkd.stages.plan.job_statuses`, in order, stopping at the first that is not done)."""
+        return [job for job in jobs if not all(status.done for status in job_statuses(self.run_dir, job.run_id, job.identity, job.cfg))]
+
     def prepare(self, jobs: list[Job], sharded: bool) -> None:
         """Train (or reuse) the shared teacher and build (or verify) the IG maps the unfinished jobs need."""
         pipeline = self.pipeline
@@ -161,7 +160,7 @@ class ExperimentRunner:
         _ = pipeline.teacher
         if self.base.robustness.enabled:
             pipeline.teacher_robustness()
-        if any(uses_maps(job.cfg.student) for job in jobs if not job_finished(self.run_dir, job)):
+        if any(uses_maps(job.cfg.student) for job in self.unfinished(jobs)):
             pipeline.attribute(rebuild_invalid=False)
 
     def write_plan(self, experiment: str | Experiment, jobs: list[Job], options: PlanOptions) -> Path:
@@ -187,7 +186,7 @@ class ExperimentRunner:
 
     def run(self, jobs: list[Job], workers: int = 1) -> list[JobOutcome]:
         """Run the unfinished jobs, ``workers`` at a time; a failing job is reported, the others go on."""
-        todo = [job for job in jobs if not job_finished(self.run_dir, job)]
+        todo = self.unfinished(jobs)
         outcomes = [JobOutcome(job.run_id, "skipped", "finished earlier") for job in jobs if job not in todo]
         self.console.print(
             f"experiment: {len(jobs)} runs, {len(outcomes)} finished earlier, {len(todo)} to run"

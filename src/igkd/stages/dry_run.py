@@ -132,13 +132,10 @@ class DryRun:
             "provenance": provenance(device, self.cfg.seed),
         }
 
-    def experiment_plan(self, name: str, jobs: list, workers: int) -> dict[str, Any]:
-        """The plan of an experiment: the shared teacher and maps, then every job's status and a projected time
-        from one timed student per architecture and method (``workers`` runs at a time)."""
-        from igkd.experiments.runner import job_finished
-
+    def experiment_plan(self, name: str, jobs: list, todo: list, workers: int) -> dict[str, Any]:
+        """The plan of an experiment: the shared teacher and maps, then how many of the ``jobs`` are still ``todo`` and
+        a projected time from one timed student per architecture and method (``workers`` runs at a time)."""
         base = self.plan()
-        todo = [job for job in jobs if not job_finished(self.cfg.run_dir, job)]
         timed: dict[tuple[str, str], float] = {}
         for job in todo:
             if (job.arch, job.method) not in timed:
