@@ -145,8 +145,12 @@ wrap_up() {  # the summary so far (within the time left) and the archive; stamps
 }
 
 pack_while_running() {  # in the background during a stage, until $WORK/stage.done: packs within PACK_POLL_S of new results
-    until [ -e "$WORK/stage.done" ]; do
-        sleep "$PACK_POLL_S"
+    local tick
+    while :; do
+        for (( tick = 0; tick < 4 * PACK_POLL_S; tick++ )); do  # the stage's end is seen within a quarter second, and
+            [ -e "$WORK/stage.done" ] && return 0                # left to the wrap-up that follows every stage
+            sleep 0.25
+        done
         [ -n "$(find "$RESULTS" "$RUNS" -name cache -prune -o -type f -newer "$STAMP" -print -quit)" ] && wrap_up
     done
 }
