@@ -31,7 +31,9 @@ ACCURACY = {
 }
 
 CURVE = [0.3, 0.1, 0.02, 0.0]  # validation accuracy per epoch: the run's test accuracy less these
-EPOCH_SECONDS = [20.0, 30.0, 40.0, 50.0]  # each run's epochs' times
+EPOCH_SECONDS = [20.0, 30.0, 40.0, 50.0]  # each run's epochs' times on the first machine
+EPYC, XEON = "AMD EPYC (family 25, model 17)", "Intel(R) Xeon(R) Processor (family 6, model 207)"
+SPEED = {EPYC: 1.0, XEON: 2.0}  # seed 2 trains on another machine, twice as fast
 
 
 def _train_seconds(seed: int) -> float:
@@ -67,6 +69,7 @@ def _robustness(accuracy: float, corruptions: list[str], teacher_sha: str | None
 
 def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None) -> None:
     folder = run_dir / "students" / job.run_id
+    cpu = XEON if job.seed == 2 else EPYC
     _write(
         folder / "final.json",
         {
@@ -79,14 +82,14 @@ def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None)
             "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9},
             "config": job.cfg.model_dump(mode="json"),
             "git_commit": "abc",
-            "environment": {"device": "cpu", "cpu": "AMD EPYC (family 25, model 17)"},
+            "environment": {"device": "cpu", "cpu": cpu},
             "best_epoch": len(CURVE),
             "best_val_accuracy": accuracy - CURVE[-1],
             "train_seconds": _train_seconds(job.seed),
         },
     )
     epochs = [
-        {"epoch": epoch, "train_loss": 1.0, "val_accuracy": accuracy - gap, "seconds": seconds}
+        {"epoch": epoch, "train_loss": 1.0, "val_accuracy": accuracy - gap, "seconds": seconds / SPEED[cpu]}
         for epoch, (gap, seconds) in enumerate(zip(CURVE, EPOCH_SECONDS, strict=True), 1)
     ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in epochs))
@@ -146,7 +149,7 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
     assert counts == {"Student": 3, "KD": 3, "KD_IG": 3, "KD_IG-shuffled": 2, "Student @ width=0.25": 2}
     assert summary["ablation"]["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]))
     assert "13 of 14 planned runs finished (seeds 0, 1, 2" in markdown
-    assert "git commits `abc`, devices cpu (AMD EPYC (family 25, model 17))." in markdown
+    assert f"git commits `abc`, devices cpu ({EPYC}), cpu ({XEON})." in markdown
     assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
 
 
@@ -162,7 +165,8 @@ def test_every_finished_run_has_a_line_of_the_runs_table_seed_by_seed(grown):
     ]
     shuffled = next(line for line in table if line.startswith("| KD_IG-shuffled, seed 1 |"))
     assert shuffled.startswith("| KD_IG-shuffled, seed 1 | 84.00 | 84.00 (4) | 90.00 | 74.00 | 1.500 |")
-    assert shuffled.endswith("| `abc`, cpu (AMD EPYC (family 25, model 17)) |")
+    assert shuffled.endswith(f"| `abc`, cpu ({EPYC}) |")
+    assert next(line for line in table if line.startswith("| KD, seed 2 |")).endswith(f"| `abc`, cpu ({XEON}) |")
 
 
 def test_validation_curves_are_averaged_over_seeds_with_the_change_over_the_last_epochs(grown):
@@ -176,19 +180,24 @@ def test_validation_curves_are_averaged_over_seeds_with_the_change_over_the_last
     assert "| Student @ width=0.25 | 2 | 4 |" in section and "figures/ablation_curves.png" in section
 
 
-def test_training_time_per_arm_and_in_all_from_the_runs_records(grown):
+def test_training_time_per_machine_per_arm_and_in_all_from_the_runs_records(grown):
     _, summary, markdown = grown
     times = summary["training_time"]
-    runs = {arm: len(values) for arm, values in ACCURACY.items()}
-    assert {arm: t["runs"] for arm, t in times.items()} == {**runs, "all": sum(runs.values())}
     run = sum(EPOCH_SECONDS)  # a run's epochs, not its train_seconds (a resumed run's can miss its earlier processes)
-    assert times["Student"] == {"runs": 3, "median_epoch_s": 35.0, "median_run_s": run, "total_s": 3 * run}
-    assert times["all"] == {"runs": 13, "median_epoch_s": 35.0, "median_run_s": run, "total_s": 13 * run}
+    epyc, xeon = times["devices"][f"cpu ({EPYC})"], times["devices"][f"cpu ({XEON})"]
+    assert list(times["devices"]) == [f"cpu ({EPYC})", f"cpu ({XEON})"]  # seed 2 trained on the second machine
+    arms = ["Student", "KD", "KD_IG", "KD_IG-shuffled", "Student @ width=0.25"]
+    assert {arm: t["runs"] for arm, t in epyc.items()} == {**dict.fromkeys(arms, 2), "all": 10}
+    assert {arm: t["runs"] for arm, t in xeon.items()} == {"Student": 1, "KD": 1, "KD_IG": 1, "all": 3}
+    assert epyc["Student"] == {"runs": 2, "median_epoch_s": 35.0, "median_run_s": run, "total_s": 2 * run}
+    assert xeon["all"] == {"runs": 3, "median_epoch_s": 17.5, "median_run_s": run / 2, "total_s": 3 * run / 2}
+    assert times["all"] == {"runs": 13, "total_s": 10 * run + 3 * run / 2}  # no median across machines
     section = markdown.split("### Training time")[1].split("\n\n")[1].splitlines()
-    arms = [line.split(" | ")[0].removeprefix("| ") for line in section[2:]]
-    assert arms == ["Student", "KD", "KD_IG", "KD_IG-shuffled", "Student @ width=0.25", "all"]  # as the runs table
-    assert section[2] == f"| Student | 3 | 35 | {run / 60:.0f} | {3 * run / 3600:.1f} |"
-    assert section[-1] == f"| all | 13 | 35 | {run / 60:.0f} | {13 * run / 3600:.1f} |"
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in section[2:]]
+    assert rows == [*arms, "all", "Student", "KD", "KD_IG", "all", "all"]
+    assert section[2] == f"| Student | cpu ({EPYC}) | 2 | 35 | {run / 60:.0f} | {2 * run / 3600:.1f} |"
+    assert section[-2] == f"| all | cpu ({XEON}) | 3 | 18 | {run / 120:.0f} | {3 * run / 7200:.1f} |"
+    assert section[-1] == f"| all | every device | 13 | n/a | n/a | {(10 * run + 1.5 * run) / 3600:.1f} |"
 
 
 def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):

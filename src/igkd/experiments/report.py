@@ -572,7 +572,7 @@ class RunRow(TypedDict):
     mean_corruption_accuracy: float | None
     mce: float | None
     git_commit: str | None
-    device: str | None
+    device: str  # the GPU, or the CPU with its model (:func:`_device_name`)
 
 
 def _epoch_seconds(run: dict[str, Any]) -> list[float]:
@@ -612,7 +612,7 @@ def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
                 mean_corruption_accuracy=run["robustness"].get("mean_corruption_accuracy"),
                 mce=run["robustness"].get("mce"),
                 git_commit=final.get("git_commit"),
-                device=environment.get("gpu", environment.get("device")),
+                device=_device_name(environment),
             )
         )
     return rows
@@ -633,7 +633,7 @@ def _in_plan_order(rows: list[RunRow], planned: list[str]) -> list[RunRow]:
     return sorted(rows, key=lambda r: (r["seed"], order.get(r["run_id"], len(order)), r["run_id"]))
 
 
-def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], base_arch: str) -> None:
+def _runs_table(doc: Document, rows: list[RunRow], base_arch: str) -> None:
     """Every finished run on a line (``rows`` in their order): its arm and seed, accuracies, robustness, transfer,
     training time, commit and device."""
     doc.heading("Runs", 2)
@@ -651,7 +651,7 @@ def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any
                 mce,
                 percent(row["transfer_accuracy"]),
                 minutes,
-                f"`{str(row['git_commit'])[:7]}`, {_device_name(runs[row['run_id']]['final'].get('environment', {}))}",
+                f"`{str(row['git_commit'])[:7]}`, {row['device']}",
             ]
         )
     header = ["run", "test acc (%)", "best val (%) (epoch)", "agrees w/ teacher (%)", "mCA (%)", "mCE", "transfer acc (%)"]
@@ -663,12 +663,13 @@ def _runs_table(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any
     )
 
 
-def _training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], base_arch: str) -> dict[str, dict[str, Any]]:
-    """Per arm (in the order of ``rows``) and in all: finished runs, the median epoch (validation included), the median
-    run and the total (:class:`RunRow`'s ``train_seconds``), in running time."""
-    by_arm: dict[str, list[RunRow]] = defaultdict(list)
+def _training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, Any]], base_arch: str) -> dict[str, Any]:
+    """Per device (in the order of ``rows``), per arm and in all: finished runs, the median epoch (validation included),
+    the median run and the total (:class:`RunRow`'s ``train_seconds``), in running time; with several devices, the
+    runs and total time over all of them (a median over different machines would describe none)."""
+    by_device: dict[str, dict[str, list[RunRow]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        by_arm[arm_label(row["group"] or str(row["method"]), row["arch"], base_arch)].append(row)
+        by_device[str(row["device"])][arm_label(row["group"] or str(row["method"]), row["arch"], base_arch)].append(row)
 
     def summarise(arm_rows: list[RunRow]) -> dict[str, Any]:
         epochs = [seconds for r in arm_rows for seconds in _epoch_seconds(runs[r["run_id"]])]
@@ -680,26 +681,30 @@ def _training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, 
             "total_s": float(sum(trained)),
         }
 
-    times = {arm: summarise(arm_rows) for arm, arm_rows in by_arm.items()}
-    times["all"] = summarise(rows)
+    devices = {
+        device: {**{arm: summarise(arm_rows) for arm, arm_rows in arms.items()}, "all": summarise([r for rs in arms.values() for r in rs])}
+        for device, arms in by_device.items()
+    }
+    total = {"runs": len(rows), "total_s": float(sum(t["all"]["total_s"] for t in devices.values()))}
 
     def cell(seconds: float | None, unit: float, digits: int) -> str:
         return f"{seconds / unit:.{digits}f}" if seconds is not None else "n/a"
 
+    table = [
+        [arm, device, str(t["runs"]), cell(t["median_epoch_s"], 1, 0), cell(t["median_run_s"], 60, 0), cell(t["total_s"], 3600, 1)]
+        for device, arms in devices.items()
+        for arm, t in arms.items()
+    ]
+    if len(devices) > 1:
+        table.append(["all", "every device", str(total["runs"]), "n/a", "n/a", cell(total["total_s"], 3600, 1)])
     doc.heading("Training time", 3)
-    doc.table(
-        ["arm", "runs", "median epoch (s)", "median run (min)", "total (h)"],
-        [
-            [arm, str(t["runs"]), cell(t["median_epoch_s"], 1, 0), cell(t["median_run_s"], 60, 0), cell(t["total_s"], 3600, 1)]
-            for arm, t in times.items()
-        ],
-    )
+    doc.table(["arm", "device", "runs", "median epoch (s)", "median run (min)", "total (h)"], table)
     doc.paragraph(
-        "Training alone, in running time (the spans a process was stopped are left out): a run's time is the sum of "
-        "its epochs' in `metrics.jsonl`, each epoch with its validation; the corruption and transfer evaluations after "
-        "a run are not counted."
+        "Training alone, in running time (the spans a process was stopped are left out), on the device each run trained "
+        "on: a run's time is the sum of its epochs' in `metrics.jsonl`, each epoch with its validation; the corruption "
+        "and transfer evaluations after a run are not counted."
     )
-    return times
+    return {"devices": devices, "all": total}
 
 
 def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path, base_arch: str) -> str:
@@ -835,7 +840,7 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
     jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
     rows = _in_plan_order(_run_rows(runs, jobs), list(jobs))
     if rows:
-        _runs_table(doc, rows, runs, cfg.student.arch)
+        _runs_table(doc, rows, cfg.student.arch)
         summary["training_time"] = _training_time(doc, rows, runs, cfg.student.arch)
     commits = sorted({str(r["final"].get("git_commit")) for r in runs.values()})
     devices = sorted({_device_name(r["final"].get("environment", {})) for r in runs.values()})
