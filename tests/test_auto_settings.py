@@ -87,7 +87,7 @@ def test_dry_run_shows_each_stages_settings_and_what_auto_means(tmp_path, capsys
     assert code == 0, err
     import json
 
-    plan = json.loads(out[out.index("{") :])
+    plan = json.loads(out)
     bf16 = "bf16" if runtime.native_bf16(CPU) else "off"
     assert [s["settings"] for s in plan["stages"]] == [
         {"amp": bf16, "channels_last": "on"},

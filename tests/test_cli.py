@@ -233,7 +233,7 @@ def test_the_tiny_imagenet_config_plans_a_torchvision_run_on_its_own_classes(tmp
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    plan = json.loads(result.stdout[result.stdout.index("{") :])
+    plan = json.loads(result.stdout)
     assert plan["data"]["classes"] == ["automobile", "bird", "cat", "dog", "frog", "ship"] and plan["data"]["image_size"] == [64, 64]
     stages = {stage["stage"]: stage for stage in plan["stages"]}
     assert stages["teacher"]["arch"] == "torchvision:resnet18" and stages["student"]["arch"] == "torchvision:mobilenet_v2:width_mult=0.5"

@@ -150,7 +150,8 @@ def test_an_experiment_checks_every_job_config_before_anything(tmp_path, capsys,
 def _plan(tmp: Path, capsys, monkeypatch, *extra: str) -> dict:
     code, out, err = run_cli(["run", *sets(tiny_overrides(tmp) + list(extra)), "--dry-run", "--json"], capsys, monkeypatch)
     assert code == 0, err
-    return json.loads(out[out.index("{") :])
+    assert "data: " in err  # progress lines on standard error: standard output is the JSON alone
+    return json.loads(out)
 
 
 def test_dry_run_of_the_main_job_shows_every_stage_and_writes_nothing(tmp_path, capsys, monkeypatch):
@@ -197,10 +198,10 @@ def test_dry_run_of_an_experiment_counts_finished_runs(tmp_path, capsys, monkeyp
     ]
     code, out, err = run_cli([*args, "--dry-run", "--json"], capsys, monkeypatch)
     assert code == 0, err
-    plan = json.loads(out[out.index("{") :])
+    plan = json.loads(out)
     assert plan["experiment"]["runs"] == 1 and plan["experiment"]["to_run"] == 1 and plan["experiment"]["students_projected_s"] > 0
     assert not (tmp_path / "runs").exists()
     assert run_cli(args, capsys, monkeypatch)[0] == 0
     code, out, _ = run_cli([*args, "--dry-run", "--json"], capsys, monkeypatch)
-    done = json.loads(out[out.index("{") :])
+    done = json.loads(out)
     assert done["experiment"]["finished"] == 1 and done["experiment"]["to_run"] == 0 and done["experiment"]["students_projected_s"] == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from igkd.cli.console import console
+from igkd.cli.console import console, lines_for
 from igkd.cli.options import ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, SetOpt, add_commands
 from igkd.errors import IgkdError
 
@@ -82,7 +82,7 @@ def experiment(
         name = declared.name
         options = cli_options(declared, seeds, first_seed, train_fraction, methods, controls, blocks, widths)
         base = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
-        runner = ExperimentRunner(base, console, write_caches=not dry_run)
+        runner = ExperimentRunner(base, lines_for(dry_run and as_json), write_caches=not dry_run)
         runner.check([job.cfg for job in take_shard(plan_jobs(declared, base, options, None), index, count)])
         planned = plan_jobs(declared, base, options, runner.data_content)
         selected = take_shard(planned, index, count)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from igkd.artifacts.layout import REPORT, published_model
-from igkd.cli.console import console, errors
+from igkd.cli.console import console, errors, lines_for
 from igkd.cli.deploy import register as register_deploy_commands
 from igkd.cli.experiments import register as register_experiment_commands
 from igkd.cli.options import ArchOpt, ConfigOpt, DeterministicOpt, DryRunOpt, JsonOpt, RenameOpt, SetOpt
@@ -42,7 +42,7 @@ def _pipeline(config: str, overrides: list[str] | None, deterministic: bool, com
     from igkd.stages.pipeline import Pipeline
 
     cfg = load_config(config, list(overrides or []) + (["deterministic=true"] if deterministic else []))
-    pipeline = Pipeline(cfg, console, write_caches=not dry_run)
+    pipeline = Pipeline(cfg, lines_for(dry_run and as_json), write_caches=not dry_run)
     checked = pipeline.check(command)
     plan = DryRun(pipeline, command).plan(checked)
     if not dry_run:
