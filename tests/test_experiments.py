@@ -248,11 +248,18 @@ def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_a
     models = _landing(run_dir, tmp_path / "landing", ["teacher", kept])
     args = _sets(tiny_overrides(tmp_path / "new") + TINY_EXPERIMENT)
     new_dir = tmp_path / "new" / "runs" / "tiny"
+    # the campaign started on the new machine before the restore: one run under way, one folder still empty
+    (new_dir / "students" / kept).mkdir(parents=True)
+    (new_dir / "students" / kept / "metrics.jsonl").write_text('{"epoch": 1, "seconds": 1.0}\n')
+    (new_dir / "students" / dropped).mkdir()
 
     restored = igkd("restore", str(tmp_path / "landing" / "report"), "--models", str(models), *args)
     assert restored.returncode == 0, restored.stderr
     assert "9 runs written" in restored.stdout and "(7 without their model" in restored.stdout and "plans: ablation" in restored.stdout
+    assert "2 in place of a folder with no finished run), 0 finished there already" in restored.stdout
     assert hash_file(new_dir / "students" / kept / "model.pt") == hash_file(run_dir / "students" / kept / "model.pt")
+    assert (new_dir / "students" / kept / "metrics.jsonl").read_text() == (run_dir / "students" / kept / "metrics.jsonl").read_text()
+    assert not list((new_dir / "students").glob(".*"))  # nothing staged or set aside is left behind
     landed = json.loads((new_dir / "students" / dropped / "landed.json").read_text())
     assert not (new_dir / "students" / dropped / "model.pt").exists()
     assert landed["model_sha256"] == hash_file(run_dir / "students" / dropped / "model.pt")
@@ -290,7 +297,7 @@ def test_a_landed_report_restores_the_runs_on_a_new_machine_and_nothing_trains_a
     assert transfer.returncode == 0, transfer.stderr
     assert "evaluated 2 of 9 models (0 up to date; not " in transfer.stdout and dropped in transfer.stdout
     twice = restore_runs(tmp_path / "landing" / "report", new_dir, models)
-    assert twice.runs == [] and len(twice.present) == 9 and twice.plans == ["ablation"]
+    assert twice.runs == [] and twice.replaced == [] and len(twice.present) == 9 and twice.plans == ["ablation"]
 
 
 def test_restore_checks_the_models_and_the_config_before_writing_anything(reported, tmp_path):

@@ -165,7 +165,8 @@ def restore(
     done = restore_runs(report_dir, run_dir, models)
     console.print(
         f"restore: {len(done.runs)} runs written into {run_dir} ({len(done.without_model)} without their model: "
-        f"their records stand, nothing can re-evaluate them), {len(done.present)} already there and left as they were; "
+        f"their records stand, nothing can re-evaluate them; {len(done.replaced)} in place of a folder with no finished "
+        f"run), {len(done.present)} finished there already and left as they were; "
         f"plans: {', '.join(done.plans) or 'none'}",
         highlight=False,
     )

@@ -5,8 +5,10 @@
 them: each run's summary, analysis, corruption and transfer records and its per-epoch metrics. The models come from a
 folder with a ``manifest.json`` (``file``, ``sha256``, ``run``: the run folder it came from), each checked against its
 SHA-256 and against the model its records name. A run whose model was not kept gets ``landed.json`` instead, naming that
-model's SHA-256: experiments and reports reuse it, and anything that needs the model itself says so. A run folder
-already in the run directory (finished or under way) is left as it is; each run's folder appears whole or not at all.
+model's SHA-256: experiments and reports reuse it, and anything that needs the model itself says so. A run that has finished
+in the run directory too is left as it is; a folder there that holds no finished run (empty, or a run under way that a
+campaign started before the restore) gives way to the landed run, which saves training it again. Each run's folder
+appears whole or not at all. Restore with nothing training in the run directory.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class Restored:
 
     runs: list[str] = field(default_factory=list)  # folders written (the teacher's as "teacher")
     without_model: list[str] = field(default_factory=list)  # of those, the ones restored with landed.json
-    present: list[str] = field(default_factory=list)  # already in the run directory: left as they were
+    present: list[str] = field(default_factory=list)  # finished in the run directory too: left as they were
+    replaced: list[str] = field(default_factory=list)  # of the runs written, those whose folder held no finished run
     plans: list[str] = field(default_factory=list)  # experiments/<name>.json written or merged
 
 
@@ -68,13 +71,14 @@ def restore_runs(report: Path, run_dir: Path, models: Path | None = None) -> Res
     for run_id, records in runs.items():
         is_teacher = run_id == TEACHER_DIR
         folder = run_dir / TEACHER_DIR if is_teacher else run_dir / STUDENTS_DIR / run_id
-        if folder.exists():  # finished, or under way, here: this machine's run stands
+        if (folder / SUMMARY).is_file():  # finished here too: this machine's run stands
             done.present.append(run_id)
             continue
         if is_teacher and (run_id not in kept or "final" not in records):
             continue  # a teacher is of use only with its model; the experiment imports or trains it again
         model = kept.get(run_id)
-        _write_run(folder, records, model, named[run_id], report)
+        if _write_run(folder, records, model, named[run_id], report):
+            done.replaced.append(run_id)
         done.runs.append(run_id)
         if model is None:
             done.without_model.append(run_id)
@@ -127,8 +131,9 @@ def _named_model(run_id: str, records: dict[str, Any], model: tuple[Path, str] |
     return next(iter(named), None)
 
 
-def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | None, named: str | None, report: Path) -> None:
-    """One run's folder, staged beside it and put in place whole; ``model`` is a checked (path, SHA-256) or None."""
+def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | None, named: str | None, report: Path) -> bool:
+    """One run's folder, staged beside it and put in place whole; ``model`` is a checked (path, SHA-256) or None.
+    True when it replaced a folder there (one that held no finished run)."""
     staging = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     ensure_dir(staging)
@@ -146,4 +151,11 @@ def _write_run(folder: Path, records: dict[str, Any], model: tuple[Path, str] | 
     else:
         atomic_write_json(staging / LANDED, {"model_sha256": named, "restored_from": str(report.resolve())})
     ensure_dir(folder.parent)
+    replaced = folder.exists()
+    if replaced:  # moved aside first, so that the folder is the unfinished one or the landed one, never a mix
+        aside = folder.with_name(f".{folder.name}.unfinished")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        shutil.rmtree(aside)
     staging.rename(folder)
+    return replaced
