@@ -155,6 +155,7 @@ def test_interrupted_build_resumes(tmp_path, teacher, data, reference):
     assert cache.lookup(key) is None and not cache.path(key).exists()
     partial = json.loads(cache.shard_path(key, 0, 1).with_suffix(".json").read_text())
     assert partial["images_done"] == 4 and partial["batches_done"] == 2 and partial["complete"] is False
+    assert [builder["rows"] for builder in partial["built_by"]] == [[0, 4]]
 
     calls: list[tuple[int, int]] = []
     path, stats = cache.build(key, teacher, *data, PARAMS, CPU, progress=lambda d, t: calls.append((d, t)))
@@ -163,6 +164,9 @@ def test_interrupted_build_resumes(tmp_path, teacher, data, reference):
     np.testing.assert_array_equal(cache.load(key, (5, 8, 8)).numpy(), reference)
     assert not cache.shard_path(key, 0, 1).exists()
     assert not cache.shard_path(key, 0, 1).with_suffix(".json").exists()
+    built_by = json.loads(path.with_suffix(".json").read_text())["built_by"]  # each process that added rows, with its machine
+    assert [builder["rows"] for builder in built_by] == [[0, 4], [4, 5]]
+    assert all(b["environment"]["device"] == "cpu" and b["environment"]["cpu"] and b["git_commit"] for b in built_by)
 
 
 def test_progress_is_made_durable_at_checkpoints_not_after_every_batch(tmp_path, teacher, data, monkeypatch):
@@ -220,7 +224,8 @@ def test_shards_built_separately_merge_into_the_single_process_cache(tmp_path, t
     shard_states = [json.loads(cache.shard_path(key, i, 2).with_suffix(".json").read_text()) for i in range(2)]
     assert [s["rows"] for s in shard_states] == [[0, 2], [2, 5]] and all(s["complete"] for s in shard_states)
     path, stats = cache.merge_shards(key, 2)
-    assert stats.images == 5 and json.loads(path.with_suffix(".json").read_text())["shards"] == 2
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert stats.images == 5 and manifest["shards"] == 2 and [b["rows"] for b in manifest["built_by"]] == [[0, 2], [2, 5]]
     np.testing.assert_allclose(cache.load(key, (5, 8, 8)).numpy(), reference, atol=1e-3)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
 

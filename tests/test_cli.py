@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import tiny_overrides, write_image_folder
+from igkd.artifacts.fingerprint import hash_file
 from igkd.config import load_config
 from igkd.data.sources import load_split
 from igkd.models.checkpoint import load_checkpoint
@@ -51,7 +52,10 @@ def test_main_job_runs_end_to_end_and_writes_report_and_results(finished_run):
     assert student["method"] == "KD_IG" and 0.0 <= student["test"]["accuracy"] <= 1.0
     assert student["params"] < results["teacher"]["params"] and student["latency"]["median_ms"] > 0
     assert {"command", "git_commit", "environment", "seed", "config"} <= set(student)
-    assert len(list((tmp / "runs" / "tiny" / "cache").glob("ig-*.npy"))) == 1
+    (maps_file,) = (tmp / "runs" / "tiny" / "cache").glob("ig-*.npy")
+    manifest = json.loads(maps_file.with_suffix(".json").read_text())  # the student names the maps it trained on
+    assert student["maps"] == {"sha256": hash_file(maps_file), "created": manifest["created"], "built_by": manifest["built_by"]}
+    assert [b["rows"] for b in student["maps"]["built_by"]] == [[0, manifest["shape"][0]]]
 
 
 def test_second_run_reuses_every_finished_stage(finished_run):

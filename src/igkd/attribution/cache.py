@@ -9,6 +9,10 @@ rows flushed to disk first, then the record, both durable) at checkpoints: at mo
 seconds, when the build is interrupted by an exception, and when the shard is done. An interrupted build
 resumes each shard from its last recorded batch (a killed process recomputes at most one interval). Once every
 shard is complete, :meth:`AttributionCache.merge_shards` joins them; the entry's final names appear only then.
+
+Each record names who computed which rows (``built_by``: command, commit, device, versions and the rows, one entry per
+process that added rows): bf16 maps differ in their last bits between CPUs, so a run folder moved between machines
+says which machine's maps a student trained on (the student's summary copies them with the file's SHA-256).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import igkd
 from igkd.artifacts import integrity
 from igkd.artifacts.atomic import atomic_write_json, read_json_object
 from igkd.artifacts.fingerprint import data_hash, hash_file, hash_jsonable, hash_state_dict
+from igkd.artifacts.provenance import command_line, source_commit
 from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
 from igkd.errors import IgkdError
 from igkd.runtime import budget
 from igkd.runtime.clock import running_seconds
+from igkd.runtime.device import environment_info
 
 FORMAT_VERSION = 1
 CacheDtype = Literal["float16", "uint8"]
@@ -226,14 +232,22 @@ class AttributionCache:
         }
         path = self.shard_path(key, index, count)
         self.directory.mkdir(parents=True, exist_ok=True)
-        out, start, stats, complete = self._open_shard(path, info)
+        out, start, stats, complete, built_by = self._open_shard(path, info)
         if started is not None:
             started(start, hi - lo)
         if complete:
             return path
+        builder = {
+            "command": command_line(),
+            "git_commit": source_commit(),
+            "igkd_version": igkd.__version__,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "environment": environment_info(device),
+        }
 
         def record(done: int, finished: bool) -> None:
             out.flush()  # type: ignore[union-attr]
+            added = [{**builder, "rows": [lo + start, lo + done]}] if done > start else []
             atomic_write_json(
                 path.with_suffix(".json"),
                 {
@@ -243,6 +257,7 @@ class AttributionCache:
                     "batches_done": -(-done // params.batch_size),
                     "stats": asdict(stats),
                     "complete": finished,
+                    "built_by": [*built_by, *added],
                 },
             )
 
@@ -309,6 +324,7 @@ class AttributionCache:
             images_done=n,
             batches_done=sum(state["batches_done"] for state in states),
             stats=asdict(stats),
+            built_by=[builder for state in states for builder in state.get("built_by", [])],
         )
         atomic_write_json(final.with_suffix(".json"), manifest)
         for path in shards:
@@ -316,21 +332,21 @@ class AttributionCache:
             path.with_suffix(".json").unlink(missing_ok=True)
         return final, stats
 
-    def _open_shard(self, path: Path, info: dict[str, Any]) -> tuple[np.memmap | None, int, IGRunStats, bool]:
-        """Reopen a matching shard (memmap, images done, stats, complete?) or start it afresh."""
+    def _open_shard(self, path: Path, info: dict[str, Any]) -> tuple[np.memmap | None, int, IGRunStats, bool, list[dict[str, Any]]]:
+        """Reopen a matching shard (memmap, images done, stats, complete?, who built its rows) or start it afresh."""
         state = read_json_object(path.with_suffix(".json"))
         try:
             if {k: state.get(k) for k in ("key", "shape", "rows", "dtype")} == {
                 k: info[k] for k in ("key", "shape", "rows", "dtype")
             } and path.stat().st_size == state["file_size"]:
-                stats = IGRunStats(**state["stats"])
+                stats, built_by = IGRunStats(**state["stats"]), list(state.get("built_by", []))
                 if state.get("complete") is True:
-                    return None, int(state["images_done"]), stats, True
+                    return None, int(state["images_done"]), stats, True, built_by
                 out = np.lib.format.open_memmap(path, mode="r+")
                 if list(out.shape) == info["shape"] and str(out.dtype) == info["dtype"]:
-                    return out, int(state["images_done"]), stats, False
+                    return out, int(state["images_done"]), stats, False, built_by
         except (OSError, ValueError, KeyError, TypeError):
             pass
         path.with_suffix(".json").unlink(missing_ok=True)
         out = np.lib.format.open_memmap(path, mode="w+", dtype=info["dtype"], shape=tuple(info["shape"]))
-        return out, 0, IGRunStats(), False
+        return out, 0, IGRunStats(), False, []

@@ -257,10 +257,19 @@ class Pipeline:
         distributed.barrier()
         return cache.load(key, expected, mmap)
 
+    def _maps_manifest(self) -> dict[str, Any]:
+        """The manifest of the cached maps (built or verified first)."""
+        return read_manifest(AttributionCache(self.cfg.cache_path, self.cfg.attribution.dtype).path(self._attribution_key()))
+
     def completeness(self) -> IGRunStats:
         """The completeness error of the cached maps."""
-        stats = read_manifest(AttributionCache(self.cfg.cache_path, self.cfg.attribution.dtype).path(self._attribution_key()))["stats"]
-        return IGRunStats(**stats)
+        return IGRunStats(**self._maps_manifest()["stats"])
+
+    def maps_record(self) -> dict[str, Any]:
+        """What a student trained on: the maps file's SHA-256, when it was joined, and who computed which rows (bf16 maps
+        differ in their last bits between CPUs; entries are absent from caches built before igkd recorded them)."""
+        manifest = self._maps_manifest()
+        return {"sha256": manifest["sha256"], "created": manifest["created"], "built_by": manifest.get("built_by", [])}
 
     def run_student(self) -> dict[str, Any]:
         """Distil the configured student, unless finished; return its summary."""
@@ -295,6 +304,7 @@ class Pipeline:
             lambda: {
                 **self._summary(loaded, self.student_dir / MODEL, "student", identity, fit),
                 "method": self.cfg.student.method,
+                **({"maps": self.maps_record()} if needs_maps else {}),
             },
         )
 
