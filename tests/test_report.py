@@ -34,6 +34,7 @@ CURVE = [0.3, 0.1, 0.02, 0.0]  # validation accuracy per epoch: the run's test a
 EPOCH_SECONDS = [20.0, 30.0, 40.0, 50.0]  # each run's epochs' times on the first machine
 EPYC, XEON = "AMD EPYC (family 25, model 17)", "Intel(R) Xeon(R) Processor (family 6, model 207)"
 SPEED = {EPYC: 1.0, XEON: 2.0}  # seed 2 trains on another machine, twice as fast
+MAPS = {EPYC: "a" * 64, XEON: "b" * 64}  # the SHA-256 of the IG maps each machine built
 
 
 def _train_seconds(seed: int) -> float:
@@ -86,6 +87,18 @@ def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None)
             "best_epoch": len(CURVE),
             "best_val_accuracy": accuracy - CURVE[-1],
             "train_seconds": _train_seconds(job.seed),
+            # the IG maps it trained on: each machine built its own (bf16 maps differ in their last bits)
+            **(
+                {
+                    "maps": {
+                        "sha256": MAPS[cpu],
+                        "created": "2026-12-07T09:30:03+00:00",
+                        "built_by": [{"environment": {"device": "cpu", "cpu": cpu}}],
+                    }
+                }
+                if job.method == "KD_IG"
+                else {}
+            ),
         },
     )
     epochs = [
@@ -150,6 +163,10 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
     assert summary["ablation"]["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]))
     assert "13 of 14 planned runs finished (seeds 0, 1, 2" in markdown
     assert f"git commits `abc`, devices cpu ({EPYC}), cpu ({XEON})." in markdown
+    assert (  # KD_IG (3 seeds) and its shuffled-maps control (2): the machine of seed 2 built its own maps
+        "IG maps trained on (SHA-256 of the file, for the runs that record it): "
+        f"`aaaaaaaaaaaa` (computed on cpu ({EPYC}); 4 runs); `bbbbbbbbbbbb` (computed on cpu ({XEON}); 1 run)." in markdown
+    )
     assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
 
 
@@ -263,7 +280,8 @@ def test_runs_csv_names_every_column_before_any_run_has_finished(tmp_path):
     ExperimentRunner(cfg, Console(quiet=True)).write_plan("ablation", plan_jobs("ablation", cfg, options, DATA), options)
     build_report(cfg, Console(quiet=True))
     lines = (cfg.run_dir / "report" / "runs.csv").read_text().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("run_id,experiment,group,method,") and lines[0].endswith(",mce,git_commit,device")
+    assert len(lines) == 1 and lines[0].startswith("run_id,experiment,group,method,")
+    assert lines[0].endswith(",mce,git_commit,device,maps_sha256")
 
 
 def test_each_experiment_of_a_run_folder_draws_its_own_figures(tmp_path):

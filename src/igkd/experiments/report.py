@@ -573,6 +573,7 @@ class RunRow(TypedDict):
     mce: float | None
     git_commit: str | None
     device: str  # the GPU, or the CPU with its model (:func:`_device_name`)
+    maps_sha256: str | None  # the IG maps file it trained on, where it used maps and recorded them
 
 
 def _epoch_seconds(run: dict[str, Any]) -> list[float]:
@@ -613,6 +614,7 @@ def _run_rows(runs: dict[str, dict[str, Any]], jobs: dict[str, dict[str, Any]]) 
                 mce=run["robustness"].get("mce"),
                 git_commit=final.get("git_commit"),
                 device=_device_name(environment),
+                maps_sha256=final.get("maps", {}).get("sha256"),
             )
         )
     return rows
@@ -737,6 +739,22 @@ def _status(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path
     return text + f" Status: {'; '.join(waiting)}."
 
 
+def _maps_used(runs: dict[str, dict[str, Any]]) -> str:
+    """A sentence on the IG maps files the runs trained on (SHA-256, the devices that computed them, how many runs),
+    for the runs that record them; empty when none does."""
+    used: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs.values():
+        if run["final"].get("maps"):
+            used[run["final"]["maps"]["sha256"]].append(run["final"]["maps"])
+    if not used:
+        return ""
+    files = []
+    for sha256, records in used.items():
+        builders = sorted({_device_name(builder.get("environment", {})) for builder in records[0]["built_by"]}) or ["not recorded"]
+        files.append(f"`{sha256[:12]}` (computed on {', '.join(builders)}; {len(records)} run{'s' * (len(records) > 1)})")
+    return f" IG maps trained on (SHA-256 of the file, for the runs that record it): {'; '.join(files)}."
+
+
 def _device_name(environment: dict[str, Any]) -> str:
     """A run's device as its provenance names it: the GPU, or the CPU with its model."""
     if environment.get("gpu"):
@@ -848,7 +866,7 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
     doc.heading("Provenance", 2)
     doc.paragraph(
         f"Report made by `{prov['command']}` at commit `{prov['git_commit']}`. Runs: {len(runs)}, git commits "
-        f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}."
+        f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}.{_maps_used(runs)}"
     )
     for run_id, run in runs.items():
         atomic_write_json(out / REPORT_RUNS / f"{run_id}.json", run)
