@@ -502,15 +502,18 @@ def _sweep(
 
 
 def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], plans: dict[str, dict[str, Any]], figures: Path) -> None:
-    """Test images, the teacher's overlay, and IG maps of the teacher and of seed-0 ablation students."""
+    """Test images, the teacher's overlay, and IG maps of the teacher and of one student per ablation arm: its lowest
+    seed whose model is here (a run restored without its model has none)."""
     teacher_path = published_model(cfg.run_dir / TEACHER_DIR)
     ablation = plans.get("ablation")
     if not teacher_path.is_file() or not ablation or cfg.report.examples == 0:
         return
-    chosen = {}
-    for job in ablation["jobs"]:
-        if job["run_id"] in runs and job["group"] in ("Student", "KD", "KD_IG", "KD_IG_AT") and job["group"] not in chosen:
-            chosen[job["group"]] = published_model(cfg.run_dir / STUDENTS_DIR / job["run_id"])
+    chosen: dict[str, tuple[int, Path]] = {}
+    for job in sorted(ablation["jobs"], key=lambda j: j["seed"]):  # stable: within a seed, the plan's order
+        checkpoint = published_model(cfg.run_dir / STUDENTS_DIR / job["run_id"])
+        arm = job["group"] in ("Student", "KD", "KD_IG", "KD_IG_AT") and job["arch"] == cfg.student.arch
+        if arm and job["group"] not in chosen and job["run_id"] in runs and checkpoint.is_file():
+            chosen[job["group"]] = (job["seed"], checkpoint)
     from igkd.data.sources import load_split
 
     teacher = load_checkpoint(teacher_path)
@@ -520,17 +523,15 @@ def _ig_figure(doc: Document, cfg: RunConfig, runs: dict[str, dict[str, Any]], p
     images, labels = test.images[picks], test.labels[picks]
     device = resolve_device(cfg.device)
     rows = {"teacher": compute_ig_maps(teacher.model.to(device), images, labels, cfg.attribution, device)[0]}
-    for group, checkpoint in chosen.items():
-        if checkpoint.is_file():  # a run restored without its model has none
-            rows[f"{group} student"] = compute_ig_maps(
-                load_checkpoint(checkpoint).model.to(device), images, labels, cfg.attribution, device
-            )[0]
+    for group, (_, checkpoint) in chosen.items():
+        rows[f"{group} student"] = compute_ig_maps(load_checkpoint(checkpoint).model.to(device), images, labels, cfg.attribution, device)[0]
     ig_grid(figures / "ig_maps.png", images, [teacher.classes[int(y)] for y in labels], rows)
     doc.heading("IG maps of teacher and students", 2)
     doc.image("figures/ig_maps.png", "IG maps")
     doc.paragraph(
         f"Test images (true-label target, {cfg.attribution.steps} steps, baseline `{cfg.attribution.baseline}`); "
-        "row 2 is the paper's overlay of the teacher's map as used in training; student maps are from seed 0."
+        "row 2 is the paper's overlay of the teacher's map as used in training; student maps: "
+        f"{', '.join(f'{group} seed {seed}' for group, (seed, _) in chosen.items()) or 'none (no student model here)'}."
     )
 
 
