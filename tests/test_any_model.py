@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli, sets, tiny_overrides
+from conftest import hub_teacher_overrides, run_cli, sets
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "distill_torchvision.py"
 
@@ -29,10 +29,7 @@ def _example():
     ],
 )
 def test_run_distils_a_hub_teacher_into_a_hub_student_with_module_path_attention(teacher, student, pair, tmp_path, capsys, monkeypatch):
-    overrides = tiny_overrides(tmp_path) + [
-        "data.image_size=16",
-        "data.crop_padding=2",
-        f"teacher.arch={teacher}",
+    overrides = hub_teacher_overrides(tmp_path, teacher) + [
         f"student.arch={student}",
         "student.method=KD_IG_AT",
         f"student.at.pairs={pair}",

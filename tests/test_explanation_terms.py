@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_STUDENT, TINY_TEACHER, run_cli, sets, tiny_config_tree, tiny_overrides
+from conftest import TINY_STUDENT, TINY_TEACHER, hub_teacher_overrides, run_cli, sets, tiny_config_tree, tiny_overrides
 from igkd.config import validate_config
 from igkd.data.batch import Batch
 from igkd.errors import IgkdError
@@ -68,10 +68,7 @@ def test_the_gradcam_term_is_grad_cam_by_hand_and_trains_the_student(tmp_path):
     ],
 )
 def test_hub_models_match_explanations_at_named_layers(student, method, settings, term, tmp_path, capsys, monkeypatch):
-    overrides = tiny_overrides(tmp_path) + [
-        "data.image_size=16",
-        "data.crop_padding=2",
-        "teacher.arch=torchvision:resnet18",
+    overrides = hub_teacher_overrides(tmp_path, "torchvision:resnet18") + [
         f"student.arch={student}",
         f"student.method={method}",
         *settings,
