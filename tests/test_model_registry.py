@@ -14,7 +14,7 @@ from igkd.errors import IgkdError
 from igkd.losses.at import attention_pairs
 from igkd.models import build_model, import_state_dict, load_checkpoint, parse_arch, save_checkpoint
 from igkd.models.base import NormalizedModel
-from igkd.models.features import FeatureTap
+from igkd.models.features import FeatureTap, convolutions_on_1x1
 from igkd.models.registry import ModelFamily, families, register_family
 from igkd.models.rename import rename_keys
 from igkd.normalization import normalization_values
@@ -166,6 +166,23 @@ def test_feature_tap_records_the_named_layers_output_on_every_pass_and_is_remova
         with pytest.raises(IgkdError, match="did not run"):
             tap.take()  # taken outputs are forgotten
     assert not net.layer2._forward_hooks  # removed with the context
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "first", "count", "spatial"),
+    [
+        ("torchvision:resnet18", 16, "layer3.0.conv2", 7, 17),  # 16 -> 8 (stem) -> 4 (max pool) -> 2 -> 1 (layer3)
+        ("torchvision:resnet18", 32, "layer4.0.conv2", 3, 17),
+        ("torchvision:resnet18", 64, None, 0, 17),
+        ("timm:mobilenetv3_small_100", 32, "blocks.4.1.conv_dw", 2, 12),  # depthwise kernels count too
+        ("mobilenetv2_cifar", 32, None, 0, 18),  # made for 32x32: its last stage is 4x4
+    ],
+)
+def test_convolutions_on_1x1_features_are_named_for_models_made_for_larger_images(arch, size, first, count, spatial):
+    model = build_model(arch, 10).train()
+    blind, total = convolutions_on_1x1(model, (size, size))
+    assert (blind[:1] or [None])[0] == first and len(blind) == count and total == spatial
+    assert model.training and not any(m._forward_pre_hooks for m in model.modules())  # left as it was
 
 
 def test_attention_pairs_by_module_path_with_suggestions_and_the_builtin_default(tmp_path):

@@ -170,6 +170,17 @@ def test_dry_run_of_the_main_job_shows_every_stage_and_writes_nothing(tmp_path, 
     assert _everything(tmp_path) == before
 
 
+def test_a_model_whose_convolutions_see_1x1_features_is_a_note_in_the_plan_and_once_on_standard_error(tmp_path, capsys, monkeypatch):
+    resnet = ["data.image_size=16", "data.crop_padding=2", "teacher.arch=torchvision:resnet18"]
+    code, out, err = run_cli(["run", *sets(tiny_overrides(tmp_path) + resnet), "--dry-run", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    notes = json.loads(out)["notes"]
+    assert len(notes) == 1 and notes[0].startswith("teacher torchvision:resnet18 at 16x16: 7 of its 17 spatial convolutions")
+    assert "from 'layer3.0.conv2' on" in notes[0] and "data.image_size" in notes[0]
+    assert err.count("note: teacher torchvision:resnet18") == 1  # the experiment-free run checks once; shown once
+    assert _plan(tmp_path, capsys, monkeypatch, "data.image_size=16", "data.crop_padding=2")["notes"] == []  # CIFAR MobileNetV2 at 16
+
+
 def test_dry_run_after_a_finished_run_reports_reuse_and_why_a_stage_would_run_again(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["run", *sets(tiny_overrides(tmp_path) + ["report.examples=0"])], capsys, monkeypatch)
     assert code == 0, err

@@ -137,7 +137,7 @@ class ExperimentRunner:
         problems: list[str] = []
         for cfg in {(cfg.student.arch, cfg.student.method): cfg for cfg in configs}.values():
             try:
-                preflight(cfg, (STUDENT,), self.pipeline.dist.world_size, base.layout)
+                self.pipeline.show_notes(preflight(cfg, (STUDENT,), self.pipeline.dist.world_size, base.layout).notes)
             except IgkdErrors as exc:
                 problems += [p for p in exc.problems if p not in problems]
         if problems:

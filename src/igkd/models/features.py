@@ -103,3 +103,37 @@ def linear_head(model: NormalizedModel) -> nn.Linear:
     if not linears:
         raise IgkdError("class activation maps need a model whose head is a linear layer; this model has none")
     return linears[-1]
+
+
+def convolutions_on_1x1(model: NormalizedModel, image_size: tuple[int, int], channels: int = 3) -> tuple[list[str], int]:
+    """The module paths of the spatial convolutions (a kernel larger than 1x1) that see a 1x1 feature map when the
+    model takes one ``image_size`` image, and how many spatial convolutions it has.
+
+    Such a kernel uses only its centre weight: the rest meets zero padding. A model made for larger images (an
+    ImageNet ResNet on 32x32 CIFAR, or on 16x16 digits) loses its spatial detail there, and trains worse.
+    """
+    seen: list[str] = []
+    spatial = {
+        name: module
+        for name, module in model.network.named_modules()
+        if isinstance(module, nn.Conv2d) and tuple(module.kernel_size) != (1, 1)
+    }
+
+    def watch(name: str):
+        def check(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            if tuple(inputs[0].shape[-2:]) == (1, 1):
+                seen.append(name)
+
+        return check
+
+    handles = [module.register_forward_pre_hook(watch(name)) for name, module in spatial.items()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model.network(torch.zeros(1, channels, *image_size, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return seen, len(spatial)

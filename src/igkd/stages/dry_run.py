@@ -129,6 +129,7 @@ class DryRun:
             "auto_settings": auto_settings(device),
             "settings_off": settings_off(self.cfg, device, names(self.stages)),
             "long_run_hint": long_run_hint(total, device.type, settings_off(self.cfg, device, names(self.stages))),
+            "notes": checked.notes,  # printed by the check already
             "provenance": provenance(device, self.cfg.seed),
         }
 

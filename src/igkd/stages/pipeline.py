@@ -84,6 +84,7 @@ class Pipeline:
         self.projection: dict[str, float] = {}  # stage -> projected seconds (the CLI's up-front plan), for the ETAs
         self.console = console or Console()
         self._student_dir = student_dir
+        self._notes_shown: set[str] = set()
         self.dist, self.device = distributed.setup(cfg.device)
         if not self.dist.is_main:
             self.console.quiet = True  # rank 0 speaks for the run
@@ -92,8 +93,17 @@ class Pipeline:
     def check(self, command: str) -> Preflight:
         """Every check that needs no training, for the stages ``command`` runs (:func:`igkd.stages.plan.stages_for`, checked by
         :mod:`igkd.stages.preflight`); call it before the first stage: a problem raises before anything is decoded, trained or
-        written."""
-        return preflight(self.cfg, stages_for(command, self.cfg), self.dist.world_size)
+        written. Its notes (what may hurt the run without stopping it) are printed."""
+        found = preflight(self.cfg, stages_for(command, self.cfg), self.dist.world_size)
+        self.show_notes(found.notes)
+        return found
+
+    def show_notes(self, notes: list[str]) -> None:
+        """Print each note once in this pipeline's life, however many checks find it."""
+        for text in notes:
+            if text not in self._notes_shown:
+                self._notes_shown.add(text)
+                self.console.print(f"note: {text}", highlight=False, soft_wrap=True)
 
     @cached_property
     def data(self) -> PreparedData:

@@ -23,6 +23,7 @@ from igkd.errors import IgkdError, IgkdErrors
 from igkd.methods import student_mix
 from igkd.models.base import NormalizedModel
 from igkd.models.checkpoint import import_state_dict
+from igkd.models.features import convolutions_on_1x1
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import NormSpec, normalization_values
 from igkd.runtime.distributed import DistContext
@@ -39,13 +40,15 @@ _FILE_BYTES_PER_PARAM = {"sgd": 4 * (1 + 2), "adam": 4 * (1 + 3), "adamw": 4 * (
 
 @dataclass
 class Preflight:
-    """What the checks found: the data layout, the built (untrained) models and the bytes the run may write."""
+    """What the checks found: the data layout, the built (untrained) models, the bytes the run may write, and notes:
+    what may hurt the run without stopping it."""
 
     layout: DataLayout
     student_train_images: int
     teacher: NormalizedModel
     student: NormalizedModel | None
     writes: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def write_bytes(self) -> int:
@@ -199,6 +202,24 @@ def estimate_writes(checks: Checks, stages: Iterable[Stage]) -> dict[str, int]:
     return writes
 
 
+def _small_input_notes(cfg: RunConfig, models: dict[str, NormalizedModel | None]) -> list[str]:
+    """A note for each model whose spatial convolutions see 1x1 feature maps at the data's image size."""
+    height, width = cfg.data.size_hw
+    notes = []
+    for section, model in models.items():
+        if model is None:
+            continue
+        blind, spatial = convolutions_on_1x1(model, (height, width))
+        if blind:
+            notes.append(
+                f"{section} {getattr(cfg, section).arch} at {height}x{width}: {len(blind)} of its {spatial} spatial convolutions "
+                f"see 1x1 feature maps (from '{blind[0]}' on), where a kernel uses only its centre weight; a model made for "
+                "larger images loses its spatial detail there and trains worse: give it larger images (data.image_size, "
+                "with data.resize=true for an image folder) or pick a model made for small ones (e.g. mobilenetv2_cifar)"
+            )
+    return notes
+
+
 def _structures(cfg: RunConfig, classes: int, with_student: bool) -> tuple[NormalizedModel, NormalizedModel | None]:
     """Teacher and student built for their structure only (their normalisation needs the decoded data); an
     unknown model or option stops the checks, which need both."""
@@ -233,6 +254,7 @@ def preflight(cfg: RunConfig, stages: Iterable[Stage], world_size: int = 1, layo
         problems += stage.check(checks)
     found = Preflight(layout, len(student_idx), teacher, student)
     found.writes = estimate_writes(checks, stages)
+    found.notes = _small_input_notes(cfg, {"teacher": teacher, "student": student})
     problems += _extras_problems(cfg)
     problems += _output_problems(cfg, found.write_bytes)
     if problems:
