@@ -52,6 +52,14 @@ def test_the_campaign_plans_every_call_then_runs_them_seed_0_of_every_arm_first(
     assert widths == {"Student", "KD_IG"} and all(f"out_dir={tmp_path / 'campaign'}" in c for c in run)
 
 
+def test_without_maps_the_campaign_plans_every_call_and_runs_only_the_arms_that_need_none(tmp_path):
+    calls = _campaign_calls(tmp_path, "--no-maps")
+    planned, run = calls[:15], calls[15:]
+    assert len(planned) == 15 and all(c[-1] == "--plan-only" for c in planned)  # the whole campaign, as without it
+    assert [_value(c, "--methods") for c in run] == ["Student,KD", "Student"] * 3 + ["AT,KD_AT,KD_EXPL"] * 3
+    assert [int(_value(c, "--first-seed")) for c in run] == [0, 0, 1, 1, 2, 2, 0, 1, 2] and "--no-maps" not in sum(calls, [])
+
+
 def test_every_call_shares_one_absolute_deadline_resolved_from_hh_mm(tmp_path):
     """--stop-at HH:MM means the next such time to each call: a call started after it would run on until the same time
     the next day, so the script resolves it once (a bug found in the campaign: its last calls ran past the deadline)."""

@@ -14,7 +14,10 @@
 # It first plans every call (--plan-only, seconds each), so that the report's status line lists every run still to come.
 # On a new machine, run `bash land.sh restore` first: the runs that have landed come back instead of training again.
 # EXPERIMENT OPTIONS go to every `igkd experiment` call: --stop-at HH:MM (one deadline for all calls; --budget would
-# restart with each call), or --set device=cuda --jobs 4 on a GPU.
+# restart with each call), or --set device=cuda --jobs 4 on a GPU. --no-maps (this script's own option) runs only the
+# arms that need no IG maps, Student, KD and the extra AT, KD_AT, KD_EXPL, for a session on a new machine too short to
+# rebuild the maps and train on them (the rebuild took 58 min on an Intel Xeon with AMX, 1.6 h on an AMD EPYC); the
+# plan still names every run.
 set -euo pipefail
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding cifar10-jpeg-{train,test}.tar.gz}"
 teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint (e.g. shared/models/cifar10-jpeg-teacher-e25.pt)}
@@ -24,8 +27,10 @@ width=("${k5[@]}" --set student.arch=mobilenetv2_cifar:width=0.5)
 # --stop-at HH:MM means the next such time to each call, so a call started after it would run until the same time
 # tomorrow: resolve it once, here, to an absolute time that every call shares.
 args=()
+no_maps=0
 while (($#)); do
   case $1 in
+    --no-maps) no_maps=1; shift ;;
     --stop-at) args+=(--stop-at "$(python3 -c 'import sys, datetime; from igkd.runtime.budget import parse_stop_at; print(datetime.datetime.fromtimestamp(parse_stop_at(sys.argv[1])).isoformat(timespec="seconds"))' "$2")"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
@@ -35,18 +40,20 @@ igkd() {  # each call stamped in the log, the ledger of the campaign's wall time
   echo "=== $(date -u +%FT%TZ) igkd $*"
   python3 -m igkd "$@"
 }
-calls() {  # every call of the campaign, in its order, each with the options "$@"
+calls() {  # every call of the campaign, in its order, each with the options "$@"; with skip=1 none that needs IG maps
+  local extra=AT,KD_AT,KD_IG_AT,KD_EXPL
+  ((skip)) && extra=AT,KD_AT,KD_EXPL
   for seed in 0 1 2; do
     local one=(--first-seed "$seed" --seeds 1)
     igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
     igkd experiment ablation "${width[@]}" "${one[@]}" --methods Student "$@"
-    igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
-    igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
+    ((skip)) || igkd experiment ablation "${k5[@]}" "${one[@]}" --methods IG,KD_IG --controls shuffled "$@"
+    ((skip)) || igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
   done
   for seed in 0 1 2; do
-    igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods AT,KD_AT,KD_IG_AT,KD_EXPL --controls none "$@"
+    igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods "$extra" --controls none "$@"
   done
 }
-calls --plan-only "$@"  # the whole campaign in the plan first, so the report's status names every run still to come
-calls "$@"
+skip=0 calls --plan-only "$@"  # the whole campaign in the plan first, so the report's status names every run still to come
+skip=$no_maps calls "$@"
 echo "=== $(date -u +%FT%TZ) campaign.sh: every call returned; run it again to go on with what a deadline stopped (the report's status names it)"
