@@ -181,6 +181,15 @@ def test_a_model_whose_convolutions_see_1x1_features_is_a_note_in_the_plan_and_o
     assert _plan(tmp_path, capsys, monkeypatch, "data.image_size=16", "data.crop_padding=2")["notes"] == []  # CIFAR MobileNetV2 at 16
 
 
+def test_a_model_that_cannot_take_the_images_size_is_one_error_line_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """AlexNet pools a 16x16 image to nothing: that was a traceback from the dry run's MAC count, or from training."""
+    overrides = tiny_overrides(tmp_path) + ["data.image_size=16", "data.crop_padding=2", "student.arch=torchvision:alexnet"]
+    code, _, err = run_cli(["run", *sets(overrides)], capsys, monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "student.arch: torchvision:alexnet cannot take 16x16 images (Given input size" in err and "data.image_size" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_dry_run_after_a_finished_run_reports_reuse_and_why_a_stage_would_run_again(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["run", *sets(tiny_overrides(tmp_path) + ["report.examples=0"])], capsys, monkeypatch)
     assert code == 0, err

@@ -202,22 +202,33 @@ def estimate_writes(checks: Checks, stages: Iterable[Stage]) -> dict[str, int]:
     return writes
 
 
-def _small_input_notes(cfg: RunConfig, models: dict[str, NormalizedModel | None]) -> list[str]:
-    """A note for each model whose spatial convolutions see 1x1 feature maps at the data's image size."""
+_LARGER_IMAGES = "give it larger images (data.image_size, with data.resize=true for an image folder)"
+
+
+def _image_size_findings(cfg: RunConfig, models: dict[str, NormalizedModel | None]) -> tuple[list[str], list[str]]:
+    """Problems (a model that cannot take one image of the data's size) and notes (a model whose spatial convolutions
+    see 1x1 feature maps there)."""
     height, width = cfg.data.size_hw
-    notes = []
+    problems, notes = [], []
     for section, model in models.items():
         if model is None:
             continue
-        blind, spatial = convolutions_on_1x1(model, (height, width))
+        arch = getattr(cfg, section).arch
+        try:
+            blind, spatial = convolutions_on_1x1(model, (height, width))
+        except RuntimeError as exc:  # a kernel or pooling window larger than what is left of the image
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problems.append(
+                f"{section}.arch: {arch} cannot take {height}x{width} images ({reason}); {_LARGER_IMAGES} or pick another model"
+            )
+            continue
         if blind:
             notes.append(
-                f"{section} {getattr(cfg, section).arch} at {height}x{width}: {len(blind)} of its {spatial} spatial convolutions "
-                f"see 1x1 feature maps (from '{blind[0]}' on), where a kernel uses only its centre weight; a model made for "
-                "larger images loses its spatial detail there and trains worse: give it larger images (data.image_size, "
-                "with data.resize=true for an image folder) or pick a model made for small ones (e.g. mobilenetv2_cifar)"
+                f"{section} {arch} at {height}x{width}: {len(blind)} of its {spatial} spatial convolutions see 1x1 feature maps "
+                f"(from '{blind[0]}' on), where a kernel uses only its centre weight; a model made for larger images loses "
+                f"its spatial detail there and trains worse: {_LARGER_IMAGES} or pick a model made for small ones (e.g. mobilenetv2_cifar)"
             )
-    return notes
+    return problems, notes
 
 
 def _structures(cfg: RunConfig, classes: int, with_student: bool) -> tuple[NormalizedModel, NormalizedModel | None]:
@@ -254,7 +265,8 @@ def preflight(cfg: RunConfig, stages: Iterable[Stage], world_size: int = 1, layo
         problems += stage.check(checks)
     found = Preflight(layout, len(student_idx), teacher, student)
     found.writes = estimate_writes(checks, stages)
-    found.notes = _small_input_notes(cfg, {"teacher": teacher, "student": student})
+    size_problems, found.notes = _image_size_findings(cfg, {"teacher": teacher, "student": student})
+    problems += size_problems
     problems += _extras_problems(cfg)
     problems += _output_problems(cfg, found.write_bytes)
     if problems:
