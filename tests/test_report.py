@@ -16,7 +16,7 @@ from igkd.config import load_config
 from igkd.evaluation.robustness import RECORD
 from igkd.experiments.grid import Experiment, ExperimentGrid
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.experiments.report import _status, build_report, classes_first, planned_pairs
+from igkd.experiments.report import _status, build_report, classes_first, paper_note, planned_pairs
 from igkd.experiments.runner import ExperimentRunner
 
 DATA = "0" * 64
@@ -168,6 +168,14 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
         f"`aaaaaaaaaaaa` (computed on cpu ({EPYC}); 4 runs); `bbbbbbbbbbbb` (computed on cpu ({XEON}); 1 run)." in markdown
     )
     assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
+
+
+def test_the_papers_figures_beside_the_ablation_are_those_of_its_arms_and_marked_not_comparable(grown):
+    _, _, markdown = grown  # arms Student, KD, KD_IG, the shuffled-maps control and a width arm: the paper has the first three
+    note = next(line for line in markdown.splitlines() if line.startswith("For orientation only"))
+    assert "not comparable" in note and "of Student 91.18%, KD 91.62%, KD_IG 92.02%, and a teacher of 93.91%." in note
+    assert paper_note(["Student @ width=0.25", "KD_IG-shuffled"]) is None
+    assert "of AT 91.16%, KD_AT 91.75%, and" in (paper_note(["KD_AT", "AT"]) or "")  # in the paper's order
 
 
 def test_every_finished_run_has_a_line_of_the_runs_table_seed_by_seed(grown):
