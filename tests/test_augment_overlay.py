@@ -10,7 +10,7 @@ from igkd.config import OverlayConfig, TrainConfig
 from igkd.data.augment import random_crop_flip
 from igkd.losses import CrossEntropyTerm, LossInputs, WeightedLoss
 from igkd.models.registry import build_model
-from igkd.overlay import map_source, overlay_maps
+from igkd.overlay import map_source, noise_maps, overlay_maps
 from igkd.runtime.device import RandomStreams
 from igkd.training.inputs import batch_maker
 from igkd.training.loop import FitPlan, fit
@@ -65,6 +65,9 @@ def test_shuffled_maps_break_the_alignment_and_noise_maps_are_random():
     assert not torch.allclose(2 * out[:, 0], (2 * (out[:, 1] - out[:, 0])).clamp(0, 1), atol=1e-3)
     noise = map_source(maps, "noise", seed=0)
     assert noise.shape == maps.shape and 0.4 < float(noise.mean()) < 0.6
+    # drawn from the seed alone (a run on them needs no maps), as they were drawn from the maps' shape before
+    assert torch.equal(noise, noise_maps(tuple(maps.shape), 0))
+    assert torch.equal(noise_maps((3, 4, 4), 5), torch.rand((3, 4, 4), generator=torch.Generator().manual_seed(5)))
     assert map_source(maps, "aligned", seed=0) is maps
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import tiny_config_tree, tiny_overrides
+from conftest import run_cli, tiny_config_tree, tiny_overrides
 from igkd.artifacts.identity import stage_identities
 from igkd.config import validate_config
 from igkd.experiments.plan import PlanOptions, plan_jobs
@@ -114,6 +114,20 @@ def test_the_plan_and_the_pipeline_compute_the_same_student_identity(tmp_path):
         assert job.identity == job_pipeline.identities.student
         assert job_pipeline.student_dir == cfg.run_dir / "students" / job.run_id
     assert len({job.identity for job in jobs}) == 4
+
+
+def test_the_noise_control_trains_on_maps_drawn_from_its_seed_without_building_the_teachers(tmp_path, capsys, monkeypatch):
+    """Its maps are uniform noise of the maps' shape: the IG maps (an hour or more on a CPU) were built for nothing."""
+    noise = ["student.method=KD_IG", "student.ig.maps=noise", "report.examples=0"]
+    assert _ids(tmp_path, student__ig__maps="noise").maps is None and _ids(tmp_path).maps is not None
+    code, out, err = run_cli(["distill", *_sets(tiny_overrides(tmp_path) + noise), "--dry-run", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    assert [stage["stage"] for stage in json.loads(out)["stages"]] == ["teacher", "student"]
+    code, _, err = run_cli(["distill", *_sets(tiny_overrides(tmp_path) + noise)], capsys, monkeypatch)
+    assert code == 0, err
+    (run,) = (tmp_path / "runs" / "tiny" / "students").iterdir()
+    assert run.name.startswith("KD_IG-noise-") and "maps" not in json.loads((run / "final.json").read_text())
+    assert not list(tmp_path.rglob("ig-*.npy"))  # no IG maps were computed
 
 
 def test_a_student_of_another_teacher_is_retrained_not_reused(tmp_path):

@@ -100,6 +100,7 @@ def overlays_maps(student: StudentConfig) -> bool:
 
 
 def uses_maps(student: StudentConfig) -> bool:
-    """Whether the student's run needs the teacher's maps: it overlays them, or a term reads them."""
+    """Whether the student's run needs the teacher's maps: it overlays them (the noise control's maps are drawn, not
+    the teacher's), or a term reads them."""
     mix = student_mix(student)
-    return mix.overlay or "teacher_maps" in mix.needs
+    return (mix.overlay and student.ig.maps != "noise") or "teacher_maps" in mix.needs

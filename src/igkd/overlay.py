@@ -52,11 +52,15 @@ def map_source(maps: torch.Tensor | MappedMaps, source: MapSource, seed: int) ->
     if source == "aligned":
         return maps
     maps = cast(torch.Tensor, maps)  # memory-mapped maps come only with aligned ones (Pipeline.maps)
-    generator = torch.Generator().manual_seed(seed)
     if source == "shuffled":
         n = maps.shape[0]
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         perm = torch.where(perm == torch.arange(n), perm.roll(1), perm) if n > 1 else perm
         return maps[perm.to(maps.device)]
-    noise = torch.rand(maps.shape, generator=generator, dtype=torch.float32)
-    return noise.to(device=maps.device, dtype=maps.dtype)
+    return noise_maps(tuple(maps.shape), seed).to(device=maps.device, dtype=maps.dtype)
+
+
+def noise_maps(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The noise control's maps: uniform [0, 1) float32 noise of ``shape`` (on the CPU), drawn from ``seed`` alone, so
+    a run on them needs no teacher maps."""
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)

@@ -6,7 +6,7 @@ upstream changes every identity below it:
     data     = how the data is split and augmented + the content of the training pool and the test set
     teacher  = the teacher section (an imported checkpoint by its bytes, not its path) + data
     maps     = the IG settings that change the maps + teacher + data
-    student  = the student section + the run seed + teacher + data (+ maps when the method overlays them)
+    student  = the student section + the run seed + teacher + data (+ maps when it reads the teacher's: not the noise control)
 
 The identity of a stage is its folder's reuse check (``final.json`` records it), its training state's resume
 key and, for students, part of its folder name. Identities depend on settings and data only, so they are known
@@ -25,7 +25,7 @@ from igkd.attribution.cache import map_params
 from igkd.config import CATConfig, ExplainConfig, RunConfig
 from igkd.data.sources import expand_path
 from igkd.errors import IgkdError
-from igkd.methods import uses_maps
+from igkd.methods import overlays_maps, uses_maps
 
 FORMAT_VERSION = 1
 # Where the data lives is not what it is (its content is hashed instead), and how it is loaded changes no batch.
@@ -127,6 +127,6 @@ def stage_finished(summary: Path, identity: str) -> bool:
 def student_run_id(cfg: RunConfig, student_identity: str) -> str:
     """A student's folder name under ``students/``: method, map control, architecture, seed and its identity."""
     arch = cfg.student.arch.replace(":", "_").replace("=", "")
-    needs_maps = uses_maps(cfg.student)
-    control = "" if cfg.student.ig.maps == "aligned" or not needs_maps else f"-{cfg.student.ig.maps}"
+    on_maps = overlays_maps(cfg.student) or uses_maps(cfg.student)
+    control = "" if cfg.student.ig.maps == "aligned" or not on_maps else f"-{cfg.student.ig.maps}"
     return f"{cfg.student.method}{control}-{arch}-seed{cfg.seed}-{student_identity[:8]}"

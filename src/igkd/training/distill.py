@@ -23,7 +23,7 @@ from igkd.models.features import FeatureTap
 from igkd.models.fuse import fast_frozen_copy
 from igkd.models.registry import build_model, parse_arch
 from igkd.normalization import normalization_values
-from igkd.overlay import map_source
+from igkd.overlay import map_source, noise_maps
 from igkd.runtime.device import place_model, use_channels_last
 from igkd.runtime.progress import StageProgress
 from igkd.training.inputs import epoch_start, input_maker
@@ -147,7 +147,11 @@ def distillation_run(
         term.bind(cfg, online_teacher, student)  # type: ignore[arg-type]  # the folded copy of a NormalizedModel is one
     student_paths = list(dict.fromkeys(s for term in loss.loss_terms for s in term.student_paths))
     student_tap = FeatureTap(student, student_paths) if student_paths else None
-    batch_maps = map_source(maps, cfg.student.ig.maps, cfg.seed) if use_maps and maps is not None else None
+    batch_maps = None
+    if use_maps and maps is not None:
+        batch_maps = map_source(maps, cfg.student.ig.maps, cfg.seed)
+    elif overlay:  # the noise control: maps drawn from the seed, no teacher maps read (methods.uses_maps)
+        batch_maps = noise_maps((len(data.pool), *data.pool.image_size), cfg.seed)
     make_inputs = input_maker(cfg.data, data.pool, device, channels_last, batch_maps, cfg.student.ig if overlay else None)
     train_idx = data.student_train_idx(cfg.student.train_fraction, cfg.seed).to(device)
     return DistillationRun(student, train_idx, make_inputs, make_distill_loss(loss, online_teacher, cached, student_tap))  # type: ignore[arg-type]
