@@ -71,6 +71,18 @@ def test_ablation_runs_only_the_chosen_controls_and_duplicate_options_plan_one_j
         plan_jobs("ablation", load_config("digits"), PlanOptions(seeds=(0,), controls=("blurred",)), DATA)
 
 
+def test_a_control_named_by_its_arm_runs_alone_as_the_same_run_the_method_with_controls_plans():
+    """--methods KD_IG-noise: the noise control without KD_IG on the teacher's maps (a campaign on a machine without
+    maps can run it), the very job that --methods KD_IG --controls noise plans beside KD_IG."""
+    digits = load_config("digits")
+    alone = plan_jobs("ablation", digits, PlanOptions(seeds=(1,), methods=("kd_ig-noise", "AT"), controls=()), DATA)
+    assert [(j.group, j.method, j.cfg.student.ig.maps) for j in alone] == [("AT", "AT", "aligned"), ("KD_IG-noise", "KD_IG", "noise")]
+    beside = plan_jobs("ablation", digits, PlanOptions(seeds=(1,), methods=("KD_IG",), controls=("noise",)), DATA)
+    assert [j.group for j in beside] == ["KD_IG", "KD_IG-noise"] and beside[1].run_id == alone[1].run_id
+    with pytest.raises(IgkdError, match=r"--methods KD-noise: KD overlays no maps, so it has no noise control; .* \(e.g. KD_IG-noise\)"):
+        plan_jobs("ablation", digits, PlanOptions(seeds=(0,), methods=("KD-noise",)), DATA)
+
+
 def test_sweep_students_span_the_papers_compression_range():
     archs = sweep_archs("mobilenetv2_cifar")
     teacher = count_params(build_model("mobilenetv2_cifar", 10))

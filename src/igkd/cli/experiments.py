@@ -34,7 +34,9 @@ def experiment(
         None, min=0.01, max=1.0, help=f"Stratified fraction of the training split each run trains on, fresh per seed {FILE_DEFAULT}."
     ),
     methods: str | None = typer.Option(
-        None, help=f"Only these methods, comma-separated (the ablation picks from its ten, in their order) {FILE_DEFAULT}."
+        None,
+        help=f"Only these methods, comma-separated (the ablation picks from its ten, in their order); a control by its arm's "
+        f"name runs alone (KD_IG-noise: KD_IG on noise maps, without KD_IG on the teacher's) {FILE_DEFAULT}.",
     ),
     controls: str | None = typer.Option(
         None, help=f"Map controls (shuffled, noise; none for neither) of the methods the file runs on controls (KD_IG) {FILE_DEFAULT}."

@@ -11,7 +11,7 @@ from igkd.artifacts.identity import stage_identities, student_run_id
 from igkd.config import RunConfig, validate_config
 from igkd.errors import IgkdError
 from igkd.experiments.grid import CONTROLS, Experiment, SmallerStudents, load_experiment
-from igkd.methods import canonical_method
+from igkd.methods import METHODS, canonical_method
 from igkd.models.registry import families, family_of, parse_arch
 
 T = TypeVar("T")
@@ -153,14 +153,18 @@ def plan_jobs(experiment: str | Path | Experiment, base: RunConfig, options: Pla
     if not options.seeds:
         raise IgkdError("an experiment needs at least one seed; pass --seeds N with N >= 1")
     methods = grid.methods
+    alone: list[tuple[str, str]] = []  # controls asked for by their arm's name (KD_IG-noise): that variant alone
     if options.methods is not None:
-        given = tuple(dict.fromkeys(m if m in grid.mixes else canonical_method(m) for m in options.methods))
+        arms = [_arm(m, experiment) for m in options.methods]
+        alone = list(dict.fromkeys((m, c) for m, c in arms if c is not None))
+        given = tuple(dict.fromkeys(m for m, c in arms if c is None))
         methods = tuple(m for m in grid.methods if m in given) if grid.methods_option == "select" else given
     unknown = [c for c in options.controls if c not in CONTROLS]
     if unknown:
         raise IgkdError(f"--controls {','.join(unknown)}: unknown map control; choose from {', '.join(CONTROLS)} (or none)")
     controls = {m: tuple(dict.fromkeys(cs if given_controls is None else given_controls)) for m, cs in grid.controls.items()}
     variants = [(m, "aligned") for m in methods] + [(m, c) for m in methods for c in controls.get(m, ())]
+    variants += [variant for variant in alone if variant not in variants]
     students: list[tuple[str, str | None]] = [(CONFIGURED, None)]
     if grid.students is not None:
         assert options.blocks is not None and options.widths is not None
@@ -178,6 +182,23 @@ def plan_jobs(experiment: str | Path | Experiment, base: RunConfig, options: Pla
     if not jobs:
         raise IgkdError(f"the {name} plan is empty with methods {list(options.methods or [])}; choose methods it runs")
     return jobs
+
+
+def _arm(name: str, experiment: Experiment) -> tuple[str, str | None]:
+    """A ``--methods`` entry as (method, control): ``KD_IG-noise`` asks for KD_IG on noise maps alone (without KD_IG on
+    the teacher's maps), ``KD_IG`` for the method (with the controls of ``--controls``)."""
+    mixes = experiment.grid.mixes
+    method, dash, control = name.rpartition("-")
+    if not (dash and control in CONTROLS):
+        return (name if name in mixes else canonical_method(name)), None
+    method = method if method in mixes else canonical_method(method)
+    overlays = mixes[method].overlay if method in mixes else METHODS[method].overlay
+    if not overlays:
+        raise IgkdError(
+            f"--methods {name}: {method} overlays no maps, so it has no {control} control; name a method that overlays "
+            f"them (e.g. KD_IG-{control})"
+        )
+    return method, control
 
 
 def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
