@@ -40,6 +40,23 @@ CAMPAIGN_RUNS = [  # results/cifar10-jpeg-cpu/campaign.sh's calls, in its order
     "KD_IG-shuffled-mobilenetv2_cifar_k5-seed2-bbc9ab81",
     "KD_IG-mobilenetv2_cifar_width0.5-seed2-e9e27109",
 ]
+CAMPAIGN_EXTRA_RUNS = [  # then, seed by seed, the noise control and the extra arms (these as planned at e6c41d4)
+    "KD_IG-noise-mobilenetv2_cifar_k5-seed0-fdcced63",
+    "AT-mobilenetv2_cifar_k5-seed0-93f75dc2",
+    "KD_AT-mobilenetv2_cifar_k5-seed0-63c82ea8",
+    "KD_IG_AT-mobilenetv2_cifar_k5-seed0-47619ebc",
+    "KD_EXPL-mobilenetv2_cifar_k5-seed0-02f4a311",
+    "KD_IG-noise-mobilenetv2_cifar_k5-seed1-cc26e4e1",
+    "AT-mobilenetv2_cifar_k5-seed1-36582d44",
+    "KD_AT-mobilenetv2_cifar_k5-seed1-3d527dbc",
+    "KD_IG_AT-mobilenetv2_cifar_k5-seed1-bef806e4",
+    "KD_EXPL-mobilenetv2_cifar_k5-seed1-fc799868",
+    "KD_IG-noise-mobilenetv2_cifar_k5-seed2-93f53993",
+    "AT-mobilenetv2_cifar_k5-seed2-6ea4389c",
+    "KD_AT-mobilenetv2_cifar_k5-seed2-666cd016",
+    "KD_IG_AT-mobilenetv2_cifar_k5-seed2-a299dc9c",
+    "KD_EXPL-mobilenetv2_cifar_k5-seed2-fa71e911",
+]
 
 
 def test_the_digits_main_job_keeps_its_identities():
@@ -66,6 +83,14 @@ def test_the_cifar10_cpu_campaign_keeps_its_run_folders(monkeypatch):
         for job in plan_jobs("ablation", cfg, PlanOptions(seeds=(seed,), methods=methods, controls=controls), CIFAR10_JPEG)
     ]
     assert runs == CAMPAIGN_RUNS
+    extra = [(("KD_IG-noise",), None), (("AT", "KD_AT", "KD_IG_AT", "KD_EXPL"), ())]
+    runs = [
+        job.run_id
+        for seed in (0, 1, 2)
+        for methods, controls in extra
+        for job in plan_jobs("ablation", k5, PlanOptions(seeds=(seed,), methods=methods, controls=controls), CIFAR10_JPEG)
+    ]
+    assert runs == CAMPAIGN_EXTRA_RUNS
 
 
 def test_the_campaign_config_names_its_speed_settings():

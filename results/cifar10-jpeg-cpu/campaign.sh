@@ -3,8 +3,9 @@
 # and the width=0.5 students (Student, KD_IG), 3 seeds each, seed 0 of every arm first. Within a seed the arms that
 # need no IG maps come first: the maps (50,000 images) take over an hour on a 2-core CPU and live in the run folder's
 # cache, so a session that may end before an IG arm finishes spends its time on arms it can land instead.
-# Then, as the budget allows, the extra arms: the paper's attention arms (AT, KD_AT, KD_IG_AT) and e²KD's explanation
-# matching (KD_EXPL), seed by seed. The config evaluates the teacher (first) and every student after it trains under the
+# Then, as the budget allows, the extra arms, seed by seed: KD_IG on uniform noise maps (does the overlay help as a plain
+# augmentation? it needs no IG maps), the paper's attention arms (AT, KD_AT, KD_IG_AT) and e²KD's explanation matching
+# (KD_EXPL). The config evaluates the teacher (first) and every student after it trains under the
 # 9 corruptions x 5 severities (robustness.enabled). Every call resumes: finished runs are reused by identity, a run
 # finished without its corruption record gets one, and an interrupted run goes on from its last finished epoch, so
 # re-run it to continue.
@@ -15,9 +16,9 @@
 # On a new machine, run `bash land.sh restore` first: the runs that have landed come back instead of training again.
 # EXPERIMENT OPTIONS go to every `igkd experiment` call: --stop-at HH:MM (one deadline for all calls; --budget would
 # restart with each call), or --set device=cuda --jobs 4 on a GPU. --no-maps (this script's own option) runs only the
-# arms that need no IG maps, Student, KD and the extra AT, KD_AT, KD_EXPL, for a session on a new machine too short to
-# rebuild the maps and train on them (the rebuild took 58 min on an Intel Xeon with AMX, 1.6 h on an AMD EPYC); the
-# plan still names every run.
+# arms that need no IG maps (Student, KD, and the extra noise control, AT, KD_AT, KD_EXPL), for a session on a new
+# machine too short to rebuild the maps and train on them (the rebuild took 58 min on an Intel Xeon with AMX, 1.6 h on
+# an AMD EPYC); the plan still names every run.
 set -euo pipefail
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding cifar10-jpeg-{train,test}.tar.gz}"
 teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint (e.g. shared/models/cifar10-jpeg-teacher-e25.pt)}
@@ -51,6 +52,7 @@ calls() {  # every call of the campaign, in its order, each with the options "$@
     ((skip)) || igkd experiment ablation "${width[@]}" "${one[@]}" --methods KD_IG --controls none "$@"
   done
   for seed in 0 1 2; do
+    igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods KD_IG-noise "$@"
     igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods "$extra" --controls none "$@"
   done
 }
