@@ -260,6 +260,18 @@ def test_figure_examples_show_one_image_per_class_first():
     assert classes_first(torch.tensor([0, 1, 3, 4, 5, 7]), labels).tolist() == [0, 3, 5, 1, 4, 7]
 
 
+def test_the_planned_family_asks_whether_a_maps_content_matters_and_whether_attention_adds_to_kd():
+    arms = ["Student", "KD", "KD_IG", "KD_IG-shuffled", "KD_IG-noise", "AT", "KD_AT"]
+    assert planned_pairs(arms) == [
+        ("KD_IG", "KD"),
+        ("KD_IG", "KD_IG-shuffled"),
+        ("KD_IG", "KD_IG-noise"),
+        ("KD_IG-noise", "KD"),
+        ("KD", "Student"),
+        ("KD_AT", "KD"),
+    ]
+
+
 def test_the_planned_family_asks_whether_explanation_matching_adds_to_kd():
     arms = ["Student", "KD", "KD_IG", "KD_EXPL", "KD_CAT", "KD_IG-shuffled"]
     assert planned_pairs(arms) == [

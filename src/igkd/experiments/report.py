@@ -117,10 +117,13 @@ def _by_group(plan: dict[str, Any], runs: dict[str, dict[str, Any]], base_arch: 
 
 def planned_pairs(arms: list[str]) -> list[tuple[str, str]]:
     """The comparisons the ablation is for, where both arms exist: KD_IG vs KD, KD_IG vs KD_IG with shuffled maps
-    (does the teacher's map of *the same image* matter?), KD vs Student, KD_EXPL, KD_CAT and KD_EXPL_FROZEN vs KD (does
-    matching the teacher's explanations add to KD?), KD_EXPL_FROZEN vs KD_EXPL (precomputed against online), and each
-    arm at the base student against the same arm at another student of similar size (truncation vs width)."""
-    pairs = [("KD_IG", "KD"), ("KD_IG", "KD_IG-shuffled"), ("KD", "Student"), ("KD_EXPL", "KD"), ("KD_CAT", "KD")]
+    (does the teacher's map of *the same image* matter?), KD_IG vs KD_IG with noise maps (does a map's content matter at
+    all?) and those noise maps vs KD (does the overlay help as a plain augmentation?), KD vs Student, KD_AT vs KD (the
+    paper's attention transfer on top of KD), KD_EXPL, KD_CAT and KD_EXPL_FROZEN vs KD (does matching the teacher's
+    explanations add to KD?), KD_EXPL_FROZEN vs KD_EXPL (precomputed against online), and each arm at the base student
+    against the same arm at another student of similar size (truncation vs width)."""
+    pairs = [("KD_IG", "KD"), ("KD_IG", "KD_IG-shuffled"), ("KD_IG", "KD_IG-noise"), ("KD_IG-noise", "KD"), ("KD", "Student")]
+    pairs += [("KD_AT", "KD"), ("KD_EXPL", "KD"), ("KD_CAT", "KD")]
     pairs += [("KD_EXPL_FROZEN", "KD"), ("KD_EXPL_FROZEN", "KD_EXPL")]
     pairs += [(arm.split(" @ ")[0], arm) for arm in arms if " @ " in arm]
     return [(a, b) for a, b in pairs if a in arms and b in arms]
