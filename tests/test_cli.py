@@ -89,10 +89,12 @@ def test_distill_and_evaluate_commands(finished_run):
     assert str(student.parent) in result.stdout.replace("\n", "")
     out = tmp / "eval.json"
     teacher = tmp / "runs" / "tiny" / "teacher" / "model.pt"
-    result = igkd("evaluate", str(student), *_sets(tiny_overrides(tmp)), "--teacher", str(teacher), "-o", str(out))
+    overrides = [*tiny_overrides(tmp), "evaluation.amp=off"]
+    result = igkd("evaluate", str(student), *_sets(overrides), "--teacher", str(teacher), "-o", str(out))
     assert result.returncode == 0, result.stderr
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 359 and len(metrics["confusion_matrix"]) == 10
+    assert metrics["precision"] == "float32" and "in float32" in result.stdout
     # agreement = the share of test images on which the two models predict the same class, computed here independently
     cfg = load_config(None, tiny_overrides(tmp))
     test = load_split(cfg.data, "test", cfg.cache_path)

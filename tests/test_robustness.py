@@ -11,7 +11,10 @@ from igkd.data.sources import _load_digits
 from igkd.errors import IgkdError
 from igkd.evaluation.corruptions import CORRUPTIONS, PARAMETERS, SEVERITIES, check_corruptions, corrupt, defocus_kernel
 from igkd.evaluation.robustness import summarize_robustness
+from igkd.runtime.device import precision_name
 from test_cli import igkd
+
+AUTO = precision_name(torch.device("cpu"), "auto")  # what ensure_robustness computes in by default on this machine
 
 
 @pytest.fixture(scope="module", params=[16, 32], ids=["16px", "32px"])
@@ -97,10 +100,10 @@ def test_a_stored_result_is_reused_only_for_the_same_checkpoint_protocol_and_imp
     monkeypatch.setattr(robustness, "VERSION", robustness.VERSION + 1)  # the corruptions' code changed
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 4
-    assert robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None)
+    assert robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None, AUTO)
     checkpoint.write_bytes(b"other weights")
-    assert not robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None)
-    assert not robustness.robustness_current(tmp_path, None, protocol, None)  # a run restored with no model's SHA-256
+    assert not robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None, AUTO)
+    assert not robustness.robustness_current(tmp_path, None, protocol, None, AUTO)  # a run restored with no model's SHA-256
 
 
 def test_a_record_read_back_is_current_for_every_corruption(tmp_path, monkeypatch):
@@ -121,7 +124,7 @@ def test_a_record_read_back_is_current_for_every_corruption(tmp_path, monkeypatc
     monkeypatch.setattr(robustness, "corrupt", lambda *args, **kwargs: calls.append(args[1:3]) or corrupt(*args, **kwargs))
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 9 and ("defocus_blur", 1) in calls
-    assert robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None)
+    assert robustness.robustness_current(tmp_path, hash_file(checkpoint), protocol, None, AUTO)
     robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, torch.device("cpu"))
     assert len(calls) == 9
 
@@ -206,3 +209,41 @@ def test_the_campaigns_protocol_is_the_one_its_landed_records_hold():
     landed = [json.loads(path.read_text())["robustness"]["protocol"] for path in runs]
     assert landed and all(protocol == protocol_record(load_config("cifar10_jpeg_cpu").robustness) for protocol in landed)
     assert protocol_record(RobustnessConfig()) == {**protocol_record(RobustnessConfig(fold_batchnorm=False)), "fold_batchnorm": True}
+
+
+def test_a_record_of_another_precision_is_measured_again_and_one_from_before_precisions_were_recorded_holds(tmp_path, monkeypatch):
+    """``evaluation.amp`` decides the precision of corruption (and transfer) evaluations: a record computed in bf16 is
+    not reused for float32, and the teacher's and a student's records of different precisions are not set side by side."""
+    from torch import nn
+
+    from igkd.artifacts.atomic import atomic_write_json, read_json_object
+    from igkd.config import RobustnessConfig
+    from igkd.data.imageset import ImageSet
+    from igkd.evaluation import robustness
+    from igkd.experiments.report import robustness_record_problem
+    from igkd.stages.plan import transfer_current
+
+    test = ImageSet(_load_digits("test", 8).images[:20], _load_digits("test", 8).labels[:20], [str(i) for i in range(10)])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    protocol = RobustnessConfig(corruptions=["contrast"], severities=[1])
+    calls = []
+    monkeypatch.setattr(robustness, "corrupt", lambda *args, **kwargs: calls.append(args[1:3]) or corrupt(*args, **kwargs))
+    cpu, digest = torch.device("cpu"), hash_file(checkpoint)
+    in_bf16 = robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, cpu, amp="bf16")
+    assert in_bf16["precision"] == "bfloat16" and len(calls) == 1
+    assert robustness.robustness_current(tmp_path, digest, protocol, None, "bfloat16")
+    assert not robustness.robustness_current(tmp_path, digest, protocol, None, "float32")
+    in_float32 = robustness.ensure_robustness(tmp_path, checkpoint, model, test, protocol, cpu, amp="off")
+    assert in_float32["precision"] == "float32" and len(calls) == 2
+    student, teacher = {**in_float32, "reference": {"checkpoint_sha256": "t"}}, {**in_float32, "checkpoint_sha256": "t"}
+    assert robustness_record_problem(student, teacher) is None
+    assert robustness_record_problem(student, {**teacher, "precision": "bfloat16"}) == "computed in float32, the teacher's in bfloat16"
+    older = {key: value for key, value in read_json_object(tmp_path / robustness.RECORD).items() if key != "precision"}
+    atomic_write_json(tmp_path / robustness.RECORD, older)  # made before igkd recorded the precision
+    assert robustness.robustness_current(tmp_path, digest, protocol, None, "bfloat16")
+    assert robustness_record_problem({**older, "reference": {"checkpoint_sha256": "t"}}, {**teacher, "precision": "bfloat16"}) is None
+    transfer = {"checkpoint_sha256": digest, "splits": {"val": {}}, "precision": "bfloat16"}
+    assert transfer_current(transfer, digest, ["val"], "bfloat16") and not transfer_current(transfer, digest, ["val"], "float32")
+    assert transfer_current({key: v for key, v in transfer.items() if key != "precision"}, digest, ["val"], "float32")

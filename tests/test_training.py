@@ -160,6 +160,30 @@ def test_predict_logits_moves_the_model_to_the_device():
     assert probe.weight.device == meta and probe.training  # stays on the device; train/eval mode restored
 
 
+def test_evaluation_computes_in_the_precision_it_is_given_and_records_it(monkeypatch):
+    """bf16 autocast moves predictions whose logits nearly tie (17 of the CIFAR-10 (JPEG q75) teacher's 10,000 test
+    images): ``evaluation.amp=off`` computes in float32 on any CPU, and every result names its precision."""
+    from torch import nn
+
+    from igkd.data.imageset import ImageSet
+    from igkd.evaluation.evaluate import evaluate_model
+    from igkd.runtime import device as device_module
+
+    # class 1's weights exceed class 0's by 2**-12: float32 ranks it first, bf16 (8 bits of mantissa) ties them
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 2, bias=False)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.ones(12), torch.full((12,), 1 + 2**-12)]))
+    data = ImageSet(torch.full((4, 3, 2, 2), 200, dtype=torch.uint8), torch.ones(4, dtype=torch.long), ["a", "b"])
+    cpu = torch.device("cpu")
+    in_float32 = evaluate_model(model, data, cpu, amp="off")
+    assert in_float32["accuracy"] == 1.0 and in_float32["precision"] == "float32"
+    in_bf16 = evaluate_model(model, data, cpu, amp="bf16")
+    assert in_bf16["accuracy"] == 0.0 and in_bf16["precision"] == "bfloat16"
+    for native, precision in ((False, "float32"), (True, "bfloat16")):  # auto: bf16 only where the CPU computes it natively
+        monkeypatch.setattr(device_module, "native_bf16", lambda _device, native=native: native)
+        assert evaluate_model(model, data, cpu)["precision"] == precision
+
+
 def test_evaluation_runs_models_channels_last_with_the_same_predictions():
     from igkd.data.imageset import ImageSet
     from igkd.evaluation.evaluate import evaluate_model

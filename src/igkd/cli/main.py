@@ -184,7 +184,7 @@ def evaluate(
     loaded = load_any_model(model, arch, normalize, rename=rename)
     data = load_split(cfg.data, cast("Split", split), cfg.cache_path).remap_to(loaded.classes)
     reference = load_any_model(teacher_path, None, None).model if teacher_path else None
-    metrics = evaluate_model(loaded.model, data, device, reference=reference, console=console)
+    metrics = evaluate_model(loaded.model, data, device, reference=reference, console=console, amp=cfg.evaluation.amp)
     metrics.update(
         model=str(model),
         arch=str(loaded.arch),
@@ -195,10 +195,10 @@ def evaluate(
     present = sum(v is not None for v in metrics["per_class_accuracy"].values())
     console.print(
         f"{model}: accuracy {100 * metrics['accuracy']:.2f}%, balanced accuracy {100 * metrics['balanced_accuracy']:.2f}% "
-        f"on {metrics['n']} images ({present} of {len(loaded.classes)} classes present)"
+        f"on {metrics['n']} images ({present} of {len(loaded.classes)} classes present), in {metrics['precision']}"
     )
     if protocol is not None:
-        metrics["robustness"] = evaluate_robustness(loaded.model, reference, data, protocol, device, console)
+        metrics["robustness"] = evaluate_robustness(loaded.model, reference, data, protocol, device, console, cfg.evaluation.amp)
     if output:
         atomic_write_json(output, metrics)
     else:
@@ -214,12 +214,14 @@ def corruption_protocol(base: RobustnessConfig, names: list[str] | None, severit
     return base.model_copy(update=chosen)
 
 
-def evaluate_robustness(model, reference, data, protocol, device, console: Console) -> dict:
-    """Corruption accuracies of ``model`` (and of ``reference``, the teacher, for mCE), summarised and printed."""
+def evaluate_robustness(model, reference, data, protocol, device, console: Console, amp: str) -> dict:
+    """Corruption accuracies of ``model`` (and of ``reference``, the teacher, for mCE) under the autocast setting ``amp``,
+    summarised and printed."""
     from igkd.evaluation.robustness import corruption_accuracies, protocol_record, summarize_robustness
+    from igkd.runtime.device import precision_name
 
     models = {"model": model, **({"reference": reference} if reference is not None else {})}
-    measured = corruption_accuracies(models, data, protocol, device, console=console)
+    measured = corruption_accuracies(models, data, protocol, device, console=console, amp=amp)
     ref = measured.get("reference")
     summary = summarize_robustness(measured["model"]["clean_accuracy"], measured["model"]["accuracy"], ref["accuracy"] if ref else None)
     table = Table("corruption", *[f"s{s}" for s in protocol.severities], "mean", title="accuracy (%) under corruption")
@@ -234,6 +236,7 @@ def evaluate_robustness(model, reference, data, protocol, device, console: Conso
     return {
         **summary,
         "protocol": protocol_record(protocol),
+        "precision": precision_name(device, amp),
         **({"reference_clean_accuracy": ref["clean_accuracy"], "reference_accuracy": ref["accuracy"]} if ref else {}),
     }
 

@@ -7,7 +7,7 @@ from rich.console import Console
 from torch import nn
 
 from igkd.data.imageset import ImageSet
-from igkd.runtime.device import place_model
+from igkd.runtime.device import place_model, precision_name
 from igkd.runtime.progress import StageProgress
 from igkd.training.loop import predict_logits
 
@@ -36,12 +36,14 @@ def evaluate_model(
     batch_size: int | None = None,
     reference: nn.Module | None = None,
     console: Console | None = None,
+    amp: str = "auto",
 ) -> dict:
-    """Metrics of ``model`` on ``dataset``; with ``reference`` (the teacher) also their agreement.
+    """Metrics of ``model`` on ``dataset``; with ``reference`` (the teacher) also their agreement; ``precision``, what
+    the autocast setting ``amp`` (``evaluation.amp``) computed in.
 
-    Both models run channels_last on ``device`` (and stay so): float32 as before, equal up to rounding, and on this
-    project's 2-core CPU, in an ad-hoc check, 1.7x the images/s of NCHW for the CIFAR teacher. With ``console``, progress is shown there
-    (a bar, or a few plain lines, with the time left)."""
+    Both models run channels_last on ``device`` (and stay so): equal to NCHW up to rounding, and on this project's
+    2-core CPU, in an ad-hoc check, 1.7x the images/s of NCHW for the CIFAR teacher. With ``console``, progress is shown
+    there (a bar, or a few plain lines, with the time left)."""
 
     def progress(label: str) -> StageProgress | None:
         return StageProgress(console, label, 1, device.type, unit="image", project=False) if console else None
@@ -49,11 +51,9 @@ def evaluate_model(
     for net in (model, reference):
         if net is not None:
             place_model(net, device, channels_last=True)
-    predictions = predict_logits(model, dataset.images, batch_size, device, progress=progress("evaluate")).argmax(1)
+    predictions = predict_logits(model, dataset.images, batch_size, device, amp, progress("evaluate")).argmax(1)
     metrics = classification_metrics(predictions, dataset.labels, dataset.classes)
     if reference is not None:
-        reference_predictions = predict_logits(reference, dataset.images, batch_size, device, progress=progress("evaluate teacher")).argmax(
-            1
-        )
+        reference_predictions = predict_logits(reference, dataset.images, batch_size, device, amp, progress("evaluate teacher")).argmax(1)
         metrics["teacher_agreement"] = float((predictions == reference_predictions).float().mean())
-    return metrics
+    return {**metrics, "precision": precision_name(device, amp)}

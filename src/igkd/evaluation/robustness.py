@@ -27,7 +27,7 @@ from igkd.evaluation.corruptions import PARAMETERS, VERSION, corrupt
 from igkd.models.fuse import fast_frozen_copy
 from igkd.runtime import budget
 from igkd.runtime.clock import running_seconds
-from igkd.runtime.device import place_model
+from igkd.runtime.device import place_model, precision_name
 from igkd.runtime.progress import StageProgress
 from igkd.training.loop import predict_logits
 
@@ -41,8 +41,10 @@ SOURCE = (
 Accuracies = dict[str, dict[str, float]]  # corruption -> severity (as a string, for JSON) -> accuracy
 
 
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int | None) -> float:
-    predictions = predict_logits(model, images, batch_size, device).argmax(1)
+def _accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int | None, amp: str
+) -> float:
+    predictions = predict_logits(model, images, batch_size, device, amp).argmax(1)
     return float((predictions == labels).float().mean())
 
 
@@ -53,17 +55,19 @@ def corruption_accuracies(
     device: torch.device,
     batch_size: int | None = None,
     console: Console | None = None,
+    amp: str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """Clean and per-corruption, per-severity accuracy of every model; each corrupted set is made once for all models.
 
-    The models run channels_last on ``device`` (and stay so), as in :func:`igkd.evaluation.evaluate.evaluate_model`; with
-    ``protocol.fold_batchnorm``, as their inference copies (:func:`igkd.models.fuse.fast_frozen_copy`)."""
+    The models run channels_last on ``device`` (and stay so) under the autocast setting ``amp``, as in
+    :func:`igkd.evaluation.evaluate.evaluate_model`; with ``protocol.fold_batchnorm``, as their inference copies
+    (:func:`igkd.models.fuse.fast_frozen_copy`)."""
     for model in models.values():
         place_model(model, device, channels_last=True)
     if protocol.fold_batchnorm:
         models = {name: place_model(fast_frozen_copy(model), device, channels_last=True) for name, model in models.items()}
     results: dict[str, dict[str, Any]] = {
-        name: {"clean_accuracy": _accuracy(model, test.images, test.labels, device, batch_size), "accuracy": {}}
+        name: {"clean_accuracy": _accuracy(model, test.images, test.labels, device, batch_size, amp), "accuracy": {}}
         for name, model in models.items()
     }
     cells = [(c, s) for c in protocol.corruptions for s in protocol.severities]
@@ -77,7 +81,7 @@ def corruption_accuracies(
             started = running_seconds()
             images = corrupt(test.images, corruption, severity, protocol.seed, device)
             for name, model in models.items():
-                accuracy = _accuracy(model, images, test.labels, device, batch_size)
+                accuracy = _accuracy(model, images, test.labels, device, batch_size, amp)
                 results[name]["accuracy"].setdefault(corruption, {})[str(severity)] = accuracy
             budget.remember(_SET, running_seconds() - started)
             if progress is not None:
@@ -124,21 +128,29 @@ def protocol_record(protocol: RobustnessConfig) -> dict[str, Any]:
     return json.loads(json.dumps(record))
 
 
-def _up_to_date(record: dict[str, Any], checkpoint_sha256: str, protocol: dict[str, Any], reference_sha256: str | None) -> bool:
+def _up_to_date(
+    record: dict[str, Any], checkpoint_sha256: str, protocol: dict[str, Any], reference_sha256: str | None, precision: str
+) -> bool:
     return (
         record.get("checkpoint_sha256") == checkpoint_sha256
         and record.get("protocol") == protocol
         and record.get("reference", {}).get("checkpoint_sha256") == reference_sha256
+        # a record made before igkd recorded the precision holds: it was computed in what "auto" chooses on its machine
+        and record.get("precision", precision) == precision
     )
 
 
-def robustness_current(folder: Path, checkpoint_sha256: str | None, protocol: RobustnessConfig, reference: dict[str, Any] | None) -> bool:
-    """Whether ``folder/robustness.json`` holds the result of the model with this SHA-256 under this protocol and reference."""
+def robustness_current(
+    folder: Path, checkpoint_sha256: str | None, protocol: RobustnessConfig, reference: dict[str, Any] | None, precision: str
+) -> bool:
+    """Whether ``folder/robustness.json`` holds the result of the model with this SHA-256 under this protocol, reference
+    and precision ('bfloat16' or 'float32', :func:`igkd.runtime.device.precision_name`)."""
     return checkpoint_sha256 is not None and _up_to_date(
         read_json_object(folder / RECORD),
         checkpoint_sha256,
         protocol_record(protocol),
         reference["checkpoint_sha256"] if reference else None,
+        precision,
     )
 
 
@@ -152,23 +164,27 @@ def ensure_robustness(
     reference: dict[str, Any] | None = None,
     console: Console | None = None,
     seed: int = 0,
+    amp: str = "auto",
 ) -> dict[str, Any]:
-    """``folder/robustness.json`` for ``checkpoint``: reused when current, else measured and written atomically.
+    """``folder/robustness.json`` for ``checkpoint``: reused when current, else measured under the autocast setting
+    ``amp`` and written atomically.
 
     ``reference`` is another model's record (the teacher's) for CE/mCE; without it the model is its own reference."""
     digest = hash_file(checkpoint)
     expected = protocol_record(protocol)
     reference_sha = reference["checkpoint_sha256"] if reference else None
+    precision = precision_name(device, amp)
     existing = read_json_object(folder / RECORD)
-    if _up_to_date(existing, digest, expected, reference_sha):
+    if _up_to_date(existing, digest, expected, reference_sha, precision):
         return existing
-    measured = corruption_accuracies({"model": model}, test, protocol, device, console=console)["model"]
+    measured = corruption_accuracies({"model": model}, test, protocol, device, console=console, amp=amp)["model"]
     ref_accuracy = reference["accuracy"] if reference else measured["accuracy"]
     record = {
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": digest,
         "protocol": expected,
         "test_images": len(test),
+        "precision": precision,
         **summarize_robustness(measured["clean_accuracy"], measured["accuracy"], ref_accuracy),
         "reference": {"checkpoint": reference["checkpoint"], "checkpoint_sha256": reference_sha} if reference else {},
         **provenance(device, seed),

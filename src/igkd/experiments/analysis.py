@@ -59,9 +59,10 @@ def transfer_set(base: DataConfig, root: Path, split: str) -> DataConfig:
     return base.model_copy(update={"source": "imagefolder", "root": root, "test_split": split, "resize": True})
 
 
-def transfer_metrics(model: nn.Module, data: ImageSet, device: torch.device, dataset_label: str) -> dict[str, Any]:
-    """Accuracy and balanced accuracy (over the classes present) of a model on another dataset."""
-    metrics = evaluate_model(model, data, device)
+def transfer_metrics(model: nn.Module, data: ImageSet, device: torch.device, dataset_label: str, amp: str = "auto") -> dict[str, Any]:
+    """Accuracy and balanced accuracy (over the classes present) of a model on another dataset, under the autocast
+    setting ``amp``."""
+    metrics = evaluate_model(model, data, device, amp=amp)
     present = [name for name, acc in metrics["per_class_accuracy"].items() if acc is not None]
     return {**metrics, "dataset": dataset_label, "classes_present": present}
 

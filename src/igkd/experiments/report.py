@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -135,6 +135,8 @@ def robustness_record_problem(record: dict[str, Any], reference: dict[str, Any])
         return "measured under another corruption protocol than the teacher's"
     if record.get("reference", {}).get("checkpoint_sha256") != reference.get("checkpoint_sha256"):
         return "its mCE is relative to another teacher"
+    if {record.get("precision"), reference.get("precision")} >= {"bfloat16", "float32"}:
+        return f"computed in {record['precision']}, the teacher's in {reference['precision']}"
     cells = [(c, str(v)) for c in reference["protocol"]["corruptions"] for v in reference["protocol"]["severities"]]
     if any(v not in record.get("accuracy", {}).get(c, {}) for c, v in cells):
         return "it lacks a corruption or severity of the protocol"
@@ -769,6 +771,16 @@ def _maps_used(runs: dict[str, dict[str, Any]]) -> str:
     return f" IG maps trained on (SHA-256 of the file, for the runs that record it): {'; '.join(files)}."
 
 
+def _evaluated_in(runs: dict[str, dict[str, Any]]) -> str:
+    """A sentence on the precision the runs' test accuracy was computed in (``evaluation.amp``), with how many runs
+    each; runs evaluated before igkd recorded it count as 'not recorded'."""
+    counts = Counter(str(run["final"].get("test", {}).get("precision", "not recorded")) for run in runs.values())
+    if not counts:
+        return ""
+    parts = (f"{name} ({n} run{'s' * (n > 1)})" for name, n in sorted(counts.items()))
+    return f" Test accuracy computed in: {', '.join(parts)}."
+
+
 def _device_name(environment: dict[str, Any]) -> str:
     """A run's device as its provenance names it: the GPU, or the CPU with its model."""
     if environment.get("gpu"):
@@ -881,7 +893,7 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
     doc.heading("Provenance", 2)
     doc.paragraph(
         f"Report made by `{prov['command']}` at commit `{prov['git_commit']}`. Runs: {len(runs)}, git commits "
-        f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}.{_maps_used(runs)}"
+        f"{', '.join(f'`{c}`' for c in commits) or 'n/a'}, devices {', '.join(devices) or 'n/a'}.{_evaluated_in(runs)}{_maps_used(runs)}"
     )
     for run_id, run in runs.items():
         atomic_write_json(out / REPORT_RUNS / f"{run_id}.json", run)

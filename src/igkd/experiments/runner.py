@@ -220,7 +220,7 @@ class ExperimentRunner:
     def transfer(self, name: str, root: Path, splits: list[str]) -> int:
         """Evaluate the teacher and every finished student on ``root/<split>`` folders; returns models evaluated."""
         from igkd.data.sources import expand_path
-        from igkd.runtime.device import resolve_device
+        from igkd.runtime.device import precision_name, resolve_device
 
         root = expand_path(root)
         device = resolve_device(self.base.device)
@@ -230,18 +230,20 @@ class ExperimentRunner:
         classes = load_checkpoint(teacher).classes
         sets = {split: load_transfer_set(self.base.data, root, split, classes, self.base.cache_path) for split in splits}
         folders = [teacher.parent] + sorted(p for p in (self.run_dir / STUDENTS_DIR).glob("*") if (p / SUMMARY).is_file())
+        amp = self.base.evaluation.amp
+        precision = precision_name(device, amp)
         done, without_model = 0, []
         for folder in folders:
             out = folder / transfer_record(name)
             digest = model_sha256(folder)
-            if digest and transfer_current(read_json_object(out), digest, splits):
+            if digest and transfer_current(read_json_object(out), digest, splits, precision):
                 continue
             checkpoint = published_model(folder)
             if not checkpoint.is_file():
                 without_model.append(folder.name)
                 continue
             model = load_checkpoint(checkpoint).model
-            results = {split: transfer_metrics(model, data, device, f"{root.name}/{split}") for split, data in sets.items()}
+            results = {split: transfer_metrics(model, data, device, f"{root.name}/{split}", amp) for split, data in sets.items()}
             atomic_write_json(
                 out,
                 {
@@ -249,6 +251,7 @@ class ExperimentRunner:
                     "root": str(root),
                     "checkpoint": str(checkpoint),
                     "checkpoint_sha256": digest,
+                    "precision": precision,
                     "splits": results,
                     **provenance(device, self.base.seed),
                 },

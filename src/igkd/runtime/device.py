@@ -120,6 +120,11 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" or (amp == "auto" and native_bf16(device)) else None
 
 
+def precision_name(device: torch.device, amp: str) -> str:
+    """What the autocast setting ``amp`` computes in on ``device``: 'bfloat16' or 'float32', as results record it."""
+    return "bfloat16" if autocast_dtype(device, amp) == torch.bfloat16 else "float32"
+
+
 def autocast(device: torch.device, amp: str | torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to the dtype ``amp`` names (a training setting, see :func:`autocast_dtype`, or a dtype); None: a no-op."""
     dtype = autocast_dtype(device, amp) if isinstance(amp, str) else amp

@@ -151,7 +151,9 @@ class Pipeline:
             "arch": str(loaded.arch),
             "classes": loaded.classes,
             "data": self.data_label(),
-            "test": evaluate_model(model, self.data.test, self.device, reference=reference, console=self.console),
+            "test": evaluate_model(
+                model, self.data.test, self.device, reference=reference, console=self.console, amp=self.cfg.evaluation.amp
+            ),
             "params": count_params(model),
             "macs": count_macs(model, self.data.pool.image_size),
             "checkpoint_bytes": file_size(checkpoint),
@@ -330,6 +332,7 @@ class Pipeline:
             self.device,
             console=self.console,
             seed=self.cfg.seed,
+            amp=self.cfg.evaluation.amp,
         )
 
     def student_robustness(self, checkpoint: Path, reference: dict[str, Any]) -> dict[str, Any]:
@@ -344,6 +347,7 @@ class Pipeline:
             reference=reference,
             console=self.console,
             seed=self.cfg.seed,
+            amp=self.cfg.evaluation.amp,
         )
 
     def teacher_summary(self) -> dict[str, Any]:

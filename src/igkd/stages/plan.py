@@ -30,6 +30,7 @@ from igkd.artifacts.layout import ANALYSIS, STATE, STUDENTS_DIR, SUMMARY, TEACHE
 from igkd.config import RunConfig, TrainConfig
 from igkd.evaluation.robustness import RECORD, robustness_current
 from igkd.methods import uses_maps
+from igkd.runtime.device import precision_name, resolve_device
 
 if TYPE_CHECKING:
     from igkd.stages.dry_run import DryRun
@@ -177,8 +178,9 @@ def robustness_status(run_dir: Path, folder: Path, cfg: RunConfig) -> StageStatu
     if not cfg.robustness.enabled:
         return StageStatus("reuse", "robustness is not asked for")
     reference = read_json_object(run_dir / TEACHER_DIR / RECORD)
-    if reference and robustness_current(folder, model_sha256(folder), cfg.robustness, reference):
-        return StageStatus("reuse", f"{folder / RECORD} records this checkpoint, protocol and teacher")
+    precision = precision_name(resolve_device(cfg.device), cfg.evaluation.amp)
+    if reference and robustness_current(folder, model_sha256(folder), cfg.robustness, reference, precision):
+        return StageStatus("reuse", f"{folder / RECORD} records this checkpoint, protocol, teacher and precision")
     return StageStatus("run", f"{folder / RECORD} or the teacher's record is missing or out of date")
 
 
@@ -197,6 +199,11 @@ def job_statuses(run_dir: Path, run_id: str, identity: str, cfg: RunConfig) -> I
     yield robustness_status(run_dir, folder, cfg)
 
 
-def transfer_current(record: dict[str, Any], checkpoint_sha256: str, splits: list[str]) -> bool:
-    """A transfer evaluation (``transfer-<name>.json``): current when it records this checkpoint and these splits."""
-    return record.get("checkpoint_sha256") == checkpoint_sha256 and set(record.get("splits", {})) == set(splits)
+def transfer_current(record: dict[str, Any], checkpoint_sha256: str, splits: list[str], precision: str) -> bool:
+    """A transfer evaluation (``transfer-<name>.json``): current when it records this checkpoint, these splits and this
+    precision (a record made before igkd recorded it holds: it was computed in what "auto" chooses on its machine)."""
+    return (
+        record.get("checkpoint_sha256") == checkpoint_sha256
+        and set(record.get("splits", {})) == set(splits)
+        and record.get("precision", precision) == precision
+    )

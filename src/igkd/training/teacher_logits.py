@@ -18,15 +18,10 @@ from igkd.artifacts.integrity import manifest_path, verify, write_manifest
 from igkd.attribution.cache import teacher_hash
 from igkd.errors import IgkdError
 from igkd.runtime import distributed
-from igkd.runtime.device import autocast_dtype
+from igkd.runtime.device import precision_name
 from igkd.training.loop import predict_logits
 
 FORMAT_VERSION = 1
-
-
-def logits_precision(device: torch.device) -> str:
-    """The precision :func:`predict_logits` computes in on ``device`` (bf16 autocast on CUDA)."""
-    return "bfloat16" if autocast_dtype(device, "auto") == torch.bfloat16 else "float32"
 
 
 def cached_teacher_logits(
@@ -44,7 +39,7 @@ def cached_teacher_logits(
     ``data_digest`` is :func:`data_hash` of the images and labels when the caller holds it already. Under torchrun
     rank 0 builds the file and the other ranks read it.
     """
-    precision = logits_precision(device)
+    precision = precision_name(device, "auto")
     teacher_digest, data_digest = teacher_hash(teacher), data_digest or data_hash(images, labels)
     key = hash_jsonable({"format": FORMAT_VERSION, "teacher": teacher_digest, "data": data_digest, "precision": precision})
     path = Path(cache_dir) / f"teacher-logits-{key[:16]}.pt"
