@@ -16,7 +16,7 @@ from igkd.config import load_config
 from igkd.evaluation.robustness import RECORD
 from igkd.experiments.grid import Experiment, ExperimentGrid
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.experiments.report import _status, build_report, classes_first, paper_note, planned_pairs
+from igkd.experiments.report import _maps_used, _status, build_report, classes_first, paper_note, planned_pairs
 from igkd.experiments.runner import ExperimentRunner
 
 DATA = "0" * 64
@@ -80,7 +80,9 @@ def _finish(run_dir: Path, job, accuracy: float, robustness: dict | None = None)
             "seed": job.seed,
             "params": 1000,
             "macs": 2000,
-            "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9},
+            # seed 2's machine recorded the precision of its evaluation; the others ran before igkd recorded it
+            "test": {"accuracy": accuracy, "balanced_accuracy": accuracy, "teacher_agreement": 0.9}
+            | ({"precision": "bfloat16"} if job.seed == 2 else {}),
             "config": job.cfg.model_dump(mode="json"),
             "git_commit": "abc",
             "environment": {"device": "cpu", "cpu": cpu},
@@ -162,10 +164,14 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
     assert counts == {"Student": 3, "KD": 3, "KD_IG": 3, "KD_IG-shuffled": 2, "Student @ width=0.25": 2}
     assert summary["ablation"]["summary"]["KD_IG"]["mean"] == pytest.approx(np.mean(ACCURACY["KD_IG"]))
     assert "13 of 14 planned runs finished (seeds 0, 1, 2" in markdown
-    assert f"git commits `abc`, devices cpu ({EPYC}), cpu ({XEON})." in markdown
+    precisions = "Test accuracy computed in: bfloat16 (3 runs), not recorded (10 runs)."
+    assert f"git commits `abc`, devices cpu ({EPYC}), cpu ({XEON}). {precisions}" in markdown
     assert (  # KD_IG (3 seeds) and its shuffled-maps control (2): the machine of seed 2 built its own maps
         "IG maps trained on (SHA-256 of the file, for the runs that record it): "
         f"`aaaaaaaaaaaa` (computed on cpu ({EPYC}); 4 runs); `bbbbbbbbbbbb` (computed on cpu ({XEON}); 1 run)." in markdown
+    )
+    assert _maps_used({"run": {"final": {"maps": {"sha256": "c" * 64, "built_by": []}}}}) == (
+        " IG maps trained on (SHA-256 of the file, for the runs that record it): `cccccccccccc` (its builders not recorded; 1 run)."
     )
     assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
 

@@ -766,8 +766,9 @@ def _maps_used(runs: dict[str, dict[str, Any]]) -> str:
         return ""
     files = []
     for sha256, records in used.items():
-        builders = sorted({_device_name(builder.get("environment", {})) for builder in records[0]["built_by"]}) or ["not recorded"]
-        files.append(f"`{sha256[:12]}` (computed on {', '.join(builders)}; {len(records)} run{'s' * (len(records) > 1)})")
+        builders = sorted({_device_name(builder.get("environment", {})) for builder in records[0]["built_by"]})
+        by = f"computed on {', '.join(builders)}" if builders else "its builders not recorded"
+        files.append(f"`{sha256[:12]}` ({by}; {len(records)} run{'s' * (len(records) > 1)})")
     return f" IG maps trained on (SHA-256 of the file, for the runs that record it): {'; '.join(files)}."
 
 
