@@ -57,7 +57,8 @@ def test_info_says_what_auto_chose_and_why(bf16_cpu):
     lines: list[str] = []
     describe_info(environment_report(), lines.append)
     (line,) = [text for text in lines if text.startswith("auto speed settings")]
-    assert f"amp {'bf16' if bf16_cpu else 'off'} for training and evaluation (" in line and "channels_last on" in line and "evaluation batch 64" in line
+    assert f"amp {'bf16' if bf16_cpu else 'off'} for training and evaluation (" in line
+    assert "channels_last on" in line and "evaluation batch 64" in line
 
 
 def test_an_unset_evaluation_batch_is_small_on_the_cpu_and_large_on_a_gpu_and_a_set_one_wins():

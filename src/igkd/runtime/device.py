@@ -169,8 +169,8 @@ def auto_settings(device: torch.device) -> dict[str, str]:
 def describe_auto_settings(auto: dict[str, str]) -> str:
     """:func:`auto_settings` in words, as ``igkd info`` and the dry run print them."""
     return (
-        f"amp {auto['amp']} for training and evaluation ({auto['amp_why']}), channels_last {auto['channels_last']} ({auto['channels_last_why']}), "
-        f"evaluation batch {auto['eval_batch_size']}"
+        f"amp {auto['amp']} for training and evaluation ({auto['amp_why']}), "
+        f"channels_last {auto['channels_last']} ({auto['channels_last_why']}), evaluation batch {auto['eval_batch_size']}"
     )
 
 
