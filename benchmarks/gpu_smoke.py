@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from igkd.artifacts.atomic import atomic_write_json  # noqa: E402
 from igkd.artifacts.provenance import provenance  # noqa: E402
-from igkd.attribution.ig import IGParams, compute_ig_maps  # noqa: E402
+from igkd.attribution.ig import compute_ig_maps  # noqa: E402
+from igkd.attribution.params import IGParams  # noqa: E402
 from igkd.config import RunConfig, load_config  # noqa: E402
 from igkd.data.prepare import PreparedData, prepare_data  # noqa: E402
 from igkd.deploy.bench import CUDA_BACKEND, bench  # noqa: E402

@@ -16,7 +16,8 @@ import torch
 
 from igkd.artifacts.atomic import atomic_write_json
 from igkd.artifacts.provenance import provenance
-from igkd.attribution.ig import IGParams, compute_ig_maps
+from igkd.attribution.ig import compute_ig_maps
+from igkd.attribution.params import IGParams
 from igkd.config import load_config
 from igkd.data.prepare import prepare_data
 from igkd.models.checkpoint import load_checkpoint

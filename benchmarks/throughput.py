@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from igkd.artifacts.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from igkd.artifacts.provenance import provenance  # noqa: E402
-from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, make_baselines  # noqa: E402
+from igkd.attribution.ig import attribution_maps, compute_ig_maps, make_baselines  # noqa: E402
+from igkd.attribution.params import IGParams  # noqa: E402
 from igkd.config import load_config, validate_config  # noqa: E402
 from igkd.data.prepare import prepare_data  # noqa: E402
 from igkd.models.checkpoint import LoadedModel, load_checkpoint  # noqa: E402

@@ -366,7 +366,7 @@ def test_sharded_sweep_in_parallel_workers_needs_the_shared_teacher_first(tmp_pa
 
 
 def test_the_agreement_is_integrated_gradients_whatever_source_trained_the_students():
-    from igkd.attribution.ig import IGParams
+    from igkd.attribution.params import IGParams
     from igkd.data.imageset import ImageSet
     from igkd.experiments.analysis import ig_agreement
 

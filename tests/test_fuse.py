@@ -10,7 +10,8 @@ from torch import nn
 
 import igkd.models.fuse as fuse
 from conftest import TINY_TEACHER
-from igkd.attribution.ig import IGParams, attribution_maps, compute_ig_maps, integrated_gradients, make_baselines
+from igkd.attribution.ig import attribution_maps, compute_ig_maps, integrated_gradients, make_baselines
+from igkd.attribution.params import IGParams
 from igkd.models.fuse import FusedConvActivation, fast_frozen_copy, fuse_conv_activations, out_of_place_activations
 from igkd.models.registry import build_model, parse_arch
 

@@ -25,8 +25,8 @@ from torch import nn
 
 from igkd.artifacts.fingerprint import data_hash
 from igkd.attribution.cache import AttributionCache, attribution_key
-from igkd.attribution.ig import BaselineKind, IGParams, Method, TargetKind, compute_ig_maps
-from igkd.attribution.sources import Source
+from igkd.attribution.ig import compute_ig_maps
+from igkd.attribution.params import BaselineKind, IGParams, Method, Source, TargetKind
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.errors import IgkdError

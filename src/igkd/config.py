@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from igkd.artifacts.layout import CACHE_DIR
-from igkd.attribution.ig import IGParams
+from igkd.attribution.params import IGParams
 from igkd.configs import DEFAULT_CONFIG, builtin_config_names, builtin_config_path
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError

@@ -10,7 +10,6 @@ from igkd.attribution.cache import (
     teacher_hash,
 )
 from igkd.attribution.ig import (
-    IGParams,
     IGRunStats,
     alphas_and_weights,
     attribution_maps,
@@ -20,6 +19,7 @@ from igkd.attribution.ig import (
     make_baselines,
     select_targets,
 )
+from igkd.attribution.params import IGParams
 
 __all__ = [
     "AttributionCache",

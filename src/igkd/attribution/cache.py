@@ -34,7 +34,8 @@ from igkd.artifacts import integrity
 from igkd.artifacts.atomic import atomic_write_json, read_json_object
 from igkd.artifacts.fingerprint import data_hash, hash_file, hash_jsonable, hash_state_dict
 from igkd.artifacts.provenance import command_line, source_commit
-from igkd.attribution.ig import IGParams, IGRunStats, compute_ig_maps
+from igkd.attribution.ig import IGRunStats, compute_ig_maps
+from igkd.attribution.params import IGParams
 from igkd.errors import IgkdError
 from igkd.runtime import budget
 from igkd.runtime.clock import running_seconds

@@ -10,23 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from igkd.attribution.sources import Source, captum_attributions
+from igkd.attribution.params import BaselineKind, IGParams, Method, TargetKind
+from igkd.attribution.sources import captum_attributions
 from igkd.errors import IgkdError
 from igkd.models.depthwise import bf16_depthwise_convolutions
 from igkd.models.fuse import fast_frozen_copy
 from igkd.runtime.device import autocast, copy_to_host, is_channels_last, use_channels_last
-
-Method = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
-BaselineKind = Literal["zero", "black", "mean", "blur"]
-TargetKind = Literal["label", "prediction"]
 
 # Path points per forward/backward when attribution.internal_batch_size is unset. Each costs ~19 MB of saved
 # activations for the CIFAR teacher in float32 (measured on the CPU), so 4096 needs ~77 GB: a GPU starts there
@@ -36,60 +31,6 @@ GPU_INTERNAL_BATCH = 4096
 
 BLUR_KERNEL = 5  # "blur" baseline: Gaussian blur, 5x5 kernel ...
 BLUR_SIGMA = 2.0  # ... with sigma 2 pixels (reflect padding, torchvision's default)
-
-
-class IGParams(BaseModel):
-    """How IG maps are computed (everything but batch sizes changes the maps)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: Source = Field(
-        "ig",
-        description="ig (igkd's Integrated Gradients, the paper's), or with Captum (pip install 'igkd[captum]'): "
-        "smoothgrad_ig, smoothgrad, input_x_gradient, gradcam (at attribution.layer)",
-    )
-    layer: str | None = Field(None, description="gradcam: the teacher's layer by module path (e.g. features.16, layer4)")
-    noise_samples: int = Field(16, ge=1, description="smoothgrad sources: noisy copies per image")
-    noise_std: float = Field(0.15, gt=0, description="smoothgrad sources: the noise's standard deviation, in pixel units ([0, 1] images)")
-    steps: int = Field(50, ge=1)
-    method: Method = "gausslegendre"
-    baseline: BaselineKind = "zero"
-    target: TargetKind = "label"
-    precision: Literal["float32", "bfloat16"] = Field(
-        "float32",
-        description="bfloat16: autocast the model (1.5x faster on a CPU with native bf16, and on a GPU); not the default "
-        "anywhere, since it moves the maps: on the trained CIFAR-10 (JPEG q75) teacher at 50 steps by up to 0.053 from "
-        "float32's at 100 steps, against 0.052 for float32 at 50 (benchmarks/results/ig-completeness-cpu.md); by up to "
-        "0.28 on an untrained one (benchmarks/results/throughput-cpu.md)",
-    )
-    batch_size: int = Field(256, ge=1, description="images per attribution batch")
-    internal_batch_size: int | None = Field(
-        None,
-        ge=1,
-        description="max model inputs (images*steps) per forward/backward; "
-        "unset: 64 on a CPU, on a GPU 4096 halved until it fits in memory",
-    )
-    channels_last: Literal["auto", "on", "off"] = Field(
-        "auto",
-        description="the teacher and its path points in channels_last "
-        "(auto: on CUDA and the CPU); faster convolutions, maps equal up to float rounding",
-    )
-
-    @field_validator("channels_last", mode="before")
-    @classmethod
-    def _channels_last_from_yaml_boolean(cls, value: Any) -> Any:
-        """YAML reads ``on``/``off`` as True/False: map them back to 'on'/'off'."""
-        return ("on" if value else "off") if isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _riemann_needs_two_steps(self) -> IGParams:
-        if self.method.startswith("riemann") and self.steps < 2:
-            raise ValueError(f"method '{self.method}' needs steps >= 2")
-        if self.source == "gradcam" and not self.layer:
-            raise ValueError("source gradcam needs layer, a module path of the teacher (e.g. features.16 or layer4)")
-        if self.source != "ig" and self.precision != "float32":
-            raise ValueError(f"source {self.source} runs in float32 (Captum); set precision float32")
-        return self
 
 
 @dataclass

@@ -12,18 +12,12 @@ build was interrupted and resumed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
 import torch
 from torch import nn
 
+from igkd.attribution.params import IGParams
 from igkd.errors import IgkdError
 from igkd.runtime.extras import require
-
-if TYPE_CHECKING:
-    from igkd.attribution.ig import IGParams
-
-Source = Literal["ig", "smoothgrad_ig", "smoothgrad", "input_x_gradient", "gradcam"]
 
 
 def grad_cam_layer(model: nn.Module, path: str | None) -> nn.Module:

@@ -10,7 +10,8 @@ import torch
 from scipy import stats as sps
 from torch import nn
 
-from igkd.attribution.ig import IGParams, compute_ig_maps
+from igkd.attribution.ig import compute_ig_maps
+from igkd.attribution.params import IGParams
 from igkd.data.imageset import ImageSet
 from igkd.data.sources import DataConfig, load_split
 from igkd.evaluation.evaluate import evaluate_model
