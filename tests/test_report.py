@@ -257,6 +257,13 @@ def test_planned_comparisons_are_their_own_holm_family_with_each_pairs_n(grown):
 def test_corruption_records_of_another_protocol_or_teacher_are_left_out_with_the_reason(grown):
     _, summary, markdown = grown
     assert summary["ablation"]["robustness"]["mca"]["KD"]["n"] == 1  # of 3 KD records, 2 do not match the teacher's
+    # the planned family on mCA: its own Holm correction over the planned pairs with 2 runs each (KD has 1 record left)
+    planned = summary["ablation"]["robustness"]["planned"]
+    assert planned["family"] == "planned" and [(c["a"], c["b"]) for c in planned["welch"]] == [
+        ("KD_IG", "KD_IG-shuffled"),
+        ("Student", "Student @ width=0.25"),
+    ]
+    assert "#### Planned comparisons on mean corruption accuracy" in markdown
     assert "1 student record(s): measured under another corruption protocol than the teacher's" in markdown
     assert "1 student record(s): its mCE is relative to another teacher" in markdown
 

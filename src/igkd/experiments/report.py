@@ -289,8 +289,8 @@ def _robustness(
     doc: Document, name: str, groups: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any], figures: Path
 ) -> dict[str, Any]:
     """Per method over seeds: accuracy under common corruptions (mCA, mCE vs teacher, relative drop, per corruption,
-    against severity, Welch/Holm tests on mCA) and on the other dataset of ``igkd transfer``; ``teacher`` holds the
-    teacher's ``robustness`` and ``transfer`` records."""
+    against severity, Welch/Holm tests on mCA for the planned pairs and for all) and on the other dataset of
+    ``igkd transfer``; ``teacher`` holds the teacher's ``robustness`` and ``transfer`` records."""
     doc.heading("Robustness: common corruptions and distribution shift", 3)
     reference = teacher["robustness"]
     records: dict[str, dict[int, dict[str, Any]]] = {g: {} for g in groups}
@@ -388,6 +388,9 @@ def _robustness(
             for g, recs in records.items()
             if recs and all(r.get("mce") is not None for r in recs.values())
         },
+        "planned": _pairwise(
+            doc, mca, "Planned comparisons on mean corruption accuracy", "mean corruption accuracy", planned_pairs(list(mca)), level=4
+        ),
         "tests": _pairwise(doc, mca, "Pairwise tests on mean corruption accuracy", "mean corruption accuracy", level=4),
         "transfer": transfer,
     }
