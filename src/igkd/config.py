@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from igkd.artifacts.layout import CACHE_DIR
-from igkd.attribution.params import IGParams
+from igkd.attribution.params import IGParams, on_off_setting
 from igkd.configs import DEFAULT_CONFIG, builtin_config_names, builtin_config_path
 from igkd.data.sources import DataConfig
 from igkd.errors import IgkdError
@@ -68,11 +68,7 @@ class TrainConfig(_Strict):
 
     _amp_from_yaml_boolean = field_validator("amp", mode="before")(_amp_setting)
 
-    @field_validator("channels_last", mode="before")
-    @classmethod
-    def _channels_last_from_yaml_boolean(cls, value: Any) -> Any:
-        """YAML reads ``on``/``off`` as True/False: map them back to 'on'/'off'."""
-        return ("on" if value else "off") if isinstance(value, bool) else value
+    _channels_last_from_yaml_boolean = field_validator("channels_last", mode="before")(on_off_setting)
 
     @model_validator(mode="after")
     def _scaling_needs_a_base(self) -> TrainConfig:

@@ -13,6 +13,11 @@ BaselineKind = Literal["zero", "black", "mean", "blur"]
 TargetKind = Literal["label", "prediction"]
 
 
+def on_off_setting(value: Any) -> Any:
+    """YAML reads ``on``/``off`` as True/False: map them back to 'on'/'off' (the ``channels_last`` settings)."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
 class IGParams(BaseModel):
     """How IG maps are computed (everything but batch sizes changes the maps)."""
 
@@ -50,11 +55,7 @@ class IGParams(BaseModel):
         "(auto: on CUDA and the CPU); faster convolutions, maps equal up to float rounding",
     )
 
-    @field_validator("channels_last", mode="before")
-    @classmethod
-    def _channels_last_from_yaml_boolean(cls, value: Any) -> Any:
-        """YAML reads ``on``/``off`` as True/False: map them back to 'on'/'off'."""
-        return ("on" if value else "off") if isinstance(value, bool) else value
+    _channels_last_from_yaml_boolean = field_validator("channels_last", mode="before")(on_off_setting)
 
     @model_validator(mode="after")
     def _riemann_needs_two_steps(self) -> IGParams:
