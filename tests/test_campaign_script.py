@@ -44,22 +44,26 @@ def _value(call: list[str], option: str) -> str:
 def test_the_campaign_plans_every_call_then_runs_them_seed_0_of_every_arm_first(tmp_path):
     calls = _campaign_calls(tmp_path)
     planned, run = calls[: len(calls) // 2], calls[len(calls) // 2 :]
-    assert len(calls) == 36 and all(c[-1] == "--plan-only" for c in planned) and not any("--plan-only" in c for c in run)
+    assert len(calls) == 38 and all(c[-1] == "--plan-only" for c in planned) and not any("--plan-only" in c for c in run)
     assert [c[:-1] for c in planned] == run  # the plan names exactly the calls that run, in the same order
     first_seeds = [int(_value(c, "--first-seed")) for c in run]
-    assert first_seeds == [0] * 4 + [1] * 4 + [2] * 4 + [0, 0, 1, 1, 2, 2]  # the 5 + 2 arms of a seed before the next seed
-    extra = [_value(c, "--methods") for c in run[12:]]
+    assert first_seeds == [0] * 4 + [1] * 4 + [2] * 4 + [0, 0, 1, 1, 2, 2, 0]  # the 5 + 2 arms of a seed before the next seed
+    extra = [_value(c, "--methods") for c in run[12:18]]
     assert extra == ["KD_IG-noise", "AT,KD_AT,KD_IG_AT,KD_EXPL"] * 3  # then, seed by seed, the noise control first
+    sweep = run[-1]  # last, the compression sweep: truncated students only, one seed
+    assert sweep[:2] == ["experiment", "sweep"] and _value(sweep, "--seeds") == "1" and _value(sweep, "--widths") == "none"
+    assert _value(sweep, "--blocks") == "3,5,7,9,11,13,15,17" and _value(sweep, "--methods") == "Student,KD,IG,KD_IG"
     widths = {_value(c, "--methods") for c in run[:4] if "student.arch=mobilenetv2_cifar:width=0.5" in c}
     assert widths == {"Student", "KD_IG"} and all(f"out_dir={tmp_path / 'campaign'}" in c for c in run)
 
 
 def test_without_maps_the_campaign_plans_every_call_and_runs_only_the_arms_that_need_none(tmp_path):
     calls = _campaign_calls(tmp_path, "--no-maps")
-    planned, run = calls[:18], calls[18:]
-    assert len(planned) == 18 and all(c[-1] == "--plan-only" for c in planned)  # the whole campaign, as without it
-    assert [_value(c, "--methods") for c in run] == ["Student,KD", "Student"] * 3 + ["KD_IG-noise", "AT,KD_AT,KD_EXPL"] * 3
-    assert [int(_value(c, "--first-seed")) for c in run] == [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2] and "--no-maps" not in sum(calls, [])
+    planned, run = calls[:19], calls[19:]
+    assert len(planned) == 19 and all(c[-1] == "--plan-only" for c in planned)  # the whole campaign, as without it
+    methods = ["Student,KD", "Student"] * 3 + ["KD_IG-noise", "AT,KD_AT,KD_EXPL"] * 3 + ["Student,KD"]
+    assert [_value(c, "--methods") for c in run] == methods
+    assert [int(_value(c, "--first-seed")) for c in run] == [0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2, 0] and "--no-maps" not in sum(calls, [])
 
 
 def test_every_call_shares_one_absolute_deadline_resolved_from_hh_mm(tmp_path):

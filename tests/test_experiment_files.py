@@ -72,6 +72,9 @@ def test_command_line_options_override_the_files_values():
     sweep = load_experiment("sweep")
     assert resolve_options(sweep, cli_options(sweep, blocks="3,5")).blocks == (3, 5)
     assert resolve_options(sweep, cli_options(sweep)).widths == (0.75, 0.5, 0.35, 0.25, 0.1, 0.05)
+    truncated_only = resolve_options(sweep, cli_options(sweep, blocks="3,5", widths="none"))  # none: no width students
+    assert (truncated_only.blocks, truncated_only.widths) == ((3, 5), ())
+    assert cli_options(sweep, blocks=" None ").blocks == ()
 
 
 GRID = """\

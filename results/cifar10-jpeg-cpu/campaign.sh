@@ -5,10 +5,10 @@
 # cache, so a session that may end before an IG arm finishes spends its time on arms it can land instead.
 # Then, as the budget allows, the extra arms, seed by seed: KD_IG on uniform noise maps (does the overlay help as a plain
 # augmentation? it needs no IG maps), the paper's attention arms (AT, KD_AT, KD_IG_AT) and e²KD's explanation matching
-# (KD_EXPL). The config evaluates the teacher (first) and every student after it trains under the
-# 9 corruptions x 5 severities (robustness.enabled). Every call resumes: finished runs are reused by identity, a run
-# finished without its corruption record gets one, and an interrupted run goes on from its last finished epoch, so
-# re-run it to continue.
+# (KD_EXPL); last, the compression sweep (k = 3..17, one seed). The config evaluates the teacher (first) and every
+# student after it trains under the 9 corruptions x 5 severities (robustness.enabled). Every call resumes: finished
+# runs are reused by identity, a run finished without its corruption record gets one, and an interrupted run goes on
+# from its last finished epoch, so re-run it to continue.
 #
 #   IGKD_DATA_DIR=DIR IGKD_TEACHER=teacher.pt [IGKD_CAMPAIGN_DIR=$HOME/igkd-campaign] bash campaign.sh [EXPERIMENT OPTIONS]
 #
@@ -16,9 +16,9 @@
 # On a new machine, run `bash land.sh restore` first: the runs that have landed come back instead of training again.
 # EXPERIMENT OPTIONS go to every `igkd experiment` call: --stop-at HH:MM (one deadline for all calls; --budget would
 # restart with each call), or --set device=cuda --jobs 4 on a GPU. --no-maps (this script's own option) runs only the
-# arms that need no IG maps (Student, KD, and the extra noise control, AT, KD_AT, KD_EXPL), for a session on a new
-# machine too short to rebuild the maps and train on them (the rebuild took 58 min on an Intel Xeon with AMX, 1.6 h on
-# an AMD EPYC); the plan still names every run.
+# arms that need no IG maps (Student, KD, and the extra noise control, AT, KD_AT, KD_EXPL; the sweep's Student and KD),
+# for a session on a new machine too short to rebuild the maps and train on them (the rebuild took 58 min on an Intel
+# Xeon with AMX, 1.6 h on an AMD EPYC); the plan still names every run.
 set -euo pipefail
 : "${IGKD_DATA_DIR:?set IGKD_DATA_DIR to the folder holding cifar10-jpeg-{train,test}.tar.gz}"
 teacher=${IGKD_TEACHER:?set IGKD_TEACHER to the teacher checkpoint (e.g. shared/models/cifar10-jpeg-teacher-e25.pt)}
@@ -42,8 +42,8 @@ igkd() {  # each call stamped in the log, the ledger of the campaign's wall time
   python3 -m igkd "$@"
 }
 calls() {  # every call of the campaign, in its order, each with the options "$@"; with skip=1 none that needs IG maps
-  local extra=AT,KD_AT,KD_IG_AT,KD_EXPL
-  ((skip)) && extra=AT,KD_AT,KD_EXPL
+  local extra=AT,KD_AT,KD_IG_AT,KD_EXPL sweep=Student,KD,IG,KD_IG
+  ((skip)) && extra=AT,KD_AT,KD_EXPL sweep=Student,KD
   for seed in 0 1 2; do
     local one=(--first-seed "$seed" --seeds 1)
     igkd experiment ablation "${k5[@]}" "${one[@]}" --methods Student,KD "$@"
@@ -55,6 +55,9 @@ calls() {  # every call of the campaign, in its order, each with the options "$@
     igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods KD_IG-noise "$@"
     igkd experiment ablation "${k5[@]}" --first-seed "$seed" --seeds 1 --methods "$extra" --controls none "$@"
   done
+  # last, the compression sweep: the last k blocks removed, k = 3..17 (2.2x-1122x fewer parameters), one seed; its k=5
+  # runs are the ablation's seed 0, reused by identity
+  igkd experiment sweep "${k5[@]}" --first-seed 0 --seeds 1 --blocks 3,5,7,9,11,13,15,17 --widths none --methods "$sweep" "$@"
 }
 skip=0 calls --plan-only "$@"  # the whole campaign in the plan first, so the report's status names every run still to come
 skip=$no_maps calls "$@"

@@ -41,9 +41,11 @@ def experiment(
     controls: str | None = typer.Option(
         None, help=f"Map controls (shuffled, noise; none for neither) of the methods the file runs on controls (KD_IG) {FILE_DEFAULT}."
     ),
-    blocks: str | None = typer.Option(None, help=f"Smaller students: numbers of last blocks removed (k), comma-separated {FILE_DEFAULT}."),
+    blocks: str | None = typer.Option(
+        None, help=f"Smaller students: numbers of last blocks removed (k), comma-separated, or none {FILE_DEFAULT}."
+    ),
     widths: str | None = typer.Option(
-        None, help=f"Smaller students: width multipliers relative to the teacher, comma-separated {FILE_DEFAULT}."
+        None, help=f"Smaller students: width multipliers relative to the teacher, comma-separated, or none {FILE_DEFAULT}."
     ),
     shard: str = typer.Option("0/1", help="Run only shard i of n (i/n) of the jobs, e.g. 0/4 on the first of four machines."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Student runs trained at once on this device, each in its own process."),

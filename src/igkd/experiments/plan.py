@@ -96,7 +96,7 @@ def cli_options(
         given_seeds,
         train_fraction,
         tuple(parse_list(methods, str, "--methods")) if methods else None,
-        None if controls is None else () if controls.strip() == "none" else tuple(parse_list(controls, str, "--controls")),
+        None if controls is None else tuple(parse_list(controls, str, "--controls")),
         None if blocks is None else tuple(parse_list(blocks, int, "--blocks")),
         None if widths is None else tuple(parse_list(widths, float, "--widths")),
     )
@@ -202,7 +202,10 @@ def _arm(name: str, experiment: Experiment) -> tuple[str, str | None]:
 
 
 def parse_list(text: str, kind: Callable[[str], T], option: str) -> list[T]:
-    """Parse a comma-separated option value (e.g. ``--blocks 3,5,7``)."""
+    """Parse a comma-separated option value (e.g. ``--blocks 3,5,7``); ``none`` is the empty list (``--widths none``: no
+    width students)."""
+    if text.strip().lower() == "none":
+        return []
     try:
         return [kind(part.strip()) for part in text.split(",") if part.strip()]
     except ValueError:
