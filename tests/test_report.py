@@ -16,7 +16,12 @@ from igkd.config import load_config
 from igkd.evaluation.robustness import RECORD
 from igkd.experiments.grid import Experiment, ExperimentGrid
 from igkd.experiments.plan import PlanOptions, plan_jobs
-from igkd.experiments.report import _maps_used, _status, build_report, classes_first, paper_note, planned_pairs
+from igkd.experiments.report import build_report
+from igkd.experiments.report.ablation import paper_note
+from igkd.experiments.report.comparisons import planned_pairs
+from igkd.experiments.report.ig_figure import classes_first
+from igkd.experiments.report.provenance import maps_used
+from igkd.experiments.report.runs import status_line
 from igkd.experiments.runner import ExperimentRunner
 
 DATA = "0" * 64
@@ -170,7 +175,7 @@ def test_report_counts_the_runs_of_every_call_with_arms_named_by_student(grown):
         "IG maps trained on (SHA-256 of the file, for the runs that record it): "
         f"`aaaaaaaaaaaa` (computed on cpu ({EPYC}); 4 runs); `bbbbbbbbbbbb` (computed on cpu ({XEON}); 1 run)." in markdown
     )
-    assert _maps_used({"run": {"final": {"maps": {"sha256": "c" * 64, "built_by": []}}}}) == (
+    assert maps_used({"run": {"final": {"maps": {"sha256": "c" * 64, "built_by": []}}}}) == (
         " IG maps trained on (SHA-256 of the file, for the runs that record it): `cccccccccccc` (its builders not recorded; 1 run)."
     )
     assert "Status: not started: KD_IG-shuffled (seed 2)." in markdown
@@ -389,9 +394,10 @@ def test_status_names_partly_trained_runs_and_groups_the_unstarted_by_arm_and_se
     (tmp_path / "students" / "KD_IG-1").mkdir(parents=True)
     (tmp_path / "students" / "KD_IG-1" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
     runs = {"Student-0": {}, "Student-1": {}, "KD_IG-0": {}}
-    assert _status(plan, runs, tmp_path, base) == (
+    assert status_line(plan, runs, tmp_path, base) == (
         "3 of 9 planned runs finished (seeds 0, 1, 2, each on a fresh stratified 80% subset of the training split). "
         "Status: partly trained: `KD_IG-1` (2 epochs done); not started: Student (seed 2); KD_IG (seed 2); "
         "KD_IG @ width=0.25 (seeds 0, 1, 2)."
     )
-    assert _status(plan, dict.fromkeys([j["run_id"] for j in jobs], {}), tmp_path, base).endswith("Status: every planned run has finished.")
+    every_run = dict.fromkeys([j["run_id"] for j in jobs], {})
+    assert status_line(plan, every_run, tmp_path, base).endswith("Status: every planned run has finished.")

@@ -220,7 +220,7 @@ def test_a_record_of_another_precision_is_measured_again_and_one_from_before_pre
     from igkd.config import RobustnessConfig
     from igkd.data.imageset import ImageSet
     from igkd.evaluation import robustness
-    from igkd.experiments.report import robustness_record_problem
+    from igkd.experiments.report.robustness import robustness_record_problem
     from igkd.stages.plan import transfer_current
 
     test = ImageSet(_load_digits("test", 8).images[:20], _load_digits("test", 8).labels[:20], [str(i) for i in range(10)])
