@@ -14,6 +14,7 @@ from igkd.config import builtin_config_path, load_config
 from igkd.data.prepare import prepare_data
 from igkd.experiments.plan import PlanOptions, plan_jobs
 
+K5 = "mobilenetv2_cifar:k=5"  # the paper's student, 4.12x fewer parameters
 # The shared teacher's SHA-256 (shared/models/README.md) and the content digest of CIFAR-10 (JPEG q75) as igkd reads it
 CAMPAIGN_TEACHER = "5d25ac6b6c689f27dd135facfc25e3d5a621c8d85a8567d327f735d4802b2b77"
 CIFAR10_JPEG = "02bbb7317e2bda88169254db183c922a97938dc1103196bd5bf6df58cef64ec6"
@@ -58,6 +59,37 @@ CAMPAIGN_EXTRA_RUNS = [  # then, seed by seed, the noise control and the extra a
     "KD_EXPL-mobilenetv2_cifar_k5-seed2-fa71e911",
 ]
 
+CAMPAIGN_SWEEP_RUNS = [  # last, the compression sweep's students other than k=5 (its k=5 runs are the ablation's seed 0)
+    "Student-mobilenetv2_cifar_k3-seed0-6a121b42",
+    "KD-mobilenetv2_cifar_k3-seed0-17d4b401",
+    "IG-mobilenetv2_cifar_k3-seed0-e1ab20b5",
+    "KD_IG-mobilenetv2_cifar_k3-seed0-4284ad29",
+    "Student-mobilenetv2_cifar_k7-seed0-e6f10b98",
+    "KD-mobilenetv2_cifar_k7-seed0-61fbbbca",
+    "IG-mobilenetv2_cifar_k7-seed0-82830f54",
+    "KD_IG-mobilenetv2_cifar_k7-seed0-d809f1ec",
+    "Student-mobilenetv2_cifar_k9-seed0-556a0427",
+    "KD-mobilenetv2_cifar_k9-seed0-325bec8d",
+    "IG-mobilenetv2_cifar_k9-seed0-4291f2d9",
+    "KD_IG-mobilenetv2_cifar_k9-seed0-4b2019b7",
+    "Student-mobilenetv2_cifar_k11-seed0-eff0cf8a",
+    "KD-mobilenetv2_cifar_k11-seed0-9e222e26",
+    "IG-mobilenetv2_cifar_k11-seed0-6b0474e6",
+    "KD_IG-mobilenetv2_cifar_k11-seed0-0a39c296",
+    "Student-mobilenetv2_cifar_k13-seed0-f985b568",
+    "KD-mobilenetv2_cifar_k13-seed0-c3dda5e4",
+    "IG-mobilenetv2_cifar_k13-seed0-2f5a14b8",
+    "KD_IG-mobilenetv2_cifar_k13-seed0-ebb78e3a",
+    "Student-mobilenetv2_cifar_k15-seed0-5864188c",
+    "KD-mobilenetv2_cifar_k15-seed0-9afcd237",
+    "IG-mobilenetv2_cifar_k15-seed0-b5f88eb1",
+    "KD_IG-mobilenetv2_cifar_k15-seed0-2c816c90",
+    "Student-mobilenetv2_cifar_k17-seed0-05af003a",
+    "KD-mobilenetv2_cifar_k17-seed0-308e2ca4",
+    "IG-mobilenetv2_cifar_k17-seed0-ff577661",
+    "KD_IG-mobilenetv2_cifar_k17-seed0-9806b171",
+]
+
 
 def test_the_digits_main_job_keeps_its_identities():
     cfg = load_config("digits")
@@ -91,6 +123,9 @@ def test_the_cifar10_cpu_campaign_keeps_its_run_folders(monkeypatch):
         for job in plan_jobs("ablation", k5, PlanOptions(seeds=(seed,), methods=methods, controls=controls), CIFAR10_JPEG)
     ]
     assert runs == CAMPAIGN_EXTRA_RUNS
+    sweep = plan_jobs("sweep", k5, PlanOptions(seeds=(0,), blocks=(3, 5, 7, 9, 11, 13, 15, 17), widths=()), CIFAR10_JPEG)
+    assert [job.run_id for job in sweep if job.arch != K5] == CAMPAIGN_SWEEP_RUNS
+    assert [job.run_id for job in sweep if job.arch == K5] == [CAMPAIGN_RUNS[i] for i in (0, 1, 3, 4)]  # reused, not trained again
 
 
 def test_the_campaign_config_names_its_speed_settings():
