@@ -122,6 +122,18 @@ def test_land_picks_each_arms_model_on_validation_accuracy_never_on_test(tmp_pat
     assert (here / "models" / "KD-mobilenetv2_cifar_k5.pt").read_bytes() == f"{K5} 1".encode()
 
 
+def test_land_ships_the_ablations_models_not_the_compression_sweeps(tmp_path):
+    """The sweep's students (k = 3..17, 4 methods) would add 28 models to the repository and to the latency table: their
+    records land in the report, their models stay in the run folder."""
+    here, run_dir = _campaign_to_land(tmp_path)
+    _finished(run_dir / "students" / "KD-k3-0", "mobilenetv2_cifar:k=3", 0, 0.86, 0.86)
+    sweep = [{"run_id": "KD-k3-0", "group": "KD", "arch": "mobilenetv2_cifar:k=3", "seed": 0}]
+    (run_dir / "experiments" / "sweep.json").write_text(json.dumps({"jobs": sweep}))
+    _run_recorded(here / "land.sh", tmp_path)
+    manifest = json.loads((here / "models" / "manifest.json").read_text())
+    assert len(manifest) == 4 and not any("k3" in m["file"] for m in manifest)
+
+
 def test_land_keeps_the_latency_table_while_the_models_it_times_stay_the_same(tmp_path):
     """A landing whose runs change no arm's model keeps the report's latency table (it dropped it)."""
     here, run_dir = _campaign_to_land(tmp_path)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Land the campaign's progress in this folder: Tiny ImageNet transfer of the teacher and every finished student, the
-# report of every finished run, the models (teacher, and the best-on-validation student of each arm) with their
+# report of every finished run, the models (teacher, and the best-on-validation student of each ablation arm) with their
 # SHA-256; then, once those are committed, their params, MACs and CPU latency side by side (latency.json: truncation
 # against width at similar size), so that its provenance names a clean commit, and the report again with that table.
 # When a landing leaves the models as they were, latency.json still times them and the report keeps its table.
@@ -40,23 +40,23 @@ models_sha256() { (cd "$here" && sha256sum models/*.pt 2>/dev/null) || true; }  
 python3 -m igkd transfer "${config[@]}"
 before=$(models_sha256)
 python3 - "$run_dir" "$here" <<'PY'
-"""Copy the teacher and, per arm, the student with the best validation accuracy into models/, with a manifest."""
+"""Copy the teacher and, per arm of the ablation, the student with the best validation accuracy into models/, with a
+manifest. The compression sweep's students stay in the run folder: their records land in the report."""
 import hashlib, json, shutil, sys
 from pathlib import Path
 
 from igkd.artifacts.layout import SUMMARY, published_model
 
 run_dir, here = Path(sys.argv[1]), Path(sys.argv[2])
-plans = [json.loads(p.read_text()) for p in sorted((run_dir / "experiments").glob("*.json"))]
+plan = json.loads((run_dir / "experiments" / "ablation.json").read_text())
 arms = {}
-for plan in plans:
-    for job in plan["jobs"]:
-        final = run_dir / "students" / job["run_id"] / SUMMARY
-        if final.is_file():
-            record = json.loads(final.read_text())
-            key = (job["group"], job["arch"])
-            if key not in arms or record["best_val_accuracy"] > arms[key][1]["best_val_accuracy"]:
-                arms[key] = (job["run_id"], record)
+for job in plan["jobs"]:
+    final = run_dir / "students" / job["run_id"] / SUMMARY
+    if final.is_file():
+        record = json.loads(final.read_text())
+        key = (job["group"], job["arch"])
+        if key not in arms or record["best_val_accuracy"] > arms[key][1]["best_val_accuracy"]:
+            arms[key] = (job["run_id"], record)
 models = here / "models"
 shutil.rmtree(models, ignore_errors=True)
 models.mkdir()
