@@ -9,14 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from igkd.artifacts.atomic import atomic_write_json, atomic_write_text, read_json_object, replace_directory
-from igkd.artifacts.layout import (
-    EXPERIMENT_REPORT_DIR,
-    EXPERIMENTS_DIR,
-    REPORT,
-    REPORT_RUNS,
-    SUMMARY,
-    TEACHER_DIR,
-)
+from igkd.artifacts.layout import EXPERIMENT_REPORT_DIR, EXPERIMENTS_DIR, REPORT, REPORT_RUNS, SUMMARY, TEACHER_DIR
 from igkd.artifacts.provenance import provenance
 from igkd.config import RunConfig
 from igkd.errors import IgkdError

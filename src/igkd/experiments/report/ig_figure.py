@@ -8,11 +8,7 @@ from typing import Any
 
 import torch
 
-from igkd.artifacts.layout import (
-    STUDENTS_DIR,
-    TEACHER_DIR,
-    published_model,
-)
+from igkd.artifacts.layout import STUDENTS_DIR, TEACHER_DIR, published_model
 from igkd.attribution.ig import compute_ig_maps
 from igkd.config import RunConfig
 from igkd.experiments.analysis import agreement_indices

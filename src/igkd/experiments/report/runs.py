@@ -13,13 +13,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from igkd.artifacts.atomic import read_json_object
-from igkd.artifacts.layout import (
-    ANALYSIS,
-    METRICS,
-    STUDENTS_DIR,
-    SUMMARY,
-    TRANSFER_PREFIX,
-)
+from igkd.artifacts.layout import ANALYSIS, METRICS, STUDENTS_DIR, SUMMARY, TRANSFER_PREFIX
 from igkd.evaluation.robustness import RECORD
 from igkd.experiments.document import Document, percent
 
