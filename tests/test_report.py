@@ -21,7 +21,7 @@ from igkd.experiments.report.ablation import paper_note
 from igkd.experiments.report.comparisons import planned_pairs
 from igkd.experiments.report.ig_figure import classes_first
 from igkd.experiments.report.provenance import maps_used
-from igkd.experiments.report.runs import status_line
+from igkd.experiments.report.runs import jobs_by_run, status_line
 from igkd.experiments.runner import ExperimentRunner
 
 DATA = "0" * 64
@@ -401,3 +401,14 @@ def test_status_names_partly_trained_runs_and_groups_the_unstarted_by_arm_and_se
     )
     every_run = dict.fromkeys([j["run_id"] for j in jobs], {})
     assert status_line(plan, every_run, tmp_path, base).endswith("Status: every planned run has finished.")
+
+
+def test_a_run_two_experiments_plan_is_one_job_naming_both():
+    """The compression sweep's k=5 runs are the ablation's: runs.csv names both experiments, and the first plan's arm
+    (a later plan overwrote it: the ablation's runs read as the sweep's, family 'blocks')."""
+    ablation = {"jobs": [{"run_id": "KD-k5", "group": "KD", "family": "ablation", "seed": 0}]}
+    sweep = {"jobs": [{"run_id": "KD-k3", "group": "KD", "family": "blocks", "seed": 0}, {**ablation["jobs"][0], "family": "blocks"}]}
+    jobs = jobs_by_run({"ablation": ablation, "sweep": sweep})
+    assert list(jobs) == ["KD-k5", "KD-k3"]
+    assert (jobs["KD-k5"]["experiment"], jobs["KD-k5"]["family"]) == ("ablation, sweep", "ablation")
+    assert (jobs["KD-k3"]["experiment"], jobs["KD-k3"]["family"]) == ("sweep", "blocks")

@@ -22,6 +22,7 @@ from igkd.experiments.report.provenance import evaluated_in, maps_used
 from igkd.experiments.report.runs import (
     device_name,
     in_plan_order,
+    jobs_by_run,
     load_runs,
     run_rows,
     runs_csv,
@@ -102,7 +103,7 @@ def build_report(cfg: RunConfig, console: Console, latency: Path | None = None) 
     if latency_record is not None and latency is not None:
         summary["latency"] = latency_section(doc, latency_record, latency)
     ig_figure(doc, cfg, runs, plans, figures)
-    jobs = {job["run_id"]: {**job, "experiment": name} for name, plan in plans.items() for job in plan["jobs"]}
+    jobs = jobs_by_run(plans)
     rows = in_plan_order(run_rows(runs, jobs), list(jobs))
     if rows:
         runs_table(doc, rows, cfg.student.arch)

@@ -146,6 +146,19 @@ def runs_csv(rows: list[RunRow]) -> str:
     return buffer.getvalue()
 
 
+def jobs_by_run(plans: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every planned job by run id, in the plans' order, with the experiments that plan it (``experiment``: their names,
+    comma-separated); a run several experiments plan (the sweep's k=5 runs are the ablation's) keeps the first's job."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for name, plan in plans.items():
+        for job in plan["jobs"]:
+            if job["run_id"] in jobs:
+                jobs[job["run_id"]]["experiment"] += f", {name}"
+            else:
+                jobs[job["run_id"]] = {**job, "experiment": name}
+    return jobs
+
+
 def in_plan_order(rows: list[RunRow], planned: list[str]) -> list[RunRow]:
     """``rows`` seed by seed, in the order the plans name the runs (``planned``: run ids)."""
     order = {run_id: i for i, run_id in enumerate(planned)}
