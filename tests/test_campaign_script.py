@@ -132,6 +132,9 @@ def test_land_ships_the_ablations_models_not_the_compression_sweeps(tmp_path):
     _run_recorded(here / "land.sh", tmp_path)
     manifest = json.loads((here / "models" / "manifest.json").read_text())
     assert len(manifest) == 4 and not any("k3" in m["file"] for m in manifest)
+    (run_dir / "experiments" / "ablation.json").unlink()  # a run folder the ablation has not planned yet: the teacher alone
+    _run_recorded(here / "land.sh", tmp_path)
+    assert [m["file"] for m in json.loads((here / "models" / "manifest.json").read_text())] == ["teacher.pt"]
 
 
 def test_land_keeps_the_latency_table_while_the_models_it_times_stay_the_same(tmp_path):

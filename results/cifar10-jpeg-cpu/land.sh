@@ -48,7 +48,8 @@ from pathlib import Path
 from igkd.artifacts.layout import SUMMARY, published_model
 
 run_dir, here = Path(sys.argv[1]), Path(sys.argv[2])
-plan = json.loads((run_dir / "experiments" / "ablation.json").read_text())
+ablation = run_dir / "experiments" / "ablation.json"
+plan = json.loads(ablation.read_text()) if ablation.is_file() else {"jobs": []}  # none before the ablation's first call
 arms = {}
 for job in plan["jobs"]:
     final = run_dir / "students" / job["run_id"] / SUMMARY
