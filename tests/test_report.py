@@ -403,6 +403,15 @@ def test_status_names_partly_trained_runs_and_groups_the_unstarted_by_arm_and_se
     assert status_line(plan, every_run, tmp_path, base).endswith("Status: every planned run has finished.")
 
 
+def test_status_of_a_one_seed_plan_says_seed_not_seeds(tmp_path):
+    """The compression sweep plans one seed: its status said 'seeds 0'."""
+    plan = {"calls": [{"train_fraction": 0.8}], "jobs": [{"run_id": "KD-k3", "group": "KD", "arch": "m:k=3", "seed": 0}]}
+    assert status_line(plan, {}, tmp_path, "m:k=5") == (
+        "0 of 1 planned runs finished (seed 0, each on a fresh stratified 80% subset of the training split). "
+        "Status: not started: KD @ k=3 (seed 0)."
+    )
+
+
 def test_a_run_two_experiments_plan_is_one_job_naming_both():
     """The compression sweep's k=5 runs are the ablation's: runs.csv names both experiments, and the first plan's arm
     (a later plan overwrote it: the ablation's runs read as the sweep's, family 'blocks')."""

@@ -239,6 +239,11 @@ def training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, A
     return {"devices": devices, "all": total}
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """'seed 0' or 'seeds 0, 1, 2'."""
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))}"
+
+
 def status_line(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path, base_arch: str) -> str:
     """How far an experiment is: runs finished of those planned, over which seeds and training fractions; the runs
     partly trained (epochs done, from their metrics) by name, and the runs not started by arm and seed."""
@@ -247,7 +252,7 @@ def status_line(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: 
     fractions = ", ".join(sorted({f"{100 * call['train_fraction']:.0f}%" for call in calls}))
     finished = sum(job["run_id"] in runs for job in plan["jobs"])
     text = (
-        f"{finished} of {len(plan['jobs'])} planned runs finished (seeds {', '.join(map(str, seeds))}, each on a fresh stratified "
+        f"{finished} of {len(plan['jobs'])} planned runs finished ({seeds_text(seeds)}, each on a fresh stratified "
         f"{fractions} subset of the training split)."
     )
     partly: list[str] = []
@@ -264,6 +269,6 @@ def status_line(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: 
         return text + " Status: every planned run has finished."
     waiting = [f"partly trained: {', '.join(partly)}"] if partly else []
     if not_started:
-        arms = (f"{arm} (seed{'s' * (len(s) > 1)} {', '.join(map(str, sorted(s)))})" for arm, s in not_started.items())
+        arms = (f"{arm} ({seeds_text(arm_seeds)})" for arm, arm_seeds in not_started.items())
         waiting.append(f"not started: {'; '.join(arms)}")
     return text + f" Status: {'; '.join(waiting)}."
