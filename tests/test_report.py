@@ -403,12 +403,14 @@ def test_status_names_partly_trained_runs_and_groups_the_unstarted_by_arm_and_se
     assert status_line(plan, every_run, tmp_path, base).endswith("Status: every planned run has finished.")
 
 
-def test_status_of_a_one_seed_plan_says_seed_not_seeds(tmp_path):
-    """The compression sweep plans one seed: its status said 'seeds 0'."""
-    plan = {"calls": [{"train_fraction": 0.8}], "jobs": [{"run_id": "KD-k3", "group": "KD", "arch": "m:k=3", "seed": 0}]}
-    assert status_line(plan, {}, tmp_path, "m:k=5") == (
-        "0 of 1 planned runs finished (seed 0, each on a fresh stratified 80% subset of the training split). "
-        "Status: not started: KD @ k=3 (seed 0)."
+def test_status_says_seed_and_epoch_in_the_singular_for_one(tmp_path):
+    """The compression sweep plans one seed: its status said 'seeds 0'; and a run one epoch in, '1 epochs done'."""
+    jobs = [{"run_id": f"KD-k{k}", "group": "KD", "arch": f"m:k={k}", "seed": 0} for k in (3, 7)]
+    (tmp_path / "students" / "KD-k7").mkdir(parents=True)
+    (tmp_path / "students" / "KD-k7" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    assert status_line({"calls": [{"train_fraction": 0.8}], "jobs": jobs}, {}, tmp_path, "m:k=5") == (
+        "0 of 2 planned runs finished (seed 0, each on a fresh stratified 80% subset of the training split). "
+        "Status: partly trained: `KD-k7` (1 epoch done); not started: KD @ k=3 (seed 0)."
     )
 
 

@@ -262,7 +262,7 @@ def status_line(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: 
             metrics = run_dir / STUDENTS_DIR / job["run_id"] / METRICS
             epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
             if epochs:
-                partly.append(f"`{job['run_id']}` ({epochs} epochs done)")
+                partly.append(f"`{job['run_id']}` ({epochs} epoch{'s' * (epochs > 1)} done)")
             else:
                 not_started[arm_label(job["group"], job["arch"], base_arch)].append(job["seed"])
     if not (partly or not_started):
