@@ -21,6 +21,11 @@ def percent(fraction: float | None) -> str:
     return "n/a" if fraction is None or not math.isfinite(fraction) else f"{100 * fraction:.2f}"
 
 
+def plural(count: int, word: str) -> str:
+    """``word`` for one, ``word + 's'`` for any other count (``plural(2, "run")`` -> ``runs``)."""
+    return word if count == 1 else f"{word}s"
+
+
 def _inline_html(text: str) -> str:
     out = html.escape(text, quote=False)
     for pattern, replacement in _INLINE:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
+from igkd.experiments.document import plural
 from igkd.experiments.report.runs import device_name
 
 
@@ -22,7 +23,7 @@ def maps_used(runs: dict[str, dict[str, Any]]) -> str:
     for sha256, records in used.items():
         builders = sorted({device_name(builder.get("environment", {})) for builder in records[0]["built_by"]})
         by = f"computed on {', '.join(builders)}" if builders else "its builders not recorded"
-        files.append(f"`{sha256[:12]}` ({by}; {len(records)} run{'s' * (len(records) > 1)})")
+        files.append(f"`{sha256[:12]}` ({by}; {len(records)} {plural(len(records), 'run')})")
     return f" IG maps trained on (SHA-256 of the file, for the runs that record it): {'; '.join(files)}."
 
 
@@ -32,5 +33,5 @@ def evaluated_in(runs: dict[str, dict[str, Any]]) -> str:
     counts = Counter(str(run["final"].get("test", {}).get("precision", "not recorded")) for run in runs.values())
     if not counts:
         return ""
-    parts = (f"{name} ({n} run{'s' * (n > 1)})" for name, n in sorted(counts.items()))
+    parts = (f"{name} ({n} {plural(n, 'run')})" for name, n in sorted(counts.items()))
     return f" Test accuracy computed in: {', '.join(parts)}."

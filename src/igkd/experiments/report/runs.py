@@ -15,7 +15,7 @@ import numpy as np
 from igkd.artifacts.atomic import read_json_object
 from igkd.artifacts.layout import ANALYSIS, METRICS, STUDENTS_DIR, SUMMARY, TRANSFER_PREFIX
 from igkd.evaluation.robustness import RECORD
-from igkd.experiments.document import Document, percent
+from igkd.experiments.document import Document, percent, plural
 
 
 def transfer_records(folder: Path) -> dict[str, dict[str, Any]]:
@@ -241,7 +241,7 @@ def training_time(doc: Document, rows: list[RunRow], runs: dict[str, dict[str, A
 
 def seeds_text(seeds: list[int]) -> str:
     """'seed 0' or 'seeds 0, 1, 2'."""
-    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, sorted(seeds)))}"
+    return f"{plural(len(seeds), 'seed')} {', '.join(map(str, sorted(seeds)))}"
 
 
 def status_line(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: Path, base_arch: str) -> str:
@@ -262,7 +262,7 @@ def status_line(plan: dict[str, Any], runs: dict[str, dict[str, Any]], run_dir: 
             metrics = run_dir / STUDENTS_DIR / job["run_id"] / METRICS
             epochs = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
             if epochs:
-                partly.append(f"`{job['run_id']}` ({epochs} epoch{'s' * (epochs > 1)} done)")
+                partly.append(f"`{job['run_id']}` ({epochs} {plural(epochs, 'epoch')} done)")
             else:
                 not_started[arm_label(job["group"], job["arch"], base_arch)].append(job["seed"])
     if not (partly or not_started):
